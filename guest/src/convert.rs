@@ -1,0 +1,272 @@
+//! JSON <-> WIT conversions at the boundary.
+//!
+//! Inside the VM everything is a JavaScript value; across the boundary,
+//! open-ended maps are JSON text (see `wit/types.wit`). JavaScript produces
+//! and consumes JSON with its own `JSON`; this module maps that JSON to the
+//! WIT records and back, and turns anything malformed into a `TypeError`
+//! that names the field.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use crate::marionette::runtime::types::{
+    Block, BlockKind, ExportInfo, ExportKind, HostOp, Outcome, ScriptError, ToolCall,
+    ToolDefinition, Turn, Value,
+};
+
+/// A `TypeError` with no location: the error is in data, not in a script.
+pub fn type_error(message: impl Into<String>) -> ScriptError {
+    ScriptError {
+        name: "TypeError".into(),
+        message: message.into(),
+        stack: None,
+        file: None,
+        line: None,
+        column: None,
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonTurn {
+    id: String,
+    blocks: Vec<JsonBlock>,
+    metadata: Map<String, Json>,
+    data: Map<String, Json>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonBlock {
+    id: String,
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    payload: Map<String, Json>,
+    metadata: Map<String, Json>,
+}
+
+#[derive(Deserialize)]
+struct JsonError {
+    name: String,
+    message: String,
+    stack: Option<String>,
+    file: Option<String>,
+    line: Option<u32>,
+    column: Option<u32>,
+}
+
+fn kind_to_str(kind: BlockKind) -> &'static str {
+    match kind {
+        BlockKind::User => "user",
+        BlockKind::LlmText => "llm_text",
+        BlockKind::ToolCall => "tool_call",
+        BlockKind::ToolUse => "tool_use",
+        BlockKind::System => "system",
+        BlockKind::Reasoning => "reasoning",
+        BlockKind::Other => "other",
+    }
+}
+
+fn kind_from_str(kind: &str) -> Option<BlockKind> {
+    Some(match kind {
+        "user" => BlockKind::User,
+        "llm_text" => BlockKind::LlmText,
+        "tool_call" => BlockKind::ToolCall,
+        "tool_use" => BlockKind::ToolUse,
+        "system" => BlockKind::System,
+        "reasoning" => BlockKind::Reasoning,
+        "other" => BlockKind::Other,
+        _ => return None,
+    })
+}
+
+fn object(text: &str, what: &str) -> Result<Map<String, Json>, ScriptError> {
+    match serde_json::from_str::<Json>(text) {
+        Ok(Json::Object(map)) => Ok(map),
+        Ok(_) => Err(type_error(format!("{what} must be a JSON object"))),
+        Err(e) => Err(type_error(format!("{what} is not valid JSON: {e}"))),
+    }
+}
+
+/// A WIT turn as the JSON text JavaScript parses.
+pub fn turn_to_json(turn: &Turn) -> Result<String, ScriptError> {
+    let mut blocks = Vec::with_capacity(turn.blocks.len());
+    for (i, b) in turn.blocks.iter().enumerate() {
+        blocks.push(JsonBlock {
+            id: b.id.clone(),
+            kind: kind_to_str(b.kind).into(),
+            role: b.role.clone(),
+            payload: object(&b.payload, &format!("turn.blocks[{i}].payload"))?,
+            metadata: object(&b.metadata, &format!("turn.blocks[{i}].metadata"))?,
+        });
+    }
+    let json = JsonTurn {
+        id: turn.id.clone(),
+        blocks,
+        metadata: object(&turn.metadata, "turn.metadata")?,
+        data: object(&turn.data, "turn.data")?,
+    };
+    serde_json::to_string(&json).map_err(|e| type_error(format!("turn: {e}")))
+}
+
+/// The JSON of a (normalised) JavaScript turn as a WIT turn.
+pub fn turn_from_json(text: &str) -> Result<Turn, ScriptError> {
+    let json: JsonTurn =
+        serde_json::from_str(text).map_err(|e| type_error(format!("not a turn: {e}")))?;
+    turn_from_parsed(json)
+}
+
+fn turn_from_parsed(json: JsonTurn) -> Result<Turn, ScriptError> {
+    let mut blocks = Vec::with_capacity(json.blocks.len());
+    for (i, b) in json.blocks.into_iter().enumerate() {
+        let kind = kind_from_str(&b.kind).ok_or_else(|| {
+            type_error(format!(
+                "turn.blocks[{i}].kind {:?} is not a block kind",
+                b.kind
+            ))
+        })?;
+        blocks.push(Block {
+            id: b.id,
+            kind,
+            role: b.role,
+            payload: Json::Object(b.payload).to_string(),
+            metadata: Json::Object(b.metadata).to_string(),
+        });
+    }
+    Ok(Turn {
+        id: json.id,
+        blocks,
+        metadata: Json::Object(json.metadata).to_string(),
+        data: Json::Object(json.data).to_string(),
+    })
+}
+
+/// A host operation a script asked for (`{"op": "sleep", "ms": 10}`, ...).
+pub fn host_op_from_json(text: &str) -> Result<HostOp, ScriptError> {
+    #[derive(Deserialize)]
+    #[serde(tag = "op", rename_all = "kebab-case")]
+    enum Op {
+        Sleep { ms: u64 },
+        Next { turn: JsonTurn },
+    }
+    match serde_json::from_str::<Op>(text) {
+        Ok(Op::Sleep { ms }) => Ok(HostOp::Sleep(ms)),
+        Ok(Op::Next { turn }) => Ok(HostOp::Next(turn_from_parsed(turn)?)),
+        Err(e) => Err(type_error(format!("malformed host operation: {e}"))),
+    }
+}
+
+/// The JSON error objects `runtime.js` produces.
+pub fn error_from_json(text: &str) -> ScriptError {
+    match serde_json::from_str::<JsonError>(text) {
+        Ok(e) => ScriptError {
+            name: e.name,
+            message: e.message,
+            stack: e.stack,
+            file: e.file,
+            line: e.line,
+            column: e.column,
+        },
+        Err(e) => ScriptError {
+            name: "InternalError".into(),
+            message: format!("the guest produced a malformed error ({e}): {text}"),
+            stack: None,
+            file: None,
+            line: None,
+            column: None,
+        },
+    }
+}
+
+/// A WIT error as the JSON `runtime.js` turns back into an `Error`.
+pub fn error_to_json(e: &ScriptError) -> String {
+    serde_json::json!({
+        "name": e.name,
+        "message": e.message,
+        "stack": e.stack,
+        "file": e.file,
+        "line": e.line,
+        "column": e.column,
+    })
+    .to_string()
+}
+
+/// How `resume` hands an outcome to JavaScript: `(ok, json)`.
+pub fn outcome_to_json(outcome: &Outcome) -> Result<(bool, String), ScriptError> {
+    match outcome {
+        Ok(Value::Json(text)) => {
+            serde_json::from_str::<serde::de::IgnoredAny>(text)
+                .map_err(|e| type_error(format!("the host's reply is not valid JSON: {e}")))?;
+            Ok((true, text.clone()))
+        }
+        Ok(Value::Turn(turn)) => Ok((true, turn_to_json(turn)?)),
+        Err(e) => Ok((false, error_to_json(e))),
+    }
+}
+
+/// A WIT tool call as the JSON `runtime.js` reads (`arguments` parsed).
+pub fn tool_call_to_json(call: &ToolCall) -> Result<String, ScriptError> {
+    let arguments: Json = if call.arguments.trim().is_empty() {
+        Json::Object(Map::new())
+    } else {
+        serde_json::from_str(&call.arguments).map_err(|e| {
+            type_error(format!(
+                "the arguments of tool call {:?} ({}) are not valid JSON: {e}",
+                call.id, call.name
+            ))
+        })?
+    };
+    Ok(serde_json::json!({ "id": call.id, "name": call.name, "arguments": arguments }).to_string())
+}
+
+#[derive(Deserialize)]
+struct JsonTool {
+    name: String,
+    description: String,
+    parameters: Json,
+}
+
+fn tool_definitions(tools: Vec<JsonTool>) -> Vec<ToolDefinition> {
+    tools
+        .into_iter()
+        .map(|t| ToolDefinition {
+            name: t.name,
+            description: t.description,
+            parameters: t.parameters.to_string(),
+        })
+        .collect()
+}
+
+/// What `dispatch.listTools` returns.
+pub fn tools_from_json(text: &str) -> Result<Vec<ToolDefinition>, ScriptError> {
+    let tools: Vec<JsonTool> =
+        serde_json::from_str(text).map_err(|e| type_error(format!("malformed tool list: {e}")))?;
+    Ok(tool_definitions(tools))
+}
+
+/// What `dispatch.exports` returns.
+pub fn exports_from_json(text: &str) -> Result<Vec<ExportInfo>, ScriptError> {
+    #[derive(Deserialize)]
+    struct JsonExport {
+        name: String,
+        kind: String,
+        tools: Vec<JsonTool>,
+    }
+    let exports: Vec<JsonExport> = serde_json::from_str(text)
+        .map_err(|e| type_error(format!("malformed export list: {e}")))?;
+    Ok(exports
+        .into_iter()
+        .map(|e| ExportInfo {
+            kind: match e.kind.as_str() {
+                "main" => ExportKind::Main,
+                "function" => ExportKind::Function,
+                "engine" => ExportKind::Engine,
+                "middleware" => ExportKind::Middleware,
+                "tool-registry" => ExportKind::ToolRegistry,
+                "tool-hooks" => ExportKind::ToolHooks,
+                _ => ExportKind::Value,
+            },
+            name: e.name,
+            tools: tool_definitions(e.tools),
+        })
+        .collect())
+}

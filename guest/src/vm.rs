@@ -1,0 +1,272 @@
+//! The one QuickJS VM of this instance and the entry protocol.
+//!
+//! Every export is one *entry*: it calls a function of the JavaScript
+//! dispatcher (`runtime.js`), then runs queued promise jobs until none is
+//! left, then returns the effects the natives recorded. Nothing waits inside
+//! an entry: what a script awaits from the host is a `request` effect, and
+//! the host's answer is a later entry (`resume`).
+//!
+//! The host may interrupt running JavaScript through `should-interrupt`
+//! (QuickJS's interrupt handler). An interrupted entry stops running
+//! JavaScript and returns what it has; the host, which asked for the stop,
+//! knows which task it was and cancels it in a later entry.
+
+use std::cell::{Cell, RefCell};
+
+use rquickjs::context::EvalOptions;
+use rquickjs::function::IntoArgs;
+use rquickjs::{Ctx, FromJs, Function, Module, Object, Persistent, Value};
+
+use crate::convert;
+use crate::loader::{API_MODULE, OnlyMarionette};
+use crate::marionette::runtime::host;
+use crate::marionette::runtime::types::{Effect, LogLevel, ScriptError, TaskDone};
+use crate::natives;
+
+const RUNTIME_JS: &str = include_str!("js/runtime.js");
+
+/// The global that carries the API object into the `marionette` module's
+/// source for the instant it is evaluated; removed right after, before any
+/// user script exists.
+const API_GLOBAL: &str = "__marionette_api__";
+
+struct Vm {
+    runtime: javy::Runtime,
+    dispatch: Persistent<Object<'static>>,
+}
+
+thread_local! {
+    static VM: RefCell<Option<Vm>> = const { RefCell::new(None) };
+    static LIMITS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// Sets QuickJS's heap limit and GC threshold (0 leaves each as it is).
+pub fn configure(memory_limit: u64, gc_threshold: u64) {
+    LIMITS.with(|l| l.set((memory_limit, gc_threshold)));
+    VM.with(|vm| {
+        if let Some(vm) = vm.borrow().as_ref() {
+            apply_limits(vm.runtime.context().runtime());
+        }
+    });
+}
+
+fn apply_limits(rt: &rquickjs::Runtime) {
+    let (memory_limit, gc_threshold) = LIMITS.with(Cell::get);
+    if memory_limit > 0 {
+        rt.set_memory_limit(memory_limit as usize);
+    }
+    if gc_threshold > 0 {
+        rt.set_gc_threshold(gc_threshold as usize);
+    }
+}
+
+fn boot() -> Vm {
+    let mut config = javy::Config::default();
+    // No stdin/stdout streams: a script's only output is console events.
+    config.javy_stream_io(false).text_encoding(true);
+    let runtime = javy::Runtime::new(config).expect("QuickJS runtime");
+    let rt = runtime.context().runtime();
+    rt.set_loader(OnlyMarionette, OnlyMarionette);
+    rt.set_interrupt_handler(Some(Box::new(host::should_interrupt)));
+    apply_limits(rt);
+
+    let dispatch = runtime.context().with(|ctx| {
+        let boot = || -> rquickjs::Result<Persistent<Object<'static>>> {
+            let mut options = EvalOptions::default();
+            options.global = true;
+            options.strict = true;
+            options.filename = Some("<marionette>".into());
+            let init: Function = ctx.eval_with_options(RUNTIME_JS, options)?;
+            let parts: Object = init.call((natives::object(&ctx)?,))?;
+            let api: Object = parts.get("api")?;
+            let dispatch: Object = parts.get("dispatch")?;
+
+            let mut source = format!("const api = globalThis.{API_GLOBAL};\nexport default api;\n");
+            for key in api.keys::<String>() {
+                let key = key?;
+                source.push_str(&format!("export const {key} = api.{key};\n"));
+            }
+            ctx.globals().set(API_GLOBAL, api)?;
+            let (_module, _evaluated) = Module::declare(ctx.clone(), API_MODULE, source)?.eval()?;
+            ctx.globals().remove(API_GLOBAL)?;
+            Ok(Persistent::save(&ctx, dispatch))
+        };
+        boot().unwrap_or_else(|e| {
+            let detail = exception_text(&ctx, e);
+            panic!("booting the JavaScript runtime failed: {detail}")
+        })
+    });
+    drain(&runtime);
+    Vm { runtime, dispatch }
+}
+
+fn exception_text(ctx: &Ctx<'_>, e: rquickjs::Error) -> String {
+    if e.is_exception() {
+        let v = ctx.catch();
+        let message: Option<String> = v
+            .as_object()
+            .and_then(|o| o.get::<_, String>("message").ok());
+        message.unwrap_or_else(|| format!("{v:?}"))
+    } else {
+        e.to_string()
+    }
+}
+
+/// Runs promise jobs until none is left, or JavaScript was interrupted.
+fn drain(runtime: &javy::Runtime) {
+    let rt = runtime.context().runtime();
+    loop {
+        match rt.execute_pending_job() {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(job) => {
+                let interrupted = job.0.with(|ctx| ctx.catch().is_uncatchable_error());
+                if interrupted {
+                    // The host stopped this entry; it cancels the task next.
+                    break;
+                }
+                // Promise jobs capture exceptions in their promise, so this is
+                // QuickJS failing on its own (out of memory in a job).
+                host::log(LogLevel::Error, "a promise job failed outside any promise");
+            }
+        }
+    }
+}
+
+/// One entry: `body` runs with the dispatcher, then queued jobs run; returns
+/// the effects. `task` is the task the entry starts, failed directly if the
+/// dispatcher itself throws.
+fn entry<F>(task: Option<u64>, body: F) -> Vec<Effect>
+where
+    F: for<'js> FnOnce(&Ctx<'js>, Object<'js>) -> rquickjs::Result<()>,
+{
+    VM.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let vm = slot.get_or_insert_with(boot);
+        vm.runtime.context().with(|ctx| {
+            let dispatch = vm.dispatch.clone().restore(&ctx).expect("dispatcher");
+            if let Err(e) = body(&ctx, dispatch.clone()) {
+                if let Some(error) = caught(&ctx, &dispatch, e) {
+                    if let Some(task) = task {
+                        natives::push(Effect::Done(TaskDone {
+                            task,
+                            outcome: Err(error),
+                        }));
+                    } else {
+                        host::log(
+                            LogLevel::Error,
+                            &format!("the dispatcher threw: {}", error.message),
+                        );
+                    }
+                }
+            }
+        });
+        drain(&vm.runtime);
+    });
+    natives::take()
+}
+
+/// The script error of a failed call, or `None` when JavaScript was
+/// interrupted (the host knows; there is nothing to report).
+fn caught<'js>(ctx: &Ctx<'js>, dispatch: &Object<'js>, e: rquickjs::Error) -> Option<ScriptError> {
+    if !e.is_exception() {
+        return Some(ScriptError {
+            name: "InternalError".into(),
+            message: e.to_string(),
+            stack: None,
+            file: None,
+            line: None,
+            column: None,
+        });
+    }
+    let value: Value = ctx.catch();
+    if value.is_uncatchable_error() {
+        return None;
+    }
+    let info = dispatch
+        .get::<_, Function>("errorInfo")
+        .and_then(|f| f.call::<_, String>((value,)));
+    Some(match info {
+        Ok(json) => convert::error_from_json(&json),
+        Err(_) => ScriptError {
+            name: "InternalError".into(),
+            message: "the script failed with an error that could not be described".into(),
+            stack: None,
+            file: None,
+            line: None,
+            column: None,
+        },
+    })
+}
+
+fn call_dispatch<'js, A, R>(dispatch: &Object<'js>, method: &str, args: A) -> rquickjs::Result<R>
+where
+    A: IntoArgs<'js>,
+    R: FromJs<'js>,
+{
+    dispatch.get::<_, Function>(method)?.call(args)
+}
+
+/// Starts a task through `dispatch[method](...args)`.
+pub fn start<A>(task: u64, method: &str, args: A) -> Vec<Effect>
+where
+    A: for<'js> IntoArgs<'js>,
+{
+    entry(Some(task), |_, dispatch| {
+        call_dispatch(&dispatch, method, args)
+    })
+}
+
+/// Calls `dispatch[method](...args)` for an entry that starts no task.
+pub fn dispatch<A>(method: &str, args: A) -> Vec<Effect>
+where
+    A: for<'js> IntoArgs<'js>,
+{
+    entry(None, |_, dispatch| call_dispatch(&dispatch, method, args))
+}
+
+/// A synchronous query that returns JSON text.
+pub fn query<A>(method: &str, args: A) -> Result<String, ScriptError>
+where
+    A: for<'js> IntoArgs<'js>,
+{
+    let mut out = None;
+    let effects = entry(None, |ctx, dispatch| {
+        match call_dispatch::<_, String>(&dispatch, method, args) {
+            Ok(json) => out = Some(Ok(json)),
+            Err(e) => {
+                out = Some(Err(caught(ctx, &dispatch, e).unwrap_or_else(|| {
+                    ScriptError {
+                        name: "InternalError".into(),
+                        message: "interrupted".into(),
+                        stack: None,
+                        file: None,
+                        line: None,
+                        column: None,
+                    }
+                })))
+            }
+        }
+        Ok(())
+    });
+    // A query runs no script code that could ask the host for anything.
+    debug_assert!(effects.is_empty());
+    out.expect("the query ran")
+}
+
+/// The effects of a task that fails before reaching JavaScript.
+pub fn fail(task: u64, error: ScriptError) -> Vec<Effect> {
+    vec![Effect::Done(TaskDone {
+        task,
+        outcome: Err(error),
+    })]
+}
+
+/// Compiles and evaluates a module; see `script.load` in the WIT.
+pub fn load(task: u64, name: &str, source: &str) -> Vec<Effect> {
+    entry(Some(task), |_, dispatch| {
+        let (module, evaluated) = Module::declare(dispatch.ctx().clone(), name, source)?.eval()?;
+        let namespace = module.namespace()?;
+        call_dispatch(&dispatch, "load", (task as f64, name, namespace, evaluated))
+    })
+}

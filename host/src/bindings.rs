@@ -1,0 +1,6 @@
+//! The WIT world `marionette:runtime/marionette`, generated once for the host.
+
+wasmtime::component::bindgen!({
+    world: "marionette",
+    path: "../wit",
+});

@@ -1,0 +1,27 @@
+//! marionette: sandboxed JavaScript for LLM applications.
+//!
+//! A QuickJS VM compiled to WebAssembly (the guest component, embedded in
+//! this crate) holds every piece of user script; this crate is the wasmtime
+//! host that owns it. One owner thread per [`Sandbox`] serializes every entry
+//! into the guest; the guest never blocks: what a script awaits from the
+//! host comes back as a later entry (the effect protocol, see `wit/`).
+//!
+//! - [`runner`]: the generic owner thread (`call`, `post`, `shutdown`), knows
+//!   nothing of JavaScript.
+//! - [`Sandbox`]: one guest instance behind a runner; loads scripts, runs
+//!   their `main`, engines, middleware and tools; contains traps.
+//! - [`Policy`]: limits, as plain data.
+//! - [`model`]: turns, blocks, tools, exports.
+//! - [`Error`]: the one error type, labelled with the failed operation.
+#![deny(missing_docs)]
+
+mod bindings;
+pub mod error;
+pub mod model;
+pub mod policy;
+pub mod runner;
+pub mod sandbox;
+
+pub use error::{Error, Limit, Op, Result, ScriptError};
+pub use policy::Policy;
+pub use sandbox::{Runtime, RuntimeOptions, Sandbox, TaskOptions};

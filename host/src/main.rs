@@ -1,0 +1,231 @@
+//! The `marionette` command: run a script's `main`, or describe its exports.
+//!
+//! Exit codes: 0 success; 1 the script threw or rejected; 2 usage (bad
+//! flags, unreadable script, input that is not JSON); 3 a limit, timeout or
+//! trap stopped the script; 4 the host failed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use marionette::model::{Event, ExportInfo, LogLevel};
+use marionette::{Error, Policy, Sandbox, TaskOptions};
+use tracing_subscriber::EnvFilter;
+
+/// Sandboxed JavaScript for LLM applications.
+#[derive(Parser)]
+#[command(name = "marionette", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a script's default export `main(input)` and print its result as
+    /// JSON on the last line of stdout (console output goes to stderr).
+    Run {
+        /// The script (an ES module).
+        script: PathBuf,
+        /// The input handed to `main`, as JSON.
+        #[arg(long, default_value = "{}", value_parser = parse_json)]
+        input: serde_json::Value,
+        /// Give up after this many milliseconds of wall-clock time.
+        #[arg(long, value_name = "N")]
+        timeout_ms: Option<u64>,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Print the script's exports as JSON: the name and kind of each, and
+    /// for tool registries each tool's name, description and schema.
+    Check {
+        /// The script (an ES module).
+        script: PathBuf,
+        #[command(flatten)]
+        limits: Limits,
+    },
+}
+
+/// Limits of the sandbox the script runs in.
+#[derive(clap::Args)]
+struct Limits {
+    /// Guest memory limit in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = Policy::default().memory_limit >> 20)]
+    memory_mib: u64,
+    /// CPU time one run of the script may take before it waits for the host.
+    #[arg(long, value_name = "N", default_value_t = Policy::default().entry_deadline.as_millis() as u64)]
+    cpu_ms: u64,
+}
+
+impl Limits {
+    fn policy(&self) -> Policy {
+        Policy {
+            memory_limit: self.memory_mib << 20,
+            entry_deadline: Duration::from_millis(self.cpu_ms),
+            ..Policy::default()
+        }
+    }
+}
+
+fn parse_json(s: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("not valid JSON: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The command reports failures itself; the log adds host problems only.
+    use std::io::IsTerminal as _;
+    let color = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .with_env_filter(
+            // Console lines are printed by the command itself, as they come.
+            EnvFilter::try_from_env("MARIONETTE_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("error"))
+                .add_directive(
+                    "marionette::console=off"
+                        .parse()
+                        .expect("a valid directive"),
+                ),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("marionette: cannot start the async runtime: {e}");
+            return ExitCode::from(4);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run {
+                script,
+                input,
+                timeout_ms,
+                limits,
+            } => run(script, input, timeout_ms, limits).await,
+            Command::Check { script, limits } => check(script, limits).await,
+        }
+    })
+}
+
+/// Reads a script and loads it into a new sandbox.
+async fn open(
+    script: &PathBuf,
+    limits: &Limits,
+) -> Result<(Sandbox, String, Vec<ExportInfo>), ExitCode> {
+    let source = std::fs::read_to_string(script).map_err(|e| {
+        eprintln!("marionette: cannot read {}: {e}", script.display());
+        ExitCode::from(2)
+    })?;
+    let name = script.display().to_string();
+    let sandbox = Sandbox::new(limits.policy())
+        .await
+        .map_err(|e| report(&e))?;
+    let exports = sandbox
+        .load(name.clone(), source)
+        .await
+        .map_err(|e| report(&e))?;
+    Ok((sandbox, name, exports))
+}
+
+async fn run(
+    script: PathBuf,
+    input: serde_json::Value,
+    timeout_ms: Option<u64>,
+    limits: Limits,
+) -> ExitCode {
+    let (sandbox, name, _) = match open(&script, &limits).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
+    };
+    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let printer = tokio::spawn(async move {
+        while let Some(event) = received.recv().await {
+            print_event(&event);
+        }
+    });
+    let options = TaskOptions {
+        timeout: timeout_ms.map(Duration::from_millis),
+        events: Some(events),
+        ..TaskOptions::default()
+    };
+    let result = sandbox.run_main(&name, &input, options).await;
+    // Every console line is printed before the result.
+    let _ = printer.await;
+    sandbox.shutdown().await;
+    match result {
+        Ok(value) => {
+            println!("{value}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => report(&e),
+    }
+}
+
+async fn check(script: PathBuf, limits: Limits) -> ExitCode {
+    let (sandbox, _, exports) = match open(&script, &limits).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
+    };
+    sandbox.shutdown().await;
+    match serde_json::to_string_pretty(&exports) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("marionette: {e}");
+            ExitCode::from(4)
+        }
+    }
+}
+
+fn print_event(event: &Event) {
+    match event {
+        Event::Console { level, message } => match level {
+            LogLevel::Debug | LogLevel::Info => eprintln!("{message}"),
+            LogLevel::Warn => eprintln!("warn: {message}"),
+            LogLevel::Error => eprintln!("error: {message}"),
+        },
+        other => eprintln!("{other:?}"),
+    }
+}
+
+/// Prints an error the way a person reads it; returns the exit code.
+fn report(error: &Error) -> ExitCode {
+    match error {
+        Error::Script { error, .. } => {
+            eprintln!("{error}");
+            if let Some(stack) = error.stack.as_deref().filter(|s| !s.trim().is_empty()) {
+                eprintln!("{}", stack.trim_end());
+            }
+            ExitCode::from(1)
+        }
+        Error::Timeout { after, .. } => {
+            eprintln!(
+                "marionette: timeout: the script did not finish within {}ms (--timeout-ms)",
+                after.as_millis()
+            );
+            ExitCode::from(3)
+        }
+        Error::Limit { limit, detail, .. } => {
+            eprintln!("marionette: limit exceeded: {limit}: {detail}");
+            ExitCode::from(3)
+        }
+        Error::Trapped { message, .. } => {
+            eprintln!("marionette: the script was stopped: {message}");
+            ExitCode::from(3)
+        }
+        other => {
+            eprintln!("marionette: {other}");
+            ExitCode::from(4)
+        }
+    }
+}

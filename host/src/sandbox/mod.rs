@@ -1,0 +1,550 @@
+//! A sandbox: one guest instance behind a [`Runner`], driven through the
+//! effect protocol.
+//!
+//! Every method starts a *task* in the guest (or asks it something) through
+//! the owner thread, then awaits the task's end while the owner serves other
+//! work: timers and other host operations run as tokio tasks, and their
+//! results re-enter the guest one at a time. Many tasks of many callers share
+//! one VM; none of them blocks it.
+//!
+//! ```no_run
+//! # async fn demo() -> marionette::Result<()> {
+//! use marionette::{Policy, Sandbox, TaskOptions};
+//!
+//! let sandbox = Sandbox::new(Policy::default()).await?;
+//! sandbox.load("hello.js", "export default async (input) => `hello ${input.name}`;").await?;
+//! let out = sandbox
+//!     .run_main("hello.js", &serde_json::json!({"name": "world"}), TaskOptions::default())
+//!     .await?;
+//! assert_eq!(out, "hello world");
+//! # Ok(()) }
+//! ```
+
+mod convert;
+mod owner;
+mod runtime;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use tokio_util::sync::CancellationToken;
+
+pub use owner::{BoxFuture, EventSink, NextFn};
+pub use runtime::{Runtime, RuntimeOptions};
+
+use crate::bindings::marionette::runtime::types as wit;
+use crate::error::{Error, Op, Result};
+use crate::model::{ExportInfo, ToolCall, ToolDefinition, Turn};
+use crate::policy::Policy;
+use crate::runner::{Runner, RunnerOptions};
+use owner::{Interrupts, Owner, Start, Task, TaskKind};
+
+/// How one task runs: how long its caller waits, how it can be cancelled,
+/// where its events go.
+#[derive(Clone, Default)]
+pub struct TaskOptions {
+    /// How long to wait for the task, queueing included. When it runs out
+    /// the call fails with [`Error::Timeout`] and the task is cancelled in
+    /// the guest (running JavaScript is interrupted).
+    pub timeout: Option<Duration>,
+    /// Cancelling it fails the call with [`Error::Canceled`] and cancels the
+    /// task the same way.
+    pub cancel: Option<CancellationToken>,
+    /// Receives the task's events (console lines) as they happen.
+    pub events: Option<EventSink>,
+}
+
+impl TaskOptions {
+    /// Options with a timeout.
+    pub fn timeout(timeout: Duration) -> Self {
+        TaskOptions {
+            timeout: Some(timeout),
+            ..TaskOptions::default()
+        }
+    }
+}
+
+impl std::fmt::Debug for TaskOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskOptions")
+            .field("timeout", &self.timeout)
+            .field("cancel", &self.cancel.is_some())
+            .field("events", &self.events.is_some())
+            .finish()
+    }
+}
+
+/// One JavaScript VM in WebAssembly, with the scripts loaded into it.
+///
+/// Cloning is cheap; all clones drive the same instance. The instance lives
+/// until [`shutdown`](Self::shutdown) or until the last clone is dropped.
+///
+/// # Backpressure
+///
+/// Calls queue for the owner thread; at most
+/// [`Policy::queue_capacity`] wait at once. Past that, calls fail at once
+/// with [`Error::Rejected`]. Results of host operations the guest awaits
+/// are never shed: they wait for room.
+///
+/// # Failures
+///
+/// A script error fails only its task ([`Error::Script`]). A task that runs
+/// past the policy's CPU deadline is interrupted ([`Error::Limit`]) and the
+/// VM stays usable. A trap (stack exhausted, memory, the hard deadline)
+/// fails every task that lived in the instance with [`Error::Trapped`]; the
+/// next call gets a fresh instance with the scripts reloaded.
+#[derive(Clone)]
+pub struct Sandbox {
+    runner: Runner<Owner>,
+    interrupts: Arc<Interrupts>,
+    next_task: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("runner", &self.runner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// A sandbox on the process-wide [`Runtime::shared`].
+    ///
+    /// # Errors
+    /// [`Error::Host`] when the runtime or the instance cannot be built.
+    pub async fn new(policy: Policy) -> Result<Sandbox> {
+        let runtime = tokio::task::spawn_blocking(Runtime::shared)
+            .await
+            .map_err(|e| Error::host("runtime", e))?
+            .map_err(|e| Error::host("runtime", e))?;
+        Sandbox::with_runtime(runtime, policy).await
+    }
+
+    /// A sandbox on a given runtime. Must be called inside a tokio runtime,
+    /// which then runs the sandbox's host operations.
+    ///
+    /// # Errors
+    /// [`Error::Host`] when the instance cannot be built.
+    pub async fn with_runtime(runtime: Arc<Runtime>, policy: Policy) -> Result<Sandbox> {
+        let tokio = tokio::runtime::Handle::try_current().map_err(|e| {
+            Error::host(
+                "sandbox",
+                anyhow::anyhow!("a Sandbox needs a tokio runtime: {e}"),
+            )
+        })?;
+        let interrupts = Arc::new(Interrupts::default());
+        let next_task = Arc::new(AtomicU64::new(1));
+        let options = RunnerOptions {
+            name: "marionette-sandbox".into(),
+            queue_capacity: policy.queue_capacity,
+            default_timeout: None,
+        };
+        let runner = {
+            let (interrupts, next_task) = (interrupts.clone(), next_task.clone());
+            Runner::spawn(options, move || {
+                Owner::new(runtime, policy, interrupts, next_task, tokio)
+            })?
+        };
+        let weak = runner.downgrade();
+        runner
+            .call("boot", move |owner: &mut Owner| {
+                owner.runner = Some(weak);
+                owner.ensure_vm()
+            })
+            .await?
+            .map_err(|e| Error::host("boot", e))?;
+        Ok(Sandbox {
+            runner,
+            interrupts,
+            next_task,
+        })
+    }
+
+    /// Loads `source` as the ES module `name` and runs its top-level code;
+    /// returns its exports. Loading a name again replaces that script.
+    ///
+    /// # Errors
+    /// [`Error::Script`] for a syntax error, a failed import or a throwing
+    /// top level, with the script's location.
+    pub async fn load(
+        &self,
+        name: impl Into<String>,
+        source: impl Into<String>,
+    ) -> Result<Vec<ExportInfo>> {
+        self.load_with(name, source, TaskOptions::default()).await
+    }
+
+    /// [`load`](Self::load) with options (a script whose top level awaits).
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub async fn load_with(
+        &self,
+        name: impl Into<String>,
+        source: impl Into<String>,
+        options: TaskOptions,
+    ) -> Result<Vec<ExportInfo>> {
+        let (name, source) = (name.into(), source.into());
+        let kind = TaskKind::Load {
+            name: name.clone(),
+            source: source.clone(),
+        };
+        let load_name = name.clone();
+        self.task(
+            format!("load {name}").into(),
+            options,
+            kind,
+            None,
+            Box::new(move |store, b, id| {
+                b.marionette_runtime_script()
+                    .call_load(store, id, &load_name, &source)
+            }),
+        )
+        .await?;
+        self.exports(&name).await
+    }
+
+    /// The exports of a loaded script.
+    ///
+    /// # Errors
+    /// [`Error::Script`] when no script has that name.
+    pub async fn exports(&self, name: &str) -> Result<Vec<ExportInfo>> {
+        let op: Op = format!("exports {name}").into();
+        let n = name.to_string();
+        let list = self
+            .query(op.clone(), move |store, b| {
+                b.marionette_runtime_script().call_exports(store, &n)
+            })
+            .await?;
+        convert::exports(list)
+            .map_err(|e| Error::host(op, e.context("decoding the guest's export list")))
+    }
+
+    /// Runs the script's default export `main(input, ctx)` and returns the
+    /// JSON of what it returned or resolved to (`null` for `undefined`).
+    ///
+    /// # Errors
+    /// [`Error::Script`] when `main` throws or rejects; [`Error::Limit`],
+    /// [`Error::Timeout`], [`Error::Canceled`], [`Error::Trapped`] as the
+    /// type says.
+    pub async fn run_main(&self, name: &str, input: &Json, options: TaskOptions) -> Result<Json> {
+        let op: Op = format!("{name}: main").into();
+        let (n, input) = (name.to_string(), input.to_string());
+        let value = self
+            .task(
+                op.clone(),
+                options,
+                TaskKind::Plain,
+                None,
+                Box::new(move |store, b, id| {
+                    b.marionette_runtime_script()
+                        .call_run_main(store, id, &n, &input)
+                }),
+            )
+            .await?;
+        json_value(op, value)
+    }
+
+    /// Calls the exported function `function` with `args`.
+    ///
+    /// # Errors
+    /// As [`run_main`](Self::run_main).
+    pub async fn call(
+        &self,
+        name: &str,
+        function: &str,
+        args: &[Json],
+        options: TaskOptions,
+    ) -> Result<Json> {
+        let op: Op = format!("{name}: {function}()").into();
+        let (n, f, args) = (
+            name.to_string(),
+            function.to_string(),
+            Json::Array(args.to_vec()).to_string(),
+        );
+        let value = self
+            .task(
+                op.clone(),
+                options,
+                TaskKind::Plain,
+                None,
+                Box::new(move |store, b, id| {
+                    b.marionette_runtime_script()
+                        .call_call(store, id, &n, &f, &args)
+                }),
+            )
+            .await?;
+        json_value(op, value)
+    }
+
+    /// The tools of the tool registry exported as `registry`.
+    ///
+    /// # Errors
+    /// [`Error::Script`] when there is no such registry.
+    pub async fn list_tools(&self, name: &str, registry: &str) -> Result<Vec<ToolDefinition>> {
+        let op: Op = format!("{name}: {registry}.list()").into();
+        let (n, r) = (name.to_string(), registry.to_string());
+        let list = self
+            .query(op.clone(), move |store, b| {
+                b.marionette_runtime_tools().call_list_tools(store, &n, &r)
+            })
+            .await?;
+        convert::tool_definitions(list).map_err(|e| Error::host(op, e))
+    }
+
+    /// Runs a tool of the registry exported as `registry`.
+    ///
+    /// # Errors
+    /// As [`run_main`](Self::run_main); a tool that throws is an
+    /// [`Error::Script`].
+    pub async fn call_tool(
+        &self,
+        name: &str,
+        registry: &str,
+        call: &ToolCall,
+        options: TaskOptions,
+    ) -> Result<Json> {
+        let op: Op = format!("{name}: tool {}", call.name).into();
+        let (n, r, c) = (
+            name.to_string(),
+            registry.to_string(),
+            convert::tool_call_to_wit(call),
+        );
+        let value = self
+            .task(
+                op.clone(),
+                options,
+                TaskKind::Plain,
+                None,
+                Box::new(move |store, b, id| {
+                    b.marionette_runtime_tools()
+                        .call_call(store, id, &n, &r, &c)
+                }),
+            )
+            .await?;
+        json_value(op, value)
+    }
+
+    /// Runs the engine exported as `engine` on `turn`.
+    ///
+    /// # Errors
+    /// As [`run_main`](Self::run_main).
+    pub async fn infer(
+        &self,
+        name: &str,
+        engine: &str,
+        turn: &Turn,
+        options: TaskOptions,
+    ) -> Result<Turn> {
+        let op: Op = format!("{name}: engine {engine}").into();
+        let (n, e, t) = (
+            name.to_string(),
+            engine.to_string(),
+            convert::turn_to_wit(turn),
+        );
+        let value = self
+            .task(
+                op.clone(),
+                options,
+                TaskKind::Plain,
+                None,
+                Box::new(move |store, b, id| {
+                    b.marionette_runtime_inference()
+                        .call_infer(store, id, &n, &e, &t)
+                }),
+            )
+            .await?;
+        turn_value(op, value)
+    }
+
+    /// Runs the middleware exported as `middleware` on `turn`; its
+    /// `next(turn)` calls `next`.
+    ///
+    /// # Errors
+    /// As [`run_main`](Self::run_main); an error of `next` reaches the
+    /// script as a rejection, which it may catch.
+    pub async fn run_middleware(
+        &self,
+        name: &str,
+        middleware: &str,
+        turn: &Turn,
+        next: NextFn,
+        options: TaskOptions,
+    ) -> Result<Turn> {
+        let op: Op = format!("{name}: middleware {middleware}").into();
+        let (n, m, t) = (
+            name.to_string(),
+            middleware.to_string(),
+            convert::turn_to_wit(turn),
+        );
+        let value = self
+            .task(
+                op.clone(),
+                options,
+                TaskKind::Plain,
+                Some(next),
+                Box::new(move |store, b, id| {
+                    b.marionette_runtime_middleware()
+                        .call_run(store, id, &n, &m, &t)
+                }),
+            )
+            .await?;
+        turn_value(op, value)
+    }
+
+    /// Stops the sandbox: refuses new calls, lets queued ones run, then drops
+    /// the instance. Calls still waiting for their tasks get
+    /// [`Error::Closed`].
+    pub async fn shutdown(&self) {
+        self.runner.shutdown().await;
+    }
+
+    /// Whether new calls are refused.
+    pub fn is_closed(&self) -> bool {
+        self.runner.is_closed()
+    }
+
+    async fn query<R: Send + 'static>(
+        &self,
+        op: Op,
+        f: impl FnOnce(
+            &mut wasmtime::Store<runtime::HostState>,
+            &crate::bindings::Marionette,
+        ) -> wasmtime::Result<std::result::Result<R, wit::ScriptError>>
+        + Send
+        + 'static,
+    ) -> Result<R> {
+        let job_op = op.clone();
+        self.runner
+            .call(op.clone(), move |owner: &mut Owner| owner.query(job_op, f))
+            .await??
+            .map_err(|e| Error::Script {
+                op,
+                error: Box::new(convert::script_error(e)),
+            })
+    }
+
+    /// Starts a task and waits for it, within the caller's timeout and
+    /// cancellation; a caller that stops waiting cancels the task.
+    async fn task(
+        &self,
+        op: Op,
+        options: TaskOptions,
+        kind: TaskKind,
+        next: Option<NextFn>,
+        start: Start,
+    ) -> Result<wit::Value> {
+        let id = self.next_task.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let task = Task {
+            op: op.clone(),
+            reply: Some(reply),
+            events: options.events.clone(),
+            next,
+            kind,
+        };
+        let mut guard = CancelOnDrop {
+            sandbox: self,
+            task: id,
+            armed: true,
+        };
+        let closed_op = op.clone();
+        let error_op = op.clone();
+        let work = async move {
+            self.runner
+                .call(op.clone(), move |owner: &mut Owner| {
+                    owner.start(id, task, start)
+                })
+                .await?;
+            // The owner dropped the reply unanswered: it stopped (shutdown).
+            answer.await.map_err(|_| Error::Closed { op: closed_op })?
+        };
+        let timeout = async {
+            match options.timeout {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cancelled = async {
+            match &options.cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = work => {
+                guard.armed = false;
+                result
+            }
+            () = timeout => Err(Error::Timeout { op: error_op, after: options.timeout.unwrap_or_default() }),
+            () = cancelled => Err(Error::Canceled { op: error_op, reason: Some("canceled by the caller".into()) }),
+        }
+    }
+
+    /// Stops task `id`: interrupts its JavaScript if it is running, then
+    /// unwinds it in the guest.
+    fn cancel_task(&self, id: u64, reason: &'static str) {
+        self.interrupts.request(id);
+        let runner = self.runner.clone();
+        let job = move |owner: &mut Owner| {
+            owner.cancel(id, reason);
+            Ok(())
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    // Closed: the sandbox is gone, and the task with it.
+                    let _ = runner.post_wait("cancel", job).await;
+                });
+            }
+            Err(_) => {
+                if let Err(e) = runner.post("cancel", job) {
+                    tracing::warn!(task = id, error = %e, "could not cancel a task");
+                }
+            }
+        }
+    }
+}
+
+/// Cancels the task when the caller stops waiting for it (timeout,
+/// cancellation, or the future dropped).
+struct CancelOnDrop<'a> {
+    sandbox: &'a Sandbox,
+    task: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.sandbox
+                .cancel_task(self.task, "the caller stopped waiting");
+        }
+    }
+}
+
+fn json_value(op: Op, value: wit::Value) -> Result<Json> {
+    match value {
+        wit::Value::Json(text) => {
+            convert::json(&text, "the task's result").map_err(|e| Error::host(op, e))
+        }
+        wit::Value::Turn(_) => Err(Error::host(
+            op,
+            anyhow::anyhow!("the guest returned a turn where JSON was expected"),
+        )),
+    }
+}
+
+fn turn_value(op: Op, value: wit::Value) -> Result<Turn> {
+    match value {
+        wit::Value::Turn(turn) => convert::turn_from_wit(turn)
+            .map_err(|e| Error::host(op, e.context("decoding the guest's turn"))),
+        wit::Value::Json(_) => Err(Error::host(
+            op,
+            anyhow::anyhow!("the guest returned JSON where a turn was expected"),
+        )),
+    }
+}

@@ -1,0 +1,576 @@
+//! The owner side of a sandbox: the state its runner thread holds, and the
+//! effect protocol driven from it.
+//!
+//! Each job on the owner makes one or more *entries* into the guest. An
+//! entry returns effects; [`Owner::process`] turns them into host work
+//! (requests run as tokio tasks whose results come back as `resume` jobs),
+//! events for the task's listener, and answers to the callers waiting for
+//! their tasks. Every entry runs under the policy's CPU deadline; a trap
+//! fails the tasks that lived in the instance, and the next entry finds a
+//! fresh instance with the scripts reloaded.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+use wasmtime::Store;
+
+use super::convert;
+use super::runtime::{EntryState, HostState, Runtime, deadline_ticks};
+use crate::bindings::Marionette;
+use crate::bindings::marionette::runtime::types as wit;
+use crate::error::{Error, Limit, Op, Result};
+use crate::model::{Event, LogLevel, Turn};
+use crate::policy::Policy;
+use crate::runner::WeakRunner;
+
+/// A boxed future, as host operations are.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The host side of a middleware chain: what a JS middleware's `next(turn)`
+/// calls.
+pub type NextFn = Arc<dyn Fn(Turn) -> BoxFuture<Result<Turn>> + Send + Sync>;
+
+/// Where a task's events go.
+pub type EventSink = tokio::sync::mpsc::UnboundedSender<Event>;
+
+/// The longest sleep a script may ask for; a longer `setTimeout` waits this long.
+const MAX_SLEEP: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A guest entry that starts task `id`.
+pub(crate) type Start = Box<
+    dyn FnOnce(&mut Store<HostState>, &Marionette, u64) -> wasmtime::Result<Vec<wit::Effect>>
+        + Send,
+>;
+
+/// The tasks whose running JavaScript a caller asked to stop. Shared by the
+/// sandbox's handles (which add) and its store (`should-interrupt` reads).
+#[derive(Default)]
+pub(crate) struct Interrupts {
+    any: AtomicBool,
+    tasks: Mutex<HashSet<u64>>,
+}
+
+impl Interrupts {
+    pub(crate) fn request(&self, task: u64) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(task);
+        self.any.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn clear(&self, task: u64) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.remove(&task);
+        self.any.store(!tasks.is_empty(), Ordering::SeqCst);
+    }
+
+    /// Polled by the interrupt handler: a relaxed load when nothing is asked.
+    pub(crate) fn asked(&self, task: u64) -> bool {
+        self.any.load(Ordering::Relaxed)
+            && self
+                .tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&task)
+    }
+}
+
+/// What finishing a task does besides answering its caller.
+pub(crate) enum TaskKind {
+    /// Any task.
+    Plain,
+    /// `script.load`: on success the script joins those reloaded after a trap.
+    Load { name: String, source: String },
+    /// A reload after a trap: on failure the script is dropped.
+    Reload { name: String },
+}
+
+/// A task started in the guest and not yet done.
+pub(crate) struct Task {
+    pub(crate) op: Op,
+    /// `None` for tasks nobody waits for (reloads).
+    pub(crate) reply: Option<oneshot::Sender<Result<wit::Value>>>,
+    pub(crate) events: Option<EventSink>,
+    pub(crate) next: Option<NextFn>,
+    pub(crate) kind: TaskKind,
+}
+
+struct PendingOp {
+    task: u64,
+    handle: AbortHandle,
+}
+
+#[derive(Clone)]
+struct Script {
+    name: String,
+    source: String,
+}
+
+struct Vm {
+    store: Store<HostState>,
+    bindings: Marionette,
+}
+
+/// The state of a sandbox's owner thread.
+pub(crate) struct Owner {
+    runtime: Arc<Runtime>,
+    policy: Policy,
+    interrupts: Arc<Interrupts>,
+    next_task: Arc<AtomicU64>,
+    tokio: tokio::runtime::Handle,
+    /// Set by the boot job; weak so the owner does not keep itself alive.
+    pub(crate) runner: Option<WeakRunner<Owner>>,
+    vm: Option<Vm>,
+    /// Bumped by every trap: results of host operations started for an
+    /// older instance are dropped.
+    generation: u64,
+    scripts: Vec<Script>,
+    tasks: HashMap<u64, Task>,
+    ops: HashMap<u64, PendingOp>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        for op in self.ops.values() {
+            op.handle.abort();
+        }
+    }
+}
+
+impl Owner {
+    pub(crate) fn new(
+        runtime: Arc<Runtime>,
+        policy: Policy,
+        interrupts: Arc<Interrupts>,
+        next_task: Arc<AtomicU64>,
+        tokio: tokio::runtime::Handle,
+    ) -> Self {
+        Owner {
+            runtime,
+            policy,
+            interrupts,
+            next_task,
+            tokio,
+            runner: None,
+            vm: None,
+            generation: 0,
+            scripts: Vec::new(),
+            tasks: HashMap::new(),
+            ops: HashMap::new(),
+        }
+    }
+
+    /// Makes sure an instance exists: after a trap, builds a new one and
+    /// reloads the scripts (a script whose reload fails is dropped).
+    pub(crate) fn ensure_vm(&mut self) -> anyhow::Result<()> {
+        while self.vm.is_none() {
+            let (mut store, bindings) = self.runtime.instantiate(&self.policy)?;
+            store.data_mut().interrupt = Some(self.interrupts.clone());
+            self.vm = Some(Vm { store, bindings });
+            let generation = self.generation;
+            for script in self.scripts.clone() {
+                let id = self.next_task.fetch_add(1, Ordering::Relaxed);
+                self.tasks.insert(
+                    id,
+                    Task {
+                        op: format!("reload {}", script.name).into(),
+                        reply: None,
+                        events: None,
+                        next: None,
+                        kind: TaskKind::Reload {
+                            name: script.name.clone(),
+                        },
+                    },
+                );
+                let (name, source) = (script.name.clone(), script.source.clone());
+                self.enter(id, move |store, b, id| {
+                    b.marionette_runtime_script()
+                        .call_load(store, id, &name, &source)
+                });
+                if self.generation != generation {
+                    // Reloading it trapped: drop it, start over without it.
+                    tracing::error!(script = %script.name, "reloading the script trapped; it is dropped from the sandbox");
+                    self.scripts.retain(|s| s.name != script.name);
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a task: registers it and makes its first entry.
+    pub(crate) fn start(&mut self, id: u64, task: Task, start: Start) {
+        if let Err(e) = self.ensure_vm() {
+            if let Some(reply) = task.reply {
+                let _ = reply.send(Err(Error::host(task.op, e)));
+            }
+            return;
+        }
+        self.tasks.insert(id, task);
+        self.enter(id, start);
+    }
+
+    /// A synchronous call into the guest that starts no task.
+    pub(crate) fn query<R>(
+        &mut self,
+        op: Op,
+        f: impl FnOnce(&mut Store<HostState>, &Marionette) -> wasmtime::Result<R>,
+    ) -> Result<R> {
+        self.ensure_vm().map_err(|e| Error::host(op.clone(), e))?;
+        match self.call_guest(0, f) {
+            Ok((r, _)) => Ok(r),
+            Err(failure) => Err(Error::Trapped {
+                op,
+                message: failure.message,
+                limit: failure.limit,
+            }),
+        }
+    }
+
+    /// One entry for `task`: runs `f`, then what it produced.
+    fn enter(
+        &mut self,
+        task: u64,
+        f: impl FnOnce(&mut Store<HostState>, &Marionette, u64) -> wasmtime::Result<Vec<wit::Effect>>,
+    ) {
+        match self.call_guest(task, |store, b| f(store, b, task)) {
+            Ok((effects, interrupted)) => {
+                self.process(effects);
+                if interrupted {
+                    self.interrupted(task);
+                }
+            }
+            Err(_) => {} // call_guest already failed the tasks and dropped the instance
+        }
+    }
+
+    /// Calls into the guest under the CPU deadline. On a trap, fails every
+    /// task of the instance and drops it (the next entry rebuilds).
+    fn call_guest<R>(
+        &mut self,
+        task: u64,
+        f: impl FnOnce(&mut Store<HostState>, &Marionette) -> wasmtime::Result<R>,
+    ) -> std::result::Result<(R, bool), TrapFailure> {
+        let vm = self.vm.as_mut().expect("ensure_vm ran before any entry");
+        let soft = self.policy.entry_deadline;
+        {
+            let data = vm.store.data_mut();
+            data.entry = EntryState {
+                task,
+                deadline: Some(Instant::now() + soft),
+                interrupted: false,
+            };
+            data.limits.denied = false;
+        }
+        // The hard stop: if JavaScript cannot be interrupted (stuck in native
+        // code), the epoch deadline traps at twice the soft deadline.
+        vm.store.set_epoch_deadline(deadline_ticks(soft * 2));
+        let result = f(&mut vm.store, &vm.bindings);
+        let data = vm.store.data_mut();
+        let entry = std::mem::take(&mut data.entry);
+        match result {
+            Ok(r) => Ok((r, entry.interrupted)),
+            Err(e) => {
+                let failure = TrapFailure::classify(&e, data.limits.denied, soft * 2);
+                tracing::warn!(task, error = %failure.message, "the guest trapped; its instance is rebuilt");
+                tracing::debug!(task, detail = format_args!("{e:?}"), "trap details");
+                self.lose_instance(&failure);
+                Err(failure)
+            }
+        }
+    }
+
+    /// Everything in the instance is gone: its tasks fail, its operations stop.
+    fn lose_instance(&mut self, failure: &TrapFailure) {
+        self.vm = None;
+        self.generation += 1;
+        for (_, op) in self.ops.drain() {
+            op.handle.abort();
+        }
+        for (_, task) in self.tasks.drain() {
+            if let Some(reply) = task.reply {
+                let _ = reply.send(Err(Error::Trapped {
+                    op: task.op,
+                    message: failure.message.clone(),
+                    limit: failure.limit,
+                }));
+            }
+        }
+    }
+
+    /// JavaScript of `task` was interrupted: by its caller, or by the deadline.
+    fn interrupted(&mut self, task: u64) {
+        let asked = self.interrupts.asked(task);
+        let reason = if asked {
+            "canceled by the caller".to_string()
+        } else {
+            format!(
+                "the script ran for more than {}ms without waiting for the host",
+                self.policy.entry_deadline.as_millis()
+            )
+        };
+        if let Some(t) = self.tasks.remove(&task) {
+            let error = if asked {
+                Error::Canceled {
+                    op: t.op,
+                    reason: Some(reason.clone()),
+                }
+            } else {
+                tracing::warn!(task, op = %t.op, "cpu deadline reached; the script was interrupted");
+                Error::Limit {
+                    op: t.op,
+                    limit: Limit::Deadline,
+                    detail: reason.clone(),
+                }
+            };
+            if let Some(reply) = t.reply {
+                let _ = reply.send(Err(error));
+            }
+        }
+        self.cancel_in_guest(task, &reason);
+    }
+
+    /// Cancels a task a caller stopped waiting for.
+    pub(crate) fn cancel(&mut self, task: u64, reason: &str) {
+        // The caller has its answer already; this only unwinds the guest side.
+        let known = self.tasks.remove(&task).is_some();
+        if known && self.vm.is_some() {
+            self.cancel_in_guest(task, reason);
+        } else {
+            self.interrupts.clear(task);
+        }
+    }
+
+    /// Tells the guest: pending operations of `task` reject with an
+    /// `AbortError`, what it asks next is refused.
+    fn cancel_in_guest(&mut self, task: u64, reason: &str) {
+        if self.vm.is_none() {
+            self.interrupts.clear(task);
+            return;
+        }
+        // Whatever the task runs while it unwinds runs under a fresh deadline;
+        // if it is interrupted again, nothing more is done for it.
+        match self.call_guest(task, |store, b| {
+            b.marionette_runtime_tasks()
+                .call_cancel(store, task, reason)
+        }) {
+            Ok((effects, interrupted)) => {
+                self.process(effects);
+                if interrupted {
+                    tracing::warn!(
+                        task,
+                        "a cancelled task was interrupted again while unwinding"
+                    );
+                }
+            }
+            Err(_) => {}
+        }
+        self.interrupts.clear(task);
+    }
+
+    fn process(&mut self, effects: Vec<wit::Effect>) {
+        for effect in effects {
+            match effect {
+                wit::Effect::Request(r) => self.perform(r),
+                wit::Effect::Release(op) => {
+                    if let Some(p) = self.ops.remove(&op) {
+                        p.handle.abort();
+                    }
+                }
+                wit::Effect::Event(e) => self.deliver(e.task, convert::event(e.event)),
+                wit::Effect::Done(d) => self.complete(d.task, d.outcome),
+            }
+        }
+    }
+
+    /// Runs a request of the guest as a tokio task; its outcome comes back
+    /// to the owner as a `resume` job.
+    fn perform(&mut self, request: wit::Request) {
+        let wit::Request { op, task, what } = request;
+        let work: BoxFuture<wit::Outcome> = match what {
+            wit::HostOp::Sleep(ms) => Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(ms).min(MAX_SLEEP)).await;
+                Ok(wit::Value::Json("null".into()))
+            }),
+            wit::HostOp::Next(turn) => match self.tasks.get(&task).and_then(|t| t.next.clone()) {
+                Some(next) => Box::pin(async move {
+                    let turn = convert::turn_from_wit(turn)
+                        .map_err(|e| convert::host_error("TypeError", format!("next(): {e:#}")))?;
+                    match next(turn).await {
+                        Ok(turn) => Ok(wit::Value::Turn(convert::turn_to_wit(&turn))),
+                        Err(e) => Err(error_for_script(&e)),
+                    }
+                }),
+                None => Box::pin(std::future::ready(Err(convert::host_error(
+                    "Error",
+                    "next(): no host middleware chain is waiting for this middleware",
+                )))),
+            },
+        };
+        let Some(weak) = self.runner.clone() else {
+            return;
+        };
+        let generation = self.generation;
+        let handle = self.tokio.spawn(async move {
+            let outcome = work.await;
+            let Some(runner) = weak.upgrade() else {
+                return; // the sandbox is gone
+            };
+            // Waits for room in the queue: the guest awaits this result, so it
+            // must not be shed. Closed means the sandbox shut down meanwhile.
+            let _ = runner
+                .post_wait("resume", move |owner: &mut Owner| {
+                    owner.resume(generation, op, outcome);
+                    Ok(())
+                })
+                .await;
+        });
+        self.ops.insert(
+            op,
+            PendingOp {
+                task,
+                handle: handle.abort_handle(),
+            },
+        );
+    }
+
+    fn resume(&mut self, generation: u64, op: u64, outcome: wit::Outcome) {
+        if generation != self.generation {
+            return; // for an instance that trapped since
+        }
+        let Some(pending) = self.ops.remove(&op) else {
+            return; // released by the guest meanwhile
+        };
+        if self.vm.is_none() {
+            return;
+        }
+        self.enter(pending.task, move |store, b, _| {
+            b.marionette_runtime_tasks()
+                .call_resume(store, op, &outcome)
+        });
+    }
+
+    fn deliver(&mut self, task: u64, event: Event) {
+        let Event::Console { level, message } = &event;
+        match level {
+            LogLevel::Debug => tracing::debug!(target: "marionette::console", task, "{message}"),
+            LogLevel::Info => tracing::info!(target: "marionette::console", task, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "marionette::console", task, "{message}"),
+            LogLevel::Error => tracing::error!(target: "marionette::console", task, "{message}"),
+        }
+        if let Some(sink) = self.tasks.get(&task).and_then(|t| t.events.as_ref()) {
+            // A listener that went away does not stop the task.
+            let _ = sink.send(event);
+        }
+    }
+
+    fn complete(&mut self, id: u64, outcome: wit::Outcome) {
+        let Some(task) = self.tasks.remove(&id) else {
+            return; // cancelled, timed out or failed already
+        };
+        let result = outcome.map_err(|e| failure(task.op.clone(), e));
+        match (&task.kind, &result) {
+            (TaskKind::Load { name, source }, Ok(_)) => {
+                self.scripts.retain(|s| &s.name != name);
+                self.scripts.push(Script {
+                    name: name.clone(),
+                    source: source.clone(),
+                });
+            }
+            (TaskKind::Reload { name }, Err(e)) => {
+                tracing::error!(script = %name, error = %e, "reloading the script failed; it is dropped from the sandbox");
+                self.scripts.retain(|s| &s.name != name);
+            }
+            _ => {}
+        }
+        if let Some(reply) = task.reply {
+            // The caller may have stopped waiting; its loss.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// A task's JavaScript error as the caller sees it: QuickJS running out of
+/// its heap is the memory limit, anything else the script's own error.
+fn failure(op: Op, e: wit::ScriptError) -> Error {
+    if e.name == "InternalError" && e.message.contains("out of memory") {
+        return Error::Limit {
+            op,
+            limit: Limit::Memory,
+            detail: "the script's heap reached the memory limit (InternalError: out of memory)"
+                .into(),
+        };
+    }
+    Error::Script {
+        op,
+        error: Box::new(convert::script_error(e)),
+    }
+}
+
+/// How a host error reaches a script awaiting it: as an `Error` with the
+/// same name and message (a script error keeps its own).
+fn error_for_script(e: &Error) -> wit::ScriptError {
+    match e {
+        Error::Script { error, .. } => convert::script_error_to_wit(error),
+        Error::Canceled { .. } => convert::host_error("AbortError", e.to_string()),
+        Error::Timeout { .. } => convert::host_error("TimeoutError", e.to_string()),
+        _ => convert::host_error("Error", e.to_string()),
+    }
+}
+
+/// Why an entry trapped, in words and as a limit.
+pub(crate) struct TrapFailure {
+    pub(crate) message: String,
+    pub(crate) limit: Option<Limit>,
+}
+
+impl TrapFailure {
+    fn classify(e: &wasmtime::Error, memory_denied: bool, hard_deadline: Duration) -> Self {
+        let trap = e.downcast_ref::<wasmtime::Trap>().copied();
+        match trap {
+            Some(wasmtime::Trap::Interrupt) => TrapFailure {
+                message: format!(
+                    "cpu deadline: the script could not be interrupted and was stopped after {}ms",
+                    hard_deadline.as_millis()
+                ),
+                limit: Some(Limit::Deadline),
+            },
+            Some(wasmtime::Trap::StackOverflow) => TrapFailure {
+                message: "stack exhausted: the script recursed too deeply".into(),
+                limit: Some(Limit::Stack),
+            },
+            Some(wasmtime::Trap::OutOfFuel) => TrapFailure {
+                message: "fuel exhausted".into(),
+                limit: Some(Limit::Fuel),
+            },
+            _ if memory_denied => TrapFailure {
+                message: "memory limit: the guest could not grow its memory".into(),
+                limit: Some(Limit::Memory),
+            },
+            // QuickJS's own stack check does not work on WASI: a deep
+            // recursion can run the shadow stack (in linear memory, below the
+            // data) out of bounds before the wasm stack is exhausted.
+            Some(wasmtime::Trap::MemoryOutOfBounds) => TrapFailure {
+                message:
+                    "stack exhausted: the script recursed too deeply (out-of-bounds memory access)"
+                        .into(),
+                limit: Some(Limit::Stack),
+            },
+            Some(trap) => TrapFailure {
+                message: format!("wasm trap: {trap}"),
+                limit: None,
+            },
+            None => TrapFailure {
+                message: format!("{e:#}"),
+                limit: None,
+            },
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! What every sandbox shares: the engine, the compiled component, the linker
+//! and the pre-instantiated world. Built once, cheaply cloned; only a
+//! sandbox's owner thread ever touches a `Store`.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::error::Context as _;
+use wasmtime::{Config, Engine, ResourceLimiter, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::marionette::runtime::host;
+use crate::bindings::marionette::runtime::types::LogLevel;
+use crate::bindings::{Marionette, MarionettePre};
+use crate::policy::Policy;
+
+/// The guest component, built by `build.rs` and embedded in the binary.
+pub(crate) static GUEST_WASM: &[u8] = include_bytes!(env!("MARIONETTE_GUEST_WASM"));
+
+/// How often the epoch advances: the resolution of the hard CPU stop.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Configuration of the shared [`Runtime`]: what must be fixed per engine.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Bytes of native wasm stack a guest entry may use; deeper recursion
+    /// traps (and the instance is rebuilt).
+    pub max_wasm_stack: usize,
+    /// Cache compiled code on disk (wasmtime's cache, in the user's cache
+    /// folder), so a CLI start does not compile the component every time.
+    pub disk_cache: bool,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            max_wasm_stack: 1 << 20,
+            disk_cache: true,
+        }
+    }
+}
+
+/// The engine and the compiled guest, shared by every sandbox made from it.
+pub struct Runtime {
+    engine: Engine,
+    pre: MarionettePre<HostState>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Compiles the embedded guest component with `options`.
+    ///
+    /// # Errors
+    /// When the engine cannot be configured or the component does not compile
+    /// or link (a host built against another WIT).
+    pub fn new(options: &RuntimeOptions) -> anyhow::Result<Arc<Runtime>> {
+        Self::from_component(GUEST_WASM, options)
+    }
+
+    /// The process-wide runtime with default options, compiled on first use.
+    ///
+    /// # Errors
+    /// As [`Runtime::new`]; a failure is not cached.
+    pub fn shared() -> anyhow::Result<Arc<Runtime>> {
+        static SHARED: OnceLock<Arc<Runtime>> = OnceLock::new();
+        if let Some(rt) = SHARED.get() {
+            return Ok(rt.clone());
+        }
+        let rt = Runtime::new(&RuntimeOptions::default())?;
+        Ok(SHARED.get_or_init(|| rt).clone())
+    }
+
+    /// Compiles a guest component given as bytes (the embedded one, or a
+    /// build of `guest/` elsewhere).
+    ///
+    /// # Errors
+    /// As [`Runtime::new`].
+    pub fn from_component(wasm: &[u8], options: &RuntimeOptions) -> anyhow::Result<Arc<Runtime>> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.max_wasm_stack(options.max_wasm_stack);
+        if options.disk_cache {
+            match wasmtime::Cache::from_file(None) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                }
+                Err(e) => tracing::debug!("wasmtime's compilation cache is off: {e:#}"),
+            }
+        }
+        let engine = Engine::new(&config).context("configuring wasmtime")?;
+        let component = Component::new(&engine, wasm).context("compiling the guest component")?;
+
+        let mut linker = Linker::<HostState>::new(&engine);
+        // WASI is linked because the guest's standard library imports it; the
+        // context behind it grants nothing (see `HostState::new`).
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).context("linking WASI")?;
+        Marionette::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .context("linking the host interface")?;
+        let pre = MarionettePre::new(
+            linker
+                .instantiate_pre(&component)
+                .context("pre-instantiating the guest")?,
+        )
+        .context("checking the guest's exports")?;
+
+        spawn_epoch_ticker(&engine);
+        Ok(Arc::new(Runtime { engine, pre }))
+    }
+
+    /// A fresh instance in a fresh store, configured by `policy`.
+    pub(crate) fn instantiate(
+        &self,
+        policy: &Policy,
+    ) -> anyhow::Result<(Store<HostState>, Marionette)> {
+        let mut store = Store::new(&self.engine, HostState::new(policy));
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(deadline_ticks(policy.entry_deadline * 2));
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .context("instantiating the guest")?;
+        let config = crate::bindings::exports::marionette::runtime::vm::VmConfig {
+            memory_limit: policy.quickjs_memory_limit(),
+            gc_threshold: 0,
+        };
+        bindings
+            .marionette_runtime_vm()
+            .call_configure(&mut store, config)
+            .context("configuring the guest")?;
+        Ok((store, bindings))
+    }
+}
+
+/// Epoch ticks covering `d` (at least one more than needed).
+pub(crate) fn deadline_ticks(d: Duration) -> u64 {
+    (d.as_millis() / EPOCH_TICK.as_millis()) as u64 + 1
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] while the engine lives.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("marionette-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}
+
+/// Linear memory bounded by the policy, remembering whether it said no (so a
+/// trap that follows is reported as the memory limit, not as a mystery).
+pub(crate) struct MemoryLimiter {
+    limit: usize,
+    pub(crate) denied: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.denied = true;
+            tracing::warn!(limit = self.limit, desired, "guest memory limit reached");
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// What the current entry into the guest is, for `should-interrupt`.
+#[derive(Default)]
+pub(crate) struct EntryState {
+    /// The task the entry runs for.
+    pub(crate) task: u64,
+    /// When JavaScript must stop (the soft CPU deadline).
+    pub(crate) deadline: Option<Instant>,
+    /// Set when `should-interrupt` said yes during this entry.
+    pub(crate) interrupted: bool,
+}
+
+/// The data of a sandbox's store.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: MemoryLimiter,
+    pub(crate) entry: EntryState,
+    /// The task a caller asked to stop (0: none); shared with the handle.
+    pub(crate) interrupt: Option<Arc<super::owner::Interrupts>>,
+}
+
+impl HostState {
+    fn new(policy: &Policy) -> Self {
+        HostState {
+            // Deny by default: no arguments, environment, preopened folders,
+            // network or inherited stdio. Clocks and random stay (QuickJS's
+            // Date and Math.random).
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            limits: MemoryLimiter {
+                limit: usize::try_from(policy.memory_limit).unwrap_or(usize::MAX),
+                denied: false,
+            },
+            entry: EntryState::default(),
+            interrupt: None,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        match level {
+            LogLevel::Debug => tracing::debug!(target: "marionette::guest", "{message}"),
+            LogLevel::Info => tracing::info!(target: "marionette::guest", "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "marionette::guest", "{message}"),
+            LogLevel::Error => tracing::error!(target: "marionette::guest", "{message}"),
+        }
+    }
+
+    fn should_interrupt(&mut self) -> bool {
+        let asked = self
+            .interrupt
+            .as_ref()
+            .is_some_and(|i| i.asked(self.entry.task));
+        let late = self.entry.deadline.is_some_and(|d| Instant::now() >= d);
+        if asked || late {
+            self.entry.interrupted = true;
+        }
+        asked || late
+    }
+}
+
+impl crate::bindings::marionette::runtime::types::Host for HostState {}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Installs what building marionette needs on a fresh Debian machine with only
+# Rust on it, and nothing it already has. Safe to run again: each step checks
+# first and says what it does.
+#
+#   1. the Rust target wasm32-wasip2 (the guest is a wasip2 component);
+#   2. a WASI C toolchain for QuickJS's C code (rquickjs-sys, under javy):
+#      $WASI_SDK when it is set, otherwise Debian's clang-19, lld-19,
+#      libclang-rt-19-dev-wasm32 and wasi-libc, arranged into the layout
+#      rquickjs-sys expects (bin/clang, bin/ar, share/wasi-sysroot) under
+#      target/wasi-sdk;
+#   3. with --python, the PyPI package `wasmtime` for the cross-language test.
+#
+# Prints the WASI_SDK folder to use as its last line.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+want_python=0
+for arg in "$@"; do
+  case "$arg" in
+    --python) want_python=1 ;;
+    *) say "unknown option $arg (known: --python)"; exit 2 ;;
+  esac
+done
+
+# 1. The wasm target.
+if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  say "rust target wasm32-wasip2: present"
+else
+  say "rust target wasm32-wasip2: installing with rustup"
+  rustup target add wasm32-wasip2 >&2
+fi
+
+# 2. The WASI C toolchain.
+if [ -n "${WASI_SDK:-}" ]; then
+  for f in bin/clang bin/ar share/wasi-sysroot; do
+    if [ ! -e "$WASI_SDK/$f" ]; then
+      say "WASI_SDK=$WASI_SDK has no $f: point it at a WASI SDK, or unset it to use Debian's packages"
+      exit 1
+    fi
+  done
+  say "WASI C toolchain: using WASI_SDK=$WASI_SDK"
+  sdk=$WASI_SDK
+else
+  pkgs=(clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32 wasi-libc)
+  missing=()
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if ! command -v apt-get >/dev/null; then
+      say "missing ${missing[*]} and there is no apt-get: install a WASI SDK and set WASI_SDK to its folder"
+      exit 1
+    fi
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    say "WASI C toolchain: installing Debian packages ${missing[*]}"
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2 || {
+      say "apt-get could not install ${missing[*]}; install them by hand, or set WASI_SDK to a WASI SDK folder"
+      exit 1
+    }
+  else
+    say "WASI C toolchain: Debian packages present (${pkgs[*]})"
+  fi
+  sdk=$root/target/wasi-sdk
+  mkdir -p "$sdk/bin" "$sdk/share/wasi-sysroot/include" "$sdk/share/wasi-sysroot/lib"
+  ln -sfn /usr/bin/clang-19 "$sdk/bin/clang"
+  ln -sfn /usr/bin/llvm-ar-19 "$sdk/bin/ar"
+  for triple in wasm32-wasi wasm32-wasip1 wasm32-wasip2; do
+    ln -sfn /usr/include/wasm32-wasi "$sdk/share/wasi-sysroot/include/$triple"
+    ln -sfn /usr/lib/wasm32-wasi "$sdk/share/wasi-sysroot/lib/$triple"
+  done
+  say "WASI C toolchain: arranged in $sdk"
+fi
+
+# 3. Python's wasmtime, for the cross-language test.
+if [ "$want_python" -eq 1 ]; then
+  if python3 -c 'import wasmtime.component' 2>/dev/null; then
+    say "python wasmtime: present"
+  else
+    say "python wasmtime: installing from PyPI with pip"
+    python3 -m pip install --quiet --disable-pip-version-check 'wasmtime>=50,<51' >&2
+  fi
+fi
+
+echo "$sdk"
