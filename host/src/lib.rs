@@ -25,3 +25,9 @@ pub mod sandbox;
 pub use error::{Error, Limit, Op, Result, ScriptError};
 pub use policy::Policy;
 pub use sandbox::{Runtime, RuntimeOptions, Sandbox, TaskOptions};
+
+/// The guest component this crate embeds (`marionette:runtime/marionette`,
+/// a wasm32-wasip2 component), for other hosts and tools.
+pub fn guest_component() -> &'static [u8] {
+    sandbox::GUEST_WASM
+}

@@ -38,6 +38,8 @@
   const NumberCtor = Number;
   const stringMatch = String.prototype.match;
   const stringSplit = String.prototype.split;
+  const stringIndexOf = String.prototype.indexOf;
+  const arrayJoin = Array.prototype.join;
 
   const call = (fn, self, ...args) => apply(fn, self, args);
   const then = (p, onOk, onErr) => apply(promiseThen, p, [onOk, onErr]);
@@ -68,6 +70,20 @@
     return {};
   }
 
+  // The stack without the runtime's own frames (and the `apply` that calls
+  // into user code from them): what a script author can act on.
+  function userFrames(stack) {
+    const lines = call(stringSplit, stack, "\n");
+    const out = [];
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i];
+      if (call(stringIndexOf, line, "<marionette>") >= 0) continue;
+      if (call(stringIndexOf, line, "at apply (native)") >= 0 && i + 1 < lines.length && call(stringIndexOf, lines[i + 1], "<marionette>") >= 0) continue;
+      out[out.length] = line;
+    }
+    return call(arrayJoin, out, "\n");
+  }
+
   // Turns anything thrown into the WIT `script-error` shape.
   function errorInfo(e) {
     if (e !== null && typeof e === "object") {
@@ -76,6 +92,7 @@
       if (typeof name !== "string" || name === "") name = "Error";
       if (typeof message !== "string") message = safeString(message === undefined ? e : message);
       if (typeof stack !== "string") stack = undefined;
+      else stack = userFrames(stack);
       let where = locate(stack);
       // A SyntaxError from the parser carries its location in fileName/lineNumber.
       if (where.file === undefined) {

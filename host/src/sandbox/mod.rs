@@ -32,6 +32,7 @@ use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
 pub use owner::{BoxFuture, EventSink, NextFn};
+pub(crate) use runtime::GUEST_WASM;
 pub use runtime::{Runtime, RuntimeOptions};
 
 use crate::bindings::marionette::runtime::types as wit;

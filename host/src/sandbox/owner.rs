@@ -355,8 +355,10 @@ impl Owner {
             self.interrupts.clear(task);
             return;
         }
-        // Whatever the task runs while it unwinds runs under a fresh deadline;
-        // if it is interrupted again, nothing more is done for it.
+        // The request to interrupt was for JavaScript that ran before; the
+        // unwinding must run. It does so under a fresh deadline; if it is
+        // interrupted again, nothing more is done for it.
+        self.interrupts.clear(task);
         match self.call_guest(task, |store, b| {
             b.marionette_runtime_tasks()
                 .call_cancel(store, task, reason)
@@ -372,7 +374,6 @@ impl Owner {
             }
             Err(_) => {}
         }
-        self.interrupts.clear(task);
     }
 
     fn process(&mut self, effects: Vec<wit::Effect>) {

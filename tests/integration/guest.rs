@@ -1,0 +1,492 @@
+//! The guest's JavaScript runtime, through the sandbox: modules, errors and
+//! their locations, promises, timers, console, the API objects.
+
+use marionette::model::{BlockKind, Event, ExportKind, LogLevel, ToolCall, Turn};
+use marionette::{Error, Policy, Sandbox, TaskOptions};
+use serde_json::json;
+
+use crate::common::fixture;
+
+async fn sandbox() -> Sandbox {
+    Sandbox::new(Policy::default()).await.expect("sandbox")
+}
+
+fn script_error(result: Result<impl std::fmt::Debug, Error>) -> marionette::ScriptError {
+    match result {
+        Err(Error::Script { error, .. }) => *error,
+        other => panic!("expected a script error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_syntax_error_names_file_line_and_column() {
+    let sb = sandbox().await;
+    let source = "export default function main() {\n  const x = 1;\n  return x +* 2;\n}\n";
+    let error = script_error(sb.load("broken.js", source).await);
+    assert_eq!(error.name, "SyntaxError");
+    assert_eq!(error.file.as_deref(), Some("broken.js"));
+    assert_eq!(error.line, Some(3));
+    // QuickJS-ng's parser reports a lazily tracked column for syntax errors,
+    // so only its presence is certain; lines are exact.
+    assert!(error.column.is_some());
+    assert!(
+        error.message.contains("unexpected token"),
+        "{}",
+        error.message
+    );
+    // The sandbox is fine: a good script loads after a broken one.
+    sb.load("good.js", "export default () => 1;").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_thrown_error_carries_its_stack_and_location() {
+    let sb = sandbox().await;
+    sb.load("errors.js", fixture("errors.js")).await.unwrap();
+
+    for function in ["syncThrow", "asyncThrow"] {
+        let error = script_error(
+            sb.call("errors.js", function, &[], TaskOptions::default())
+                .await,
+        );
+        assert_eq!(error.name, "TypeError");
+        assert!(error.message.starts_with("bad "), "{}", error.message);
+        assert_eq!(error.file.as_deref(), Some("errors.js"));
+        // QuickJS points a `new X(...)` at the constructor's name.
+        assert_eq!(
+            (error.line, error.column),
+            (Some(3), Some(13)),
+            "{function}"
+        );
+        let stack = error.stack.expect("a stack");
+        assert!(stack.contains("at inner (errors.js:3:13)"), "{stack}");
+        assert!(
+            stack.contains(&format!("at {function} (errors.js:")),
+            "{stack}"
+        );
+    }
+
+    let error = script_error(
+        sb.run_main("errors.js", &json!({}), TaskOptions::default())
+            .await,
+    );
+    assert_eq!(error.to_string(), "errors.js:3:13: TypeError: bad main");
+}
+
+#[tokio::test]
+async fn thrown_non_errors_and_unserializable_results_are_errors_too() {
+    let sb = sandbox().await;
+    sb.load("errors.js", fixture("errors.js")).await.unwrap();
+    let error = script_error(
+        sb.call("errors.js", "throwString", &[], TaskOptions::default())
+            .await,
+    );
+    assert_eq!(error.name, "Error");
+    assert!(
+        error.message.contains("\"just a string\""),
+        "{}",
+        error.message
+    );
+
+    let error = script_error(
+        sb.call("errors.js", "unserializable", &[], TaskOptions::default())
+            .await,
+    );
+    assert_eq!(error.name, "TypeError");
+    assert!(
+        error.message.contains("not JSON-serialisable"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
+async fn main_gets_its_input_and_returns_json() {
+    let sb = sandbox().await;
+    sb.load(
+        "m.js",
+        "export default async (input, ctx) => ({ doubled: input.n * 2, task: typeof ctx.taskId });\nexport const nothing = () => undefined;\nexport const sync = (a, b) => [a, b];",
+    )
+    .await
+    .unwrap();
+    let out = sb
+        .run_main("m.js", &json!({"n": 21}), TaskOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out, json!({"doubled": 42, "task": "number"}));
+    assert_eq!(
+        sb.call("m.js", "nothing", &[], TaskOptions::default())
+            .await
+            .unwrap(),
+        json!(null)
+    );
+    assert_eq!(
+        sb.call(
+            "m.js",
+            "sync",
+            &[json!("x"), json!({"y": 1})],
+            TaskOptions::default()
+        )
+        .await
+        .unwrap(),
+        json!(["x", {"y": 1}])
+    );
+    // A script without a default export says so.
+    sb.load("nomain.js", "export const x = 1;").await.unwrap();
+    let error = script_error(
+        sb.run_main("nomain.js", &json!({}), TaskOptions::default())
+            .await,
+    );
+    assert!(
+        error.message.contains("no default export"),
+        "{}",
+        error.message
+    );
+    // So does an unknown script or function.
+    let error = script_error(
+        sb.run_main("missing.js", &json!({}), TaskOptions::default())
+            .await,
+    );
+    assert!(
+        error.message.contains("no script named \"missing.js\""),
+        "{}",
+        error.message
+    );
+    let error = script_error(sb.call("m.js", "absent", &[], TaskOptions::default()).await);
+    assert!(
+        error.message.contains("no export named \"absent\""),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
+async fn async_main_awaits_timers_in_order_and_cleared_timers_never_fire() {
+    let sb = sandbox().await;
+    sb.load("timers.js", fixture("timers.js")).await.unwrap();
+    let out = sb
+        .run_main(
+            "timers.js",
+            &json!({"slow": 30, "fast": 1}),
+            TaskOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, json!(["fast", "slow"]));
+    let out = sb
+        .call("timers.js", "timeoutArgs", &[], TaskOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out, json!(5));
+}
+
+#[tokio::test]
+async fn console_lines_reach_the_host_in_order_with_their_levels() {
+    let sb = sandbox().await;
+    sb.load("console.js", fixture("console.js")).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = TaskOptions {
+        events: Some(tx),
+        ..TaskOptions::default()
+    };
+    let out = sb
+        .run_main("console.js", &json!({}), options)
+        .await
+        .unwrap();
+    assert_eq!(out, json!("done"));
+    let mut lines = Vec::new();
+    while let Ok(Event::Console { level, message }) = rx.try_recv() {
+        lines.push((level, message));
+    }
+    assert_eq!(
+        lines,
+        vec![
+            (LogLevel::Info, r#"log 1 {"a":[1,2]}"#.to_string()),
+            (LogLevel::Info, "info".to_string()),
+            (LogLevel::Warn, "warn".to_string()),
+            (LogLevel::Error, "error boom".to_string()),
+            (LogLevel::Debug, "debug".to_string()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn two_scripts_live_side_by_side_and_a_reload_replaces_one() {
+    let sb = sandbox().await;
+    sb.load("a.js", "let n = 0; export default () => `a${++n}`;")
+        .await
+        .unwrap();
+    sb.load("b.js", "let n = 100; export default () => `b${++n}`;")
+        .await
+        .unwrap();
+    let run = |name: &'static str| {
+        let sb = sb.clone();
+        async move {
+            sb.run_main(name, &json!({}), TaskOptions::default())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(run("a.js").await, json!("a1"));
+    assert_eq!(run("b.js").await, json!("b101"));
+    assert_eq!(run("a.js").await, json!("a2"));
+    sb.load("a.js", "export default () => 'a, new';")
+        .await
+        .unwrap();
+    assert_eq!(run("a.js").await, json!("a, new"));
+    assert_eq!(run("b.js").await, json!("b102"));
+}
+
+#[tokio::test]
+async fn scripts_can_import_only_marionette() {
+    let sb = sandbox().await;
+    for specifier in ["fs", "./other.js", "std", "os", "a.js"] {
+        let source = format!("import x from {specifier:?};\nexport default () => x;");
+        let error = script_error(sb.load("importer.js", source).await);
+        assert!(
+            error.message.contains(&format!("'{specifier}'"))
+                && error.message.contains("only \"marionette\""),
+            "{specifier}: {}",
+            error.message
+        );
+    }
+    // Dynamic import is refused the same way.
+    sb.load(
+        "dyn.js",
+        "export default async () => { await import('fs'); };",
+    )
+    .await
+    .unwrap();
+    let error = script_error(
+        sb.run_main("dyn.js", &json!({}), TaskOptions::default())
+            .await,
+    );
+    assert!(
+        error.message.contains("only \"marionette\""),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
+async fn the_host_learns_each_export_by_name_and_kind() {
+    let sb = sandbox().await;
+    let mut exports = sb
+        .load("parts.js", fixture("agent_parts.js"))
+        .await
+        .unwrap();
+    exports.sort_by(|a, b| a.name.cmp(&b.name));
+    let kinds: Vec<_> = exports.iter().map(|e| (e.name.as_str(), e.kind)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("answer", ExportKind::Value),
+            ("calculator", ExportKind::ToolRegistry),
+            ("echo", ExportKind::Engine),
+            ("helper", ExportKind::Function),
+            ("hooks", ExportKind::ToolHooks),
+            ("shout", ExportKind::Engine),
+            ("tagger", ExportKind::Middleware),
+        ]
+    );
+    let tools = &exports[1].tools;
+    assert_eq!(tools.len(), 2);
+    assert_eq!(tools[0].name, "add");
+    assert_eq!(tools[0].description, "add two numbers");
+    assert_eq!(tools[0].parameters["required"], json!(["a", "b"]));
+    assert_eq!(
+        sb.list_tools("parts.js", "calculator").await.unwrap(),
+        *tools
+    );
+}
+
+#[tokio::test]
+async fn js_tools_run_through_the_tools_interface() {
+    let sb = sandbox().await;
+    sb.load("parts.js", fixture("agent_parts.js"))
+        .await
+        .unwrap();
+    let call = ToolCall {
+        id: "c1".into(),
+        name: "add".into(),
+        arguments: json!({"a": 2, "b": 40}),
+    };
+    assert_eq!(
+        sb.call_tool("parts.js", "calculator", &call, TaskOptions::default())
+            .await
+            .unwrap(),
+        json!(42)
+    );
+    let call = ToolCall {
+        id: "c2".into(),
+        name: "fail".into(),
+        arguments: json!({}),
+    };
+    let error = script_error(
+        sb.call_tool("parts.js", "calculator", &call, TaskOptions::default())
+            .await,
+    );
+    assert_eq!(
+        (error.name.as_str(), error.message.as_str()),
+        ("RangeError", "tool failed on purpose")
+    );
+    let call = ToolCall {
+        id: "c3".into(),
+        name: "nope".into(),
+        arguments: json!({}),
+    };
+    let error = script_error(
+        sb.call_tool("parts.js", "calculator", &call, TaskOptions::default())
+            .await,
+    );
+    assert!(
+        error.message.contains("unknown tool \"nope\""),
+        "{}",
+        error.message
+    );
+    // Asking for a registry that is another kind of export says what it is.
+    let error = script_error(sb.list_tools("parts.js", "shout").await);
+    assert!(
+        error
+            .message
+            .contains("is not a tool-registry (it is engine)"),
+        "{}",
+        error.message
+    );
+}
+
+fn user_turn(text: &str) -> Turn {
+    serde_json::from_value(json!({
+        "id": "t1",
+        "blocks": [{"id": "b1", "kind": "user", "role": "user", "payload": {"text": text}}]
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn js_engines_run_on_turns() {
+    let sb = sandbox().await;
+    sb.load("parts.js", fixture("agent_parts.js"))
+        .await
+        .unwrap();
+    let out = sb
+        .infer(
+            "parts.js",
+            "shout",
+            &user_turn("hello"),
+            TaskOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.id, "t1");
+    assert_eq!(out.blocks.len(), 2);
+    assert_eq!(out.blocks[1].kind, BlockKind::LlmText);
+    assert_eq!(out.blocks[1].payload["text"], json!("HELLO"));
+    let out = sb
+        .infer("parts.js", "echo", &user_turn("x"), TaskOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.blocks[1].payload["text"], json!("READY"));
+}
+
+#[tokio::test]
+async fn a_js_middleware_calls_the_host_chain_through_next() {
+    let sb = sandbox().await;
+    sb.load("parts.js", fixture("agent_parts.js"))
+        .await
+        .unwrap();
+    let next: marionette::sandbox::NextFn = std::sync::Arc::new(|mut turn: Turn| {
+        Box::pin(async move {
+            assert_eq!(
+                turn.metadata["before"],
+                json!("tagger"),
+                "the middleware ran before next"
+            );
+            turn.metadata.insert("host".into(), json!("was here"));
+            Ok(turn)
+        })
+    });
+    let out = sb
+        .run_middleware(
+            "parts.js",
+            "tagger",
+            &user_turn("hi"),
+            next,
+            TaskOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.metadata["before"], json!("tagger"));
+    assert_eq!(out.metadata["host"], json!("was here"));
+    assert_eq!(out.metadata["after"], json!(true));
+
+    // An error of the host chain reaches the script as a rejection.
+    let failing: marionette::sandbox::NextFn = std::sync::Arc::new(|_turn: Turn| {
+        Box::pin(async move { Err(Error::host("engine", anyhow::anyhow!("the engine is down"))) })
+    });
+    let error = script_error(
+        sb.run_middleware(
+            "parts.js",
+            "tagger",
+            &user_turn("hi"),
+            failing,
+            TaskOptions::default(),
+        )
+        .await,
+    );
+    assert!(
+        error.message.contains("the engine is down"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
+async fn the_api_objects_cannot_be_tampered_with() {
+    let sb = sandbox().await;
+    sb.load(
+        "tamper.js",
+        r#"import * as m from "marionette";
+        import { turns, engines } from "marionette";
+        export default () => {
+          const attempts = [];
+          const attempt = (name, f) => { try { f(); attempts.push(name + ": allowed"); } catch (e) { attempts.push(name + ": " + e.name); } };
+          attempt("replace turns.newTurn", () => { turns.newTurn = () => "pwned"; });
+          attempt("add to engines", () => { engines.evil = 1; });
+          attempt("replace a const", () => { m.consts.BlockKind.USER = "x"; });
+          attempt("redefine the module binding", () => { m.turns = {}; });
+          return { attempts, kind: m.consts.BlockKind.USER, newTurn: typeof turns.newTurn({}) };
+        };"#,
+    )
+    .await
+    .unwrap();
+    let out = sb
+        .run_main("tamper.js", &json!({}), TaskOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        json!({
+            "attempts": [
+                "replace turns.newTurn: TypeError",
+                "add to engines: TypeError",
+                "replace a const: TypeError",
+                "redefine the module binding: TypeError"
+            ],
+            "kind": "user",
+            "newTurn": "object"
+        })
+    );
+    // Nothing internal is left on the global object.
+    sb.load(
+        "globals.js",
+        "export default () => Object.getOwnPropertyNames(globalThis).filter((k) => /marionette|native|dispatch/i.test(k));",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sb.run_main("globals.js", &json!({}), TaskOptions::default())
+            .await
+            .unwrap(),
+        json!([])
+    );
+}

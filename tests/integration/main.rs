@@ -1,0 +1,7 @@
+//! marionette's integration tests: one binary, one module per area.
+
+mod cli;
+mod common;
+mod guest;
+mod python;
+mod sandbox;
