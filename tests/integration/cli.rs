@@ -1,0 +1,203 @@
+//! The `marionette` command's contract, through the real binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+use crate::common::fixtures;
+
+fn marionette(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_marionette"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("MARIONETTE_LOG")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running marionette")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The last line of stdout, parsed as JSON.
+fn result(out: &Output) -> Value {
+    let text = stdout(out);
+    let last = text
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no stdout; stderr: {}", stderr(out)));
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line {last:?} is not JSON: {e}"))
+}
+
+fn script(dir: &Path, name: &str, source: &str) -> String {
+    std::fs::write(dir.join(name), source).unwrap();
+    name.to_string()
+}
+
+#[test]
+fn run_prints_the_result_as_the_last_line_and_console_on_stderr() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = marionette(
+        &["run", "examples/hello.js", "--input", r#"{"name": "Ada"}"#],
+        &repo,
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(
+        result(&out),
+        json!({"greeting": "hello, Ada", "blocks": ["user", "llm_text"]})
+    );
+    assert!(
+        stderr(&out).contains("hello, Ada"),
+        "console goes to stderr: {}",
+        stderr(&out)
+    );
+    assert!(
+        !stdout(&out).contains("hello, Ada\n"),
+        "console stays off stdout"
+    );
+}
+
+#[test]
+fn input_defaults_to_an_empty_object_and_the_binary_runs_from_any_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = script(dir.path(), "echo.js", "export default (input) => input;");
+    let out = marionette(&["run", &name], dir.path());
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(result(&out), json!({}));
+    let out = marionette(&["run", &name, "--input", "[1, \"two\", null]"], dir.path());
+    assert_eq!(result(&out), json!([1, "two", null]));
+}
+
+#[test]
+fn a_syntax_error_prints_its_location_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = script(
+        dir.path(),
+        "broken.js",
+        "export default () => {\n  return 1 +* 2;\n};\n",
+    );
+    let out = marionette(&["run", &name], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.starts_with("broken.js:2:"), "{err}");
+    assert!(err.contains("SyntaxError: unexpected token"), "{err}");
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn a_thrown_error_prints_location_and_stack_and_exits_1() {
+    let out = marionette(&["run", "errors.js"], &fixtures());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let mut lines = err.lines();
+    assert_eq!(lines.next(), Some("errors.js:3:13: TypeError: bad main"));
+    assert!(err.contains("at inner (errors.js:3:13)"), "{err}");
+    assert!(err.contains("at main (errors.js:"), "{err}");
+    assert!(!err.contains("<marionette>"), "no runtime frames: {err}");
+}
+
+#[test]
+fn a_timeout_exits_3_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = script(
+        dir.path(),
+        "slow.js",
+        "export default () => new Promise((r) => setTimeout(r, 60000));",
+    );
+    let out = marionette(&["run", &name, "--timeout-ms", "100"], dir.path());
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("timeout"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("100ms"), "{}", stderr(&out));
+}
+
+#[test]
+fn limits_exit_3_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let spin = script(
+        dir.path(),
+        "spin.js",
+        "export default () => { for (;;) {} };",
+    );
+    let out = marionette(&["run", &spin, "--cpu-ms", "200"], dir.path());
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("limit exceeded: cpu deadline"),
+        "{}",
+        stderr(&out)
+    );
+
+    let hog = script(
+        dir.path(),
+        "hog.js",
+        "export default () => { const a = []; for (;;) a.push('x'.repeat(1 << 20) + a.length); };",
+    );
+    let out = marionette(&["run", &hog, "--memory-mib", "48"], dir.path());
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("memory"), "{}", stderr(&out));
+
+    let deep = script(
+        dir.path(),
+        "deep.js",
+        "const f = (n) => f(n + 1) + 1;\nexport default () => f(0);",
+    );
+    let out = marionette(&["run", &deep], dir.path());
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("stack exhausted"), "{}", stderr(&out));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = script(dir.path(), "ok.js", "export default () => 1;");
+    for (args, expect) in [
+        (vec![], "Usage"),
+        (vec!["run"], "SCRIPT"),
+        (
+            vec!["run", name.as_str(), "--input", "{not json"],
+            "not valid JSON",
+        ),
+        (vec!["run", name.as_str(), "--frobnicate"], "--frobnicate"),
+        (vec!["run", "missing.js"], "cannot read missing.js"),
+        (vec!["bogus"], "bogus"),
+    ] {
+        let out = marionette(&args, dir.path());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expect), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn check_prints_the_exports_with_tool_schemas() {
+    let out = marionette(&["check", "agent_parts.js"], &fixtures());
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let exports: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let calculator = exports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "calculator")
+        .expect("the registry is listed");
+    assert_eq!(calculator["kind"], "tool-registry");
+    assert_eq!(calculator["tools"][0]["name"], "add");
+    assert_eq!(calculator["tools"][0]["description"], "add two numbers");
+    assert_eq!(
+        calculator["tools"][0]["parameters"]["properties"]["a"],
+        json!({"type": "number"})
+    );
+    let kinds: Vec<_> = exports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"engine") && kinds.contains(&"middleware"),
+        "{kinds:?}"
+    );
+}
