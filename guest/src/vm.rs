@@ -145,20 +145,17 @@ where
         let vm = slot.get_or_insert_with(boot);
         vm.runtime.context().with(|ctx| {
             let dispatch = vm.dispatch.clone().restore(&ctx).expect("dispatcher");
-            if let Err(e) = body(&ctx, dispatch.clone()) {
-                if let Some(error) = caught(&ctx, &dispatch, e) {
-                    if let Some(task) = task {
-                        natives::push(Effect::Done(TaskDone {
-                            task,
-                            outcome: Err(error),
-                        }));
-                    } else {
-                        host::log(
-                            LogLevel::Error,
-                            &format!("the dispatcher threw: {}", error.message),
-                        );
-                    }
-                }
+            let failed = body(&ctx, dispatch.clone()).err();
+            match (failed.and_then(|e| caught(&ctx, &dispatch, e)), task) {
+                (Some(error), Some(task)) => natives::push(Effect::Done(TaskDone {
+                    task,
+                    outcome: Err(error),
+                })),
+                (Some(error), None) => host::log(
+                    LogLevel::Error,
+                    &format!("the dispatcher threw: {}", error.message),
+                ),
+                (None, _) => {}
             }
         });
         drain(&vm.runtime);
@@ -265,6 +262,9 @@ pub fn fail(task: u64, error: ScriptError) -> Vec<Effect> {
 /// Compiles and evaluates a module; see `script.load` in the WIT.
 pub fn load(task: u64, name: &str, source: &str) -> Vec<Effect> {
     entry(Some(task), |_, dispatch| {
+        // The module's top-level code runs for this task (its console lines,
+        // its timers), so the task exists before the code runs.
+        call_dispatch::<_, ()>(&dispatch, "begin", (task as f64,))?;
         let (module, evaluated) = Module::declare(dispatch.ctx().clone(), name, source)?.eval()?;
         let namespace = module.namespace()?;
         call_dispatch(&dispatch, "load", (task as f64, name, namespace, evaluated))

@@ -490,3 +490,50 @@ async fn the_api_objects_cannot_be_tampered_with() {
         json!([])
     );
 }
+
+#[tokio::test]
+async fn top_level_code_runs_for_the_load_task() {
+    let sb = sandbox().await;
+    // A cancelled task right before must not leak into the next load.
+    sb.load("hostile.js", fixture("hostile.js")).await.unwrap();
+    let turn = Turn::default();
+    let never: marionette::sandbox::NextFn =
+        std::sync::Arc::new(|_t: Turn| Box::pin(std::future::pending()));
+    let _ = sb
+        .run_middleware(
+            "hostile.js",
+            "recordAbort",
+            &turn,
+            never,
+            TaskOptions::timeout(std::time::Duration::from_millis(20)),
+        )
+        .await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = TaskOptions {
+        events: Some(tx),
+        ..TaskOptions::default()
+    };
+    let source = "console.log('top level');\nawait new Promise((r) => setTimeout(r, 5));\nexport const ready = true;";
+    let exports = sb.load_with("tla.js", source, options).await.unwrap();
+    assert_eq!(exports[0].name, "ready");
+    assert!(matches!(rx.try_recv(), Ok(Event::Console { message, .. }) if message == "top level"));
+}
+
+#[tokio::test]
+async fn timer_delays_are_clamped_like_browsers_do() {
+    let sb = sandbox().await;
+    sb.load(
+        "t.js",
+        "export default () => { const ids = [setTimeout(() => {}, Infinity), setTimeout(() => {}, 1e20), setTimeout(() => {}, -5), setTimeout(() => {}, 'soon')];\n\
+         ids.forEach(clearTimeout);\n\
+         return new Promise((r) => setTimeout(() => r(ids.length), NaN)); };",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sb.run_main("t.js", &json!({}), TaskOptions::default())
+            .await
+            .unwrap(),
+        json!(4)
+    );
+}

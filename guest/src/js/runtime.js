@@ -35,6 +35,7 @@
   const mathRandom = Math.random;
   const mathFloor = Math.floor;
   const mathMax = Math.max;
+  const mathMin = Math.min;
   const NumberCtor = Number;
   const stringMatch = String.prototype.match;
   const stringSplit = String.prototype.split;
@@ -153,10 +154,15 @@
     done(task, true, text);
   }
 
-  // Starts a task: runs `body` now, settles the task when its promise does.
-  function start(task, kind, body) {
+  // Makes `task` live and current: what runs now runs on its behalf.
+  function begin(task) {
     call(setAdd, state.live, task);
     state.current = task;
+  }
+
+  // Starts a task: runs `body` now, settles the task when its promise does.
+  function start(task, kind, body) {
+    begin(task);
     let p;
     try {
       p = promiseResolve(body());
@@ -224,15 +230,25 @@
   // ---------------------------------------------------------------- timers
 
   let nextTimer = 1;
+  const MAX_DELAY = 2147483647;
   const timers = new MapCtor(); // timer id -> op
 
   function setTimeout(fn, ms, ...args) {
     if (typeof fn !== "function") throw new TypeErrorCtor("setTimeout: the callback must be a function");
     const id = nextTimer++;
-    const delay = mathMax(0, mathFloor(NumberCtor(ms) || 0));
-    const op = request({ op: "sleep", ms: delay }, (ok) => {
+    // As in browsers: not a number or negative is 0. Beyond MAX_DELAY (about
+    // 24.8 days) it waits MAX_DELAY rather than overflowing.
+    const delay = mathMin(MAX_DELAY, mathMax(0, mathFloor(NumberCtor(ms) || 0)));
+    const op = request({ op: "sleep", ms: delay }, (ok, value) => {
       mdel(timers, id);
-      if (!ok) return;
+      if (!ok) {
+        // Cancelled with its task: nothing to say. Refused by the host: the
+        // callback will never run, and the script should know why.
+        if (value && value.name !== "AbortError") {
+          native.console(state.current, "error", "setTimeout: the host refused the timer: " + value.name + ": " + value.message);
+        }
+        return;
+      }
       try {
         apply(fn, undefined, args);
       } catch (e) {
@@ -456,6 +472,7 @@
 
   const dispatch = freeze({
     errorInfo: (e) => jsonStringify(errorInfo(e)),
+    begin,
     load(task, name, namespace, evaluated) {
       start(task, "json", () => then(evaluated, () => { mset(scripts, name, namespace); return null; }));
     },

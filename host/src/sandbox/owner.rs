@@ -240,14 +240,12 @@ impl Owner {
         task: u64,
         f: impl FnOnce(&mut Store<HostState>, &Marionette, u64) -> wasmtime::Result<Vec<wit::Effect>>,
     ) {
-        match self.call_guest(task, |store, b| f(store, b, task)) {
-            Ok((effects, interrupted)) => {
-                self.process(effects);
-                if interrupted {
-                    self.interrupted(task);
-                }
+        // On a trap, call_guest has already failed the tasks and dropped the instance.
+        if let Ok((effects, interrupted)) = self.call_guest(task, |store, b| f(store, b, task)) {
+            self.process(effects);
+            if interrupted {
+                self.interrupted(task);
             }
-            Err(_) => {} // call_guest already failed the tasks and dropped the instance
         }
     }
 
@@ -359,20 +357,18 @@ impl Owner {
         // unwinding must run. It does so under a fresh deadline; if it is
         // interrupted again, nothing more is done for it.
         self.interrupts.clear(task);
-        match self.call_guest(task, |store, b| {
+        let unwound = self.call_guest(task, |store, b| {
             b.marionette_runtime_tasks()
                 .call_cancel(store, task, reason)
-        }) {
-            Ok((effects, interrupted)) => {
-                self.process(effects);
-                if interrupted {
-                    tracing::warn!(
-                        task,
-                        "a cancelled task was interrupted again while unwinding"
-                    );
-                }
+        });
+        if let Ok((effects, interrupted)) = unwound {
+            self.process(effects);
+            if interrupted {
+                tracing::warn!(
+                    task,
+                    "a cancelled task was interrupted again while unwinding"
+                );
             }
-            Err(_) => {}
         }
     }
 
