@@ -64,7 +64,9 @@ else
   else
     say "WASI C toolchain: Debian packages present (${pkgs[*]})"
   fi
-  sdk=$root/target/wasi-sdk
+  target_dir=${CARGO_TARGET_DIR:-$root/target}
+  case "$target_dir" in /*) ;; *) target_dir=$root/$target_dir ;; esac
+  sdk=$target_dir/wasi-sdk
   mkdir -p "$sdk/bin" "$sdk/share/wasi-sysroot/include" "$sdk/share/wasi-sysroot/lib"
   ln -sfn /usr/bin/clang-19 "$sdk/bin/clang"
   ln -sfn /usr/bin/llvm-ar-19 "$sdk/bin/ar"

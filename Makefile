@@ -1,0 +1,47 @@
+# The project's task entry points. CI runs `make test` (through .ci/run).
+#
+# Every target that builds first runs scripts/bootstrap.sh, which installs
+# what is missing (the wasm32-wasip2 target, a WASI C toolchain for QuickJS)
+# and says what it does. All Rust builds use the release profile: one build
+# of wasmtime and the guest serves the CLI, the tests and the benches.
+
+CARGO ?= cargo
+SCRIPT ?= examples/hello.js
+INPUT ?= {}
+GUEST_FLAGS = --release -p marionette-guest --target wasm32-wasip2 --target-dir target/guest
+
+.PHONY: all bootstrap build run test lint fmt bench clean
+
+all: build
+
+bootstrap:
+	@./scripts/bootstrap.sh --python >/dev/null
+
+build:
+	@./scripts/bootstrap.sh >/dev/null
+	$(CARGO) build --release --locked -p marionette
+
+## The main job: run a script (SCRIPT=..., INPUT='{"k": 1}').
+run: build
+	./target/release/marionette run $(SCRIPT) --input '$(INPUT)'
+
+## Every check and every test; ends with the test runner's summary.
+test: bootstrap lint
+	$(CARGO) test --release --locked -p marionette
+
+lint:
+	@./scripts/bootstrap.sh >/dev/null
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --locked -p marionette -p marionette-bench --all-targets -- -D warnings
+	WASI_SDK="$$(./scripts/bootstrap.sh 2>/dev/null)" $(CARGO) clippy --locked $(GUEST_FLAGS) -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Benchmarks: writes bench/report/report.json and bench/report/report.md.
+bench:
+	@./scripts/bootstrap.sh >/dev/null
+	$(CARGO) bench --locked -p marionette-bench
+
+clean:
+	$(CARGO) clean
