@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::marionette::runtime::types::{
-    Block, BlockKind, ExportInfo, ExportKind, HostOp, Outcome, ScriptError, ToolCall,
-    ToolDefinition, Turn, Value,
+    Block, BlockKind, ExportInfo, ExportKind, HostInference, HostOp, Outcome, ScriptError, Target,
+    ToolCall, ToolDefinition, Turn, Value,
 };
 
 /// A `TypeError` with no location: the error is in data, not in a script.
@@ -143,14 +143,50 @@ fn turn_from_parsed(json: JsonTurn) -> Result<Turn, ScriptError> {
 /// A host operation a script asked for (`{"op": "sleep", "ms": 10}`, ...).
 pub fn host_op_from_json(text: &str) -> Result<HostOp, ScriptError> {
     #[derive(Deserialize)]
+    struct Call {
+        id: String,
+        name: String,
+        arguments: Json,
+    }
+    #[derive(Deserialize)]
     #[serde(tag = "op", rename_all = "kebab-case")]
     enum Op {
-        Sleep { ms: u64 },
-        Next { turn: JsonTurn },
+        Sleep {
+            ms: u64,
+        },
+        Next {
+            turn: JsonTurn,
+        },
+        Infer {
+            engine: Option<String>,
+            turn: JsonTurn,
+            context: Json,
+        },
+        CallTool {
+            call: Call,
+        },
+        RunSession {
+            spec: Json,
+        },
     }
     match serde_json::from_str::<Op>(text) {
         Ok(Op::Sleep { ms }) => Ok(HostOp::Sleep(ms)),
         Ok(Op::Next { turn }) => Ok(HostOp::Next(turn_from_parsed(turn)?)),
+        Ok(Op::Infer {
+            engine,
+            turn,
+            context,
+        }) => Ok(HostOp::Infer(HostInference {
+            engine,
+            input: turn_from_parsed(turn)?,
+            context: context.to_string(),
+        })),
+        Ok(Op::CallTool { call }) => Ok(HostOp::CallTool(ToolCall {
+            id: call.id,
+            name: call.name,
+            arguments: call.arguments.to_string(),
+        })),
+        Ok(Op::RunSession { spec }) => Ok(HostOp::RunSession(spec.to_string())),
         Err(e) => Err(type_error(format!("malformed host operation: {e}"))),
     }
 }
@@ -269,4 +305,33 @@ pub fn exports_from_json(text: &str) -> Result<Vec<ExportInfo>, ScriptError> {
             tools: tool_definitions(e.tools),
         })
         .collect())
+}
+
+/// A target as the JSON `dispatch.resolve` reads.
+pub fn target_to_json(target: &Target) -> String {
+    match target {
+        Target::Export(e) => serde_json::json!({ "script": e.script, "name": e.name }),
+        Target::Handle(h) => serde_json::json!({ "handle": h }),
+    }
+    .to_string()
+}
+
+/// What the host provides, as `dispatch.configure` reads it.
+pub fn host_info_to_json(
+    engines: &[String],
+    middlewares: &[String],
+    tools: &[ToolDefinition],
+) -> String {
+    let tools: Vec<Json> = tools
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.name,
+                "description": t.description,
+                "parameters": serde_json::from_str::<Json>(&t.parameters).unwrap_or_else(|_| serde_json::json!({})),
+            })
+        })
+        .collect();
+    serde_json::json!({ "engines": engines, "middlewares": middlewares, "tools": tools })
+        .to_string()
 }

@@ -5,7 +5,7 @@
 //! protocol live in [`vm`], the functions JavaScript calls into Rust in
 //! [`natives`], the JSON <-> WIT conversions in [`convert`], module
 //! resolution in [`loader`], and the JavaScript side (dispatcher, console,
-//! timers, the `marionette` module) in `js/runtime.js`.
+//! timers, the `marionette` module) in `js/` (one closure in fragments).
 
 mod convert;
 mod loader;
@@ -17,9 +17,10 @@ wit_bindgen::generate!({
     path: "../wit",
 });
 
-use exports::marionette::runtime::{inference, middleware, script, tasks, tools};
+use exports::marionette::runtime::hooks::Hook;
+use exports::marionette::runtime::{hooks, inference, middleware, script, tasks, tools};
 use marionette::runtime::types::{
-    Effect, ExportInfo, Outcome, ScriptError, ToolCall, ToolDefinition, Turn,
+    Effect, ExportInfo, Outcome, ScriptError, Target, ToolCall, ToolDefinition, Turn,
 };
 
 struct Component;
@@ -28,7 +29,12 @@ export!(Component);
 
 impl exports::marionette::runtime::vm::Guest for Component {
     fn configure(config: exports::marionette::runtime::vm::VmConfig) {
-        vm::configure(config.memory_limit, config.gc_threshold);
+        let info = convert::host_info_to_json(
+            &config.host_engines,
+            &config.host_middlewares,
+            &config.host_tools,
+        );
+        vm::configure(config.memory_limit, config.gc_threshold, info);
     }
 }
 
@@ -51,33 +57,55 @@ impl script::Guest for Component {
 }
 
 impl inference::Guest for Component {
-    fn infer(task: u64, name: String, engine: String, input: Turn) -> Vec<Effect> {
+    fn infer(task: u64, engine: Target, input: Turn, context: String) -> Vec<Effect> {
         match convert::turn_to_json(&input) {
-            Ok(turn) => vm::start(task, "infer", (task as f64, name, engine, turn)),
+            Ok(turn) => {
+                let target = convert::target_to_json(&engine);
+                vm::start(task, "infer", (task as f64, target, turn, context))
+            }
             Err(e) => vm::fail(task, e),
         }
     }
 }
 
 impl middleware::Guest for Component {
-    fn run(task: u64, name: String, middleware: String, input: Turn) -> Vec<Effect> {
+    fn run(task: u64, middleware: Target, input: Turn, context: String) -> Vec<Effect> {
         match convert::turn_to_json(&input) {
-            Ok(turn) => vm::start(task, "middleware", (task as f64, name, middleware, turn)),
+            Ok(turn) => {
+                let target = convert::target_to_json(&middleware);
+                vm::start(task, "middleware", (task as f64, target, turn, context))
+            }
             Err(e) => vm::fail(task, e),
         }
     }
 }
 
 impl tools::Guest for Component {
-    fn list_tools(name: String, registry: String) -> Result<Vec<ToolDefinition>, ScriptError> {
-        vm::query("listTools", (name, registry)).and_then(|json| convert::tools_from_json(&json))
+    fn list_tools(registry: Target) -> Result<Vec<ToolDefinition>, ScriptError> {
+        vm::query("listTools", (convert::target_to_json(&registry),))
+            .and_then(|json| convert::tools_from_json(&json))
     }
 
-    fn call(task: u64, name: String, registry: String, call: ToolCall) -> Vec<Effect> {
+    fn call(task: u64, registry: Target, call: ToolCall, context: String) -> Vec<Effect> {
         match convert::tool_call_to_json(&call) {
-            Ok(call) => vm::start(task, "callTool", (task as f64, name, registry, call)),
+            Ok(call) => {
+                let target = convert::target_to_json(&registry);
+                vm::start(task, "callTool", (task as f64, target, call, context))
+            }
             Err(e) => vm::fail(task, e),
         }
+    }
+}
+
+impl hooks::Guest for Component {
+    fn call(task: u64, hooks: Target, hook: Hook, payload: String) -> Vec<Effect> {
+        let name = match hook {
+            Hook::BeforeToolCall => "beforeToolCall",
+            Hook::AfterToolCall => "afterToolCall",
+            Hook::OnToolError => "onToolError",
+        };
+        let target = convert::target_to_json(&hooks);
+        vm::start(task, "hook", (task as f64, target, name, payload))
     }
 }
 
@@ -89,6 +117,10 @@ impl tasks::Guest for Component {
             // operation with that error instead.
             Err(e) => vm::dispatch("resume", (op as f64, false, convert::error_to_json(&e))),
         }
+    }
+
+    fn notify(op: u64, events: Vec<String>) -> Vec<Effect> {
+        vm::dispatch("notify", (op as f64, events))
     }
 
     fn cancel(task: u64, reason: String) -> Vec<Effect> {

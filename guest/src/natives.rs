@@ -10,6 +10,7 @@ use std::cell::{Cell, RefCell};
 use rquickjs::{Ctx, Exception, Function, Object, Result};
 
 use crate::convert;
+use crate::marionette::runtime::host;
 use crate::marionette::runtime::types::{
     ConsoleLine, Effect, Event, LogLevel, Request, TaskDone, TaskEvent, Value,
 };
@@ -66,6 +67,16 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
                     what,
                 }));
                 Ok(op as f64)
+            },
+        )?,
+    )?;
+
+    native.set(
+        "validate",
+        Function::new(
+            ctx.clone(),
+            |schema: String, arguments: String| -> Option<String> {
+                host::validate_arguments(&schema, &arguments).err()
             },
         )?,
     )?;

@@ -23,7 +23,17 @@ use crate::marionette::runtime::host;
 use crate::marionette::runtime::types::{Effect, LogLevel, ScriptError, TaskDone};
 use crate::natives;
 
-const RUNTIME_JS: &str = include_str!("js/runtime.js");
+/// The JavaScript runtime: one closure over the natives, assembled from the
+/// fragments in `js/` (they share its scope), returning `{ api, dispatch }`.
+const RUNTIME_JS: &str = concat!(
+    "(function (native) {\n\"use strict\";\n",
+    include_str!("js/core.js"),
+    include_str!("js/console_timers.js"),
+    include_str!("js/api.js"),
+    include_str!("js/session.js"),
+    include_str!("js/dispatch.js"),
+    "\nreturn { api, dispatch };\n})",
+);
 
 /// The global that carries the API object into the `marionette` module's
 /// source for the instant it is evaluated; removed right after, before any
@@ -38,16 +48,27 @@ struct Vm {
 thread_local! {
     static VM: RefCell<Option<Vm>> = const { RefCell::new(None) };
     static LIMITS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    /// What the host provides (engines, middleware, tools), as JSON for
+    /// `dispatch.configure`.
+    static HOST_INFO: RefCell<String> = RefCell::new(r#"{"engines":[],"middlewares":[],"tools":[]}"#.into());
 }
 
-/// Sets QuickJS's heap limit and GC threshold (0 leaves each as it is).
-pub fn configure(memory_limit: u64, gc_threshold: u64) {
+/// Sets QuickJS's heap limit and GC threshold (0 leaves each as it is) and
+/// what the host provides.
+pub fn configure(memory_limit: u64, gc_threshold: u64, host_info: String) {
     LIMITS.with(|l| l.set((memory_limit, gc_threshold)));
-    VM.with(|vm| {
-        if let Some(vm) = vm.borrow().as_ref() {
+    HOST_INFO.with(|h| *h.borrow_mut() = host_info);
+    let booted = VM.with(|vm| {
+        let vm = vm.borrow();
+        if let Some(vm) = vm.as_ref() {
             apply_limits(vm.runtime.context().runtime());
         }
+        vm.is_some()
     });
+    if booted {
+        let info = HOST_INFO.with(|h| h.borrow().clone());
+        let _ = dispatch("configure", (info,));
+    }
 }
 
 fn apply_limits(rt: &rquickjs::Runtime) {
@@ -89,6 +110,10 @@ fn boot() -> Vm {
             ctx.globals().set(API_GLOBAL, api)?;
             let (_module, _evaluated) = Module::declare(ctx.clone(), API_MODULE, source)?.eval()?;
             ctx.globals().remove(API_GLOBAL)?;
+            let info = HOST_INFO.with(|h| h.borrow().clone());
+            dispatch
+                .get::<_, Function>("configure")?
+                .call::<_, ()>((info,))?;
             Ok(Persistent::save(&ctx, dispatch))
         };
         boot().unwrap_or_else(|e| {

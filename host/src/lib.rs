@@ -21,6 +21,7 @@ pub mod model;
 pub mod policy;
 pub mod runner;
 pub mod sandbox;
+mod schema;
 
 pub use error::{Error, Limit, Op, Result, ScriptError};
 pub use policy::Policy;

@@ -281,6 +281,7 @@ async fn the_host_learns_each_export_by_name_and_kind() {
         vec![
             ("answer", ExportKind::Value),
             ("calculator", ExportKind::ToolRegistry),
+            ("callDirectly", ExportKind::Function),
             ("echo", ExportKind::Engine),
             ("helper", ExportKind::Function),
             ("hooks", ExportKind::ToolHooks),
@@ -342,6 +343,45 @@ async fn js_tools_run_through_the_tools_interface() {
         error.message.contains("unknown tool \"nope\""),
         "{}",
         error.message
+    );
+    // Arguments are checked against the tool's schema before its handler runs.
+    let call = ToolCall {
+        id: "c4".into(),
+        name: "add".into(),
+        arguments: json!({"a": "two", "b": 40}),
+    };
+    let error = script_error(
+        sb.call_tool("parts.js", "calculator", &call, TaskOptions::default())
+            .await,
+    );
+    assert_eq!(error.name, "TypeError");
+    assert_eq!(
+        error.message,
+        r#"invalid arguments for tool "add": "two" is not of type "number" at /a"#
+    );
+    // The same from inside a script, through registry.call().
+    let out = sb
+        .call(
+            "parts.js",
+            "callDirectly",
+            &[json!({"a": 1, "b": 2})],
+            TaskOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, json!({"ok": 3}));
+    let out = sb
+        .call(
+            "parts.js",
+            "callDirectly",
+            &[json!({"a": 1})],
+            TaskOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        json!({"error": r#"TypeError: invalid arguments for tool "add": "b" is a required property"#})
     );
     // Asking for a registry that is another kind of export says what it is.
     let error = script_error(sb.list_tools("parts.js", "shout").await);

@@ -49,8 +49,11 @@ How wasmtime-py 50 maps the WIT types (``wasmtime/component/_types.py``):
     ``Variant("request", Record)``, ``Variant("release", int)``, ...;
   - ``value`` is untagged: ``json(s)`` is a plain ``str``, ``turn(t)`` a
     ``Record``;
-  - ``host-op`` is untagged: ``sleep(ms)`` is an ``int``, ``next(t)`` a
-    ``Record``;
+  - ``host-op`` is tagged (``next``, ``infer``, ``call-tool`` all carry
+    records): ``Variant("sleep", ms)``, ``Variant("next", Record)``, ...;
+  - ``target`` is untagged: an ``export-ref`` record, or a handle ``int``;
+  - ``result<_, string>`` (``validate-arguments``) is untagged: ``None`` or
+    the error ``str``;
   - ``event`` (one case) is untagged: the ``console-line`` record itself;
   - ``outcome = result<value, script-error>`` is tagged (both sides may be
     records): ``Variant("ok", str | Record)`` / ``Variant("err", Record)``;
@@ -155,6 +158,12 @@ class ExportInfo:
 
 
 # ---------------------------------------------------------------- WIT values
+
+
+def _export(script: str, name: str) -> Record:
+    """A ``target`` naming an export. The variant is untagged in Python (its
+    cases lift to different classes), so the export-ref record stands for it."""
+    return _record({"script": script, "name": name})
 
 
 def _record(fields: Dict[str, Any]) -> Record:
@@ -268,6 +277,7 @@ class MarionetteHost:
             with root.add_instance(_iface("host")) as host:
                 host.add_func("log", self._host_log)
                 host.add_func("should-interrupt", self._host_should_interrupt)
+                host.add_func("validate-arguments", self._host_validate_arguments)
 
         self.instance = linker.instantiate(self.store, component.component)
         self._funcs: Dict[str, Any] = {}
@@ -288,7 +298,17 @@ class MarionetteHost:
         self._done: Dict[int, Any] = {}  # task -> outcome not yet claimed
 
         self._func("vm", "configure")(
-            self.store, _record({"memory-limit": memory_limit, "gc-threshold": gc_threshold})
+            self.store,
+            _record(
+                {
+                    "memory-limit": memory_limit,
+                    "gc-threshold": gc_threshold,
+                    # This host offers scripts no engines, middleware or tools.
+                    "host-engines": [],
+                    "host-middlewares": [],
+                    "host-tools": [],
+                }
+            ),
         )
 
     # -- imports
@@ -300,6 +320,12 @@ class MarionetteHost:
 
     def _host_should_interrupt(self, _store: Any) -> bool:
         return False
+
+    def _host_validate_arguments(self, _store: Any, schema: str, arguments: str) -> Optional[str]:
+        # ``result<_, string>``: None is ok, a str is the error. This small
+        # host does not check schemas (the Rust host does, with the
+        # jsonschema crate); answering ok turns validation off, as the WIT says.
+        return None
 
     # -- exports
 
@@ -342,14 +368,14 @@ class MarionetteHost:
         return self._start("script", "call", name, function, json.dumps(args))
 
     def list_tools(self, name: str, registry: str) -> List[ToolDefinition]:
-        result = self._func("tools", "list-tools")(self.store, name, registry)
+        result = self._func("tools", "list-tools")(self.store, _export(name, registry))
         return [_tool_definition(t) for t in _unwrap(result, list)]
 
     def call_tool(self, name: str, registry: str, id: str, tool_name: str, args: Any) -> Any:
         """Runs tool ``tool_name`` of registry ``registry`` with ``args`` (a
         JSON-able value); returns the handler's result, decoded from JSON."""
         call = _record({"id": id, "name": tool_name, "arguments": json.dumps(args)})
-        return self._start("tools", "call", name, registry, call)
+        return self._start("tools", "call", _export(name, registry), call, "{}")
 
     def cancel(self, task: int, reason: str) -> None:
         """Cancels a task left running (one whose drive raised ``HostError``):
@@ -365,11 +391,12 @@ class MarionetteHost:
             if tag == "request":
                 self.requests += 1
                 self._pending[p.op] = p.task
-                if isinstance(p.what, int):  # sleep(ms)
-                    due = (self.now_ms if self.virtual_time else time.monotonic() * 1000) + p.what
+                what = p.what  # tagged: several cases lift to records
+                if what.tag == "sleep":
+                    due = (self.now_ms if self.virtual_time else time.monotonic() * 1000) + what.payload
                     heapq.heappush(self._timers, (due, next(self._seq), p.op))
-                else:  # next(turn): the rest of a middleware chain
-                    self._ready.append((p.op, _err("Error", "this host runs no middleware chain")))
+                else:  # next, infer, call-tool, run-session: work this host does not do
+                    self._ready.append((p.op, _err("Error", f"this host does not provide {what.tag}")))
             elif tag == "release":
                 if self._pending.pop(p, None) is not None:
                     self.released += 1

@@ -146,7 +146,14 @@ impl Sandbox {
         let runner = {
             let (interrupts, next_task) = (interrupts.clone(), next_task.clone());
             Runner::spawn(options, move || {
-                Owner::new(runtime, policy, interrupts, next_task, tokio)
+                Owner::new(
+                    runtime,
+                    policy,
+                    runtime::Provides::default(),
+                    interrupts,
+                    next_task,
+                    tokio,
+                )
             })?
         };
         let weak = runner.downgrade();
@@ -287,10 +294,10 @@ impl Sandbox {
     /// [`Error::Script`] when there is no such registry.
     pub async fn list_tools(&self, name: &str, registry: &str) -> Result<Vec<ToolDefinition>> {
         let op: Op = format!("{name}: {registry}.list()").into();
-        let (n, r) = (name.to_string(), registry.to_string());
+        let target = export_target(name, registry);
         let list = self
             .query(op.clone(), move |store, b| {
-                b.marionette_runtime_tools().call_list_tools(store, &n, &r)
+                b.marionette_runtime_tools().call_list_tools(store, &target)
             })
             .await?;
         convert::tool_definitions(list).map_err(|e| Error::host(op, e))
@@ -309,9 +316,8 @@ impl Sandbox {
         options: TaskOptions,
     ) -> Result<Json> {
         let op: Op = format!("{name}: tool {}", call.name).into();
-        let (n, r, c) = (
-            name.to_string(),
-            registry.to_string(),
+        let (target, c) = (
+            export_target(name, registry),
             convert::tool_call_to_wit(call),
         );
         let value = self
@@ -322,7 +328,7 @@ impl Sandbox {
                 None,
                 Box::new(move |store, b, id| {
                     b.marionette_runtime_tools()
-                        .call_call(store, id, &n, &r, &c)
+                        .call_call(store, id, &target, &c, "{}")
                 }),
             )
             .await?;
@@ -341,11 +347,7 @@ impl Sandbox {
         options: TaskOptions,
     ) -> Result<Turn> {
         let op: Op = format!("{name}: engine {engine}").into();
-        let (n, e, t) = (
-            name.to_string(),
-            engine.to_string(),
-            convert::turn_to_wit(turn),
-        );
+        let (target, t) = (export_target(name, engine), convert::turn_to_wit(turn));
         let value = self
             .task(
                 op.clone(),
@@ -354,7 +356,7 @@ impl Sandbox {
                 None,
                 Box::new(move |store, b, id| {
                     b.marionette_runtime_inference()
-                        .call_infer(store, id, &n, &e, &t)
+                        .call_infer(store, id, &target, &t, "{}")
                 }),
             )
             .await?;
@@ -376,11 +378,7 @@ impl Sandbox {
         options: TaskOptions,
     ) -> Result<Turn> {
         let op: Op = format!("{name}: middleware {middleware}").into();
-        let (n, m, t) = (
-            name.to_string(),
-            middleware.to_string(),
-            convert::turn_to_wit(turn),
-        );
+        let (target, t) = (export_target(name, middleware), convert::turn_to_wit(turn));
         let value = self
             .task(
                 op.clone(),
@@ -389,7 +387,7 @@ impl Sandbox {
                 Some(next),
                 Box::new(move |store, b, id| {
                     b.marionette_runtime_middleware()
-                        .call_run(store, id, &n, &m, &t)
+                        .call_run(store, id, &target, &t, "{}")
                 }),
             )
             .await?;
@@ -525,6 +523,13 @@ impl Drop for CancelOnDrop<'_> {
                 .cancel_task(self.task, "the caller stopped waiting");
         }
     }
+}
+
+fn export_target(script: &str, name: &str) -> wit::Target {
+    wit::Target::Export(wit::ExportRef {
+        script: script.to_string(),
+        name: name.to_string(),
+    })
 }
 
 fn json_value(op: Op, value: wit::Value) -> Result<Json> {

@@ -21,7 +21,7 @@ use tokio::task::AbortHandle;
 use wasmtime::Store;
 
 use super::convert;
-use super::runtime::{EntryState, HostState, Runtime, deadline_ticks};
+use super::runtime::{EntryState, HostState, Provides, Runtime, deadline_ticks};
 use crate::bindings::Marionette;
 use crate::bindings::marionette::runtime::types as wit;
 use crate::error::{Error, Limit, Op, Result};
@@ -122,6 +122,7 @@ struct Vm {
 pub(crate) struct Owner {
     runtime: Arc<Runtime>,
     policy: Policy,
+    provides: Provides,
     interrupts: Arc<Interrupts>,
     next_task: Arc<AtomicU64>,
     tokio: tokio::runtime::Handle,
@@ -148,6 +149,7 @@ impl Owner {
     pub(crate) fn new(
         runtime: Arc<Runtime>,
         policy: Policy,
+        provides: Provides,
         interrupts: Arc<Interrupts>,
         next_task: Arc<AtomicU64>,
         tokio: tokio::runtime::Handle,
@@ -155,6 +157,7 @@ impl Owner {
         Owner {
             runtime,
             policy,
+            provides,
             interrupts,
             next_task,
             tokio,
@@ -171,7 +174,7 @@ impl Owner {
     /// reloads the scripts (a script whose reload fails is dropped).
     pub(crate) fn ensure_vm(&mut self) -> anyhow::Result<()> {
         while self.vm.is_none() {
-            let (mut store, bindings) = self.runtime.instantiate(&self.policy)?;
+            let (mut store, bindings) = self.runtime.instantiate(&self.policy, &self.provides)?;
             store.data_mut().interrupt = Some(self.interrupts.clone());
             self.vm = Some(Vm { store, bindings });
             let generation = self.generation;
@@ -410,6 +413,12 @@ impl Owner {
                     "next(): no host middleware chain is waiting for this middleware",
                 )))),
             },
+            wit::HostOp::Infer(_) | wit::HostOp::CallTool(_) | wit::HostOp::RunSession(_) => {
+                Box::pin(std::future::ready(Err(convert::host_error(
+                    "Error",
+                    "this host provides no engines, tools or sessions to scripts",
+                ))))
+            }
         };
         let Some(weak) = self.runner.clone() else {
             return;

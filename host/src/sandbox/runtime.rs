@@ -117,6 +117,7 @@ impl Runtime {
     pub(crate) fn instantiate(
         &self,
         policy: &Policy,
+        provides: &Provides,
     ) -> anyhow::Result<(Store<HostState>, Marionette)> {
         let mut store = Store::new(&self.engine, HostState::new(policy));
         store.limiter(|s| &mut s.limits);
@@ -129,13 +130,35 @@ impl Runtime {
         let config = crate::bindings::exports::marionette::runtime::vm::VmConfig {
             memory_limit: policy.quickjs_memory_limit(),
             gc_threshold: 0,
+            host_engines: provides.engines.clone(),
+            host_middlewares: provides.middlewares.clone(),
+            host_tools: provides
+                .tools
+                .iter()
+                .map(
+                    |t| crate::bindings::marionette::runtime::types::ToolDefinition {
+                        name: t.name.clone(),
+                        description: t.description.clone(),
+                        parameters: t.parameters.to_string(),
+                    },
+                )
+                .collect(),
         };
         bindings
             .marionette_runtime_vm()
-            .call_configure(&mut store, config)
+            .call_configure(&mut store, &config)
             .context("configuring the guest")?;
         Ok((store, bindings))
     }
+}
+
+/// What the host offers scripts by name: `engines.host(name)`,
+/// `middlewares.host(name)`, `registry.useHostTools(names)`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Provides {
+    pub(crate) engines: Vec<String>,
+    pub(crate) middlewares: Vec<String>,
+    pub(crate) tools: Vec<crate::model::ToolDefinition>,
 }
 
 /// Epoch ticks covering `d` (at least one more than needed).
@@ -207,8 +230,10 @@ pub(crate) struct HostState {
     table: ResourceTable,
     pub(crate) limits: MemoryLimiter,
     pub(crate) entry: EntryState,
-    /// The task a caller asked to stop (0: none); shared with the handle.
+    /// The tasks callers asked to stop; shared with the handles.
     pub(crate) interrupt: Option<Arc<super::owner::Interrupts>>,
+    /// Compiled tool schemas, for `validate-arguments`.
+    schemas: crate::schema::SchemaCache,
 }
 
 impl HostState {
@@ -225,6 +250,7 @@ impl HostState {
             },
             entry: EntryState::default(),
             interrupt: None,
+            schemas: crate::schema::SchemaCache::default(),
         }
     }
 }
@@ -258,6 +284,10 @@ impl host::Host for HostState {
             self.entry.interrupted = true;
         }
         asked || late
+    }
+
+    fn validate_arguments(&mut self, schema: String, arguments: String) -> Result<(), String> {
+        self.schemas.check(&schema, &arguments)
     }
 }
 

@@ -1,0 +1,201 @@
+// Captured builtins, errors, tasks and host operations. Part of the runtime
+// closure (see mod.rs in this folder): `native` is in scope.
+
+  const { apply } = Reflect;
+  const { freeze, defineProperty, keys: objectKeys, hasOwn: objectHasOwn } = Object;
+  const jsonParse = JSON.parse;
+  const jsonStringify = JSON.stringify;
+  const promiseThen = Promise.prototype.then;
+  const PromiseCtor = Promise;
+  const promiseResolve = (v) => apply(Promise.resolve, PromiseCtor, [v]);
+  const MapCtor = Map;
+  const SetCtor = Set;
+  const WeakMapCtor = WeakMap;
+  const mapGet = Map.prototype.get;
+  const mapSet = Map.prototype.set;
+  const mapHas = Map.prototype.has;
+  const mapDelete = Map.prototype.delete;
+  const setAdd = Set.prototype.add;
+  const setHas = Set.prototype.has;
+  const setDelete = Set.prototype.delete;
+  const weakGet = WeakMap.prototype.get;
+  const weakSet = WeakMap.prototype.set;
+  const arrayIsArray = Array.isArray;
+  const ErrorCtor = Error;
+  const TypeErrorCtor = TypeError;
+  const StringCtor = String;
+  const mathRandom = Math.random;
+  const mathFloor = Math.floor;
+  const mathMax = Math.max;
+  const mathMin = Math.min;
+  const NumberCtor = Number;
+  const stringMatch = String.prototype.match;
+  const stringSplit = String.prototype.split;
+  const stringIndexOf = String.prototype.indexOf;
+  const arrayJoin = Array.prototype.join;
+  const arrayIndexOf = Array.prototype.indexOf;
+
+  const call = (fn, self, ...args) => apply(fn, self, args);
+  const then = (p, onOk, onErr) => apply(promiseThen, p, [onOk, onErr]);
+  const mget = (m, k) => call(mapGet, m, k);
+  const mset = (m, k, v) => call(mapSet, m, k, v);
+  const mhas = (m, k) => call(mapHas, m, k);
+  const mdel = (m, k) => call(mapDelete, m, k);
+
+  // ---------------------------------------------------------------- errors
+
+  function abortError(reason) {
+    const e = new ErrorCtor(reason || "the task was cancelled");
+    e.name = "AbortError";
+    return e;
+  }
+
+  // Where an error points: the first stack frame in a user script.
+  // QuickJS frames look like "    at fn (file.js:12:5)" or "    at file.js:12:5".
+  function locate(stack) {
+    if (typeof stack !== "string") return {};
+    const lines = call(stringSplit, stack, "\n");
+    for (let i = 0; i < lines.length; i++) {
+      const m = call(stringMatch, lines[i], /^\s*at (?:.*? \()?(.+?):(\d+):(\d+)\)?\s*$/);
+      if (m && m[1] !== "marionette" && m[1] !== "<marionette>" && m[1] !== "native") {
+        return { file: m[1], line: NumberCtor(m[2]), column: NumberCtor(m[3]) };
+      }
+    }
+    return {};
+  }
+
+  // The stack without the runtime's own frames (and the `apply` that calls
+  // into user code from them): what a script author can act on.
+  function userFrames(stack) {
+    const lines = call(stringSplit, stack, "\n");
+    const out = [];
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i];
+      if (call(stringIndexOf, line, "<marionette>") >= 0) continue;
+      if (call(stringIndexOf, line, "at apply (native)") >= 0 && i + 1 < lines.length && call(stringIndexOf, lines[i + 1], "<marionette>") >= 0) continue;
+      out[out.length] = line;
+    }
+    return call(arrayJoin, out, "\n");
+  }
+
+  // Turns anything thrown into the WIT `script-error` shape.
+  function errorInfo(e) {
+    if (e !== null && typeof e === "object") {
+      let name, message, stack;
+      try { name = e.name; message = e.message; stack = e.stack; } catch (_) { /* hostile getter */ }
+      if (typeof name !== "string" || name === "") name = "Error";
+      if (typeof message !== "string") message = safeString(message === undefined ? e : message);
+      if (typeof stack !== "string") stack = undefined;
+      else stack = userFrames(stack);
+      let where = locate(stack);
+      // A SyntaxError from the parser carries its location in fileName/lineNumber.
+      if (where.file === undefined) {
+        try {
+          if (typeof e.fileName === "string" && typeof e.lineNumber === "number") {
+            where = { file: e.fileName, line: e.lineNumber, column: typeof e.columnNumber === "number" ? e.columnNumber : undefined };
+          }
+        } catch (_) { /* ignore */ }
+      }
+      return { name, message, stack, file: where.file, line: where.line, column: where.column };
+    }
+    return { name: "Error", message: "uncaught " + describe(e) };
+  }
+
+  function safeString(v) {
+    try { return StringCtor(v); } catch (_) { return "<unprintable>"; }
+  }
+
+  function describe(v) {
+    if (typeof v === "string") return jsonStringify(v);
+    return safeString(v);
+  }
+
+  // ---------------------------------------------------------------- tasks and host operations
+
+  const state = {
+    current: 0,          // the task on whose behalf JS runs right now
+    live: new SetCtor(), // tasks started and not yet done
+    canceled: new MapCtor(), // task -> reason
+    pending: new MapCtor(),  // op -> { task, settle(ok, value), progress?(event) }
+  };
+
+  // `isTurn`: the payload is a turn (inference, middleware), not plain JSON.
+  function done(task, ok, payload, isTurn) {
+    if (!call(setHas, state.live, task)) return; // already done, or cancelled
+    call(setDelete, state.live, task);
+    native.done(task, ok, payload, isTurn === true);
+  }
+
+  function finish(task, value, kind) {
+    if (kind === "turn") {
+      let text;
+      try {
+        text = jsonStringify(normalizeTurn(value === undefined || value === null ? undefined : value));
+      } catch (e) {
+        return done(task, false, jsonStringify(errorInfo(e)));
+      }
+      return done(task, true, text, true);
+    }
+    let text;
+    try {
+      text = jsonStringify(value === undefined ? null : value);
+    } catch (e) {
+      const err = new TypeErrorCtor("the result is not JSON-serialisable: " + errorInfo(e).message);
+      return done(task, false, jsonStringify(errorInfo(err)));
+    }
+    if (text === undefined) text = "null"; // functions, symbols
+    done(task, true, text);
+  }
+
+  // Makes `task` live and current: what runs now runs on its behalf.
+  function begin(task) {
+    call(setAdd, state.live, task);
+    state.current = task;
+  }
+
+  // Starts a task: runs `body` now, settles the task when its promise does.
+  function start(task, kind, body) {
+    begin(task);
+    let p;
+    try {
+      p = promiseResolve(body());
+    } catch (e) {
+      p = apply(Promise.reject, PromiseCtor, [e]);
+    }
+    then(p, (v) => finish(task, v, kind), (e) => done(task, false, jsonStringify(errorInfo(e))));
+  }
+
+  // Asks the host for `what`; `settle(ok, value)` runs when it answers,
+  // `progress(event)` for each event it reports meanwhile. Returns the op (0
+  // when refused at once because the task was cancelled).
+  function request(what, settle, progress) {
+    const task = state.current;
+    if (mhas(state.canceled, task)) {
+      settle(false, abortError(mget(state.canceled, task)));
+      return 0;
+    }
+    const op = native.request(task, jsonStringify(what));
+    mset(state.pending, op, { task, settle, progress });
+    return op;
+  }
+
+  function hostPromise(what) {
+    return new PromiseCtor((resolve, reject) => {
+      request(what, (ok, v) => (ok ? resolve(v) : reject(v)));
+    });
+  }
+
+  function release(op) {
+    if (mdel(state.pending, op)) native.release(op);
+  }
+
+  // An error the host answered with, as a JavaScript error of the same name.
+  function hostError(info) {
+    const e = new ErrorCtor(info && info.message ? info.message : "host operation failed");
+    e.name = info && info.name ? info.name : "Error";
+    return e;
+  }
+
+  // A deep copy through JSON: what crosses to and from user code is a copy.
+  const copy = (v) => (v === undefined ? undefined : jsonParse(jsonStringify(v)));
+

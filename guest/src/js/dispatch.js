@@ -1,0 +1,151 @@
+// The dispatcher: what the Rust side calls on each entry into the guest.
+// Task-starting calls settle their task through `start`; the others return
+// JSON text.
+
+  const scripts = new MapCtor(); // name -> module namespace
+
+  function script(name) {
+    const ns = mget(scripts, name);
+    if (ns === undefined) throw new ErrorCtor("no script named " + describe(name) + " is loaded");
+    return ns;
+  }
+
+  function isHooksObject(v) {
+    return isPlainObject(v) && (typeof v.beforeToolCall === "function" || typeof v.afterToolCall === "function" || typeof v.onToolError === "function");
+  }
+
+  function kindOf(exportName, v) {
+    if (exportName === "default" && typeof v === "function") return "main";
+    const b = brandOf(v);
+    if (b !== undefined) return b.kind;
+    if (typeof v === "function") return "function";
+    if (isHooksObject(v)) return "tool-hooks";
+    return "value";
+  }
+
+  // The record behind a target (`{script, name}` or `{handle}`) of `kind`.
+  function resolve(targetJson, kind) {
+    const target = jsonParse(targetJson);
+    if (target.handle !== undefined) {
+      const record = mget(handles, target.handle);
+      if (record === undefined || record.kind !== kind) throw new TypeErrorCtor("no " + kind + " has handle " + describe(target.handle));
+      return record;
+    }
+    const ns = script(target.script);
+    if (!(target.name in ns)) throw new TypeErrorCtor("script " + describe(target.script) + " has no export named " + describe(target.name));
+    const v = ns[target.name];
+    const actual = kindOf(target.name, v);
+    if (actual !== kind) {
+      throw new TypeErrorCtor("export " + describe(target.name) + " of " + describe(target.script) + " is not a " + kind + " (it is " + actual + ")");
+    }
+    return kind === "tool-hooks" ? asHooks(v, "export " + describe(target.name)) : brandOf(v);
+  }
+
+  const dispatch = freeze({
+    errorInfo: (e) => jsonStringify(errorInfo(e)),
+    begin,
+    configure(info) {
+      const i = jsonParse(info);
+      host.engines = i.engines;
+      host.middlewares = i.middlewares;
+      host.tools = new MapCtor();
+      for (const t of i.tools) mset(host.tools, t.name, t);
+    },
+    load(task, name, namespace, evaluated) {
+      start(task, "json", () => then(evaluated, () => { mset(scripts, name, namespace); return null; }));
+    },
+    exports(name) {
+      const ns = script(name);
+      const out = [];
+      for (const key of objectKeys(ns)) {
+        const v = ns[key];
+        const kind = kindOf(key, v);
+        out[out.length] = { name: key, kind, tools: kind === "tool-registry" ? definitions(brandOf(v), true) : [] };
+      }
+      return jsonStringify(out);
+    },
+    runMain(task, name, input) {
+      start(task, "json", () => {
+        const main = script(name).default;
+        if (typeof main !== "function") throw new TypeErrorCtor("script " + describe(name) + " has no default export function main(input, ctx)");
+        return apply(main, undefined, [jsonParse(input), { taskId: task, script: name }]);
+      });
+    },
+    call(task, name, fn, args) {
+      start(task, "json", () => {
+        const ns = script(name);
+        if (!(fn in ns)) throw new TypeErrorCtor("script " + describe(name) + " has no export named " + describe(fn));
+        const f = ns[fn];
+        if (typeof f !== "function") throw new TypeErrorCtor("export " + describe(fn) + " of " + describe(name) + " is not a function");
+        const list = jsonParse(args);
+        if (!arrayIsArray(list)) throw new TypeErrorCtor("the arguments must be a JSON array");
+        return apply(f, undefined, list);
+      });
+    },
+    infer(task, target, turn, ctx) {
+      start(task, "turn", () => runEngine(resolve(target, "engine"), jsonParse(turn), jsonParse(ctx)));
+    },
+    middleware(task, target, turn, ctx) {
+      start(task, "turn", () => {
+        const m = resolve(target, "middleware");
+        if (m.run === undefined) throw new TypeErrorCtor("middleware " + describe(m.name) + " is the host's: the host runs it");
+        const t = jsonParse(turn);
+        const context = jsonParse(ctx);
+        context.middlewareName = m.name;
+        const next = (nt) => {
+          let normalized;
+          try { normalized = normalizeTurn(nt === undefined || nt === null ? t : nt); } catch (e) { return apply(Promise.reject, PromiseCtor, [e]); }
+          return hostPromise({ op: "next", turn: normalized });
+        };
+        return then(promiseResolve(apply(m.run, undefined, [t, next, context])), (out) => (out === undefined || out === null ? t : out));
+      });
+    },
+    listTools(target) {
+      return jsonStringify(definitions(resolve(target, "tool-registry"), false));
+    },
+    callTool(task, target, toolCall, ctx) {
+      start(task, "json", () => {
+        const r = resolve(target, "tool-registry");
+        const c = jsonParse(toolCall);
+        if (!mhas(r.tools, c.name)) throw new TypeErrorCtor("unknown tool " + describe(c.name));
+        const context = jsonParse(ctx);
+        context.toolName = c.name;
+        context.callId = c.id;
+        return callTool(r, c.name, c.arguments, context);
+      });
+    },
+    hook(task, target, hook, payload) {
+      start(task, "json", () => {
+        const h = resolve(target, "tool-hooks");
+        const f = h.hooks[hook];
+        if (typeof f !== "function") return null;
+        return apply(f, h.hooks, [jsonParse(payload)]);
+      });
+    },
+    resume(op, ok, value) {
+      const p = mget(state.pending, op);
+      if (p === undefined) return; // released, or its task was cancelled
+      mdel(state.pending, op);
+      state.current = p.task;
+      p.settle(ok, ok ? jsonParse(value) : hostError(jsonParse(value)));
+    },
+    notify(op, events) {
+      const p = mget(state.pending, op);
+      if (p === undefined || p.progress === undefined) return;
+      state.current = p.task;
+      for (let i = 0; i < events.length; i++) p.progress(jsonParse(events[i]));
+    },
+    cancel(task, reason) {
+      if (!call(setHas, state.live, task)) return;
+      mset(state.canceled, task, reason);
+      state.current = task;
+      // Fail the task first so nothing it does while unwinding settles it otherwise.
+      done(task, false, jsonStringify(errorInfo(abortError(reason))));
+      for (const [op, p] of state.pending) {
+        if (p.task !== task) continue;
+        mdel(state.pending, op);
+        native.release(op);
+        p.settle(false, abortError(reason));
+      }
+    },
+  });

@@ -1,0 +1,233 @@
+// Sessions: createSession, createBuilder and runs. A run is one host
+// operation (`run-session`): the host runs the tool loop and the middleware
+// chain and calls back the JavaScript parts by handle; the run's events come
+// as progress of that operation. History lives here, as copies.
+
+  // Tool loop settings: name -> check(value) returning an error text or "".
+  const positiveInt = (v) => (NumberCtor.isInteger(v) && v > 0 ? "" : "must be a positive integer");
+  const nonNegativeInt = (v) => (NumberCtor.isInteger(v) && v >= 0 ? "" : "must be a non-negative integer");
+  const oneOf = (values) => (v) => (call(arrayIndexOf, values, v) >= 0 ? "" : "must be one of " + call(arrayJoin, values, ", "));
+  const loopChecks = {
+    maxIterations: positiveInt,
+    maxParallelTools: positiveInt,
+    executionTimeoutMs: positiveInt,
+    toolChoice: oneOf(["auto", "none", "required"]),
+    toolErrorHandling: oneOf(["continue", "abort", "retry"]),
+    retryMaxRetries: nonNegativeInt,
+    retryBackoffMs: nonNegativeInt,
+    retryBackoffFactor: (v) => (typeof v === "number" && v >= 1 && v < 1e6 ? "" : "must be a number of at least 1"),
+    allowedTools: (v) => (arrayIsArray(v) && v.every((n) => typeof n === "string") ? "" : "must be an array of tool names"),
+    maxHookRetries: nonNegativeInt,
+  };
+
+  // Checks tool loop settings; returns `{settings, hooks}` (hooks may ride
+  // along as `hooks`). Throws a TypeError naming the setting.
+  function parseLoop(s, where) {
+    if (!isPlainObject(s)) throw new TypeErrorCtor(where + ": tool loop settings must be an object");
+    const settings = {};
+    let hooks;
+    for (const key of objectKeys(s)) {
+      const value = s[key];
+      if (value === undefined) continue;
+      if (key === "hooks") {
+        hooks = asHooks(value, where + ": hooks");
+        continue;
+      }
+      const check = loopChecks[key];
+      if (check === undefined || !objectHasOwn(loopChecks, key)) {
+        throw new TypeErrorCtor(where + ": unknown tool loop setting " + describe(key) + " (known: " + call(arrayJoin, objectKeys(loopChecks), ", ") + ", hooks)");
+      }
+      const problem = check(value);
+      if (problem !== "") throw new TypeErrorCtor(where + ": invalid " + key + " " + describe(value) + ": " + problem);
+      settings[key] = copy(value);
+    }
+    return { settings, hooks };
+  }
+
+  function runOptions(opts) {
+    if (opts === undefined || opts === null) return {};
+    if (!isPlainObject(opts)) throw new TypeErrorCtor("run options must be an object {timeoutMs?, tags?}");
+    const out = {};
+    for (const key of objectKeys(opts)) {
+      const v = opts[key];
+      if (v === undefined) continue;
+      if (key === "timeoutMs") {
+        if (!(typeof v === "number" && v > 0 && v <= 2147483647)) throw new TypeErrorCtor("invalid timeoutMs " + describe(v) + ": must be a positive number of milliseconds");
+        out.timeoutMs = mathFloor(v);
+      } else if (key === "tags") {
+        if (!isPlainObject(v)) throw new TypeErrorCtor("invalid tags: must be an object");
+        out.tags = copy(v);
+      } else {
+        throw new TypeErrorCtor("unknown run option " + describe(key) + " (known: timeoutMs, tags)");
+      }
+    }
+    return out;
+  }
+
+  const eventTypes = ["start", "partial", "final", "tool-call", "tool-result", "error", "*"];
+
+  // What the host needs to know of each part: JavaScript parts by handle.
+  const engineSpec = (e) => (e.host !== undefined ? { host: e.host } : { handle: handleOf(e) });
+  const middlewareSpec = (m) => (m.host !== undefined ? { host: m.host.name, options: m.host.options } : { handle: handleOf(m), name: m.name });
+  const registrySpec = (r) => ({ handle: handleOf(r), hostTools: r.hostTools });
+
+  function makeSession(config) {
+    const sessionId = uuid();
+    const history = [];
+    let active = null;
+
+    function start(seed, opts) {
+      if (active !== null) throw new ErrorCtor("session " + sessionId + " is already running: one run at a time (cancelActive() stops it)");
+      const options = runOptions(opts);
+      if (seed !== undefined && seed !== null) history[history.length] = normalizeTurn(copy(seed));
+      if (history.length === 0) throw new TypeErrorCtor("nothing to run: pass a seed turn, or append() one first");
+      const spec = {
+        sessionId,
+        engine: engineSpec(config.engine),
+        middlewares: config.middlewares.map(middlewareSpec),
+        tools: config.registries.map(registrySpec),
+        toolLoop: config.loop,
+        hooks: config.hooks === undefined ? null : { handle: handleOf(config.hooks), failOpen: config.hooks.failOpen },
+        turn: copy(history[history.length - 1]),
+        options,
+      };
+      const events = [];
+      const handlers = [];
+      let settled = false;
+      let resolveRun, rejectRun;
+      const promise = new PromiseCtor((resolve, reject) => {
+        resolveRun = resolve;
+        rejectRun = reject;
+      });
+
+      function deliver(type, cb, event) {
+        if (type !== "*" && type !== event.type) return;
+        try {
+          cb(copy(event));
+        } catch (e) {
+          const info = errorInfo(e);
+          native.console(state.current, "error", "an event handler for " + describe(type) + " threw: " + info.name + ": " + info.message);
+        }
+      }
+
+      function emit(event) {
+        events[events.length] = event;
+        for (let i = 0; i < handlers.length; i++) deliver(handlers[i][0], handlers[i][1], event);
+      }
+
+      function finish(ok, value) {
+        if (settled) return;
+        settled = true;
+        active = null;
+        if (!ok) return rejectRun(value);
+        let turn;
+        try {
+          turn = normalizeTurn(value);
+        } catch (e) {
+          return rejectRun(e);
+        }
+        history[history.length] = turn;
+        resolveRun(copy(turn));
+      }
+
+      const op = request({ op: "run-session", spec }, finish, emit);
+      const run = {
+        promise,
+        cancel(reason) {
+          if (settled) return;
+          release(op);
+          finish(false, abortError(reason === undefined ? "the run was cancelled" : StringCtor(reason)));
+        },
+        on(type, cb) {
+          if (call(arrayIndexOf, eventTypes, type) < 0) throw new TypeErrorCtor("on: unknown event type " + describe(type) + " (known: " + call(arrayJoin, eventTypes, ", ") + ")");
+          if (typeof cb !== "function") throw new TypeErrorCtor("on: the handler must be a function");
+          handlers[handlers.length] = [type, cb];
+          // A handler registered late still sees every event, in order.
+          for (let i = 0; i < events.length; i++) deliver(type, cb, events[i]);
+          return run;
+        },
+      };
+      if (!settled) active = run;
+      return freeze(run);
+    }
+
+    const session = {
+      id: sessionId,
+      append(turn) {
+        history[history.length] = normalizeTurn(copy(turn));
+        return session;
+      },
+      latest: () => (history.length === 0 ? null : copy(history[history.length - 1])),
+      turns: () => copy(history),
+      turnCount: () => history.length,
+      isRunning: () => active !== null,
+      cancelActive(reason) {
+        if (active !== null) active.cancel(reason);
+      },
+      run: (seed, opts) => start(seed, opts).promise,
+      runAsync: (seed, opts) => start(seed, opts).promise,
+      start,
+    };
+    return freeze(session);
+  }
+
+  function createBuilder() {
+    const config = { engine: undefined, middlewares: [], registries: [], loop: {}, hooks: undefined };
+    const builder = {
+      withEngine(e) {
+        config.engine = asEngine(e, "withEngine");
+        return builder;
+      },
+      useMiddleware(m) {
+        config.middlewares[config.middlewares.length] = asMiddleware(m, "useMiddleware");
+        return builder;
+      },
+      withTools(registry, loopSettings) {
+        config.registries[config.registries.length] = asRegistry(registry, "withTools");
+        if (loopSettings !== undefined) builder.withToolLoop(loopSettings);
+        return builder;
+      },
+      withToolLoop(settings) {
+        const parsed = parseLoop(settings, "withToolLoop");
+        config.loop = parsed.settings;
+        if (parsed.hooks !== undefined) config.hooks = parsed.hooks;
+        return builder;
+      },
+      withToolHooks(hooks) {
+        config.hooks = asHooks(hooks, "withToolHooks");
+        return builder;
+      },
+      buildSession() {
+        if (config.engine === undefined) throw new TypeErrorCtor("buildSession: no engine: call withEngine(...) first");
+        return makeSession({
+          engine: config.engine,
+          middlewares: [...config.middlewares],
+          registries: [...config.registries],
+          loop: copy(config.loop),
+          hooks: config.hooks,
+        });
+      },
+    };
+    return freeze(builder);
+  }
+
+  function createSession(options) {
+    if (!isPlainObject(options)) throw new TypeErrorCtor("createSession: expected {engine, middlewares?, tools?, toolLoop?, toolHooks?}");
+    const known = ["engine", "middlewares", "tools", "toolLoop", "toolHooks"];
+    for (const key of objectKeys(options)) {
+      if (call(arrayIndexOf, known, key) < 0) throw new TypeErrorCtor("createSession: unknown option " + describe(key) + " (known: " + call(arrayJoin, known, ", ") + ")");
+    }
+    if (options.engine === undefined) throw new TypeErrorCtor("createSession: engine is required");
+    const b = createBuilder().withEngine(options.engine);
+    const mws = options.middlewares === undefined ? [] : options.middlewares;
+    if (!arrayIsArray(mws)) throw new TypeErrorCtor("createSession: middlewares must be an array");
+    for (const m of mws) b.useMiddleware(m);
+    if (options.tools !== undefined) {
+      for (const r of arrayIsArray(options.tools) ? options.tools : [options.tools]) b.withTools(r);
+    }
+    if (options.toolLoop !== undefined) b.withToolLoop(options.toolLoop);
+    if (options.toolHooks !== undefined) b.withToolHooks(options.toolHooks);
+    return b.buildSession();
+  }
+
+  const api = freeze({ turns, consts, engines, middlewares, tools, createSession, createBuilder });
