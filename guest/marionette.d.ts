@@ -1,0 +1,278 @@
+// Type declarations for the `marionette` module that scripts import.
+//
+//   import { engines, tools, createSession, turns } from "marionette";
+//
+// Kept in step with the runtime (guest/src/js/): a test loads a script that
+// lists what the module really exports and compares it with this file.
+
+declare module "marionette" {
+  /** JSON values: what crosses between a script and the host. */
+  export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+  export type JsonObject = { [key: string]: Json };
+
+  export type BlockKindName = "user" | "llm_text" | "tool_call" | "tool_use" | "system" | "reasoning" | "other";
+
+  /** One entry of a turn. Payload keys: text, id, name, args, result, error. */
+  export interface Block {
+    id: string;
+    kind: BlockKindName;
+    role?: string;
+    payload: JsonObject;
+    metadata: JsonObject;
+  }
+
+  /** A conversation state handed to engines and middleware. */
+  export interface Turn {
+    id: string;
+    blocks: Block[];
+    metadata: JsonObject;
+    data: JsonObject;
+  }
+
+  export interface ToolDefinition {
+    name: string;
+    description: string;
+    /** JSON Schema of the arguments. */
+    parameters: JsonObject;
+  }
+
+  export const turns: {
+    newTurn(init?: { id?: string; blocks?: Block[]; metadata?: JsonObject; data?: JsonObject }): Turn;
+    /** Checks a turn and fills what may be left out (ids, empty maps). */
+    normalize(turn: Turn): Turn;
+    newUserBlock(text: string): Block;
+    newSystemBlock(text: string): Block;
+    newAssistantBlock(text: string): Block;
+    newToolCallBlock(id: string, name: string, args?: Json): Block;
+    newToolUseBlock(id: string, result: Json, error?: string): Block;
+    /** Appends a block (checked) to the turn and returns the turn. */
+    appendBlock(turn: Turn, block: Block): Turn;
+  };
+
+  export const consts: {
+    BlockKind: {
+      USER: "user"; LLM_TEXT: "llm_text"; TOOL_CALL: "tool_call"; TOOL_USE: "tool_use";
+      SYSTEM: "system"; REASONING: "reasoning"; OTHER: "other";
+    };
+    EventType: {
+      START: "start"; PARTIAL: "partial"; FINAL: "final";
+      TOOL_CALL: "tool-call"; TOOL_RESULT: "tool-result"; ERROR: "error";
+    };
+    ToolChoice: { AUTO: "auto"; NONE: "none"; REQUIRED: "required" };
+    ToolErrorHandling: { CONTINUE: "continue"; ABORT: "abort"; RETRY: "retry" };
+    HookAction: { ABORT: "abort"; RETRY: "retry"; CONTINUE: "continue" };
+  };
+
+  /** What an engine function receives besides the turn. */
+  export interface InferenceContext {
+    sessionId?: string;
+    inferenceId?: string;
+    turnId?: string;
+    /** The tools the model may call in this inference. */
+    tools?: ToolDefinition[];
+    toolChoice?: "auto" | "none" | "required";
+    tags?: JsonObject;
+    /** Unix milliseconds by which the run must end, when it has a timeout. */
+    deadlineMs?: number | null;
+  }
+
+  export interface Engine {
+    readonly kind: "engine";
+    readonly name?: string;
+    /** Runs the engine on a turn; resolves to the new turn. */
+    infer(turn: Turn, ctx?: InferenceContext): Promise<Turn>;
+  }
+
+  export type EngineFunction = (turn: Turn, ctx: InferenceContext) => Turn | void | Promise<Turn | void>;
+
+  export const engines: {
+    /** Appends an llm_text block with `reply` (default "READY"). */
+    echo(options?: { reply?: string }): Engine;
+    /** An engine from a function; returning nothing means the (mutated) input turn. */
+    fromFunction(fn: EngineFunction): Engine;
+    /** An engine the host provides: `name`, or the host's default engine. */
+    host(name?: string): Engine;
+  };
+
+  export interface MiddlewareContext {
+    middlewareName: string;
+    sessionId?: string;
+    inferenceId?: string;
+    turnId?: string;
+    tags?: JsonObject;
+    deadlineMs?: number | null;
+  }
+
+  export type Next = (turn?: Turn) => Promise<Turn>;
+  export type MiddlewareFunction = (turn: Turn, next: Next, ctx: MiddlewareContext) => Turn | void | null | Promise<Turn | void | null>;
+
+  export interface Middleware {
+    readonly kind: "middleware";
+    readonly name: string;
+  }
+
+  export const middlewares: {
+    /** A middleware from a function; returning null or nothing means the input turn. */
+    fromJS(fn: MiddlewareFunction, name?: string): Middleware;
+    /** A middleware the host provides, e.g. `host("systemPrompt", { prompt })`. */
+    host(name: string, options?: JsonObject): Middleware;
+  };
+
+  export interface ToolContext {
+    toolName: string;
+    callId?: string;
+    sessionId?: string;
+    inferenceId?: string;
+    tags?: JsonObject;
+    deadlineMs?: number | null;
+    attempt?: number;
+  }
+
+  export interface ToolSpec<A = any> {
+    name: string;
+    description?: string;
+    /** JSON Schema; arguments are checked against it before the handler runs. */
+    parameters?: JsonObject;
+    handler: (args: A, ctx: ToolContext) => Json | void | Promise<Json | void>;
+  }
+
+  export interface ToolRegistry {
+    readonly kind: "tool-registry";
+    register<A = any>(spec: ToolSpec<A>): ToolRegistry;
+    /** Adds the host's tools: those named, or all of them. */
+    useHostTools(names?: string[]): ToolRegistry;
+    list(): ToolDefinition[];
+    call(name: string, args?: Json): Promise<Json>;
+  }
+
+  export const tools: {
+    createRegistry(): ToolRegistry;
+  };
+
+  export interface ToolCallInfo {
+    id: string;
+    name: string;
+    args: Json;
+  }
+
+  export interface HookPayload {
+    call: ToolCallInfo;
+    attempt: number;
+    result?: Json;
+    error?: string | null;
+    sessionId?: string;
+  }
+
+  export interface ToolHooks {
+    beforeToolCall?(p: HookPayload): void | null | { action: "abort"; error?: string } | { call: { name?: string; args?: Json } } | Promise<any>;
+    afterToolCall?(p: HookPayload): void | null | { result: Json } | { error: string } | Promise<any>;
+    onToolError?(p: HookPayload): void | null | { action: "retry"; backoffMs?: number } | { action: "abort" | "continue" } | Promise<any>;
+    /** Ignore (log) a hook that throws instead of failing the tool call. */
+    failOpen?: boolean;
+  }
+
+  export interface ToolLoopSettings {
+    maxIterations?: number;
+    maxParallelTools?: number;
+    executionTimeoutMs?: number;
+    toolChoice?: "auto" | "none" | "required";
+    toolErrorHandling?: "continue" | "abort" | "retry";
+    retryMaxRetries?: number;
+    retryBackoffMs?: number;
+    retryBackoffFactor?: number;
+    allowedTools?: string[];
+    maxHookRetries?: number;
+    hooks?: ToolHooks;
+  }
+
+  export type EventTypeName = "start" | "partial" | "final" | "tool-call" | "tool-result" | "error";
+
+  export interface SessionEvent {
+    type: EventTypeName;
+    timestampMs: number;
+    sessionId: string;
+    inferenceId: string;
+    turnId: string;
+    delta?: string;
+    completion?: string;
+    text?: string;
+    toolCall?: { id: string; name: string; input: Json };
+    toolResult?: { id: string; result: Json; error?: string };
+    error?: string;
+  }
+
+  export interface RunOptions {
+    timeoutMs?: number;
+    tags?: JsonObject;
+  }
+
+  export interface Run {
+    /** Resolves to the final turn (a copy). */
+    readonly promise: Promise<Turn>;
+    cancel(reason?: string): void;
+    /** Every event of the run reaches the handler, also those before `on()`. */
+    on(type: EventTypeName | "*", handler: (event: SessionEvent) => void): Run;
+  }
+
+  export interface Session {
+    readonly id: string;
+    append(turn: Turn): Session;
+    latest(): Turn | null;
+    turns(): Turn[];
+    turnCount(): number;
+    isRunning(): boolean;
+    cancelActive(reason?: string): void;
+    run(seed?: Turn | null, options?: RunOptions): Promise<Turn>;
+    runAsync(seed?: Turn | null, options?: RunOptions): Promise<Turn>;
+    start(seed?: Turn | null, options?: RunOptions): Run;
+  }
+
+  export interface SessionOptions {
+    engine: Engine | EngineFunction;
+    middlewares?: Array<Middleware | MiddlewareFunction>;
+    tools?: ToolRegistry | ToolRegistry[];
+    toolLoop?: ToolLoopSettings;
+    toolHooks?: ToolHooks;
+  }
+
+  export function createSession(options: SessionOptions): Session;
+
+  export interface Builder {
+    withEngine(engine: Engine | EngineFunction): Builder;
+    useMiddleware(middleware: Middleware | MiddlewareFunction): Builder;
+    withTools(registry: ToolRegistry, loop?: ToolLoopSettings): Builder;
+    withToolLoop(loop: ToolLoopSettings): Builder;
+    withToolHooks(hooks: ToolHooks): Builder;
+    buildSession(): Session;
+  }
+
+  export function createBuilder(): Builder;
+
+  const marionette: {
+    turns: typeof turns;
+    consts: typeof consts;
+    engines: typeof engines;
+    middlewares: typeof middlewares;
+    tools: typeof tools;
+    createSession: typeof createSession;
+    createBuilder: typeof createBuilder;
+  };
+  export default marionette;
+}
+
+/** What `main(input, ctx)` receives as `ctx`. */
+interface MarionetteMainContext {
+  taskId: number;
+  script: string;
+}
+
+declare function setTimeout<A extends any[]>(callback: (...args: A) => void, ms?: number, ...args: A): number;
+declare function clearTimeout(id: number | undefined): void;
+declare const console: {
+  log(...args: any[]): void;
+  info(...args: any[]): void;
+  debug(...args: any[]): void;
+  warn(...args: any[]): void;
+  error(...args: any[]): void;
+  trace(...args: any[]): void;
+};
