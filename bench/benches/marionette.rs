@@ -1,0 +1,461 @@
+//! marionette's benchmarks: `cargo bench -p marionette-bench --bench marionette`.
+//!
+//! First the component's compile time is taken a few times, outside
+//! criterion (each run takes about a second). Then each workload runs on
+//! three paths, side by side: the public sandbox API, the guest component
+//! driven directly, and native QuickJS, after the `wake/*` calibration of
+//! what crossing threads costs right now (the crate docs of
+//! `marionette_bench` and its `measures` module say what each measure
+//! means). Last, the report is written to `bench/report/` and printed.
+//!
+//! Arguments after `--` go to criterion (`-- call` runs only the `call`
+//! group; the report then marks the others as from an earlier run). Under
+//! `cargo test --benches` criterion runs each benchmark once as a test, and
+//! no report is written.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, ensure};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, SamplingMode};
+use marionette::runner::{Runner, RunnerOptions};
+use marionette::{Policy, Runtime, RuntimeOptions, Sandbox, TaskOptions};
+use marionette_bench::direct::{DirectGuest, DirectRuntime};
+use marionette_bench::fixture::{self, SCRIPT};
+use marionette_bench::machine::Machine;
+use marionette_bench::measures::{self as m, Measure};
+use marionette_bench::native::NativeQuickJs;
+use marionette_bench::report::{self, GroupSettings, OneOffResult};
+use marionette_bench::wake::PingPong;
+use serde_json::Value as Json;
+
+/// How a group is sampled. Short, so that the whole run takes a couple of
+/// minutes on two cores.
+#[derive(Clone, Copy)]
+struct Timing {
+    warm_up: Duration,
+    measurement: Duration,
+    sample_size: usize,
+    /// For iterations of milliseconds: criterion's linear sampling would
+    /// need far more time than `measurement` for its sample size.
+    flat: bool,
+}
+
+/// Micro- and sub-millisecond iterations.
+const FAST: Timing = Timing {
+    warm_up: Duration::from_secs(1),
+    measurement: Duration::from_secs(3),
+    sample_size: 50,
+    flat: false,
+};
+
+/// Iterations of about a millisecond and more.
+const SLOW: Timing = Timing {
+    warm_up: Duration::from_secs(1),
+    measurement: Duration::from_secs(4),
+    sample_size: 20,
+    flat: true,
+};
+
+/// Runs of each one-off timing: a cold compile takes seconds.
+const COMPILE_RUNS: usize = 3;
+const CACHED_COMPILE_RUNS: usize = 5;
+
+fn main() -> anyhow::Result<()> {
+    let started = SystemTime::now();
+    let machine = Machine::now();
+    let measuring = benchmarking(std::env::args().skip(1));
+    let mut criterion = Criterion::default().configure_from_args();
+
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+
+    let one_off = if measuring {
+        compile_timings()?
+    } else {
+        Vec::new()
+    };
+
+    // Compiled once, outside every measurement (a disk-cache hit by now).
+    let runtime = Runtime::new(&RuntimeOptions::default())?;
+    let direct = DirectRuntime::new()?;
+    let sandbox = tokio.block_on(async {
+        let sandbox = Sandbox::with_runtime(runtime.clone(), Policy::default()).await?;
+        sandbox.load(SCRIPT, fixture::BENCH_JS).await?;
+        anyhow::Ok(sandbox)
+    })?;
+    let mut guest = direct.instantiate()?;
+    guest.load(SCRIPT, fixture::BENCH_JS)?;
+    let native = NativeQuickJs::new(SCRIPT, fixture::BENCH_JS)?;
+    same_answers(&tokio, &sandbox, &mut guest, &native)?;
+
+    let mut settings = Vec::new();
+    bench_wake(&mut criterion, &mut settings, &tokio)?;
+    bench_call(
+        &mut criterion,
+        &mut settings,
+        &tokio,
+        &sandbox,
+        &mut guest,
+        &native,
+    )?;
+    bench_fib(
+        &mut criterion,
+        &mut settings,
+        &tokio,
+        &sandbox,
+        &mut guest,
+        &native,
+    )?;
+    bench_instantiate(&mut criterion, &mut settings, &tokio, &runtime, &direct);
+    bench_cold(&mut criterion, &mut settings, &tokio, &runtime, &direct);
+    criterion.final_summary();
+    tokio.block_on(sandbox.shutdown());
+
+    if measuring {
+        let report = report::build(
+            &report::criterion_dir(),
+            started,
+            machine,
+            settings,
+            one_off,
+        );
+        let dir = report::report_dir();
+        let md = report::write(&report, &dir)?;
+        println!("\n{md}");
+        println!(
+            "written: {} and report.md",
+            dir.join("report.json").display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether criterion will measure (`cargo bench`), as opposed to running
+/// each benchmark once (`cargo test --benches`, `-- --test`) or listing
+/// them: the same rule as criterion's `configure_from_args`.
+fn benchmarking(args: impl Iterator<Item = String>) -> bool {
+    let args: Vec<String> = args.collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    has("--bench") && !has("--test") && !has("--list") && !has("--profile-time")
+}
+
+/// A benchmark group named after `group`, sampled as `timing` says; the
+/// settings are recorded for the report.
+fn group<'a>(
+    c: &'a mut Criterion,
+    settings: &mut Vec<GroupSettings>,
+    group: &'static str,
+    timing: Timing,
+) -> BenchmarkGroup<'a, WallTime> {
+    settings.push(GroupSettings {
+        group,
+        warm_up_ms: timing.warm_up.as_millis(),
+        measurement_ms: timing.measurement.as_millis(),
+        sample_size: timing.sample_size,
+        flat_sampling: timing.flat,
+    });
+    let mut g = c.benchmark_group(group);
+    g.warm_up_time(timing.warm_up)
+        .measurement_time(timing.measurement)
+        .sample_size(timing.sample_size)
+        .sampling_mode(if timing.flat {
+            SamplingMode::Flat
+        } else {
+            SamplingMode::Auto
+        });
+    g
+}
+
+/// Every path answers the same before anything is timed: a path that
+/// measures an error would be a fast lie.
+fn same_answers(
+    tokio: &tokio::runtime::Runtime,
+    sandbox: &Sandbox,
+    guest: &mut DirectGuest,
+    native: &NativeQuickJs,
+) -> anyhow::Result<()> {
+    let add_args = fixture::add_args_json();
+    let fib_args = fixture::fib_args_json();
+    let (add, fib) = tokio.block_on(async {
+        let add = sandbox
+            .call(SCRIPT, "add", &add_args, TaskOptions::default())
+            .await?;
+        let fib = sandbox
+            .call(SCRIPT, "fib", &fib_args, TaskOptions::default())
+            .await?;
+        anyhow::Ok((add, fib))
+    })?;
+    ensure!(add == fixture::ADD_RESULT, "sandbox add: {add}");
+    ensure!(fib == fixture::FIB_RESULT, "sandbox fib: {fib}");
+    let add = guest.call(SCRIPT, "add", &add_args)?;
+    let fib = guest.call(SCRIPT, "fib", &fib_args)?;
+    ensure!(add == fixture::ADD_RESULT, "direct add: {add}");
+    ensure!(fib == fixture::FIB_RESULT, "direct fib: {fib}");
+    let add = native.with_function("add", |_, f| f.call::<_, i32>(fixture::ADD_ARGS))??;
+    let fib = native.with_function("fib", |_, f| f.call::<_, i32>((fixture::FIB_N,)))??;
+    ensure!(add == fixture::ADD_RESULT, "native add: {add}");
+    ensure!(fib == fixture::FIB_RESULT, "native fib: {fib}");
+    Ok(())
+}
+
+/// `wake/*`: crossing threads without JavaScript, right before `call/*`
+/// so both see the machine in the same state.
+fn bench_wake(
+    c: &mut Criterion,
+    settings: &mut Vec<GroupSettings>,
+    tokio: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    let pingpong = PingPong::new();
+    let runner = tokio.block_on(async { Runner::spawn(RunnerOptions::default(), || ()) })?;
+    let mut g = group(c, settings, m::WAKE_PINGPONG.group, FAST);
+    g.bench_function(m::WAKE_PINGPONG.function, |b| {
+        b.iter(|| pingpong.round_trip(black_box(1)))
+    });
+    let r = &runner;
+    g.bench_function(m::WAKE_RUNNER.function, |b| {
+        b.to_async(tokio).iter(move || async move {
+            r.call("noop", |_: &mut ()| ()).await.expect("runner call")
+        })
+    });
+    g.finish();
+    tokio.block_on(runner.shutdown());
+    Ok(())
+}
+
+/// `call/*`: the `add(1, 2)` round trip on each path.
+fn bench_call(
+    c: &mut Criterion,
+    settings: &mut Vec<GroupSettings>,
+    tokio: &tokio::runtime::Runtime,
+    sandbox: &Sandbox,
+    guest: &mut DirectGuest,
+    native: &NativeQuickJs,
+) -> anyhow::Result<()> {
+    let args = &fixture::add_args_json();
+    let mut g = group(c, settings, m::CALL_API.group, FAST);
+    bench_three(
+        &mut g,
+        tokio,
+        sandbox,
+        guest,
+        native,
+        "add",
+        args,
+        [m::CALL_API, m::CALL_DIRECT, m::CALL_NATIVE],
+    )?;
+    g.finish();
+    Ok(())
+}
+
+/// `fib25/*`: `fib(25)` on each path.
+fn bench_fib(
+    c: &mut Criterion,
+    settings: &mut Vec<GroupSettings>,
+    tokio: &tokio::runtime::Runtime,
+    sandbox: &Sandbox,
+    guest: &mut DirectGuest,
+    native: &NativeQuickJs,
+) -> anyhow::Result<()> {
+    let args = &fixture::fib_args_json();
+    let mut g = group(c, settings, m::FIB_API.group, SLOW);
+    bench_three(
+        &mut g,
+        tokio,
+        sandbox,
+        guest,
+        native,
+        "fib",
+        args,
+        [m::FIB_API, m::FIB_DIRECT, m::FIB_NATIVE],
+    )?;
+    g.finish();
+    Ok(())
+}
+
+/// One exported function called on the three paths with the same
+/// arguments: JSON for the guest, the same numbers as `i32`s natively.
+#[allow(clippy::too_many_arguments)]
+fn bench_three(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    tokio: &tokio::runtime::Runtime,
+    sandbox: &Sandbox,
+    guest: &mut DirectGuest,
+    native: &NativeQuickJs,
+    function: &'static str,
+    args: &[Json],
+    [api, direct, on_native]: [Measure; 3],
+) -> anyhow::Result<()> {
+    g.bench_function(api.function, |b| {
+        b.to_async(tokio).iter(move || async move {
+            sandbox
+                .call(SCRIPT, function, black_box(args), TaskOptions::default())
+                .await
+                .expect("sandbox call")
+        })
+    });
+    g.bench_function(direct.function, |b| {
+        b.iter(|| {
+            guest
+                .call(SCRIPT, function, black_box(args))
+                .expect("direct call")
+        })
+    });
+    let numbers: Vec<i32> = args
+        .iter()
+        .map(|a| a.as_i64().and_then(|n| i32::try_from(n).ok()))
+        .collect::<Option<_>>()
+        .context("native calls take i32 arguments")?;
+    native.with_function(function, |_, f| {
+        g.bench_function(on_native.function, |b| {
+            b.iter(|| {
+                let result = match numbers.as_slice() {
+                    [a] => f.call::<_, i32>((black_box(*a),)),
+                    [a, b] => f.call::<_, i32>((black_box(*a), black_box(*b))),
+                    _ => unreachable!("the fixture's functions take one or two numbers"),
+                };
+                result.expect("native call")
+            })
+        });
+    })?;
+    Ok(())
+}
+
+/// `instantiate/*`: a fresh sandbox, and a fresh instance, each on a
+/// compiled component; teardown not timed.
+fn bench_instantiate(
+    c: &mut Criterion,
+    settings: &mut Vec<GroupSettings>,
+    tokio: &tokio::runtime::Runtime,
+    runtime: &Arc<Runtime>,
+    direct: &DirectRuntime,
+) {
+    let mut g = group(c, settings, m::INSTANTIATE_API.group, FAST);
+    g.bench_function(m::INSTANTIATE_API.function, |b| {
+        b.to_async(tokio).iter_custom(move |iters| async move {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let sandbox = Sandbox::with_runtime(runtime.clone(), Policy::default())
+                    .await
+                    .expect("new sandbox");
+                timed += start.elapsed();
+                sandbox.shutdown().await;
+            }
+            timed
+        })
+    });
+    g.bench_function(m::INSTANTIATE_DIRECT.function, |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let guest = direct.instantiate().expect("instantiate");
+                timed += start.elapsed();
+                drop(black_box(guest));
+            }
+            timed
+        })
+    });
+    g.finish();
+}
+
+/// `cold/*`: from nothing (but a compiled component) to the first result.
+fn bench_cold(
+    c: &mut Criterion,
+    settings: &mut Vec<GroupSettings>,
+    tokio: &tokio::runtime::Runtime,
+    runtime: &Arc<Runtime>,
+    direct: &DirectRuntime,
+) {
+    let args = &fixture::add_args_json();
+    let mut g = group(c, settings, m::COLD_API.group, SLOW);
+    g.bench_function(m::COLD_API.function, |b| {
+        b.to_async(tokio).iter_custom(move |iters| async move {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let sandbox = Sandbox::with_runtime(runtime.clone(), Policy::default())
+                    .await
+                    .expect("new sandbox");
+                sandbox.load(SCRIPT, fixture::BENCH_JS).await.expect("load");
+                let out = sandbox
+                    .call(SCRIPT, "add", args, TaskOptions::default())
+                    .await
+                    .expect("add");
+                timed += start.elapsed();
+                black_box(out);
+                sandbox.shutdown().await;
+            }
+            timed
+        })
+    });
+    g.bench_function(m::COLD_DIRECT.function, |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let mut guest = direct.instantiate().expect("instantiate");
+                guest.load(SCRIPT, fixture::BENCH_JS).expect("load");
+                let out = guest.call(SCRIPT, "add", args).expect("add");
+                timed += start.elapsed();
+                black_box(out);
+                drop(guest);
+            }
+            timed
+        })
+    });
+    g.bench_function(m::COLD_NATIVE.function, |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let native = NativeQuickJs::new(SCRIPT, fixture::BENCH_JS).expect("quickjs");
+                let out = native
+                    .with_function("add", |_, f| f.call::<_, i32>(fixture::ADD_ARGS))
+                    .expect("add")
+                    .expect("add");
+                timed += start.elapsed();
+                black_box(out);
+                drop(native);
+            }
+            timed
+        })
+    });
+    g.finish();
+}
+
+/// The component's compile time: cold (no cache), then from wasmtime's
+/// disk cache (filled first, untimed, if it was empty).
+fn compile_timings() -> anyhow::Result<Vec<OneOffResult>> {
+    eprintln!(
+        "timing {COMPILE_RUNS} uncached and {CACHED_COMPILE_RUNS} cached compiles of the guest component..."
+    );
+    let uncached = RuntimeOptions {
+        disk_cache: false,
+        ..RuntimeOptions::default()
+    };
+    let mut cold = Vec::new();
+    for _ in 0..COMPILE_RUNS {
+        let start = Instant::now();
+        let runtime = Runtime::from_component(marionette::guest_component(), &uncached)?;
+        cold.push(start.elapsed());
+        drop(runtime);
+    }
+    drop(Runtime::new(&RuntimeOptions::default())?);
+    let mut cached = Vec::new();
+    for _ in 0..CACHED_COMPILE_RUNS {
+        let start = Instant::now();
+        let runtime = Runtime::new(&RuntimeOptions::default())?;
+        cached.push(start.elapsed());
+        drop(runtime);
+    }
+    Ok(vec![
+        OneOffResult::new(m::COMPILE_UNCACHED, &cold),
+        OneOffResult::new(m::COMPILE_CACHED, &cached),
+    ])
+}

@@ -1,0 +1,44 @@
+//! marionette's benchmark harness: the ruler later work is measured with.
+//!
+//! One run (`cargo bench -p marionette-bench --bench marionette`, which is
+//! what `make bench` runs) measures the same JavaScript along three paths,
+//! side by side, and writes `bench/report/report.json` (machine-readable)
+//! and `bench/report/report.md` (the table, also printed):
+//!
+//! | path | what is timed |
+//! |---|---|
+//! | **sandbox API** | the public [`marionette::Sandbox`]: the call queues a job for the owner thread, which makes one guest entry, processes its effects and answers over a oneshot that the awaiting tokio task receives |
+//! | **guest direct** | the same guest component, instantiated here with wasmtime ([`direct`]); `script.call` is called on the current thread and the `done` effect read from its return value: no runner, no tokio, no task bookkeeping |
+//! | **native QuickJS** | the same JavaScript in QuickJS built for the host ([`native`], rquickjs 0.12, the QuickJS the guest embeds): no Wasm at all |
+//!
+//! The workloads ([`measures::MEASURES`] lists every one, with its meaning):
+//!
+//! - `call/*`: `add(1, 2)` of [`fixture::BENCH_JS`], a host -> JS -> host
+//!   round trip; on the Wasm paths arguments and result travel as JSON
+//!   text, as the WIT interface has them.
+//! - `fib25/*`: `fib(25)`, recursive JavaScript, where the interpreter's own
+//!   speed dominates (Wasm against native code).
+//! - `instantiate/*`: a fresh sandbox on an already compiled
+//!   [`marionette::Runtime`], a fresh instance of the guest, and a cold start
+//!   (fresh sandbox, load a script, first call).
+//! - `wake/*`: calibration without JavaScript: a bare thread round trip and
+//!   the runner's round trip with an empty job. On a virtual machine a
+//!   thread wake-up costs far more when the other CPU idles, and the API
+//!   path pays two per call; these say how much of it is the machine.
+//! - one-off timings, outside criterion: compiling the component, without
+//!   and with wasmtime's disk cache.
+//!
+//! Layout: [`fixture`] (the JavaScript and the expected answers),
+//! [`direct`] and [`native`] (the two baselines), [`measures`] (the catalog
+//! shared by the benchmarks and the report), [`report`] (reads criterion's
+//! estimates, writes the report), [`machine`] (facts about the machine),
+//! [`wake`] (the thread round trip).
+#![deny(missing_docs)]
+
+pub mod direct;
+pub mod fixture;
+pub mod machine;
+pub mod measures;
+pub mod native;
+pub mod report;
+pub mod wake;

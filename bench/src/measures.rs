@@ -1,0 +1,284 @@
+//! The catalog of measures: what each benchmark is called and what it
+//! means. The benchmarks name themselves from it and the report reads it,
+//! so a measure cannot be renamed in one place and lost in the other.
+//!
+//! Every id is `group/function` in criterion's terms, and criterion keeps
+//! its results under `target/criterion/<group>/<function>/`; ids use only
+//! `[a-z0-9_]`, which criterion leaves as they are in folder names.
+
+use serde::Serialize;
+
+/// Which of the three paths a measure takes (see the crate docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Path {
+    /// Through [`marionette::Sandbox`]: runner queue, owner thread, effects,
+    /// oneshot, tokio.
+    SandboxApi,
+    /// The guest component called on the current thread ([`crate::direct`]).
+    GuestDirect,
+    /// QuickJS built natively ([`crate::native`]).
+    NativeQuickjs,
+    /// No JavaScript: what the machine and the runner cost on their own
+    /// (calibration, [`crate::wake`]).
+    HostOnly,
+}
+
+impl Path {
+    /// The column heading of this path.
+    pub fn label(self) -> &'static str {
+        match self {
+            Path::SandboxApi => "sandbox API",
+            Path::GuestDirect => "guest direct",
+            Path::NativeQuickjs => "native QuickJS",
+            Path::HostOnly => "host only",
+        }
+    }
+}
+
+/// One benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Measure {
+    /// Criterion's benchmark group.
+    pub group: &'static str,
+    /// Criterion's function id within the group.
+    pub function: &'static str,
+    /// The path it takes.
+    pub path: Path,
+    /// What one iteration does and what it includes, for a reader of the
+    /// report.
+    pub meaning: &'static str,
+}
+
+impl Measure {
+    /// `group/function`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.group, self.function)
+    }
+}
+
+/// Two threads handing a number back and forth.
+pub const WAKE_PINGPONG: Measure = Measure {
+    group: "wake",
+    function: "thread_pingpong",
+    path: Path::HostOnly,
+    meaning: "a number sent to another thread over a std channel and sent back: two thread \
+              wake-ups, the machine's floor for anything that crosses threads (on this virtual \
+              machine it is far higher when the other CPU is idle than when it is busy)",
+};
+
+/// The runner's own round trip.
+pub const WAKE_RUNNER: Measure = Measure {
+    group: "wake",
+    function: "runner_noop",
+    path: Path::HostOnly,
+    meaning: "`runner.call(\"noop\", |_| ())` awaited on the tokio runtime the API benchmarks use: \
+              the generic runner (bounded queue, owner thread, oneshot reply) with an empty job, \
+              the floor under every sandbox call",
+};
+
+/// `add(1, 2)` through [`marionette::Sandbox::call`].
+pub const CALL_API: Measure = Measure {
+    group: "call",
+    function: "sandbox_api",
+    path: Path::SandboxApi,
+    meaning: "`sandbox.call(\"bench.js\", \"add\", &[1, 2])` awaited on a multi-threaded tokio runtime: \
+              a job through the runner queue to the owner thread, one guest entry (JSON arguments in, \
+              the dispatcher, JSON result out), effect processing, the oneshot reply, the caller's wake-up, \
+              the JSON parsed to a `serde_json::Value`",
+};
+
+/// `add(1, 2)` straight into the guest.
+pub const CALL_DIRECT: Measure = Measure {
+    group: "call",
+    function: "guest_direct",
+    path: Path::GuestDirect,
+    meaning: "`script.call(task, \"bench.js\", \"add\", \"[1,2]\")` on a wasmtime instance owned by the \
+              calling thread, the `done` effect read from its return value and its JSON parsed: the same \
+              guest entry as the API's, without the runner, tokio or the sandbox's bookkeeping",
+};
+
+/// `add(1, 2)` in native QuickJS.
+pub const CALL_NATIVE: Measure = Measure {
+    group: "call",
+    function: "native_quickjs",
+    path: Path::NativeQuickjs,
+    meaning: "the exported `add` called through rquickjs with two `i32`s, returning an `i32`: \
+              no Wasm, no JSON, no dispatcher",
+};
+
+/// `fib(25)` through the sandbox.
+pub const FIB_API: Measure = Measure {
+    group: "fib25",
+    function: "sandbox_api",
+    path: Path::SandboxApi,
+    meaning: "`sandbox.call(\"bench.js\", \"fib\", &[25])`: recursive JavaScript in the guest, \
+              about 250,000 calls, under the sandbox's CPU deadline and interrupt polling",
+};
+
+/// `fib(25)` straight into the guest.
+pub const FIB_DIRECT: Measure = Measure {
+    group: "fib25",
+    function: "guest_direct",
+    path: Path::GuestDirect,
+    meaning: "`fib(25)` through `script.call` on a directly driven instance",
+};
+
+/// `fib(25)` in native QuickJS.
+pub const FIB_NATIVE: Measure = Measure {
+    group: "fib25",
+    function: "native_quickjs",
+    path: Path::NativeQuickjs,
+    meaning: "`fib(25)` in natively built QuickJS: the interpreter without Wasm",
+};
+
+/// A fresh sandbox on a compiled runtime.
+pub const INSTANTIATE_API: Measure = Measure {
+    group: "instantiate",
+    function: "sandbox_api",
+    path: Path::SandboxApi,
+    meaning: "`Sandbox::with_runtime(runtime.clone(), Policy::default())` with the component compiled \
+              beforehand: the owner thread spawned, a store and instance made from the `InstancePre`, \
+              the guest configured, the boot job answered. Its shutdown is not timed. QuickJS itself \
+              boots lazily, at the first entry (see `cold/*`)",
+};
+
+/// A fresh guest instance.
+pub const INSTANTIATE_DIRECT: Measure = Measure {
+    group: "instantiate",
+    function: "guest_direct",
+    path: Path::GuestDirect,
+    meaning: "a store and instance from the `InstancePre` and the guest's `vm.configure`, on the \
+              calling thread; dropping it is not timed",
+};
+
+/// A fresh sandbox to its first result.
+pub const COLD_API: Measure = Measure {
+    group: "cold",
+    function: "sandbox_api",
+    path: Path::SandboxApi,
+    meaning: "cold start: a fresh sandbox, `load(\"bench.js\")` (which boots QuickJS in the guest and \
+              evaluates the module), then the first `call(\"add\", [1, 2])`; shutdown not timed",
+};
+
+/// A fresh guest instance to its first result.
+pub const COLD_DIRECT: Measure = Measure {
+    group: "cold",
+    function: "guest_direct",
+    path: Path::GuestDirect,
+    meaning: "cold start on a directly driven instance: instantiate, load the module, first `add` call",
+};
+
+/// A fresh native QuickJS to its first result.
+pub const COLD_NATIVE: Measure = Measure {
+    group: "cold",
+    function: "native_quickjs",
+    path: Path::NativeQuickjs,
+    meaning: "cold start in native QuickJS: a runtime and a full context, the module evaluated, \
+              the first `add` call",
+};
+
+/// Every measure, in the order of the report.
+pub const MEASURES: &[Measure] = &[
+    WAKE_PINGPONG,
+    WAKE_RUNNER,
+    CALL_API,
+    CALL_DIRECT,
+    CALL_NATIVE,
+    FIB_API,
+    FIB_DIRECT,
+    FIB_NATIVE,
+    INSTANTIATE_API,
+    INSTANTIATE_DIRECT,
+    COLD_API,
+    COLD_DIRECT,
+    COLD_NATIVE,
+];
+
+/// A row of the side-by-side table: one workload on each path it has.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    /// What the row is called.
+    pub name: &'static str,
+    /// Its measure on each path, in [`Path`] order.
+    pub paths: [Option<Measure>; 3],
+}
+
+/// The side-by-side rows.
+pub const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "round trip `add(1, 2)`",
+        paths: [Some(CALL_API), Some(CALL_DIRECT), Some(CALL_NATIVE)],
+    },
+    Workload {
+        name: "`fib(25)`",
+        paths: [Some(FIB_API), Some(FIB_DIRECT), Some(FIB_NATIVE)],
+    },
+    Workload {
+        name: "new instance",
+        paths: [Some(INSTANTIATE_API), Some(INSTANTIATE_DIRECT), None],
+    },
+    Workload {
+        name: "cold start to first result",
+        paths: [Some(COLD_API), Some(COLD_DIRECT), Some(COLD_NATIVE)],
+    },
+];
+
+/// One-off timings, measured outside criterion (each run takes seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OneOff {
+    /// Its id in the report.
+    pub id: &'static str,
+    /// What it means.
+    pub meaning: &'static str,
+}
+
+/// Compiling the component with no cache.
+pub const COMPILE_UNCACHED: OneOff = OneOff {
+    id: "compile/uncached",
+    meaning: "`Runtime::from_component(guest_component(), disk_cache: false)`: Cranelift compiles the \
+              whole component (parallel compilation on every core), links WASI and the host interface, \
+              pre-instantiates. Paid once per process by `Runtime::shared`",
+};
+
+/// Compiling the component from wasmtime's disk cache.
+pub const COMPILE_CACHED: OneOff = OneOff {
+    id: "compile/cached",
+    meaning: "`Runtime::new(&RuntimeOptions::default())` with wasmtime's disk cache already holding \
+              the component: what a CLI start pays after the first",
+};
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_folder_safe() {
+        let mut seen = HashSet::new();
+        for m in MEASURES {
+            assert!(seen.insert(m.id()), "{} twice", m.id());
+            for part in [m.group, m.function] {
+                assert!(
+                    part.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                    "{part}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn workloads_use_catalogued_measures_on_their_own_path() {
+        let paths = [Path::SandboxApi, Path::GuestDirect, Path::NativeQuickjs];
+        for w in WORKLOADS {
+            for (m, path) in w.paths.iter().zip(paths) {
+                if let Some(m) = m {
+                    assert!(MEASURES.contains(m), "{}", m.id());
+                    assert_eq!(m.path, path, "{}", m.id());
+                }
+            }
+        }
+    }
+}

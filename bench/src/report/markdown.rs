@@ -1,0 +1,202 @@
+//! `report.md`: the report for people. The side-by-side table first (what
+//! a reader compares), then every measure with its interval, the one-off
+//! timings, what each measure means, how it was sampled, the caveats.
+
+use std::fmt::Write as _;
+
+use super::Report;
+use crate::measures::Path;
+
+/// The report as Markdown.
+pub fn markdown(r: &Report) -> String {
+    let m = &r.machine;
+    let mut s = String::new();
+    let _ = writeln!(s, "# marionette benchmarks\n");
+    let _ = writeln!(
+        s,
+        "{} · {} CPUs ({}) · {} · {} · guest component {} KiB · load average {} at the start, {} at the end\n",
+        m.date,
+        m.nproc,
+        m.cpu.as_deref().unwrap_or("unknown CPU"),
+        m.rustc,
+        m.os,
+        m.guest_component_bytes / 1024,
+        m.loadavg_start.as_deref().unwrap_or("?"),
+        m.loadavg_end.as_deref().unwrap_or("?"),
+    );
+    let _ = writeln!(
+        s,
+        "> Shared, noisy machine: compare medians of runs made close together, and read \
+         differences inside the confidence intervals as no difference.\n"
+    );
+
+    let _ = writeln!(s, "## Side by side (medians)\n");
+    let _ = writeln!(
+        s,
+        "| workload | {} | {} | {} | API − direct | API / direct | direct / native | API / native |",
+        Path::SandboxApi.label(),
+        Path::GuestDirect.label(),
+        Path::NativeQuickjs.label()
+    );
+    let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|");
+    for w in &r.side_by_side {
+        let ratio = |name: &str| {
+            w.ratios
+                .iter()
+                .find(|x| x.name == name)
+                .map_or("–".into(), |x| {
+                    format!("{} ({}–{})", times(x.value), sig3(x.lower), sig3(x.upper))
+                })
+        };
+        let _ = writeln!(
+            s,
+            "| {}{} | {} | {} | {} | {} | {} | {} | {} |",
+            w.workload,
+            if w.mixes_runs { " (mixes runs)" } else { "" },
+            opt_ns(w.sandbox_api_ns),
+            opt_ns(w.guest_direct_ns),
+            opt_ns(w.native_quickjs_ns),
+            opt_ns(w.api_minus_direct_ns),
+            ratio("sandbox_api/guest_direct"),
+            ratio("guest_direct/native_quickjs"),
+            ratio("sandbox_api/native_quickjs"),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nRatios in brackets: the range the two medians' confidence intervals allow.\n"
+    );
+    let host_only: Vec<String> = r
+        .measures
+        .iter()
+        .filter(|x| x.path == Path::HostOnly)
+        .map(|x| format!("`{}` {}", x.id, ns(x.median.estimate_ns)))
+        .collect();
+    if !host_only.is_empty() {
+        let _ = writeln!(
+            s,
+            "Crossing threads in this run, no JavaScript: {}.\n",
+            host_only.join(", ")
+        );
+    }
+    if let Some(b) = &r.call_breakdown {
+        let _ = writeln!(
+            s,
+            "If the machine kept one state from `wake/*` to `call/*` (a rerun tells): the API's \
+             `add(1, 2)` ({}) = runner round trip ({}) + guest entry ({}) + the rest ({}: the \
+             sandbox's own work, and any wake-up the runner's empty job does not pay).\n",
+            ns(b.sandbox_api_ns),
+            ns(b.runner_ns),
+            ns(b.guest_direct_ns),
+            ns(b.rest_ns),
+        );
+    }
+
+    let _ = writeln!(s, "## Every measure\n");
+    let _ = writeln!(
+        s,
+        "| measure | median | confidence interval of the median | mean ± std dev | this run |"
+    );
+    let _ = writeln!(s, "|---|--:|--:|--:|:-:|");
+    for x in &r.measures {
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} – {} ({:.0}%) | {} ± {} | {} |",
+            x.id,
+            ns(x.median.estimate_ns),
+            ns(x.median.lower_ns),
+            ns(x.median.upper_ns),
+            x.median.confidence_level * 100.0,
+            ns(x.mean.estimate_ns),
+            ns(x.std_dev_ns),
+            if x.this_run { "yes" } else { "**no**" },
+        );
+    }
+    for id in &r.missing {
+        let _ = writeln!(s, "| `{id}` | not measured | | | |");
+    }
+
+    if !r.one_off.is_empty() {
+        let _ = writeln!(s, "\n## One-off timings (outside criterion)\n");
+        let _ = writeln!(s, "| measure | median | runs |");
+        let _ = writeln!(s, "|---|--:|---|");
+        for o in &r.one_off {
+            let runs: Vec<String> = o.runs_ns.iter().map(|&n| ns(n)).collect();
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} |",
+                o.id,
+                ns(o.median_ns),
+                runs.join(", ")
+            );
+        }
+    }
+
+    let _ = writeln!(s, "\n## What each measure is\n");
+    for x in &r.measures {
+        let _ = writeln!(s, "- `{}` ({}): {}.", x.id, x.path.label(), x.meaning);
+    }
+    for o in &r.one_off {
+        let _ = writeln!(s, "- `{}`: {}.", o.id, o.meaning);
+    }
+
+    let _ = writeln!(s, "\n## Sampling\n");
+    for g in &r.settings {
+        let _ = writeln!(
+            s,
+            "- `{}`: {} ms warm-up, {} ms of {} {} samples.",
+            g.group,
+            g.warm_up_ms,
+            g.measurement_ms,
+            g.sample_size,
+            if g.flat_sampling { "flat" } else { "linear" },
+        );
+    }
+
+    let _ = writeln!(s, "\n## Caveats\n");
+    for n in &r.notes {
+        let _ = writeln!(s, "- {n}");
+    }
+    s
+}
+
+/// A duration in nanoseconds, three significant digits, in a fitting unit.
+pub fn ns(value: f64) -> String {
+    let (scaled, unit) = match value.abs() {
+        v if v < 1e3 => (value, "ns"),
+        v if v < 1e6 => (value / 1e3, "µs"),
+        v if v < 1e9 => (value / 1e6, "ms"),
+        _ => (value / 1e9, "s"),
+    };
+    format!("{} {unit}", sig3(scaled))
+}
+
+fn opt_ns(value: Option<f64>) -> String {
+    value.map_or("–".into(), ns)
+}
+
+fn times(value: f64) -> String {
+    format!("{}×", sig3(value))
+}
+
+/// Three significant digits (fewer decimals for larger numbers).
+fn sig3(value: f64) -> String {
+    match value.abs() {
+        v if v >= 100.0 => format!("{value:.0}"),
+        v if v >= 10.0 => format!("{value:.1}"),
+        _ => format!("{value:.2}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_durations() {
+        assert_eq!(ns(152.4), "152 ns");
+        assert_eq!(ns(3_120.0), "3.12 µs");
+        assert_eq!(ns(13_234_000.0), "13.2 ms");
+        assert_eq!(ns(2_500_000_000.0), "2.50 s");
+    }
+}
