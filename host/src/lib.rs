@@ -10,6 +10,8 @@
 //!   nothing of JavaScript.
 //! - [`Sandbox`]: one guest instance behind a runner; loads scripts, runs
 //!   their `main`, engines, middleware and tools; contains traps.
+//! - [`session`]: the tool loop, the middleware chain and the event stream,
+//!   shared by Rust-driven and JavaScript-driven sessions.
 //! - [`Policy`]: limits, as plain data.
 //! - [`model`]: turns, blocks, tools, exports.
 //! - [`Error`]: the one error type, labelled with the failed operation.
@@ -22,10 +24,12 @@ pub mod policy;
 pub mod runner;
 pub mod sandbox;
 mod schema;
+pub mod session;
 
 pub use error::{Error, Limit, Op, Result, ScriptError};
 pub use policy::Policy;
-pub use sandbox::{Runtime, RuntimeOptions, Sandbox, TaskOptions};
+pub use sandbox::{HostServices, Runtime, RuntimeOptions, Sandbox, TaskOptions};
+pub use session::{Session, SessionBuilder};
 
 /// The guest component this crate embeds (`marionette:runtime/marionette`,
 /// a wasm32-wasip2 component), for other hosts and tools.

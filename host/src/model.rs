@@ -133,8 +133,7 @@ pub enum LogLevel {
 }
 
 /// Something a running task reported.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
     /// A line the script printed with `console.*`.
@@ -144,4 +143,20 @@ pub enum Event {
         /// The formatted line.
         message: String,
     },
+    /// An event of a session the script started (`start`, `partial`,
+    /// `final`, `tool-call`, `tool-result`, `error`).
+    Session(crate::session::SessionEvent),
+}
+
+impl Event {
+    /// The event as one JSON object: `{"type": "console", level, message}`,
+    /// or the session event in the shape scripts see.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Event::Console { level, message } => {
+                serde_json::json!({ "type": "console", "level": level, "message": message })
+            }
+            Event::Session(e) => serde_json::to_value(e).unwrap_or(serde_json::Value::Null),
+        }
+    }
 }

@@ -6,3 +6,4 @@ mod common;
 mod guest;
 mod python;
 mod sandbox;
+mod sessions;

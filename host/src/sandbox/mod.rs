@@ -21,8 +21,11 @@
 //! ```
 
 mod convert;
+mod host_ops;
 mod owner;
+mod parts;
 mod runtime;
+mod services;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,12 +37,13 @@ use tokio_util::sync::CancellationToken;
 pub use owner::{BoxFuture, EventSink, NextFn};
 pub(crate) use runtime::GUEST_WASM;
 pub use runtime::{Runtime, RuntimeOptions};
+pub use services::HostServices;
 
 use crate::bindings::marionette::runtime::types as wit;
 use crate::error::{Error, Op, Result};
 use crate::model::{ExportInfo, ToolCall, ToolDefinition, Turn};
 use crate::policy::Policy;
-use crate::runner::{Runner, RunnerOptions};
+use crate::runner::{Runner, RunnerOptions, WeakRunner};
 use owner::{Interrupts, Owner, Start, Task, TaskKind};
 
 /// How one task runs: how long its caller waits, how it can be cancelled,
@@ -103,6 +107,25 @@ pub struct Sandbox {
     next_task: Arc<AtomicU64>,
 }
 
+/// A [`Sandbox`] that does not keep it alive: what a session a script
+/// started holds, since it runs inside the sandbox's own operations.
+#[derive(Clone)]
+pub(crate) struct WeakSandbox {
+    runner: WeakRunner<Owner>,
+    interrupts: Arc<Interrupts>,
+    next_task: Arc<AtomicU64>,
+}
+
+impl WeakSandbox {
+    pub(crate) fn upgrade(&self) -> Option<Sandbox> {
+        Some(Sandbox {
+            runner: self.runner.upgrade()?,
+            interrupts: self.interrupts.clone(),
+            next_task: self.next_task.clone(),
+        })
+    }
+}
+
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
@@ -130,6 +153,22 @@ impl Sandbox {
     /// # Errors
     /// [`Error::Host`] when the instance cannot be built.
     pub async fn with_runtime(runtime: Arc<Runtime>, policy: Policy) -> Result<Sandbox> {
+        Sandbox::with_services(runtime, policy, HostServices::default()).await
+    }
+
+    /// A sandbox whose scripts may use `services` by name: host engines,
+    /// middleware and tools. Must be called inside a tokio runtime, which
+    /// then runs the sandbox's host operations.
+    ///
+    /// # Errors
+    /// [`Error::Host`] when the instance cannot be built, or when two host
+    /// tool sets define the same tool.
+    pub async fn with_services(
+        runtime: Arc<Runtime>,
+        policy: Policy,
+        services: HostServices,
+    ) -> Result<Sandbox> {
+        services.all_tools()?;
         let tokio = tokio::runtime::Handle::try_current().map_err(|e| {
             Error::host(
                 "sandbox",
@@ -149,17 +188,21 @@ impl Sandbox {
                 Owner::new(
                     runtime,
                     policy,
-                    runtime::Provides::default(),
+                    Arc::new(services),
                     interrupts,
                     next_task,
                     tokio,
                 )
             })?
         };
-        let weak = runner.downgrade();
+        let weak = WeakSandbox {
+            runner: runner.downgrade(),
+            interrupts: interrupts.clone(),
+            next_task: next_task.clone(),
+        };
         runner
             .call("boot", move |owner: &mut Owner| {
-                owner.runner = Some(weak);
+                owner.sandbox = Some(weak);
                 owner.ensure_vm()
             })
             .await?
@@ -394,6 +437,57 @@ impl Sandbox {
         turn_value(op, value)
     }
 
+    /// The engine exported as `engine` by script `name`, as a session part:
+    /// it runs in this sandbox, and can sit in a Rust
+    /// [`SessionBuilder`](crate::session::SessionBuilder) beside Rust parts.
+    pub fn engine(&self, name: &str, engine: &str) -> Arc<dyn crate::session::Engine> {
+        Arc::new(parts::JsEngine {
+            link: parts::Link::Strong(self.clone()),
+            target: export_target(name, engine),
+            name: engine.to_string(),
+        })
+    }
+
+    /// The middleware exported as `middleware` by script `name`, as a
+    /// session part (see [`engine`](Self::engine)).
+    pub fn middleware(&self, name: &str, middleware: &str) -> Arc<dyn crate::session::Middleware> {
+        Arc::new(parts::JsMiddleware {
+            link: parts::Link::Strong(self.clone()),
+            target: export_target(name, middleware),
+            name: middleware.to_string(),
+        })
+    }
+
+    /// The JavaScript tools of the registry exported as `registry` by script
+    /// `name`, as a session part.
+    ///
+    /// # Errors
+    /// [`Error::Script`] when there is no such registry.
+    pub async fn tools(
+        &self,
+        name: &str,
+        registry: &str,
+    ) -> Result<Arc<dyn crate::session::ToolSet>> {
+        let link = parts::Link::Strong(self.clone());
+        let tools =
+            parts::JsTools::new(link, export_target(name, registry), registry.to_string()).await?;
+        Ok(Arc::new(tools))
+    }
+
+    /// The tool hooks exported as `hooks` by script `name`, as a session part.
+    pub fn hooks(
+        &self,
+        name: &str,
+        hooks: &str,
+        fail_open: bool,
+    ) -> Arc<dyn crate::session::ToolHooks> {
+        Arc::new(parts::JsHooks {
+            link: parts::Link::Strong(self.clone()),
+            target: export_target(name, hooks),
+            fail_open,
+        })
+    }
+
     /// Stops the sandbox: refuses new calls, lets queued ones run, then drops
     /// the instance. Calls still waiting for their tasks get
     /// [`Error::Closed`].
@@ -406,7 +500,7 @@ impl Sandbox {
         self.runner.is_closed()
     }
 
-    async fn query<R: Send + 'static>(
+    pub(crate) async fn query<R: Send + 'static>(
         &self,
         op: Op,
         f: impl FnOnce(
@@ -428,7 +522,7 @@ impl Sandbox {
 
     /// Starts a task and waits for it, within the caller's timeout and
     /// cancellation; a caller that stops waiting cancels the task.
-    async fn task(
+    pub(crate) async fn task(
         &self,
         op: Op,
         options: TaskOptions,
@@ -532,7 +626,7 @@ fn export_target(script: &str, name: &str) -> wit::Target {
     })
 }
 
-fn json_value(op: Op, value: wit::Value) -> Result<Json> {
+pub(crate) fn json_value(op: Op, value: wit::Value) -> Result<Json> {
     match value {
         wit::Value::Json(text) => {
             convert::json(&text, "the task's result").map_err(|e| Error::host(op, e))
@@ -544,7 +638,7 @@ fn json_value(op: Op, value: wit::Value) -> Result<Json> {
     }
 }
 
-fn turn_value(op: Op, value: wit::Value) -> Result<Turn> {
+pub(crate) fn turn_value(op: Op, value: wit::Value) -> Result<Turn> {
     match value {
         wit::Value::Turn(turn) => convert::turn_from_wit(turn)
             .map_err(|e| Error::host(op, e.context("decoding the guest's turn"))),

@@ -20,14 +20,17 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use wasmtime::Store;
 
+use super::WeakSandbox;
 use super::convert;
-use super::runtime::{EntryState, HostState, Provides, Runtime, deadline_ticks};
+use super::host_ops::{self, error_for_script};
+use super::runtime::{EntryState, HostState, Runtime, deadline_ticks};
+use super::services::HostServices;
 use crate::bindings::Marionette;
 use crate::bindings::marionette::runtime::types as wit;
 use crate::error::{Error, Limit, Op, Result};
 use crate::model::{Event, LogLevel, Turn};
 use crate::policy::Policy;
-use crate::runner::WeakRunner;
+use crate::session::SessionEvent;
 
 /// A boxed future, as host operations are.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -122,12 +125,12 @@ struct Vm {
 pub(crate) struct Owner {
     runtime: Arc<Runtime>,
     policy: Policy,
-    provides: Provides,
+    services: Arc<HostServices>,
     interrupts: Arc<Interrupts>,
     next_task: Arc<AtomicU64>,
     tokio: tokio::runtime::Handle,
     /// Set by the boot job; weak so the owner does not keep itself alive.
-    pub(crate) runner: Option<WeakRunner<Owner>>,
+    pub(crate) sandbox: Option<WeakSandbox>,
     vm: Option<Vm>,
     /// Bumped by every trap: results of host operations started for an
     /// older instance are dropped.
@@ -149,7 +152,7 @@ impl Owner {
     pub(crate) fn new(
         runtime: Arc<Runtime>,
         policy: Policy,
-        provides: Provides,
+        services: Arc<HostServices>,
         interrupts: Arc<Interrupts>,
         next_task: Arc<AtomicU64>,
         tokio: tokio::runtime::Handle,
@@ -157,11 +160,11 @@ impl Owner {
         Owner {
             runtime,
             policy,
-            provides,
+            services,
             interrupts,
             next_task,
             tokio,
-            runner: None,
+            sandbox: None,
             vm: None,
             generation: 0,
             scripts: Vec::new(),
@@ -174,7 +177,9 @@ impl Owner {
     /// reloads the scripts (a script whose reload fails is dropped).
     pub(crate) fn ensure_vm(&mut self) -> anyhow::Result<()> {
         while self.vm.is_none() {
-            let (mut store, bindings) = self.runtime.instantiate(&self.policy, &self.provides)?;
+            let (mut store, bindings) = self
+                .runtime
+                .instantiate(&self.policy, &self.services.provides())?;
             store.data_mut().interrupt = Some(self.interrupts.clone());
             self.vm = Some(Vm { store, bindings });
             let generation = self.generation;
@@ -413,14 +418,52 @@ impl Owner {
                     "next(): no host middleware chain is waiting for this middleware",
                 )))),
             },
-            wit::HostOp::Infer(_) | wit::HostOp::CallTool(_) | wit::HostOp::RunSession(_) => {
-                Box::pin(std::future::ready(Err(convert::host_error(
-                    "Error",
-                    "this host provides no engines, tools or sessions to scripts",
-                ))))
+            wit::HostOp::Infer(request) => {
+                Box::pin(host_ops::infer(self.services.clone(), request))
+            }
+            wit::HostOp::CallTool(call) => {
+                Box::pin(host_ops::call_tool(self.services.clone(), call))
+            }
+            wit::HostOp::RunSession(spec) => {
+                let Some(sandbox) = self.sandbox.clone() else {
+                    return;
+                };
+                let (services, generation) = (self.services.clone(), self.generation);
+                Box::pin(async move {
+                    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+                    let notifier = sandbox.runner.clone();
+                    // Each event becomes a `notify` job, in order, before the run's result.
+                    let forward = move |event: SessionEvent| {
+                        let notifier = notifier.clone();
+                        async move {
+                            if let Some(runner) = notifier.upgrade() {
+                                let _ = runner
+                                    .post_wait("notify", move |owner: &mut Owner| {
+                                        owner.notify(generation, op, event);
+                                        Ok(())
+                                    })
+                                    .await;
+                            }
+                        }
+                    };
+                    let run = host_ops::run_session(services, sandbox, spec, events);
+                    tokio::pin!(run);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            Some(event) = received.recv() => forward(event).await,
+                            outcome = &mut run => {
+                                while let Ok(event) = received.try_recv() {
+                                    forward(event).await;
+                                }
+                                break outcome;
+                            }
+                        }
+                    }
+                })
             }
         };
-        let Some(weak) = self.runner.clone() else {
+        let Some(weak) = self.sandbox.as_ref().map(|s| s.runner.clone()) else {
             return;
         };
         let generation = self.generation;
@@ -463,14 +506,43 @@ impl Owner {
         });
     }
 
-    fn deliver(&mut self, task: u64, event: Event) {
-        let Event::Console { level, message } = &event;
-        match level {
-            LogLevel::Debug => tracing::debug!(target: "marionette::console", task, "{message}"),
-            LogLevel::Info => tracing::info!(target: "marionette::console", task, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "marionette::console", task, "{message}"),
-            LogLevel::Error => tracing::error!(target: "marionette::console", task, "{message}"),
+    /// An event of a session a script started: to the Rust caller's event
+    /// sink, then to the script's `on()` handlers.
+    fn notify(&mut self, generation: u64, op: u64, event: SessionEvent) {
+        if generation != self.generation || self.vm.is_none() {
+            return;
         }
+        let Some(task) = self.ops.get(&op).map(|p| p.task) else {
+            return; // the script stopped waiting for the run
+        };
+        let json = match serde_json::to_string(&event) {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::error!(error = %e, "a session event could not be encoded");
+                return;
+            }
+        };
+        self.deliver(task, Event::Session(event));
+        self.enter(task, move |store, b, _| {
+            b.marionette_runtime_tasks().call_notify(store, op, &[json])
+        });
+    }
+
+    fn deliver(&mut self, task: u64, event: Event) {
+        match &event {
+            Event::Console { level, message } => match level {
+                LogLevel::Debug => {
+                    tracing::debug!(target: "marionette::console", task, "{message}")
+                }
+                LogLevel::Info => tracing::info!(target: "marionette::console", task, "{message}"),
+                LogLevel::Warn => tracing::warn!(target: "marionette::console", task, "{message}"),
+                LogLevel::Error => {
+                    tracing::error!(target: "marionette::console", task, "{message}")
+                }
+            },
+            Event::Session(e) => tracing::debug!(task, event = e.kind.name(), "session event"),
+        }
+
         if let Some(sink) = self.tasks.get(&task).and_then(|t| t.events.as_ref()) {
             // A listener that went away does not stop the task.
             let _ = sink.send(event);
@@ -517,17 +589,6 @@ fn failure(op: Op, e: wit::ScriptError) -> Error {
     Error::Script {
         op,
         error: Box::new(convert::script_error(e)),
-    }
-}
-
-/// How a host error reaches a script awaiting it: as an `Error` with the
-/// same name and message (a script error keeps its own).
-fn error_for_script(e: &Error) -> wit::ScriptError {
-    match e {
-        Error::Script { error, .. } => convert::script_error_to_wit(error),
-        Error::Canceled { .. } => convert::host_error("AbortError", e.to_string()),
-        Error::Timeout { .. } => convert::host_error("TimeoutError", e.to_string()),
-        _ => convert::host_error("Error", e.to_string()),
     }
 }
 

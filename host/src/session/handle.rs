@@ -1,0 +1,340 @@
+//! The session: its history, its one active run, and the handle of a run
+//! started in the background.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::builder::SessionBuilder;
+use super::control::{RunHandle, Stop};
+use super::events::{EventEmitter, EventSink};
+use super::run::{LoopParts, RunError, RunScope, run_loop};
+use super::unix_ms;
+use crate::error::{Error, Op, Result};
+use crate::model::Turn;
+
+/// How one run goes.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// How long the whole run may take; past it the run stops (everything
+    /// it awaited is dropped) and fails with [`Error::Timeout`]. Engines,
+    /// middleware and tools see the deadline as `deadline_ms`.
+    pub timeout: Option<Duration>,
+    /// Passed to every engine, middleware and tool context of the run.
+    pub tags: Map<String, Value>,
+    /// Cancelling it stops the run with [`Error::Canceled`].
+    pub cancel: Option<CancellationToken>,
+    /// Receives the run's events, in order, beside the session's sinks.
+    pub events: Option<EventSink>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("timeout", &self.timeout)
+            .field("tags", &self.tags)
+            .field("cancel", &self.cancel.is_some())
+            .field("events", &self.events.is_some())
+            .finish()
+    }
+}
+
+/// A conversation: a history of turn snapshots and at most one run going.
+///
+/// Cheap to clone; clones share the history. Snapshots handed out
+/// ([`latest`](Self::latest), [`turns`](Self::turns)) are copies: changing
+/// them changes nothing in the session.
+///
+/// # History
+///
+/// A run works on a copy of the latest turn. `run(Some(seed), ..)` first
+/// appends the seed (so a failed run can be retried with `run(None, ..)`).
+/// Only a run that succeeds appends its final turn; a failed, cancelled or
+/// timed-out run appends nothing (its partial turn, where there is one, is
+/// in the [`RunError`]).
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub id: String,
+    pub parts: LoopParts,
+    pub sinks: Vec<EventSink>,
+    pub state: Mutex<State>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub history: Vec<Turn>,
+    pub active: Option<Active>,
+    pub serial: u64,
+}
+
+/// The run going on: what stops it.
+pub(crate) struct Active {
+    serial: u64,
+    stop: Stop,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.inner.id)
+            .field("engine", &self.inner.parts.engine.name())
+            .field("turns", &self.turn_count())
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+impl Session {
+    /// A builder: engine, middleware, tools, settings, hooks.
+    pub fn builder() -> SessionBuilder {
+        SessionBuilder::default()
+    }
+
+    /// The session's id (events and contexts carry it).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Appends a turn to the history (allowed while a run is going; the
+    /// run's final turn then comes after it).
+    pub fn append(&self, turn: Turn) {
+        self.state().history.push(turn);
+    }
+
+    /// A copy of the latest turn.
+    pub fn latest(&self) -> Option<Turn> {
+        self.state().history.last().cloned()
+    }
+
+    /// A copy of turn `index` (0 is the oldest).
+    pub fn turn(&self, index: usize) -> Option<Turn> {
+        self.state().history.get(index).cloned()
+    }
+
+    /// Copies of every turn, oldest first.
+    pub fn turns(&self) -> Vec<Turn> {
+        self.state().history.clone()
+    }
+
+    /// How many turns the history holds.
+    pub fn turn_count(&self) -> usize {
+        self.state().history.len()
+    }
+
+    /// Whether a run is going.
+    pub fn is_running(&self) -> bool {
+        self.state().active.is_some()
+    }
+
+    /// Cancels the run going on, if any; returns whether there was one.
+    pub fn cancel_active(&self) -> bool {
+        match &self.state().active {
+            Some(active) => {
+                active.stop.cancel("canceled by cancel_active".into());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs the tool loop to its end in the caller's task; see the type's
+    /// docs for what it does to the history. Dropping the future stops the
+    /// run like a cancellation.
+    ///
+    /// # Errors
+    /// [`Error::Host`] with a [`RunError`] source (another run is going, no
+    /// turn, max iterations, an aborting tool); [`Error::Timeout`],
+    /// [`Error::Canceled`]; an engine's or middleware's own error.
+    pub async fn run(&self, seed: Option<Turn>, options: RunOptions) -> Result<Turn> {
+        self.begin(seed, options, None)?.execute().await
+    }
+
+    /// Starts a run in a background tokio task and returns its handle at
+    /// once. The run goes on if the handle is dropped (it only detaches).
+    ///
+    /// # Errors
+    /// As [`run`](Self::run) for what is checked before starting (another
+    /// run going, no turn); [`Error::Host`] outside a tokio runtime.
+    pub fn start(&self, seed: Option<Turn>, options: RunOptions) -> Result<RunHandle> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+            Error::host(
+                self.op(),
+                anyhow::anyhow!("starting a run needs a tokio runtime: {e}"),
+            )
+        })?;
+        let (sink, events) = tokio::sync::mpsc::unbounded_channel();
+        let run = self.begin(seed, options, Some(sink))?;
+        let stop = run.stop.clone();
+        let op = run.scope.op.clone();
+        let join = runtime.spawn(run.execute());
+        Ok(RunHandle {
+            op,
+            events: Some(events),
+            stop,
+            join,
+        })
+    }
+
+    fn op(&self) -> Op {
+        format!("session {}: run", self.inner.id).into()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding the lock; tolerate poisoning anyway.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims the run slot and prepares the run, synchronously, so a second
+    /// run fails at once and `start` never returns a doomed handle.
+    fn begin(
+        &self,
+        seed: Option<Turn>,
+        options: RunOptions,
+        sink: Option<EventSink>,
+    ) -> Result<Prepared> {
+        let op = self.op();
+        let stop = Stop::default();
+        let (serial, turn) = {
+            let mut state = self.state();
+            if state.active.is_some() {
+                return Err(Error::host(op, RunError::AlreadyRunning));
+            }
+            if let Some(seed) = seed {
+                state.history.push(seed);
+            }
+            let Some(turn) = state.history.last().cloned() else {
+                return Err(Error::host(op, RunError::NoTurn));
+            };
+            state.serial += 1;
+            let serial = state.serial;
+            state.active = Some(Active {
+                serial,
+                stop: stop.clone(),
+            });
+            (serial, turn)
+        };
+        let mut sinks = self.inner.sinks.clone();
+        sinks.extend(options.events);
+        sinks.extend(sink);
+        let scope = RunScope {
+            op,
+            session_id: self.inner.id.clone(),
+            tags: options.tags,
+            deadline_ms: options
+                .timeout
+                .map(|t| unix_ms().saturating_add(t.as_millis() as u64)),
+            events: EventEmitter::new(self.inner.id.clone(), sinks),
+        };
+        Ok(Prepared {
+            slot: Slot {
+                session: self.clone(),
+                serial,
+            },
+            turn,
+            scope,
+            timeout: options.timeout,
+            cancel: options.cancel,
+            stop,
+        })
+    }
+}
+
+/// Releases the run slot when the run ends, however it ends (a dropped
+/// future or a panic included).
+struct Slot {
+    session: Session,
+    serial: u64,
+}
+
+impl Slot {
+    /// Ends the run: appends the final turn on success, in the same step as
+    /// freeing the slot, so no one sees a finished run without its turn.
+    fn finish(self, turn: Option<&Turn>) {
+        let mut state = self.session.state();
+        if let Some(turn) = turn {
+            state.history.push(turn.clone());
+        }
+        if state
+            .active
+            .as_ref()
+            .is_some_and(|a| a.serial == self.serial)
+        {
+            state.active = None;
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut state = self.session.state();
+        if state
+            .active
+            .as_ref()
+            .is_some_and(|a| a.serial == self.serial)
+        {
+            state.active = None;
+        }
+    }
+}
+
+/// A run with its slot claimed, ready to go.
+struct Prepared {
+    slot: Slot,
+    turn: Turn,
+    scope: RunScope,
+    timeout: Option<Duration>,
+    cancel: Option<CancellationToken>,
+    stop: Stop,
+}
+
+impl Prepared {
+    async fn execute(self) -> Result<Turn> {
+        let Prepared {
+            slot,
+            turn,
+            scope,
+            timeout,
+            cancel,
+            stop,
+        } = self;
+        let parts = &slot.session.inner.parts;
+        let op = scope.op.clone();
+        let span = tracing::debug_span!("session.run", session = %scope.session_id);
+        let work = run_loop(parts, &scope, turn).instrument(span);
+        let expired = async {
+            match timeout {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
+        let canceled = async {
+            match &cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            biased;
+            result = work => result,
+            () = stop.token.cancelled() => Err(Error::Canceled { op, reason: stop.reason() }),
+            () = canceled => Err(Error::Canceled { op, reason: Some("canceled by the caller".into()) }),
+            () = expired => Err(Error::Timeout { op, after: timeout.unwrap_or_default() }),
+        };
+        match &result {
+            Ok(turn) => slot.finish(Some(turn)),
+            Err(error) => {
+                tracing::debug!(session = %scope.session_id, %error, "run failed");
+                scope.events.error(error.to_string());
+                slot.finish(None);
+            }
+        }
+        result
+    }
+}

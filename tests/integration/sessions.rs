@@ -1,0 +1,510 @@
+//! Sessions: the tool loop and middleware chain in Rust, driven from
+//! scripts (geppetto's module scenarios) and from Rust with JavaScript parts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use marionette::model::{BlockKind, Event, ToolDefinition, Turn};
+use marionette::session::{
+    EchoEngine, HostTools, Middleware, MiddlewareContext, Next, RunOptions, ScriptedEngine,
+    ScriptedResponse, Session, async_trait,
+};
+use marionette::{HostServices, Policy, Runtime, Sandbox, TaskOptions};
+use serde_json::{Value, json};
+
+use crate::common::fixture;
+
+async fn sandbox() -> Sandbox {
+    let shout = HostTools::new("host").register(
+        ToolDefinition {
+            name: "shout".into(),
+            description: "upper-cases text".into(),
+            parameters: json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
+        },
+        |args: Value, _ctx| async move { Ok(json!(format!("{}!", args["text"].as_str().unwrap_or("").to_uppercase()))) },
+    );
+    let services = HostServices {
+        tools: vec![Arc::new(shout)],
+        ..HostServices::default()
+    };
+    let sb = Sandbox::with_services(Runtime::shared().unwrap(), Policy::default(), services)
+        .await
+        .unwrap();
+    sb.load("sessions.js", fixture("sessions.js"))
+        .await
+        .unwrap();
+    sb
+}
+
+async fn scenario(sb: &Sandbox, name: &str, args: &[Value]) -> Value {
+    sb.call("sessions.js", name, args, TaskOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[tokio::test]
+async fn turn_helpers_and_consts() {
+    let out = scenario(&sandbox().await, "helpersAndConsts", &[]).await;
+    assert_eq!(
+        out["kinds"],
+        json!([
+            "system",
+            "user",
+            "llm_text",
+            "tool_call",
+            "tool_use",
+            "tool_use"
+        ])
+    );
+    assert_eq!(
+        out["roles"],
+        json!(["system", "user", "assistant", "assistant", "tool", "tool"])
+    );
+    assert_eq!(
+        out["payloads"][3],
+        json!({"id": "c1", "name": "add", "args": {"a": 1}})
+    );
+    assert_eq!(out["payloads"][4], json!({"id": "c1", "result": 3}));
+    assert_eq!(
+        out["payloads"][5],
+        json!({"id": "c2", "result": null, "error": "failed"})
+    );
+    assert_eq!(out["metadata"], json!({"m": 1}));
+    assert_eq!(out["hasIds"], json!(true));
+    assert_eq!(
+        out["consts"],
+        json!(["llm_text", "tool-result", "required", "retry", "abort"])
+    );
+}
+
+#[tokio::test]
+async fn a_run_with_the_echo_engine_and_history_copies() {
+    let sb = sandbox().await;
+    let out = scenario(&sb, "echoRun", &[]).await;
+    // The seed and the final turn are both in the history.
+    assert_eq!(out, json!({"text": "pong", "count": 2, "running": false}));
+    let out = scenario(&sb, "snapshotsAreCopies", &[]).await;
+    assert_eq!(out, json!({"blocks": 2, "turns": 2}));
+}
+
+#[tokio::test]
+async fn js_and_host_middleware_compose_in_order() {
+    let out = scenario(&sandbox().await, "middlewareOrder", &[]).await;
+    assert_eq!(
+        out["order"],
+        json!([
+            "outer:before:outer",
+            "bare",
+            "inner:before:inner",
+            "engine",
+            "inner:after",
+            "outer:after"
+        ])
+    );
+    // The host's systemPrompt middleware ran between them.
+    assert_eq!(out["first"]["kind"], "system");
+    assert_eq!(out["first"]["payload"]["text"], "be brief");
+}
+
+#[tokio::test]
+async fn a_middleware_may_call_next_twice() {
+    let out = scenario(&sandbox().await, "nextTwice", &[]).await;
+    assert_eq!(
+        out,
+        json!({"engineCalls": 2, "first": "answer 1", "last": "answer 2"})
+    );
+}
+
+#[tokio::test]
+async fn tools_from_js_and_from_the_host() {
+    let out = scenario(&sandbox().await, "toolsFromJsAndHost", &[]).await;
+    assert_eq!(out["text"], r#"results: 5, "HEY!""#);
+    assert_eq!(out["listed"], json!(["add", "upper", "boom", "shout"]));
+    assert_eq!(out["direct"], "DIRECT!");
+}
+
+#[tokio::test]
+async fn bad_arguments_are_a_tool_error_the_model_sees() {
+    let out = scenario(&sandbox().await, "badArguments", &[]).await;
+    let text = out.as_str().unwrap();
+    assert!(text.starts_with("results: error: "), "{text}");
+    assert!(
+        text.contains(r#"invalid arguments for tool "add""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""two" is not of type "number" at /a"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn hooks_mutate_abort_retry_and_fail_open_or_closed() {
+    let sb = sandbox().await;
+    let out = scenario(&sb, "hooks", &[json!("mutate")]).await;
+    assert_eq!(
+        out["text"], "results: 60",
+        "args changed to 10+20, result doubled"
+    );
+    assert_eq!(
+        out["seen"],
+        json!([r#"before add {"a":1,"b":2} #1"#, "after 30"])
+    );
+
+    let out = scenario(&sb, "hooks", &[json!("abort")]).await;
+    let text = out["text"].as_str().unwrap();
+    assert!(text.contains("not allowed: add"), "{text}");
+
+    let out = scenario(&sb, "hooks", &[json!("retry")]).await;
+    let seen: Vec<&str> = out["seen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(seen.len(), 3, "retried exactly as told: {seen:?}");
+    assert!(
+        seen[0].starts_with("error #1: ") && seen[2].starts_with("error #3: "),
+        "{seen:?}"
+    );
+    assert!(out["text"].as_str().unwrap().contains("boom"), "{out}");
+
+    let out = scenario(&sb, "hooks", &[json!("failClosed")]).await;
+    let text = out["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("results: error: ") && text.contains("hook exploded"),
+        "{text}"
+    );
+
+    let out = scenario(&sb, "hooks", &[json!("failOpen")]).await;
+    assert_eq!(out["text"], "results: 3");
+
+    let out = scenario(&sb, "hooks", &[json!("async")]).await;
+    assert_eq!(out["text"], "results: error: rejected after the fact");
+}
+
+#[tokio::test]
+async fn invalid_settings_throw_type_errors_naming_them() {
+    let out = scenario(&sandbox().await, "invalidSettings", &[]).await;
+    let errors: Vec<&str> = out
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let expect = [
+        "invalid toolChoice \"sometimes\"",
+        "invalid maxIterations 0",
+        "unknown tool loop setting \"colour\"",
+        "expected an engine",
+        "no engine",
+        "no engine named \"nope\" (it provides: echo)",
+        "no middleware named \"nope\" (it provides: systemPrompt)",
+        "no tool named \"nope\" (it provides: shout)",
+    ];
+    assert_eq!(errors.len(), expect.len());
+    for (error, expect) in errors.iter().zip(expect) {
+        assert!(
+            error.starts_with("TypeError: ") && error.contains(expect),
+            "{error:?} should mention {expect:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reaching_max_iterations_fails_the_run_saying_so() {
+    let out = scenario(&sandbox().await, "maxIterations", &[]).await;
+    assert!(
+        out.as_str().unwrap().contains("max iterations (2) reached"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn run_options_reach_the_contexts_and_the_timeout_is_enforced() {
+    let out = scenario(&sandbox().await, "runOptions", &[]).await;
+    assert_eq!(out["seen"]["engineTags"], json!({"slow": true}));
+    assert_eq!(out["seen"]["middlewareTags"], json!({"slow": true}));
+    assert_eq!(out["seen"]["sessionId"], json!(true));
+    assert_eq!(out["seen"]["deadline"], "number");
+    assert!(
+        out["timeout"]
+            .as_str()
+            .unwrap()
+            .starts_with("TimeoutError: "),
+        "{out}"
+    );
+    assert_eq!(out["running"], json!(false));
+}
+
+#[tokio::test]
+async fn start_delivers_every_event_in_order_even_to_late_handlers() {
+    let out = scenario(&sandbox().await, "eventsInOrder", &[]).await;
+    assert_eq!(
+        out["events"],
+        json!([
+            "start",
+            "final:",
+            "tool-call",
+            "tool-result",
+            "start",
+            "final:results: 3"
+        ])
+    );
+    assert_eq!(
+        out["late"],
+        json!([
+            "start",
+            "final",
+            "tool-call",
+            "tool-result",
+            "start",
+            "final"
+        ])
+    );
+}
+
+#[tokio::test]
+async fn run_async_and_start_with_a_js_engine_and_js_middleware() {
+    let out = scenario(&sandbox().await, "startWithJsEngineAndMiddleware", &[]).await;
+    assert_eq!(
+        out,
+        json!({"a": ["from js", true], "b": ["from js", true], "finals": ["from js"], "turns": 4})
+    );
+}
+
+#[tokio::test]
+async fn parallel_tools_really_overlap() {
+    // Each tool waits for the other: the run only finishes if they overlap.
+    let out = scenario(&sandbox().await, "parallelTools", &[]).await;
+    assert_eq!(out, json!("results: 2, 2"));
+}
+
+#[tokio::test]
+async fn cancelling_a_run_mid_tool_stops_the_javascript() {
+    let out = scenario(&sandbox().await, "cancelMidTool", &[]).await;
+    assert_eq!(
+        out,
+        json!({"during": "started", "error": "AbortError: stop now", "after": "started", "running": false})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_sessions_share_one_sandbox() {
+    let sb = sandbox().await;
+    let runs: Vec<_> = (0..200)
+        .map(|i| {
+            let sb = sb.clone();
+            tokio::spawn(async move {
+                sb.call(
+                    "sessions.js",
+                    "oneOfMany",
+                    &[json!(i)],
+                    TaskOptions::default(),
+                )
+                .await
+            })
+        })
+        .collect();
+    for (i, run) in runs.into_iter().enumerate() {
+        assert_eq!(
+            run.await.unwrap().unwrap(),
+            json!(format!("results: {}", i + 1000))
+        );
+    }
+}
+
+/// A Rust middleware that records its place around the rest of the chain.
+struct Recording;
+
+#[async_trait]
+impl Middleware for Recording {
+    fn name(&self) -> &str {
+        "recording"
+    }
+
+    async fn handle(
+        &self,
+        mut turn: Turn,
+        _ctx: MiddlewareContext,
+        next: Next,
+    ) -> marionette::Result<Turn> {
+        turn.metadata.insert("rust".into(), json!("before"));
+        let mut out = next(turn).await?;
+        let js_ran_inside = out.metadata.get("js") == Some(&json!("after"));
+        out.metadata.insert(
+            "rust".into(),
+            json!(if js_ran_inside {
+                "around js"
+            } else {
+                "js missing"
+            }),
+        );
+        Ok(out)
+    }
+}
+
+fn seed(text: &str) -> Turn {
+    serde_json::from_value(json!({
+        "id": "t1",
+        "blocks": [{"id": "b1", "kind": "user", "role": "user", "payload": {"text": text}}]
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn rust_sessions_mix_rust_and_js_parts_at_any_depth() {
+    let sb = sandbox().await;
+    // Rust middleware > JS middleware > Rust engine.
+    let session = Session::builder()
+        .middleware(Arc::new(Recording))
+        .middleware(sb.middleware("sessions.js", "jsMiddleware"))
+        .engine(Arc::new(EchoEngine::new("from rust")))
+        .build()
+        .unwrap();
+    let out = session
+        .run(Some(seed("hi")), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.metadata["rust"], json!("around js"));
+    assert_eq!(out.blocks[1].kind, BlockKind::System);
+    assert_eq!(
+        out.blocks[1].payload["text"],
+        json!("js saw 1 blocks in jsMiddleware")
+    );
+    assert_eq!(out.blocks[2].payload["text"], json!("from rust"));
+
+    // A scripted Rust engine calling JS tools, with a JS engine elsewhere.
+    let scripted = ScriptedEngine::new(vec![
+        ScriptedResponse::calls().tool_call("c1", "add", json!({"a": 40, "b": 2})),
+        ScriptedResponse::text("done"),
+    ]);
+    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let session = Session::builder()
+        .engine(Arc::new(scripted))
+        .tools(sb.tools("sessions.js", "registry").await.unwrap())
+        .build()
+        .unwrap();
+    let options = RunOptions {
+        events: Some(events),
+        ..RunOptions::default()
+    };
+    let out = session.run(Some(seed("add")), options).await.unwrap();
+    let tool_use = out
+        .blocks
+        .iter()
+        .find(|b| b.kind == BlockKind::ToolUse)
+        .unwrap();
+    assert_eq!(tool_use.payload["result"], json!(42));
+    let mut kinds = Vec::new();
+    while let Ok(e) = received.try_recv() {
+        kinds.push(e.kind.name());
+    }
+    assert_eq!(
+        kinds,
+        [
+            "start",
+            "final",
+            "tool-call",
+            "tool-result",
+            "start",
+            "final"
+        ]
+    );
+
+    let js_engine = sb.engine("sessions.js", "shouting");
+    let session = Session::builder().engine(js_engine).build().unwrap();
+    let out = session
+        .run(Some(seed("x")), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.blocks[1].payload["text"], json!("JS ENGINE"));
+}
+
+#[tokio::test]
+async fn a_scripts_session_events_reach_the_rust_caller_too() {
+    let sb = sandbox().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = TaskOptions {
+        events: Some(tx),
+        ..TaskOptions::default()
+    };
+    sb.call("sessions.js", "eventsInOrder", &[], options)
+        .await
+        .unwrap();
+    let mut types = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if let Event::Session(e) = e {
+            types.push(e.kind.name());
+        }
+    }
+    assert_eq!(
+        types,
+        [
+            "start",
+            "final",
+            "tool-call",
+            "tool-result",
+            "start",
+            "final"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_rust_run_cancels_its_javascript_tool() {
+    let sb = sandbox().await;
+    let scripted = ScriptedEngine::new(vec![ScriptedResponse::calls().tool_call(
+        "c1",
+        "slowTool",
+        json!({}),
+    )]);
+    sb.load(
+        "slow.js",
+        "import { tools } from 'marionette';\n\
+         export let state = 'idle';\n\
+         export const slow = tools.createRegistry().register({ name: 'slowTool', handler: async () => {\n\
+           state = 'running';\n\
+           await new Promise((r) => setTimeout(r, 60000));\n\
+           state = 'finished';\n\
+         } });\n\
+         export const getState = () => state;",
+    )
+    .await
+    .unwrap();
+    let session = Session::builder()
+        .engine(Arc::new(scripted))
+        .tools(sb.tools("slow.js", "slow").await.unwrap())
+        .build()
+        .unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let options = RunOptions {
+        cancel: Some(cancel.clone()),
+        ..RunOptions::default()
+    };
+    let run = tokio::spawn({
+        let session = session.clone();
+        async move { session.run(Some(seed("go")), options).await }
+    });
+    let state = |sb: Sandbox| async move {
+        sb.call("slow.js", "getState", &[], TaskOptions::default())
+            .await
+            .unwrap()
+    };
+    for _ in 0..200 {
+        if state(sb.clone()).await == json!("running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(state(sb.clone()).await, json!("running"));
+    cancel.cancel();
+    assert!(matches!(
+        run.await.unwrap(),
+        Err(marionette::Error::Canceled { .. })
+    ));
+    assert!(!session.is_running());
+    // The tool's task was cancelled in the guest: it never finishes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(state(sb.clone()).await, json!("running"));
+}
