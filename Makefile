@@ -6,7 +6,7 @@
 # of wasmtime and the guest serves the CLI, the tests and the benches.
 
 CARGO ?= cargo
-SCRIPT ?= examples/hello.js
+SCRIPT ?= examples/agent.js
 INPUT ?= {}
 GUEST_FLAGS = --release -p marionette-guest --target wasm32-wasip2 --target-dir target/guest
 

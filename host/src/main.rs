@@ -194,7 +194,8 @@ fn print_event(event: &Event) {
             LogLevel::Warn => eprintln!("warn: {message}"),
             LogLevel::Error => eprintln!("error: {message}"),
         },
-        other => eprintln!("{other:?}"),
+        // Session events (partials, tool calls) are the script's to print.
+        _ => {}
     }
 }
 

@@ -64,6 +64,26 @@ fn run_prints_the_result_as_the_last_line_and_console_on_stderr() {
 }
 
 #[test]
+fn the_agent_example_runs_on_the_built_in_default_engine() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = marionette(
+        &[
+            "run",
+            "examples/agent.js",
+            "--input",
+            r#"{"prompt": "mail ada@example.com"}"#,
+        ],
+        &repo,
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    // The echo engine answers; the system prompt, the user's turn and the answer.
+    assert_eq!(
+        result(&out),
+        json!({"answer": "READY", "blocks": 3, "turns": 2})
+    );
+}
+
+#[test]
 fn input_defaults_to_an_empty_object_and_the_binary_runs_from_any_directory() {
     let dir = tempfile::tempdir().unwrap();
     let name = script(dir.path(), "echo.js", "export default (input) => input;");

@@ -23,8 +23,14 @@ async fn sandbox() -> Sandbox {
         },
         |args: Value, _ctx| async move { Ok(json!(format!("{}!", args["text"].as_str().unwrap_or("").to_uppercase()))) },
     );
+    let streamer = ScriptedEngine::new(vec![
+        ScriptedResponse::text("hello world").chunks(["hel", "lo ", "world"]),
+    ]);
     let services = HostServices {
         tools: vec![Arc::new(shout)],
+        engines: HostServices::default()
+            .engines
+            .register("streamer", Arc::new(streamer)),
         ..HostServices::default()
     };
     let sb = Sandbox::with_services(Runtime::shared().unwrap(), Policy::default(), services)
@@ -198,7 +204,7 @@ async fn invalid_settings_throw_type_errors_naming_them() {
         "unknown tool loop setting \"colour\"",
         "expected an engine",
         "no engine",
-        "no engine named \"nope\" (it provides: echo)",
+        "no engine named \"nope\" (it provides: echo, streamer)",
         "no middleware named \"nope\" (it provides: systemPrompt)",
         "no tool named \"nope\" (it provides: shout)",
     ];
@@ -507,4 +513,53 @@ async fn cancelling_a_rust_run_cancels_its_javascript_tool() {
     // The tool's task was cancelled in the guest: it never finishes.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(state(sb.clone()).await, json!("running"));
+}
+
+#[tokio::test]
+async fn scripts_reach_host_engines_by_name_and_see_partials_as_they_stream() {
+    let out = scenario(&sandbox().await, "hostEngines", &[]).await;
+    assert_eq!(out["streamed"], "hello world");
+    assert_eq!(
+        out["partials"],
+        json!([["hel", "hel"], ["lo ", "hello "], ["world", "hello world"]])
+    );
+    assert_eq!(out["byDefault"], "READY");
+    assert_eq!(out["routed"], "READY");
+}
+
+#[tokio::test]
+async fn cancelling_a_rust_run_interrupts_a_js_tool_that_never_yields() {
+    let policy = Policy {
+        entry_deadline: Duration::from_secs(120),
+        ..Policy::default()
+    };
+    let sb = Sandbox::new(policy).await.unwrap();
+    sb.load("sessions.js", fixture("sessions.js"))
+        .await
+        .unwrap();
+    let scripted = ScriptedEngine::new(vec![ScriptedResponse::calls().tool_call(
+        "c1",
+        "spin",
+        json!({}),
+    )]);
+    let session = Session::builder()
+        .engine(Arc::new(scripted))
+        .tools(sb.tools("sessions.js", "spinning").await.unwrap())
+        .build()
+        .unwrap();
+    let options = RunOptions {
+        timeout: Some(Duration::from_millis(200)),
+        ..RunOptions::default()
+    };
+    let result = session.run(Some(seed("spin")), options).await;
+    assert!(
+        matches!(result, Err(marionette::Error::Timeout { .. })),
+        "{result:?}"
+    );
+    // The owner is free: the spinning tool was interrupted, not waited out.
+    let out = sb
+        .call("sessions.js", "echoRun", &[], TaskOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out["text"], "pong");
 }
