@@ -188,14 +188,13 @@ async fn check(script: PathBuf, limits: Limits) -> ExitCode {
 }
 
 fn print_event(event: &Event) {
-    match event {
-        Event::Console { level, message } => match level {
+    // Session events (partials, tool calls) are the script's to print.
+    if let Event::Console { level, message } = event {
+        match level {
             LogLevel::Debug | LogLevel::Info => eprintln!("{message}"),
             LogLevel::Warn => eprintln!("warn: {message}"),
             LogLevel::Error => eprintln!("error: {message}"),
-        },
-        // Session events (partials, tool calls) are the script's to print.
-        _ => {}
+        }
     }
 }
 

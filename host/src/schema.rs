@@ -48,18 +48,22 @@ impl SchemaCache {
 ///
 /// # Errors
 /// Text saying why the schema is unusable.
-pub fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
+pub(crate) fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
     jsonschema::validator_for(schema).map_err(|e| format!("the tool's schema is invalid: {e}"))
 }
+
+/// Most problems reported for one set of arguments: enough for a model to
+/// fix its call, not a wall of text.
+const MAX_REPORTED: usize = 5;
 
 /// Checks `arguments` with a compiled validator.
 ///
 /// # Errors
-/// Up to three problems, each with its place, joined with `; `.
-pub fn check(validator: &jsonschema::Validator, arguments: &Value) -> Result<(), String> {
+/// Up to [`MAX_REPORTED`] problems, each with its place, joined with `; `.
+pub(crate) fn check(validator: &jsonschema::Validator, arguments: &Value) -> Result<(), String> {
     let problems: Vec<String> = validator
         .iter_errors(arguments)
-        .take(3)
+        .take(MAX_REPORTED)
         .map(|e| {
             let path = e.instance_path().to_string();
             if path.is_empty() {

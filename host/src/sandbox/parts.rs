@@ -8,7 +8,8 @@
 
 use serde_json::{Value as Json, json};
 
-use super::{Sandbox, TaskOptions, WeakSandbox, convert, owner::TaskKind};
+use super::owner::{Start, TaskKind};
+use super::{Sandbox, TaskOptions, WeakSandbox, convert};
 use crate::bindings::exports::marionette::runtime::hooks::Hook;
 use crate::bindings::marionette::runtime::types as wit;
 use crate::error::{Error, Op, Result};
@@ -31,6 +32,20 @@ impl Link {
             Link::Strong(s) => Ok(s.clone()),
             Link::Weak(w) => w.upgrade().ok_or_else(|| Error::Closed { op: op.clone() }),
         }
+    }
+
+    /// Runs a task in the sandbox and waits for its value.
+    async fn task(&self, op: &Op, next: Option<Next>, start: Start) -> Result<wit::Value> {
+        let sandbox = self.sandbox(op)?;
+        sandbox
+            .task(
+                op.clone(),
+                TaskOptions::default(),
+                TaskKind::Plain,
+                next,
+                start,
+            )
+            .await
     }
 }
 
@@ -88,17 +103,15 @@ impl Engine for JsEngine {
 
     async fn infer(&self, turn: Turn, ctx: InferenceContext) -> Result<Turn> {
         let op: Op = format!("engine {}", self.name).into();
-        let sandbox = self.link.sandbox(&op)?;
         let (target, input, context) = (
             self.target.clone(),
             convert::turn_to_wit(&turn),
             inference_context_json(&ctx),
         );
-        let value = sandbox
+        let value = self
+            .link
             .task(
-                op.clone(),
-                TaskOptions::default(),
-                TaskKind::Plain,
+                &op,
                 None,
                 Box::new(move |store, b, id| {
                     b.marionette_runtime_inference()
@@ -125,17 +138,15 @@ impl Middleware for JsMiddleware {
 
     async fn handle(&self, turn: Turn, ctx: MiddlewareContext, next: Next) -> Result<Turn> {
         let op: Op = format!("middleware {}", self.name).into();
-        let sandbox = self.link.sandbox(&op)?;
         let (target, input, context) = (
             self.target.clone(),
             convert::turn_to_wit(&turn),
             middleware_context_json(&ctx),
         );
-        let value = sandbox
+        let value = self
+            .link
             .task(
-                op.clone(),
-                TaskOptions::default(),
-                TaskKind::Plain,
+                &op,
                 Some(next),
                 Box::new(move |store, b, id| {
                     b.marionette_runtime_middleware()
@@ -189,17 +200,15 @@ impl ToolSet for JsTools {
 
     async fn call(&self, call: ToolCall, ctx: ToolContext) -> Result<Json> {
         let op: Op = format!("tool {}", call.name).into();
-        let sandbox = self.link.sandbox(&op)?;
         let (target, c, context) = (
             self.target.clone(),
             convert::tool_call_to_wit(&call),
             tool_context_json(&ctx),
         );
-        let value = sandbox
+        let value = self
+            .link
             .task(
-                op.clone(),
-                TaskOptions::default(),
-                TaskKind::Plain,
+                &op,
                 None,
                 Box::new(move |store, b, id| {
                     b.marionette_runtime_tools()
@@ -221,14 +230,12 @@ pub(crate) struct JsHooks {
 impl JsHooks {
     async fn call(&self, hook: Hook, name: &'static str, payload: &HookPayload) -> Result<Json> {
         let op: Op = format!("hook {name}").into();
-        let sandbox = self.link.sandbox(&op)?;
         let payload = serde_json::to_string(payload).map_err(|e| Error::host(op.clone(), e))?;
         let target = self.target.clone();
-        let value = sandbox
+        let value = self
+            .link
             .task(
-                op.clone(),
-                TaskOptions::default(),
-                TaskKind::Plain,
+                &op,
                 None,
                 Box::new(move |store, b, id| {
                     b.marionette_runtime_hooks()

@@ -8,10 +8,6 @@ use serde_json::Value;
 
 use crate::model::ToolDefinition;
 
-/// Most validation errors reported for one call: enough for the model to
-/// fix its arguments, not a wall of text.
-const MAX_REPORTED: usize = 5;
-
 type Compiled = Arc<Result<jsonschema::Validator, String>>;
 
 /// Compiled schemas by tool name. A session's tools are fixed when it is
@@ -43,27 +39,8 @@ impl Schemas {
                 ));
             }
         };
-        let problems: Vec<String> = validator
-            .iter_errors(args)
-            .take(MAX_REPORTED)
-            .map(|e| {
-                let path = e.instance_path().to_string();
-                if path.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("{e} at {path}")
-                }
-            })
-            .collect();
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "invalid arguments for tool \"{}\": {}",
-                tool.name,
-                problems.join("; ")
-            ))
-        }
+        crate::schema::check(validator, args)
+            .map_err(|problems| format!("invalid arguments for tool \"{}\": {problems}", tool.name))
     }
 
     fn compiled(&self, tool: &ToolDefinition) -> Compiled {
