@@ -6,7 +6,9 @@
 //! driven directly, and native QuickJS, after the `wake/*` calibration of
 //! what crossing threads costs right now (the crate docs of
 //! `marionette_bench` and its `measures` module say what each measure
-//! means). Last, the report is written to `bench/report/` and printed.
+//! means). Then `sessions/*`: one session with a tool call and a slow
+//! model, against two hundred at once in the same sandbox. Last, the
+//! report is written to `bench/report/` and printed.
 //!
 //! Arguments after `--` go to criterion (`-- call` runs only the `call`
 //! group; the report then marks the others as from an earlier run). Under
@@ -23,7 +25,7 @@ use criterion::{BenchmarkGroup, Criterion, SamplingMode};
 use marionette::runner::{Runner, RunnerOptions};
 use marionette::{Policy, Runtime, RuntimeOptions, Sandbox, TaskOptions};
 use marionette_bench::direct::{DirectGuest, DirectRuntime};
-use marionette_bench::fixture::{self, SCRIPT};
+use marionette_bench::fixture::{self, CONCURRENT_SESSIONS, SCRIPT};
 use marionette_bench::machine::Machine;
 use marionette_bench::measures::{self as m, Measure};
 use marionette_bench::native::NativeQuickJs;
@@ -56,6 +58,15 @@ const SLOW: Timing = Timing {
     warm_up: Duration::from_secs(1),
     measurement: Duration::from_secs(4),
     sample_size: 20,
+    flat: true,
+};
+
+/// Iterations of tens to hundreds of milliseconds (a session waits 41 ms
+/// at least): criterion's minimum of ten samples, flat.
+const SESSIONS: Timing = Timing {
+    warm_up: Duration::from_secs(1),
+    measurement: Duration::from_secs(4),
+    sample_size: 10,
     flat: true,
 };
 
@@ -92,6 +103,15 @@ fn main() -> anyhow::Result<()> {
     guest.load(SCRIPT, fixture::BENCH_JS)?;
     let native = NativeQuickJs::new(SCRIPT, fixture::BENCH_JS)?;
     same_answers(&tokio, &sandbox, &mut guest, &native)?;
+    // A sandbox of its own: the sessions' garbage stays out of `bench.js`'s VM.
+    let sessions = tokio.block_on(async {
+        let sandbox = Sandbox::with_runtime(runtime.clone(), Policy::default()).await?;
+        sandbox
+            .load(fixture::SESSIONS_SCRIPT, fixture::SESSIONS_JS)
+            .await?;
+        anyhow::Ok(sandbox)
+    })?;
+    sessions_answer(&tokio, &sessions)?;
 
     let mut settings = Vec::new();
     bench_wake(&mut criterion, &mut settings, &tokio)?;
@@ -113,8 +133,10 @@ fn main() -> anyhow::Result<()> {
     )?;
     bench_instantiate(&mut criterion, &mut settings, &tokio, &runtime, &direct);
     bench_cold(&mut criterion, &mut settings, &tokio, &runtime, &direct);
+    bench_sessions(&mut criterion, &mut settings, &tokio, &sessions);
     criterion.final_summary();
     tokio.block_on(sandbox.shutdown());
+    tokio.block_on(sessions.shutdown());
 
     if measuring {
         let report = report::build(
@@ -201,6 +223,51 @@ fn same_answers(
     ensure!(add == fixture::ADD_RESULT, "native add: {add}");
     ensure!(fib == fixture::FIB_RESULT, "native fib: {fib}");
     Ok(())
+}
+
+/// One session, `oneOfMany(i)`, through the sandbox: its answer.
+async fn one_session(sandbox: &Sandbox, i: usize) -> marionette::Result<Json> {
+    sandbox
+        .call(
+            fixture::SESSIONS_SCRIPT,
+            fixture::SESSION_FUNCTION,
+            &fixture::session_args_json(i),
+            TaskOptions::default(),
+        )
+        .await
+}
+
+/// Sessions `0..count` spawned at once as tokio tasks on one sandbox, all
+/// awaited: their answers, in order.
+async fn sessions_at_once(sandbox: &Sandbox, count: usize) -> anyhow::Result<Vec<Json>> {
+    let runs: Vec<_> = (0..count)
+        .map(|i| {
+            let sandbox = sandbox.clone();
+            tokio::spawn(async move { one_session(&sandbox, i).await })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(count);
+    for run in runs {
+        answers.push(run.await.context("a session's task")??);
+    }
+    Ok(answers)
+}
+
+/// One session and two hundred at once answer right before they are timed.
+fn sessions_answer(tokio: &tokio::runtime::Runtime, sessions: &Sandbox) -> anyhow::Result<()> {
+    tokio.block_on(async {
+        let one = one_session(sessions, 0).await?;
+        ensure!(one == fixture::session_result(0), "one session: {one}");
+        let all = sessions_at_once(sessions, CONCURRENT_SESSIONS).await?;
+        ensure!(all.len() == CONCURRENT_SESSIONS, "{} answers", all.len());
+        for (i, answer) in all.iter().enumerate() {
+            ensure!(
+                *answer == fixture::session_result(i),
+                "session {i} of {CONCURRENT_SESSIONS}: {answer}"
+            );
+        }
+        Ok(())
+    })
 }
 
 /// `wake/*`: crossing threads without JavaScript, right before `call/*`
@@ -424,6 +491,38 @@ fn bench_cold(
                 drop(native);
             }
             timed
+        })
+    });
+    g.finish();
+}
+
+/// `sessions/*`: one session alone, then two hundred at once on the same
+/// sandbox. Answers are checked in the loop too (a comparison of strings,
+/// nothing next to 41 ms of sleeping): a session that failed fast would
+/// flatter the ratio.
+fn bench_sessions(
+    c: &mut Criterion,
+    settings: &mut Vec<GroupSettings>,
+    tokio: &tokio::runtime::Runtime,
+    sessions: &Sandbox,
+) {
+    let one = &fixture::session_result(0);
+    let all: &[Json] = &(0..CONCURRENT_SESSIONS)
+        .map(fixture::session_result)
+        .collect::<Vec<_>>();
+    let mut g = group(c, settings, m::SESSIONS_ONE.group, SESSIONS);
+    g.bench_function(m::SESSIONS_ONE.function, |b| {
+        b.to_async(tokio).iter(move || async move {
+            let answer = one_session(sessions, black_box(0)).await.expect("session");
+            assert_eq!(answer, *one, "session 0");
+        })
+    });
+    g.bench_function(m::SESSIONS_TWO_HUNDRED.function, |b| {
+        b.to_async(tokio).iter(move || async move {
+            let answers = sessions_at_once(sessions, black_box(CONCURRENT_SESSIONS))
+                .await
+                .expect("sessions");
+            assert!(answers == all, "a session answered wrong");
         })
     });
     g.finish();

@@ -4,6 +4,10 @@
 //! guest and into native QuickJS, so all three run the same bytecode shape
 //! (module-scoped functions: `fib`'s recursive call is a module binding on
 //! every path, not a global lookup on one of them).
+//!
+//! The `sessions/*` benchmarks run the integration tests' session fixture
+//! instead, through the sandbox API only: sessions need the host's
+//! `marionette` module, which neither baseline has.
 
 /// The module's name on every path.
 pub const SCRIPT: &str = "bench.js";
@@ -35,4 +39,34 @@ pub fn add_args_json() -> [serde_json::Value; 2] {
 /// `fib`'s argument as JSON.
 pub fn fib_args_json() -> [serde_json::Value; 1] {
     [FIB_N.into()]
+}
+
+/// The module of the `sessions/*` benchmarks: the integration tests'
+/// session scenarios, run as they are.
+pub const SESSIONS_SCRIPT: &str = "sessions.js";
+
+/// `tests/fixtures/sessions.js`. Its `oneOfMany(i)` runs one session: a
+/// JavaScript "model" that sleeps 20 ms per inference asks for the `add`
+/// tool (a JavaScript tool that sleeps 1 ms), then answers with its
+/// result; two inferences, so at least 41 ms of waiting per session.
+pub const SESSIONS_JS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/sessions.js"
+));
+
+/// The export that runs one session.
+pub const SESSION_FUNCTION: &str = "oneOfMany";
+
+/// How many sessions `sessions/two_hundred` runs at once.
+pub const CONCURRENT_SESSIONS: usize = 200;
+
+/// `oneOfMany(i)`'s argument as JSON.
+pub fn session_args_json(i: usize) -> [serde_json::Value; 1] {
+    [i.into()]
+}
+
+/// What `oneOfMany(i)` answers: the model's text once the tool's result
+/// (`i + 1000`) is in.
+pub fn session_result(i: usize) -> serde_json::Value {
+    format!("results: {}", i + 1000).into()
 }

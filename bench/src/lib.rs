@@ -25,6 +25,13 @@
 //!   the runner's round trip with an empty job. On a virtual machine a
 //!   thread wake-up costs far more when the other CPU idles, and the API
 //!   path pays two per call; these say how much of it is the machine.
+//! - `sessions/*`: concurrency, through the sandbox API only. One session
+//!   of [`fixture::SESSIONS_JS`] (a model that sleeps 20 ms per inference,
+//!   one tool call) alone, against two hundred at once in the same sandbox.
+//!   The report's concurrency table gives their ratio: near 1× when the
+//!   sessions interleave in the one VM, which they can because every wait
+//!   is a host operation; what is above 1× is their JavaScript, run one
+//!   guest entry at a time on the owner thread.
 //! - one-off timings, outside criterion: compiling the component, without
 //!   and with wasmtime's disk cache.
 //!

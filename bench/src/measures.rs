@@ -178,6 +178,31 @@ pub const COLD_NATIVE: Measure = Measure {
               the first `add` call",
 };
 
+/// One session through the sandbox.
+pub const SESSIONS_ONE: Measure = Measure {
+    group: "sessions",
+    function: "one",
+    path: Path::SandboxApi,
+    meaning: "`sandbox.call(\"sessions.js\", \"oneOfMany\", &[i])` awaited, alone in its sandbox: \
+              one session run by the host's tool loop with JavaScript parts. Its model, a JavaScript \
+              engine, sleeps 20 ms (a `setTimeout`, so a host timer) before each of its two \
+              inferences; the first asks for the `add` tool, a JavaScript tool that sleeps 1 ms; the \
+              second answers `results: {i + 1000}`. At least 41 ms of waiting, plus every guest \
+              entry the session makes (engine, tool, result) and their host operations",
+};
+
+/// Two hundred sessions at once in one sandbox.
+pub const SESSIONS_TWO_HUNDRED: Measure = Measure {
+    group: "sessions",
+    function: "two_hundred",
+    path: Path::SandboxApi,
+    meaning: "200 `oneOfMany(i)` calls (`i` = 0..199) spawned at once as tokio tasks on the same \
+              sandbox, all awaited and each answer checked: 200 sessions interleaved in one VM. \
+              Their JavaScript runs one guest entry at a time on the sandbox's owner thread; every \
+              wait (the model's and the tool's timers, the host's tool loop awaiting a JavaScript \
+              engine or tool) is a host operation, so the waits overlap",
+};
+
 /// Every measure, in the order of the report.
 pub const MEASURES: &[Measure] = &[
     WAKE_PINGPONG,
@@ -193,6 +218,8 @@ pub const MEASURES: &[Measure] = &[
     COLD_API,
     COLD_DIRECT,
     COLD_NATIVE,
+    SESSIONS_ONE,
+    SESSIONS_TWO_HUNDRED,
 ];
 
 /// A row of the side-by-side table: one workload on each path it has.
@@ -223,6 +250,28 @@ pub const WORKLOADS: &[Workload] = &[
         paths: [Some(COLD_API), Some(COLD_DIRECT), Some(COLD_NATIVE)],
     },
 ];
+
+/// A row of the concurrency table: one task alone, and many at once on
+/// the same sandbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Concurrency {
+    /// What the row is called.
+    pub name: &'static str,
+    /// One task, awaited alone.
+    pub one: Measure,
+    /// `tasks` of them at once, all awaited.
+    pub many: Measure,
+    /// How many tasks `many` runs at once.
+    pub tasks: usize,
+}
+
+/// The concurrency rows.
+pub const CONCURRENCY: &[Concurrency] = &[Concurrency {
+    name: "session with a tool call and a 20 ms model",
+    one: SESSIONS_ONE,
+    many: SESSIONS_TWO_HUNDRED,
+    tasks: crate::fixture::CONCURRENT_SESSIONS,
+}];
 
 /// One-off timings, measured outside criterion (each run takes seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -266,6 +315,16 @@ mod tests {
                     "{part}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn concurrency_rows_use_catalogued_measures_of_one_group() {
+        for c in CONCURRENCY {
+            assert!(MEASURES.contains(&c.one), "{}", c.one.id());
+            assert!(MEASURES.contains(&c.many), "{}", c.many.id());
+            assert_eq!(c.one.group, c.many.group);
+            assert!(c.tasks > 1);
         }
     }
 

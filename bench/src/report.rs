@@ -8,6 +8,10 @@
 //! median, the figure least moved by the stray slow iterations a shared
 //! machine produces, and its interval; ratios are of medians, their range
 //! the widest the two intervals allow.
+//!
+//! Besides the side-by-side table of the three paths, the report has a
+//! concurrency table: a task alone against many at once on one sandbox
+//! (`sessions/*`), whose ratio says how far the tasks overlap.
 
 use std::path::{Path as FsPath, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -19,7 +23,8 @@ pub use markdown::{markdown, ns};
 
 use crate::machine::Machine;
 use crate::measures::{
-    CALL_API, CALL_DIRECT, MEASURES, Measure, OneOff, Path, WAKE_RUNNER, WORKLOADS,
+    CALL_API, CALL_DIRECT, CONCURRENCY, Concurrency, MEASURES, Measure, OneOff, Path, WAKE_RUNNER,
+    WORKLOADS,
 };
 
 mod markdown;
@@ -110,6 +115,34 @@ pub struct WorkloadResult {
     pub mixes_runs: bool,
 }
 
+/// A row of the concurrency table: one task alone against many at once.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConcurrencyResult {
+    /// The workload.
+    pub workload: &'static str,
+    /// How many tasks ran at once.
+    pub tasks: usize,
+    /// The measure of one task alone, `group/function`.
+    pub one_id: String,
+    /// The measure of all the tasks at once.
+    pub many_id: String,
+    /// Median of one task alone.
+    pub one_ns: f64,
+    /// Median of all the tasks at once, until the last is done.
+    pub many_ns: f64,
+    /// `many/one`: 1 when the tasks overlap completely, `tasks` when they
+    /// take turns from start to end.
+    pub ratio: Ratio,
+    /// `many_ns / tasks`: what each task costs when they share the sandbox.
+    pub per_task_ns: f64,
+    /// `(many_ns - one_ns) / (tasks - 1)`: what each task beyond the first
+    /// adds to the whole, the part of a task that does not overlap with
+    /// the others (in one sandbox: its JavaScript, on the owner thread).
+    pub added_per_task_ns: f64,
+    /// Whether one of the two figures is left over from an earlier run.
+    pub mixes_runs: bool,
+}
+
 /// Where the API's `add(1, 2)` round trip goes, from the medians.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallBreakdown {
@@ -167,6 +200,8 @@ pub struct Report {
     pub side_by_side: Vec<WorkloadResult>,
     /// The API round trip taken apart, when its parts were measured.
     pub call_breakdown: Option<CallBreakdown>,
+    /// One task alone against many at once, as far as measured.
+    pub concurrency: Vec<ConcurrencyResult>,
     /// Every measure criterion has figures for.
     pub measures: Vec<MeasureResult>,
     /// Measures with no figures at all.
@@ -278,6 +313,10 @@ pub fn build(
         }),
         _ => None,
     };
+    let concurrency = CONCURRENCY
+        .iter()
+        .filter_map(|c| concurrency(c, &measures))
+        .collect();
     let notes = notes(&machine, &measures, &missing);
     Report {
         schema: SCHEMA,
@@ -285,11 +324,35 @@ pub fn build(
         settings,
         side_by_side,
         call_breakdown,
+        concurrency,
         measures,
         missing,
         one_off,
         notes,
     }
+}
+
+/// The row of `c`, when both of its measures have figures.
+fn concurrency(c: &Concurrency, measures: &[MeasureResult]) -> Option<ConcurrencyResult> {
+    let find = |m: Measure| measures.iter().find(|r| r.id == m.id());
+    let (one, many) = (find(c.one)?, find(c.many)?);
+    Some(ConcurrencyResult {
+        workload: c.name,
+        tasks: c.tasks,
+        one_id: one.id.clone(),
+        many_id: many.id.clone(),
+        one_ns: one.median.estimate_ns,
+        many_ns: many.median.estimate_ns,
+        ratio: ratio(
+            &format!("{}/{}", c.many.function, c.one.function),
+            many.median,
+            one.median,
+        ),
+        per_task_ns: many.median.estimate_ns / c.tasks as f64,
+        added_per_task_ns: (many.median.estimate_ns - one.median.estimate_ns)
+            / (c.tasks - 1) as f64,
+        mixes_runs: !one.this_run || !many.this_run,
+    })
 }
 
 /// Writes `report.json` and `report.md` into `dir`; returns the Markdown.
@@ -434,6 +497,39 @@ mod tests {
         };
         let r = ratio("a/b", i(10.0, 9.0, 12.0), i(2.0, 1.5, 3.0));
         assert_eq!((r.value, r.lower, r.upper), (5.0, 3.0, 8.0));
+    }
+
+    #[test]
+    fn concurrency_rows_compare_many_with_one() {
+        let result = |m: Measure, median: f64, this_run: bool| {
+            let i = Interval {
+                estimate_ns: median,
+                lower_ns: median * 0.9,
+                upper_ns: median * 1.1,
+                confidence_level: 0.95,
+            };
+            MeasureResult {
+                id: m.id(),
+                path: m.path,
+                meaning: m.meaning,
+                median: i,
+                mean: i,
+                std_dev_ns: 0.0,
+                this_run,
+            }
+        };
+        let c = &CONCURRENCY[0];
+        assert_eq!(
+            concurrency(c, &[result(c.one, 40e6, true)]).map(|r| r.tasks),
+            None
+        );
+        let row =
+            concurrency(c, &[result(c.one, 40e6, true), result(c.many, 60e6, false)]).unwrap();
+        assert_eq!(row.ratio.name, "two_hundred/one");
+        assert_eq!(row.ratio.value, 1.5);
+        assert_eq!(row.per_task_ns, 60e6 / c.tasks as f64);
+        assert_eq!(row.added_per_task_ns, 20e6 / (c.tasks - 1) as f64);
+        assert!(row.mixes_runs);
     }
 
     #[test]

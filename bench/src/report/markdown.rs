@@ -1,6 +1,7 @@
 //! `report.md`: the report for people. The side-by-side table first (what
-//! a reader compares), then every measure with its interval, the one-off
-//! timings, what each measure means, how it was sampled, the caveats.
+//! a reader compares), then the concurrency table (one task alone against
+//! many at once), every measure with its interval, the one-off timings,
+//! what each measure means, how it was sampled, the caveats.
 
 use std::fmt::Write as _;
 
@@ -90,6 +91,58 @@ pub fn markdown(r: &Report) -> String {
             ns(b.guest_direct_ns),
             ns(b.rest_ns),
         );
+    }
+
+    if !r.concurrency.is_empty() {
+        let _ = writeln!(s, "## Concurrency (medians)\n");
+        let _ = writeln!(
+            s,
+            "| workload | one alone | all at once | tasks | all / one | all ÷ tasks | each task beyond the first adds |"
+        );
+        let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|");
+        for c in &r.concurrency {
+            let _ = writeln!(
+                s,
+                "| {}{} | {} | {} | {} | {} ({}–{}) | {} | {} |",
+                c.workload,
+                if c.mixes_runs { " (mixes runs)" } else { "" },
+                ns(c.one_ns),
+                ns(c.many_ns),
+                c.tasks,
+                times(c.ratio.value),
+                sig3(c.ratio.lower),
+                sig3(c.ratio.upper),
+                ns(c.per_task_ns),
+                ns(c.added_per_task_ns),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n`all / one` is how much longer the tasks take together than one takes alone: 1× \
+             when they overlap completely, the number of tasks when they take turns. The sessions \
+             interleave in one VM because every wait is a host operation: while a session's model \
+             or tool sleeps (a host timer) and while the host's tool loop awaits a JavaScript part, \
+             the guest is free, and the owner thread runs the other sessions' JavaScript. What is \
+             above 1× is that JavaScript: every session's guest entries are made one at a time on \
+             the one owner thread, so each session beyond the first adds its own share of guest \
+             work (the last column, `(all − one) / (tasks − 1)`) while its waiting overlaps the \
+             others'. The ratio is about 1 + tasks × that share / one: near 1× while the \
+             sessions' JavaScript together stays small next to one session's waiting."
+        );
+        for c in &r.concurrency {
+            let _ = writeln!(
+                s,
+                "\nIn this run, {}: {} at once took {} ({} each) against {} for one alone; one \
+                 after another they would take about {}.",
+                c.workload,
+                c.tasks,
+                ns(c.many_ns),
+                ns(c.per_task_ns),
+                ns(c.one_ns),
+                ns(c.one_ns * c.tasks as f64),
+            );
+        }
+        let _ = writeln!(s);
     }
 
     let _ = writeln!(s, "## Every measure\n");
