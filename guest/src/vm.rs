@@ -45,6 +45,9 @@ struct Vm {
     dispatch: Persistent<Object<'static>>,
 }
 
+/// Bytes allocated between two cycle collections when the host names none.
+const DEFAULT_GC_THRESHOLD: u64 = 4 << 20;
+
 thread_local! {
     static VM: RefCell<Option<Vm>> = const { RefCell::new(None) };
     static LIMITS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
@@ -76,9 +79,14 @@ fn apply_limits(rt: &rquickjs::Runtime) {
     if memory_limit > 0 {
         rt.set_memory_limit(memory_limit as usize);
     }
-    if gc_threshold > 0 {
-        rt.set_gc_threshold(gc_threshold as usize);
-    }
+    // javy's default never collects (it is made for short-lived programs);
+    // a sandbox lives long, and cycles must be collected.
+    let gc_threshold = if gc_threshold > 0 {
+        gc_threshold
+    } else {
+        DEFAULT_GC_THRESHOLD
+    };
+    rt.set_gc_threshold(gc_threshold as usize);
 }
 
 fn boot() -> Vm {

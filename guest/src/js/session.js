@@ -69,7 +69,7 @@
   // What the host needs to know of each part: JavaScript parts by handle.
   const engineSpec = (e) => (e.host !== undefined ? { host: e.host } : { handle: handleOf(e) });
   const middlewareSpec = (m) => (m.host !== undefined ? { host: m.host.name, options: m.host.options } : { handle: handleOf(m), name: m.name });
-  const registrySpec = (r) => ({ handle: handleOf(r), hostTools: r.hostTools });
+  const registrySpec = (r) => ({ handle: handleOf(r), hostTools: r.hostTools, tools: definitions(r, false) });
 
   function makeSession(config) {
     const sessionId = uuid();

@@ -13,7 +13,7 @@ use super::services::{ChosenTools, HostServices};
 use super::{WeakSandbox, convert};
 use crate::bindings::marionette::runtime::types as wit;
 use crate::error::{Error, Op};
-use crate::model::{ToolCall, Turn};
+use crate::model::{ToolCall, ToolDefinition, Turn};
 use crate::session::{
     Engine, EventEmitter, EventSink, InferenceContext, Middleware, RunOptions, Session,
     ToolContext, ToolLoopSettings, ToolSet,
@@ -146,6 +146,9 @@ enum AllTools {
 struct RegistrySpec {
     handle: u64,
     host_tools: Option<HostToolsSpec>,
+    /// The registry's JavaScript tools, as the script sees them (saves
+    /// asking the guest again).
+    tools: Vec<ToolDefinition>,
 }
 
 #[derive(Deserialize)]
@@ -229,14 +232,12 @@ pub(crate) async fn run_session(
     let mut chosen: Vec<String> = Vec::new();
     let mut all_host_tools = false;
     for r in spec.tools {
-        let js = JsTools::new(
-            link.clone(),
-            wit::Target::Handle(r.handle),
-            format!("registry {}", r.handle),
-        )
-        .await
-        .map_err(|e| error_for_script(&e))?;
-        builder = builder.tools(Arc::new(js));
+        builder = builder.tools(Arc::new(JsTools {
+            link: link.clone(),
+            target: wit::Target::Handle(r.handle),
+            name: format!("registry {}", r.handle),
+            definitions: r.tools,
+        }));
         match r.host_tools {
             None => {}
             Some(HostToolsSpec::All(_)) => all_host_tools = true,

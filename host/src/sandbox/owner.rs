@@ -432,14 +432,15 @@ impl Owner {
                 Box::pin(async move {
                     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
                     let notifier = sandbox.runner.clone();
-                    // Each event becomes a `notify` job, in order, before the run's result.
-                    let forward = move |event: SessionEvent| {
+                    // Events become `notify` jobs, in order and before the run's
+                    // result; the events ready together travel in one job.
+                    let forward = move |events: Vec<SessionEvent>| {
                         let notifier = notifier.clone();
                         async move {
                             if let Some(runner) = notifier.upgrade() {
                                 let _ = runner
                                     .post_wait("notify", move |owner: &mut Owner| {
-                                        owner.notify(generation, op, event);
+                                        owner.notify(generation, op, events);
                                         Ok(())
                                     })
                                     .await;
@@ -451,10 +452,20 @@ impl Owner {
                     loop {
                         tokio::select! {
                             biased;
-                            Some(event) = received.recv() => forward(event).await,
-                            outcome = &mut run => {
+                            Some(event) = received.recv() => {
+                                let mut batch = vec![event];
                                 while let Ok(event) = received.try_recv() {
-                                    forward(event).await;
+                                    batch.push(event);
+                                }
+                                forward(batch).await;
+                            }
+                            outcome = &mut run => {
+                                let mut rest = Vec::new();
+                                while let Ok(event) = received.try_recv() {
+                                    rest.push(event);
+                                }
+                                if !rest.is_empty() {
+                                    forward(rest).await;
                                 }
                                 break outcome;
                             }
@@ -508,23 +519,23 @@ impl Owner {
 
     /// An event of a session a script started: to the Rust caller's event
     /// sink, then to the script's `on()` handlers.
-    fn notify(&mut self, generation: u64, op: u64, event: SessionEvent) {
+    fn notify(&mut self, generation: u64, op: u64, events: Vec<SessionEvent>) {
         if generation != self.generation || self.vm.is_none() {
             return;
         }
         let Some(task) = self.ops.get(&op).map(|p| p.task) else {
             return; // the script stopped waiting for the run
         };
-        let json = match serde_json::to_string(&event) {
-            Ok(json) => json,
-            Err(e) => {
-                tracing::error!(error = %e, "a session event could not be encoded");
-                return;
+        let mut json = Vec::with_capacity(events.len());
+        for event in events {
+            match serde_json::to_string(&event) {
+                Ok(text) => json.push(text),
+                Err(e) => tracing::error!(error = %e, "a session event could not be encoded"),
             }
-        };
-        self.deliver(task, Event::Session(event));
+            self.deliver(task, Event::Session(event));
+        }
         self.enter(task, move |store, b, _| {
-            b.marionette_runtime_tasks().call_notify(store, op, &[json])
+            b.marionette_runtime_tasks().call_notify(store, op, &json)
         });
     }
 
