@@ -25,9 +25,11 @@ build:
 run: build
 	./target/release/marionette run $(SCRIPT) --input '$(INPUT)'
 
-## Every check and every test; ends with the test runner's summary.
+## Every check and every test; ends with the test runner's summary
+## (doctests first: their report does not end on a summary line).
 test: bootstrap lint
-	$(CARGO) test --release --locked -p marionette
+	$(CARGO) test --release --locked -p marionette --doc
+	$(CARGO) test --release --locked -p marionette --lib --bins --tests
 
 lint:
 	@./scripts/bootstrap.sh >/dev/null

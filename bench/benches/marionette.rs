@@ -70,6 +70,15 @@ const SESSIONS: Timing = Timing {
     flat: true,
 };
 
+/// Sessions whose model answers in 500 ms: an iteration takes a second
+/// or more, so ten samples need a longer window.
+const SESSIONS_LLM: Timing = Timing {
+    warm_up: Duration::from_secs(1),
+    measurement: Duration::from_secs(13),
+    sample_size: 10,
+    flat: true,
+};
+
 /// Runs of each one-off timing: a cold compile takes seconds.
 const COMPILE_RUNS: usize = 3;
 const CACHED_COMPILE_RUNS: usize = 5;
@@ -225,13 +234,13 @@ fn same_answers(
     Ok(())
 }
 
-/// One session, `oneOfMany(i)`, through the sandbox: its answer.
-async fn one_session(sandbox: &Sandbox, i: usize) -> marionette::Result<Json> {
+/// One session, `oneOfMany(i, modelMs)`, through the sandbox: its answer.
+async fn one_session(sandbox: &Sandbox, i: usize, model_ms: u64) -> marionette::Result<Json> {
     sandbox
         .call(
             fixture::SESSIONS_SCRIPT,
             fixture::SESSION_FUNCTION,
-            &fixture::session_args_json(i),
+            &fixture::session_args_json(i, model_ms),
             TaskOptions::default(),
         )
         .await
@@ -239,11 +248,15 @@ async fn one_session(sandbox: &Sandbox, i: usize) -> marionette::Result<Json> {
 
 /// Sessions `0..count` spawned at once as tokio tasks on one sandbox, all
 /// awaited: their answers, in order.
-async fn sessions_at_once(sandbox: &Sandbox, count: usize) -> anyhow::Result<Vec<Json>> {
+async fn sessions_at_once(
+    sandbox: &Sandbox,
+    count: usize,
+    model_ms: u64,
+) -> anyhow::Result<Vec<Json>> {
     let runs: Vec<_> = (0..count)
         .map(|i| {
             let sandbox = sandbox.clone();
-            tokio::spawn(async move { one_session(&sandbox, i).await })
+            tokio::spawn(async move { one_session(&sandbox, i, model_ms).await })
         })
         .collect();
     let mut answers = Vec::with_capacity(count);
@@ -256,9 +269,9 @@ async fn sessions_at_once(sandbox: &Sandbox, count: usize) -> anyhow::Result<Vec
 /// One session and two hundred at once answer right before they are timed.
 fn sessions_answer(tokio: &tokio::runtime::Runtime, sessions: &Sandbox) -> anyhow::Result<()> {
     tokio.block_on(async {
-        let one = one_session(sessions, 0).await?;
+        let one = one_session(sessions, 0, fixture::MODEL_MS[0]).await?;
         ensure!(one == fixture::session_result(0), "one session: {one}");
-        let all = sessions_at_once(sessions, CONCURRENT_SESSIONS).await?;
+        let all = sessions_at_once(sessions, CONCURRENT_SESSIONS, fixture::MODEL_MS[0]).await?;
         ensure!(all.len() == CONCURRENT_SESSIONS, "{} answers", all.len());
         for (i, answer) in all.iter().enumerate() {
             ensure!(
@@ -510,22 +523,33 @@ fn bench_sessions(
     let all: &[Json] = &(0..CONCURRENT_SESSIONS)
         .map(fixture::session_result)
         .collect::<Vec<_>>();
-    let mut g = group(c, settings, m::SESSIONS_ONE.group, SESSIONS);
-    g.bench_function(m::SESSIONS_ONE.function, |b| {
-        b.to_async(tokio).iter(move || async move {
-            let answer = one_session(sessions, black_box(0)).await.expect("session");
-            assert_eq!(answer, *one, "session 0");
-        })
-    });
-    g.bench_function(m::SESSIONS_TWO_HUNDRED.function, |b| {
-        b.to_async(tokio).iter(move || async move {
-            let answers = sessions_at_once(sessions, black_box(CONCURRENT_SESSIONS))
-                .await
-                .expect("sessions");
-            assert!(answers == all, "a session answered wrong");
-        })
-    });
-    g.finish();
+    for (model_ms, (one_measure, many_measure, timing)) in fixture::MODEL_MS.into_iter().zip([
+        (m::SESSIONS_ONE, m::SESSIONS_TWO_HUNDRED, SESSIONS),
+        (
+            m::SESSIONS_LLM_ONE,
+            m::SESSIONS_LLM_TWO_HUNDRED,
+            SESSIONS_LLM,
+        ),
+    ]) {
+        let mut g = group(c, settings, one_measure.group, timing);
+        g.bench_function(one_measure.function, |b| {
+            b.to_async(tokio).iter(move || async move {
+                let answer = one_session(sessions, black_box(0), model_ms)
+                    .await
+                    .expect("session");
+                assert_eq!(answer, *one, "session 0");
+            })
+        });
+        g.bench_function(many_measure.function, |b| {
+            b.to_async(tokio).iter(move || async move {
+                let answers = sessions_at_once(sessions, black_box(CONCURRENT_SESSIONS), model_ms)
+                    .await
+                    .expect("sessions");
+                assert!(answers == all, "a session answered wrong");
+            })
+        });
+        g.finish();
+    }
 }
 
 /// The component's compile time: cold (no cache), then from wasmtime's

@@ -60,9 +60,13 @@ pub const SESSION_FUNCTION: &str = "oneOfMany";
 /// How many sessions `sessions/two_hundred` runs at once.
 pub const CONCURRENT_SESSIONS: usize = 200;
 
-/// `oneOfMany(i)`'s argument as JSON.
-pub fn session_args_json(i: usize) -> [serde_json::Value; 1] {
-    [i.into()]
+/// How long the sessions' model takes per inference, in milliseconds: a
+/// fast stand-in that stresses the VM, and a latency like a real model's.
+pub const MODEL_MS: [u64; 2] = [20, 500];
+
+/// `oneOfMany(i, modelMs)`'s arguments as JSON.
+pub fn session_args_json(i: usize, model_ms: u64) -> [serde_json::Value; 2] {
+    [i.into(), model_ms.into()]
 }
 
 /// What `oneOfMany(i)` answers: the model's text once the tool's result

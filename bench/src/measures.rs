@@ -220,6 +220,8 @@ pub const MEASURES: &[Measure] = &[
     COLD_NATIVE,
     SESSIONS_ONE,
     SESSIONS_TWO_HUNDRED,
+    SESSIONS_LLM_ONE,
+    SESSIONS_LLM_TWO_HUNDRED,
 ];
 
 /// A row of the side-by-side table: one workload on each path it has.
@@ -251,6 +253,24 @@ pub const WORKLOADS: &[Workload] = &[
     },
 ];
 
+/// One session whose model answers in 500 ms, like a real model.
+pub const SESSIONS_LLM_ONE: Measure = Measure {
+    group: "sessions_llm",
+    function: "one",
+    path: Path::SandboxApi,
+    meaning: "As `sessions/one`, with the model sleeping 500 ms per inference: the latency of a \
+              real model's answer. At least 1001 ms of waiting",
+};
+
+/// Two hundred sessions at once whose model answers in 500 ms.
+pub const SESSIONS_LLM_TWO_HUNDRED: Measure = Measure {
+    group: "sessions_llm",
+    function: "two_hundred",
+    path: Path::SandboxApi,
+    meaning: "As `sessions/two_hundred`, with the model sleeping 500 ms per inference: the same \
+              guest work per session against a wait like a real model's",
+};
+
 /// A row of the concurrency table: one task alone, and many at once on
 /// the same sandbox.
 #[derive(Debug, Clone, Copy)]
@@ -266,12 +286,20 @@ pub struct Concurrency {
 }
 
 /// The concurrency rows.
-pub const CONCURRENCY: &[Concurrency] = &[Concurrency {
-    name: "session with a tool call and a 20 ms model",
-    one: SESSIONS_ONE,
-    many: SESSIONS_TWO_HUNDRED,
-    tasks: crate::fixture::CONCURRENT_SESSIONS,
-}];
+pub const CONCURRENCY: &[Concurrency] = &[
+    Concurrency {
+        name: "session with a tool call and a 20 ms model",
+        one: SESSIONS_ONE,
+        many: SESSIONS_TWO_HUNDRED,
+        tasks: crate::fixture::CONCURRENT_SESSIONS,
+    },
+    Concurrency {
+        name: "session with a tool call and a 500 ms model",
+        one: SESSIONS_LLM_ONE,
+        many: SESSIONS_LLM_TWO_HUNDRED,
+        tasks: crate::fixture::CONCURRENT_SESSIONS,
+    },
+];
 
 /// One-off timings, measured outside criterion (each run takes seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
