@@ -12,12 +12,15 @@
 //!   their `main`, engines, middleware and tools; contains traps.
 //! - [`session`]: the tool loop, the middleware chain and the event stream,
 //!   shared by Rust-driven and JavaScript-driven sessions.
+//! - [`engines`]: inference providers (OpenAI-compatible, Anthropic) as
+//!   session engines.
 //! - [`Policy`]: limits, as plain data.
 //! - [`model`]: turns, blocks, tools, exports.
 //! - [`Error`]: the one error type, labelled with the failed operation.
 #![deny(missing_docs)]
 
 mod bindings;
+pub mod config;
 pub mod error;
 pub mod model;
 pub mod policy;
@@ -26,7 +29,7 @@ pub mod sandbox;
 mod schema;
 pub mod session;
 
-pub use error::{Error, Limit, Op, Result, ScriptError};
+pub use error::{Error, Limit, Op, ProviderErrorKind, Result, ScriptError};
 pub use policy::Policy;
 pub use sandbox::{HostServices, Runtime, RuntimeOptions, Sandbox, TaskOptions};
 pub use session::{Session, SessionBuilder};

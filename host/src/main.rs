@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+#[path = "cli/output.rs"]
+mod output;
+
 use clap::{Parser, Subcommand};
-use marionette::model::{Event, ExportInfo, LogLevel};
+use marionette::model::{ExportInfo, ExportKind};
 use marionette::{Error, Policy, Sandbox, TaskOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +37,17 @@ enum Command {
         /// Give up after this many milliseconds of wall-clock time.
         #[arg(long, value_name = "N")]
         timeout_ms: Option<u64>,
+        /// Print every event (console lines, session events) as a JSON line
+        /// on stdout, before the result.
+        #[arg(long)]
+        events: bool,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// List the tools of the script's tool registries, with their parameters.
+    Tools {
+        /// The script (an ES module).
+        script: PathBuf,
         #[command(flatten)]
         limits: Limits,
     },
@@ -74,10 +88,10 @@ fn parse_json(s: &str) -> Result<serde_json::Value, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The command reports failures itself; the log adds host problems only.
     use std::io::IsTerminal as _;
     let color = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // The command reports failures itself; the log adds host problems only.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(color)
@@ -108,9 +122,14 @@ fn main() -> ExitCode {
                 script,
                 input,
                 timeout_ms,
+                events,
                 limits,
-            } => run(script, input, timeout_ms, limits).await,
+            } => {
+                let display = output::Display { events, color };
+                run(script, input, timeout_ms, limits, display).await
+            }
             Command::Check { script, limits } => check(script, limits).await,
+            Command::Tools { script, limits } => tools(script, limits).await,
         }
     })
 }
@@ -140,16 +159,23 @@ async fn run(
     input: serde_json::Value,
     timeout_ms: Option<u64>,
     limits: Limits,
+    display: output::Display,
 ) -> ExitCode {
     let (sandbox, name, _) = match open(&script, &limits).await {
         Ok(opened) => opened,
         Err(code) => return code,
     };
+    eprintln!(
+        "marionette: no engine configured; engines.host() is the built-in echo engine (it answers \"READY\")"
+    );
+    let started = output::now();
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let printer = tokio::spawn(async move {
+        let mut tally = output::Tally::default();
         while let Some(event) = received.recv().await {
-            print_event(&event);
+            display.event(&event, &mut tally);
         }
+        (display, tally)
     });
     let options = TaskOptions {
         timeout: timeout_ms.map(Duration::from_millis),
@@ -157,8 +183,10 @@ async fn run(
         ..TaskOptions::default()
     };
     let result = sandbox.run_main(&name, &input, options).await;
-    // Every console line is printed before the result.
-    let _ = printer.await;
+    // Every event is shown before the result.
+    if let Ok((display, mut tally)) = printer.await {
+        display.summary(&mut tally, started.elapsed());
+    }
     sandbox.shutdown().await;
     match result {
         Ok(value) => {
@@ -187,15 +215,24 @@ async fn check(script: PathBuf, limits: Limits) -> ExitCode {
     }
 }
 
-fn print_event(event: &Event) {
-    // Session events (partials, tool calls) are the script's to print.
-    if let Event::Console { level, message } = event {
-        match level {
-            LogLevel::Debug | LogLevel::Info => eprintln!("{message}"),
-            LogLevel::Warn => eprintln!("warn: {message}"),
-            LogLevel::Error => eprintln!("error: {message}"),
-        }
+async fn tools(script: PathBuf, limits: Limits) -> ExitCode {
+    let (sandbox, name, exports) = match open(&script, &limits).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
+    };
+    sandbox.shutdown().await;
+    let registries: Vec<_> = exports
+        .iter()
+        .filter(|e| e.kind == ExportKind::ToolRegistry)
+        .collect();
+    if registries.is_empty() {
+        eprintln!("marionette: {name} exports no tool registry");
+        return ExitCode::from(1);
     }
+    for registry in registries {
+        output::print_tools(&registry.name, &registry.tools);
+    }
+    ExitCode::SUCCESS
 }
 
 /// Prints an error the way a person reads it; returns the exit code.

@@ -84,6 +84,59 @@ fn the_agent_example_runs_on_the_built_in_default_engine() {
 }
 
 #[test]
+fn events_print_as_json_lines_before_the_result_and_a_summary_ends_stderr() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = marionette(&["run", "examples/agent.js", "--events"], &repo);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (result, events) = lines.split_last().unwrap();
+    assert_eq!(result["answer"], "READY");
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["start", "final"]);
+    assert_eq!(events[1]["text"], "READY");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["sessionId"].is_string() && e["timestampMs"].is_number())
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("engines.host() is the built-in echo engine"),
+        "{err}"
+    );
+    let last = err.lines().last().unwrap();
+    assert!(last.starts_with("1 inference, 0 tool calls, "), "{last}");
+    assert!(
+        !err.contains("\x1b["),
+        "no colours when stderr is not a terminal"
+    );
+}
+
+#[test]
+fn tools_lists_each_registry_readably() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = marionette(&["tools", "examples/agent.js"], &repo);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "calculator:\n  add  Adds two numbers.\n      a: number, required\n      b: number, required\n  delete_everything  A tool the guard below never lets run.\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let name = script(dir.path(), "none.js", "export default () => 1;");
+    let out = marionette(&["tools", &name], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("exports no tool registry"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn input_defaults_to_an_empty_object_and_the_binary_runs_from_any_directory() {
     let dir = tempfile::tempdir().unwrap();
     let name = script(dir.path(), "echo.js", "export default (input) => input;");
@@ -115,7 +168,7 @@ fn a_thrown_error_prints_location_and_stack_and_exits_1() {
     let out = marionette(&["run", "errors.js"], &fixtures());
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    let mut lines = err.lines();
+    let mut lines = err.lines().skip_while(|l| l.starts_with("marionette: "));
     assert_eq!(lines.next(), Some("errors.js:3:13: TypeError: bad main"));
     assert!(err.contains("at inner (errors.js:3:13)"), "{err}");
     assert!(err.contains("at main (errors.js:"), "{err}");
