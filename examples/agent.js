@@ -1,5 +1,6 @@
 // A complete agent: an engine the host provides, a middleware, tools with
-// schemas, hooks that guard them, and the run's events as they happen.
+// schemas, hooks that guard them, and the run's events as they happen (the
+// command itself streams the model's text to stderr).
 //
 //   marionette run examples/agent.js --input '{"prompt": "what is 2 + 3?"}'
 //
@@ -54,7 +55,6 @@ export default async function main(input) {
     timeoutMs: 60_000,
     tags: { example: "agent" },
   });
-  run.on("partial", (e) => console.log(e.delta));
   run.on("tool-call", (e) => console.log(`-> ${e.toolCall.name}(${JSON.stringify(e.toolCall.input)})`));
   run.on("tool-result", (e) => console.log(`<- ${JSON.stringify(e.toolResult.result)}${e.toolResult.error ? ` (${e.toolResult.error})` : ""}`));
 

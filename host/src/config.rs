@@ -333,6 +333,74 @@ fn spec(name: &str, provider: Provider, profile: &EngineProfile, env: &dyn Env) 
     }
 }
 
+impl Resolved {
+    /// The host services these engines make: each engine by name, the
+    /// default as `engines.host()`, the built-in middleware, no tools.
+    ///
+    /// # Errors
+    /// An engine that cannot be built (an unusable base URL).
+    pub fn services(&self) -> crate::Result<crate::HostServices> {
+        let mut engines = crate::session::EngineRegistry::new();
+        for spec in &self.engines {
+            engines = engines.register(spec.name.clone(), spec.build()?);
+        }
+        Ok(crate::HostServices {
+            engines: engines.set_default(&self.default)?,
+            ..crate::HostServices::default()
+        })
+    }
+}
+
+impl EngineSpec {
+    /// The engine this spec describes.
+    ///
+    /// # Errors
+    /// As the provider's engine constructor.
+    pub fn build(&self) -> crate::Result<std::sync::Arc<dyn crate::session::Engine>> {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use crate::engines::{AnthropicConfig, AnthropicEngine, OpenAiConfig, OpenAiEngine};
+        let source = self
+            .api_key_env
+            .clone()
+            .unwrap_or_else(|| "the config file".into());
+        Ok(match self.provider {
+            Provider::Echo => Arc::new(crate::session::EchoEngine::new(
+                self.reply.clone().unwrap_or_else(|| "READY".into()),
+            )),
+            Provider::OpenAi => {
+                let defaults = OpenAiConfig::default();
+                Arc::new(OpenAiEngine::new(OpenAiConfig {
+                    base_url: self.base_url.clone().unwrap_or(defaults.base_url.clone()),
+                    api_key: self.api_key.as_ref().map(|k| k.expose().to_string()),
+                    api_key_source: source,
+                    model: self.model.clone().unwrap_or(defaults.model.clone()),
+                    timeout: self
+                        .timeout_secs
+                        .map(Duration::from_secs)
+                        .unwrap_or(defaults.timeout),
+                    ..defaults
+                })?)
+            }
+            Provider::Anthropic => {
+                let defaults = AnthropicConfig::default();
+                Arc::new(AnthropicEngine::new(AnthropicConfig {
+                    base_url: self.base_url.clone().unwrap_or(defaults.base_url.clone()),
+                    api_key: self.api_key.as_ref().map(|k| k.expose().to_string()),
+                    api_key_source: source,
+                    model: self.model.clone().unwrap_or(defaults.model.clone()),
+                    timeout: self
+                        .timeout_secs
+                        .map(Duration::from_secs)
+                        .unwrap_or(defaults.timeout),
+                    ..defaults
+                })?)
+            }
+        })
+    }
+}
+
 /// Parses a provider name as `--engine` gives it.
 pub fn provider_named(name: &str) -> Option<Provider> {
     Provider::parse(name)

@@ -94,6 +94,21 @@ pub enum Error {
         /// The operation that was refused.
         op: Op,
     },
+    /// An inference provider (an HTTP engine of [`engines`](crate::engines))
+    /// failed: a rejected key, a rate limit that outlasted the retries, a
+    /// server error, a broken or malformed stream, a timeout. The message
+    /// never contains the API key.
+    #[error("{op}: {provider}: {kind}: {message}")]
+    Provider {
+        /// The operation that failed (`openai.infer`, `anthropic.infer`).
+        op: Op,
+        /// The provider's name (`openai`, `anthropic`).
+        provider: String,
+        /// What kind of failure, to match on.
+        kind: ProviderErrorKind,
+        /// What happened, in words, with the provider's own message.
+        message: String,
+    },
     /// The host failed for a reason of its own (bad input from the caller,
     /// an instantiation failure, a guest that broke the protocol).
     #[error("{op}: {source:#}")]
@@ -118,6 +133,7 @@ impl Error {
             | Error::Script { op, .. }
             | Error::Limit { op, .. }
             | Error::Reentrant { op }
+            | Error::Provider { op, .. }
             | Error::Host { op, .. } => op,
         }
     }
@@ -155,6 +171,38 @@ impl fmt::Display for Limit {
             Limit::Stack => "stack",
             Limit::Fuel => "fuel",
             Limit::Output => "output",
+        })
+    }
+}
+
+/// What kind of failure an [`Error::Provider`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProviderErrorKind {
+    /// The API key is missing or was rejected (HTTP 401/403).
+    Unauthorized,
+    /// HTTP 429 still, after the retries the engine's config allows.
+    RateLimited,
+    /// The provider failed (HTTP 5xx, or an error event in the stream).
+    Server,
+    /// The answer broke the protocol: malformed data, or a stream that
+    /// broke off before its end.
+    Protocol,
+    /// No (complete) answer within the engine's timeout.
+    Timeout,
+    /// The request failed otherwise: unreachable host, HTTP 4xx.
+    Request,
+}
+
+impl fmt::Display for ProviderErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProviderErrorKind::Unauthorized => "unauthorized",
+            ProviderErrorKind::RateLimited => "rate limited",
+            ProviderErrorKind::Server => "server error",
+            ProviderErrorKind::Protocol => "protocol error",
+            ProviderErrorKind::Timeout => "timed out",
+            ProviderErrorKind::Request => "request failed",
         })
     }
 }

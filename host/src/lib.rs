@@ -21,6 +21,7 @@
 
 mod bindings;
 pub mod config;
+pub mod engines;
 pub mod error;
 pub mod model;
 pub mod policy;

@@ -13,7 +13,7 @@ mod output;
 
 use clap::{Parser, Subcommand};
 use marionette::model::{ExportInfo, ExportKind};
-use marionette::{Error, Policy, Sandbox, TaskOptions};
+use marionette::{Error, HostServices, Policy, Runtime, Sandbox, TaskOptions, config};
 use tracing_subscriber::EnvFilter;
 
 /// Sandboxed JavaScript for LLM applications.
@@ -42,6 +42,8 @@ enum Command {
         #[arg(long)]
         events: bool,
         #[command(flatten)]
+        engine: EngineArgs,
+        #[command(flatten)]
         limits: Limits,
     },
     /// List the tools of the script's tool registries, with their parameters.
@@ -59,6 +61,54 @@ enum Command {
         #[command(flatten)]
         limits: Limits,
     },
+}
+
+/// Which engine `engines.host()` is (precedence: these flags, then the
+/// environment, then the config file).
+#[derive(clap::Args)]
+struct EngineArgs {
+    /// The default engine: openai, anthropic, echo, or a profile of the
+    /// config file. The key comes from the provider's usual variable
+    /// (OPENAI_API_KEY, ANTHROPIC_API_KEY) or the profile's api_key_env.
+    #[arg(long, value_name = "NAME")]
+    engine: Option<String>,
+    /// The model the engine asks for.
+    #[arg(long)]
+    model: Option<String>,
+    /// The provider's base URL (an OpenAI-compatible server, a proxy).
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+    /// The config file (default: $MARIONETTE_CONFIG, else
+    /// ~/.config/marionette/config.toml when it exists).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    /// The resolved engines, or a usage error already printed.
+    fn resolve(&self) -> Result<config::Resolved, ExitCode> {
+        let env = config::ProcessEnv;
+        let path = self
+            .config
+            .clone()
+            .or_else(|| config::ConfigFile::default_path(&env));
+        let file = match path {
+            Some(path) => config::ConfigFile::load(&path).map_err(|e| {
+                eprintln!("marionette: {e:#}");
+                ExitCode::from(2)
+            })?,
+            None => config::ConfigFile::default(),
+        };
+        let flags = config::EngineFlags {
+            engine: self.engine.clone(),
+            model: self.model.clone(),
+            base_url: self.base_url.clone(),
+        };
+        config::resolve(&flags, &env, &file).map_err(|e| {
+            eprintln!("marionette: {e:#}");
+            ExitCode::from(2)
+        })
+    }
 }
 
 /// Limits of the sandbox the script runs in.
@@ -123,10 +173,15 @@ fn main() -> ExitCode {
                 input,
                 timeout_ms,
                 events,
+                engine,
                 limits,
             } => {
                 let display = output::Display { events, color };
-                run(script, input, timeout_ms, limits, display).await
+                let resolved = match engine.resolve() {
+                    Ok(resolved) => resolved,
+                    Err(code) => return code,
+                };
+                run(script, input, timeout_ms, limits, display, resolved).await
             }
             Command::Check { script, limits } => check(script, limits).await,
             Command::Tools { script, limits } => tools(script, limits).await,
@@ -134,17 +189,30 @@ fn main() -> ExitCode {
     })
 }
 
-/// Reads a script and loads it into a new sandbox.
+/// Reads a script and loads it into a new sandbox with no host services.
 async fn open(
     script: &PathBuf,
     limits: &Limits,
+) -> Result<(Sandbox, String, Vec<ExportInfo>), ExitCode> {
+    open_with(script, limits, HostServices::default()).await
+}
+
+/// Reads a script and loads it into a new sandbox offering `services`.
+async fn open_with(
+    script: &PathBuf,
+    limits: &Limits,
+    services: HostServices,
 ) -> Result<(Sandbox, String, Vec<ExportInfo>), ExitCode> {
     let source = std::fs::read_to_string(script).map_err(|e| {
         eprintln!("marionette: cannot read {}: {e}", script.display());
         ExitCode::from(2)
     })?;
     let name = script.display().to_string();
-    let sandbox = Sandbox::new(limits.policy())
+    let runtime = tokio::task::spawn_blocking(Runtime::shared)
+        .await
+        .map_err(|e| report(&Error::host("runtime", e)))?
+        .map_err(|e| report(&Error::host("runtime", e)))?;
+    let sandbox = Sandbox::with_services(runtime, limits.policy(), services)
         .await
         .map_err(|e| report(&e))?;
     let exports = sandbox
@@ -160,14 +228,21 @@ async fn run(
     timeout_ms: Option<u64>,
     limits: Limits,
     display: output::Display,
+    engines: config::Resolved,
 ) -> ExitCode {
-    let (sandbox, name, _) = match open(&script, &limits).await {
+    let services = match engines.services() {
+        Ok(services) => services,
+        Err(e) => return report(&e),
+    };
+    let (sandbox, name, _) = match open_with(&script, &limits, services).await {
         Ok(opened) => opened,
         Err(code) => return code,
     };
-    eprintln!(
-        "marionette: no engine configured; engines.host() is the built-in echo engine (it answers \"READY\")"
-    );
+    if engines.built_in_default {
+        eprintln!(
+            "marionette: no engine configured; engines.host() is the built-in echo engine (it answers \"READY\"; see --engine)"
+        );
+    }
     let started = output::now();
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let printer = tokio::spawn(async move {

@@ -136,6 +136,85 @@ fn tools_lists_each_registry_readably() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_example_drives_a_provider_and_streams_its_text() {
+    use crate::fake_provider::{FakeProvider, Reply};
+    let provider = FakeProvider::start(vec![
+        Reply::sse_fixture("openai_tool_calls.sse"),
+        Reply::sse_fixture("openai_text.sse"),
+    ])
+    .await;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let base_url = format!("{}/v1", provider.url);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_marionette"))
+            .args([
+                "run",
+                "examples/agent.js",
+                "--engine",
+                "openai",
+                "--model",
+                "gpt-test",
+                "--base-url",
+                &base_url,
+            ])
+            .args([
+                "--input",
+                r#"{"prompt": "what is 2 + 3? mail ada@example.com"}"#,
+            ])
+            .current_dir(&repo)
+            .env("OPENAI_API_KEY", "sk-test-key")
+            .env("NO_COLOR", "1")
+            .env_remove("MARIONETTE_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "stderr: {err}");
+    // The tool calls streamed in pieces were put together and run.
+    assert!(err.contains(r#"-> add({"a":2,"b":3})"#), "{err}");
+    assert!(err.contains("<- 5"), "{err}");
+    assert!(
+        err.contains("2 inferences, 2 tool calls (1 failed)"),
+        "{err}"
+    );
+    assert!(!err.contains("built-in echo engine"), "{err}");
+    assert!(!err.contains("sk-test-key"), "the key is never printed");
+    let answer = result(&out)["answer"].as_str().unwrap().to_string();
+    assert!(
+        err.contains(&answer),
+        "the answer streamed to stderr as it came: {err}"
+    );
+    // What the provider received: the model, the system prompt, the redacted
+    // user text, the tools, and the key as a bearer token.
+    let requests = provider.requests();
+    assert_eq!(requests.len(), 2);
+    let body = &requests[0].body;
+    assert_eq!(body["model"], "gpt-test");
+    assert_eq!(body["stream"], true);
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "system");
+    assert!(
+        messages[1]["content"].as_str().unwrap().contains("[email]"),
+        "{body}"
+    );
+    let tools: Vec<&str> = body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["add", "delete_everything"]);
+    assert!(
+        requests[0]
+            .headers
+            .iter()
+            .any(|(n, v)| n == "authorization" && v == "Bearer sk-test-key")
+    );
+}
+
 #[test]
 fn input_defaults_to_an_empty_object_and_the_binary_runs_from_any_directory() {
     let dir = tempfile::tempdir().unwrap();

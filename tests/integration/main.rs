@@ -3,7 +3,9 @@
 mod api;
 mod cli;
 mod common;
+mod fake_provider;
 mod guest;
+mod providers;
 mod python;
 mod sandbox;
 mod sessions;

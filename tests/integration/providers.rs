@@ -1,0 +1,525 @@
+//! The provider engines against the fake provider: streaming, tool calls,
+//! usage, the request they send, and every error kind. The tests against
+//! the real endpoints are `#[ignore]`d: `OPENAI_API_KEY=... cargo test
+//! --release --test integration providers -- --ignored`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use marionette::engines::{AnthropicConfig, AnthropicEngine, OpenAiConfig, OpenAiEngine};
+use marionette::model::{Block, BlockKind, ToolDefinition, Turn};
+use marionette::session::{
+    Engine, EventEmitter, EventKind, HostTools, InferenceContext, RunOptions, Session, ToolChoice,
+};
+use marionette::{Error, ProviderErrorKind};
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::fake_provider::{FakeProvider, Reply, provider_fixture};
+
+const KEY: &str = "sk-test-key-0123456789";
+
+fn openai(server: &FakeProvider) -> OpenAiEngine {
+    OpenAiEngine::new(OpenAiConfig {
+        base_url: format!("{}/v1", server.url),
+        api_key: Some(KEY.into()),
+        model: "gpt-test".into(),
+        timeout: Duration::from_secs(10),
+        ..OpenAiConfig::default()
+    })
+    .unwrap()
+}
+
+fn anthropic(server: &FakeProvider) -> AnthropicEngine {
+    AnthropicEngine::new(AnthropicConfig {
+        base_url: server.url.clone(),
+        api_key: Some(KEY.into()),
+        model: "claude-test".into(),
+        max_tokens: 256,
+        timeout: Duration::from_secs(10),
+        ..AnthropicConfig::default()
+    })
+    .unwrap()
+}
+
+fn block(kind: BlockKind, text: &str) -> Block {
+    let mut payload = Map::new();
+    payload.insert("text".into(), json!(text));
+    Block {
+        id: format!("b-{text}"),
+        kind,
+        role: None,
+        payload,
+        metadata: Map::new(),
+    }
+}
+
+fn question() -> Turn {
+    Turn {
+        id: "t1".into(),
+        blocks: vec![
+            block(BlockKind::System, "be brief"),
+            block(BlockKind::User, "hi"),
+        ],
+        ..Turn::default()
+    }
+}
+
+fn tools() -> Vec<ToolDefinition> {
+    ["add", "weather"]
+        .into_iter()
+        .map(|name| ToolDefinition {
+            name: name.into(),
+            description: format!("the {name} tool"),
+            parameters: json!({"type": "object"}),
+        })
+        .collect()
+}
+
+/// A context whose events the test reads.
+fn context(
+    tools: Vec<ToolDefinition>,
+    choice: ToolChoice,
+) -> (
+    InferenceContext,
+    UnboundedReceiver<marionette::session::SessionEvent>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = InferenceContext {
+        tools: tools.into(),
+        tool_choice: choice,
+        events: EventEmitter::new("s", vec![tx]).for_inference("i", "t1"),
+        ..InferenceContext::default()
+    };
+    (ctx, rx)
+}
+
+fn partial(event: Option<marionette::session::SessionEvent>) -> (String, String) {
+    match event.map(|e| e.kind) {
+        Some(EventKind::Partial { delta, completion }) => (delta, completion),
+        other => panic!("expected a partial event, got {other:?}"),
+    }
+}
+
+/// The provider error of `result`: its kind and message.
+fn provider_error(result: marionette::Result<Turn>) -> (ProviderErrorKind, String) {
+    match result {
+        Err(Error::Provider { kind, message, .. }) => (kind, message),
+        other => panic!("expected a provider error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn openai_streams_partials_as_chunks_arrive() {
+    let gate = Arc::new(Notify::new());
+    let server = FakeProvider::start(vec![
+        Reply::sse_fixture("openai_text.sse").hold_before(2, gate.clone()),
+    ])
+    .await;
+    let engine = openai(&server);
+    let (ctx, mut rx) = context(vec![], ToolChoice::Auto);
+    let task = tokio::spawn(async move { engine.infer(question(), ctx).await });
+
+    // The first delta arrives while the server still holds the stream open.
+    assert_eq!(partial(rx.recv().await), ("Hello".into(), "Hello".into()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !task.is_finished(),
+        "the inference waits for the rest of the stream"
+    );
+    gate.notify_one();
+    let turn = task.await.unwrap().unwrap();
+    assert_eq!(
+        partial(rx.recv().await),
+        (", world".into(), "Hello, world".into())
+    );
+    assert_eq!(
+        partial(rx.recv().await),
+        ("!".into(), "Hello, world!".into())
+    );
+
+    assert_eq!(turn.blocks.len(), 3, "the input blocks, then the answer");
+    let answer = &turn.blocks[2];
+    assert_eq!(
+        (answer.kind, answer.payload["text"].as_str()),
+        (BlockKind::LlmText, Some("Hello, world!"))
+    );
+    assert_eq!(answer.metadata["finish_reason"], "stop");
+    assert_eq!(answer.metadata["model"], "gpt-4o-mini-2024-07-18");
+    assert_eq!(answer.metadata["usage"]["total_tokens"], 23);
+    assert_eq!(turn.metadata["usage"]["prompt_tokens"], 19);
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/v1/chat/completions")
+    );
+    assert_eq!(request.headers["authorization"], format!("Bearer {KEY}"));
+    assert_eq!(
+        request.body,
+        json!({"model": "gpt-test", "stream": true, "stream_options": {"include_usage": true},
+               "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]})
+    );
+}
+
+#[tokio::test]
+async fn openai_assembles_streamed_tool_calls() {
+    let server = FakeProvider::start(vec![Reply::sse_fixture("openai_tool_calls.sse")]).await;
+    let (ctx, _rx) = context(tools(), ToolChoice::Required);
+    let turn = openai(&server).infer(question(), ctx).await.unwrap();
+    let calls: Vec<&Block> = turn
+        .blocks
+        .iter()
+        .filter(|b| b.kind == BlockKind::ToolCall)
+        .collect();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].payload["id"], "call_add");
+    assert_eq!(calls[0].payload["args"], json!({"a": 2, "b": 3}));
+    assert_eq!(calls[1].payload["name"], "weather");
+    assert_eq!(calls[1].payload["args"], json!({"city": "Paris"}));
+    assert_eq!(calls[1].metadata["finish_reason"], "tool_calls");
+    assert_eq!(calls[1].metadata["usage"]["completion_tokens"], 38);
+
+    let body = &server.requests()[0].body;
+    assert_eq!(body["tool_choice"], "required");
+    assert_eq!(
+        body["tools"][0],
+        json!({"type": "function", "function": {"name": "add", "description": "the add tool",
+               "parameters": {"type": "object"}}})
+    );
+}
+
+#[tokio::test]
+async fn openai_keeps_invalid_arguments_as_text() {
+    let server = FakeProvider::start(vec![Reply::sse_fixture("openai_bad_args.sse")]).await;
+    let (ctx, _rx) = context(tools(), ToolChoice::Auto);
+    let turn = openai(&server).infer(question(), ctx).await.unwrap();
+    assert_eq!(turn.blocks[2].payload["args"], json!("{\"a\": 2, \"b\":"));
+}
+
+#[tokio::test]
+async fn openai_runs_a_tool_loop_in_a_session() {
+    let server = FakeProvider::start(vec![
+        Reply::sse_fixture("openai_tool_calls.sse"),
+        Reply::sse_fixture("openai_text.sse"),
+    ])
+    .await;
+    let [add, weather]: [ToolDefinition; 2] = tools().try_into().unwrap();
+    let host = HostTools::new("host")
+        .register(add, |args: Value, _ctx| async move {
+            Ok(json!(
+                args["a"].as_i64().unwrap_or(0) + args["b"].as_i64().unwrap_or(0)
+            ))
+        })
+        .register(
+            weather,
+            |_args: Value, _ctx| async move { Ok(json!("sunny")) },
+        );
+    let session = Session::builder()
+        .engine(Arc::new(openai(&server)))
+        .tools(Arc::new(host))
+        .build()
+        .unwrap();
+    let out = session
+        .run(Some(question()), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.blocks.last().unwrap().payload["text"], "Hello, world!");
+    let second = &server.requests()[1].body["messages"];
+    assert_eq!(second[2]["tool_calls"][1]["function"]["name"], "weather");
+    assert_eq!(
+        second[3],
+        json!({"role": "tool", "tool_call_id": "call_add", "content": "5"})
+    );
+    assert_eq!(
+        second[4],
+        json!({"role": "tool", "tool_call_id": "call_weather", "content": "sunny"})
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_key_names_its_source_and_hides_the_key() {
+    let server = FakeProvider::start(vec![Reply::json_fixture(401, "openai_401.json")]).await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let result = openai(&server).infer(question(), ctx).await;
+    let text = result.as_ref().unwrap_err().to_string();
+    assert!(!text.contains(KEY), "{text}");
+    assert!(
+        text.starts_with("openai.infer: openai: unauthorized: HTTP 401"),
+        "{text}"
+    );
+    let (kind, message) = provider_error(result);
+    assert_eq!(kind, ProviderErrorKind::Unauthorized);
+    assert!(
+        message.contains("OPENAI_API_KEY") && message.contains("Incorrect API key"),
+        "{message}"
+    );
+
+    let server = FakeProvider::start(vec![Reply::json_fixture(401, "anthropic_401.json")]).await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let (kind, message) = provider_error(anthropic(&server).infer(question(), ctx).await);
+    assert_eq!(kind, ProviderErrorKind::Unauthorized);
+    assert!(
+        message.contains("ANTHROPIC_API_KEY") && message.contains("invalid x-api-key"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_is_retried_after_retry_after() {
+    let server = FakeProvider::start(vec![
+        Reply::json_fixture(429, "openai_429.json").header("retry-after", "1"),
+        Reply::sse_fixture("openai_text.sse"),
+    ])
+    .await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let started = Instant::now();
+    let turn = openai(&server).infer(question(), ctx).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(turn.blocks[2].payload["text"], "Hello, world!");
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_rate_limit_beyond_the_bounds_fails_typed() {
+    // Retries exhausted.
+    let server = FakeProvider::start(vec![
+        Reply::json_fixture(429, "openai_429.json").header("retry-after", "0"),
+        Reply::json_fixture(429, "openai_429.json").header("retry-after", "0"),
+    ])
+    .await;
+    let engine = OpenAiEngine::new(OpenAiConfig {
+        max_retries: 1,
+        ..openai(&server).config().clone()
+    })
+    .unwrap();
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let (kind, message) = provider_error(engine.infer(question(), ctx).await);
+    assert_eq!(kind, ProviderErrorKind::RateLimited);
+    assert!(
+        message.contains("after 1 retries") && message.contains("Rate limit reached"),
+        "{message}"
+    );
+    assert_eq!(server.requests().len(), 2);
+
+    // A retry-after past the total wait fails at once.
+    let server = FakeProvider::start(vec![
+        Reply::json_fixture(429, "openai_429.json").header("retry-after", "60"),
+    ])
+    .await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let started = Instant::now();
+    let (kind, _) = provider_error(openai(&server).infer(question(), ctx).await);
+    assert_eq!(kind, ProviderErrorKind::RateLimited);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_server_error_quotes_the_provider() {
+    let server = FakeProvider::start(vec![Reply::json_fixture(500, "openai_500.json")]).await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let (kind, message) = provider_error(openai(&server).infer(question(), ctx).await);
+    assert_eq!(kind, ProviderErrorKind::Server);
+    assert!(
+        message.starts_with("HTTP 500 Internal Server Error: The server had an error"),
+        "{message}"
+    );
+
+    let server = FakeProvider::start(vec![Reply::sse_fixture("anthropic_error_event.sse")]).await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let (kind, message) = provider_error(anthropic(&server).infer(question(), ctx).await);
+    assert_eq!(kind, ProviderErrorKind::Server);
+    assert!(message.contains("Overloaded"), "{message}");
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_off_is_a_protocol_error() {
+    let cases = [
+        (
+            "openai",
+            Reply::sse_fixture("openai_cut.sse"),
+            "ended before its end",
+        ),
+        (
+            "openai",
+            Reply::sse_fixture("openai_text.sse").abort_after(3),
+            "broke off",
+        ),
+        (
+            "anthropic",
+            Reply::sse_fixture("anthropic_cut.sse"),
+            "ended before its end",
+        ),
+        (
+            "anthropic",
+            Reply::sse_fixture("anthropic_text.sse").abort_after(4),
+            "broke off",
+        ),
+    ];
+    for (provider, reply, expected) in cases {
+        let server = FakeProvider::start(vec![reply]).await;
+        let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+        let result = match provider {
+            "openai" => openai(&server).infer(question(), ctx).await,
+            _ => anthropic(&server).infer(question(), ctx).await,
+        };
+        let (kind, message) = provider_error(result);
+        assert_eq!(kind, ProviderErrorKind::Protocol, "{provider}: {message}");
+        assert!(message.contains(expected), "{provider}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_data_is_a_protocol_error() {
+    let server = FakeProvider::start(vec![Reply::sse_fixture("openai_malformed.sse")]).await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let (kind, message) = provider_error(openai(&server).infer(question(), ctx).await);
+    assert_eq!(kind, ProviderErrorKind::Protocol);
+    assert!(message.starts_with("malformed data"), "{message}");
+}
+
+#[tokio::test]
+async fn a_stalled_stream_times_out() {
+    let never = Arc::new(Notify::new());
+    let server = FakeProvider::start(vec![
+        Reply::sse_fixture("openai_text.sse").hold_before(2, never),
+    ])
+    .await;
+    let engine = OpenAiEngine::new(OpenAiConfig {
+        timeout: Duration::from_millis(300),
+        ..openai(&server).config().clone()
+    })
+    .unwrap();
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let (kind, message) = provider_error(engine.infer(question(), ctx).await);
+    assert_eq!(kind, ProviderErrorKind::Timeout, "{message}");
+}
+
+#[tokio::test]
+async fn anthropic_streams_text_with_the_system_prompt_on_top() {
+    let gate = Arc::new(Notify::new());
+    let server = FakeProvider::start(vec![
+        Reply::sse_fixture("anthropic_text.sse").hold_before(4, gate.clone()),
+    ])
+    .await;
+    let engine = anthropic(&server);
+    let (ctx, mut rx) = context(vec![], ToolChoice::Auto);
+    let task = tokio::spawn(async move { engine.infer(question(), ctx).await });
+    assert_eq!(partial(rx.recv().await), ("Hello".into(), "Hello".into()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!task.is_finished());
+    gate.notify_one();
+    let turn = task.await.unwrap().unwrap();
+    assert_eq!(
+        partial(rx.recv().await),
+        (", world!".into(), "Hello, world!".into())
+    );
+    let answer = &turn.blocks[2];
+    assert_eq!(answer.payload["text"], "Hello, world!");
+    assert_eq!(answer.metadata["finish_reason"], "end_turn");
+    assert_eq!(answer.metadata["usage"]["input_tokens"], 25);
+    assert_eq!(answer.metadata["usage"]["output_tokens"], 6);
+
+    let request = &server.requests()[0];
+    assert_eq!(request.path, "/v1/messages");
+    assert_eq!(request.headers["x-api-key"], KEY);
+    assert_eq!(request.headers["anthropic-version"], "2023-06-01");
+    assert_eq!(
+        request.body,
+        json!({"model": "claude-test", "max_tokens": 256, "stream": true, "system": "be brief",
+               "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]})
+    );
+}
+
+#[tokio::test]
+async fn anthropic_assembles_tool_use() {
+    let server = FakeProvider::start(vec![Reply::sse_fixture("anthropic_tool_use.sse")]).await;
+    let (ctx, _rx) = context(tools(), ToolChoice::Required);
+    let turn = anthropic(&server).infer(question(), ctx).await.unwrap();
+    let kinds: Vec<BlockKind> = turn.blocks[2..].iter().map(|b| b.kind).collect();
+    assert_eq!(
+        kinds,
+        [BlockKind::LlmText, BlockKind::ToolCall, BlockKind::ToolCall]
+    );
+    assert_eq!(turn.blocks[3].payload["args"], json!({"a": 2, "b": 3}));
+    assert_eq!(turn.blocks[4].payload["id"], "toolu_02");
+    assert_eq!(turn.blocks[4].payload["args"], json!({"city": "Paris"}));
+    assert_eq!(turn.blocks[4].metadata["usage"]["output_tokens"], 89);
+
+    let body = &server.requests()[0].body;
+    assert_eq!(body["tool_choice"], json!({"type": "any"}));
+    assert_eq!(
+        body["tools"][1],
+        json!({"name": "weather", "description": "the weather tool", "input_schema": {"type": "object"}})
+    );
+}
+
+#[test]
+fn fixtures_are_the_wire_format() {
+    // Every SSE fixture ends its events with a blank line, as servers do.
+    for name in [
+        "openai_text.sse",
+        "openai_tool_calls.sse",
+        "anthropic_text.sse",
+        "anthropic_tool_use.sse",
+    ] {
+        assert!(provider_fixture(name).ends_with("\n\n"), "{name}");
+    }
+}
+
+/// Opt-in: the real OpenAI API (`OPENAI_API_KEY`, optional `OPENAI_MODEL`).
+#[tokio::test]
+#[ignore = "calls the real OpenAI API; needs OPENAI_API_KEY"]
+async fn real_openai() {
+    let key = std::env::var("OPENAI_API_KEY").expect("OPENAI_API_KEY");
+    let engine = OpenAiEngine::new(OpenAiConfig {
+        api_key: Some(key),
+        model: std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o-mini".into()),
+        ..OpenAiConfig::default()
+    })
+    .unwrap();
+    real_round_trip(&engine).await;
+}
+
+/// Opt-in: the real Anthropic API (`ANTHROPIC_API_KEY`, optional
+/// `ANTHROPIC_MODEL`).
+#[tokio::test]
+#[ignore = "calls the real Anthropic API; needs ANTHROPIC_API_KEY"]
+async fn real_anthropic() {
+    let key = std::env::var("ANTHROPIC_API_KEY").expect("ANTHROPIC_API_KEY");
+    let engine = AnthropicEngine::new(AnthropicConfig {
+        api_key: Some(key),
+        model: std::env::var("ANTHROPIC_MODEL")
+            .unwrap_or_else(|_| AnthropicConfig::default().model),
+        ..AnthropicConfig::default()
+    })
+    .unwrap();
+    real_round_trip(&engine).await;
+}
+
+/// Text with partials, then a forced tool call.
+async fn real_round_trip(engine: &dyn Engine) {
+    let (ctx, mut rx) = context(vec![], ToolChoice::Auto);
+    let turn = engine.infer(question(), ctx).await.unwrap();
+    assert_eq!(turn.blocks[2].kind, BlockKind::LlmText);
+    assert!(rx.try_recv().is_ok(), "at least one partial event");
+    let (ctx, _rx) = context(tools(), ToolChoice::Required);
+    let mut ask = question();
+    ask.blocks[1] = block(
+        BlockKind::User,
+        "What is 2 + 3? Use the add tool with a and b.",
+    );
+    let turn = engine.infer(ask, ctx).await.unwrap();
+    assert!(
+        turn.blocks.iter().any(|b| b.kind == BlockKind::ToolCall),
+        "{turn:?}"
+    );
+}
