@@ -196,6 +196,8 @@ declare module "marionette" {
     delta?: string;
     completion?: string;
     text?: string;
+    /** On `final`: the inference's token usage, when the engine reported it. */
+    usage?: JsonObject;
     toolCall?: { id: string; name: string; input: Json };
     toolResult?: { id: string; result: Json; error?: string };
     error?: string;

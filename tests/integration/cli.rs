@@ -177,8 +177,12 @@ async fn the_agent_example_drives_a_provider_and_streams_its_text() {
     assert!(err.contains(r#"-> add({"a":2,"b":3})"#), "{err}");
     assert!(err.contains("<- 5"), "{err}");
     assert!(
-        err.contains("2 inferences, 2 tool calls (1 failed)"),
+        err.contains("2 inferences, 2 tool calls (1 failed), "),
         "{err}"
+    );
+    assert!(
+        err.contains(" tokens in, "),
+        "the summary counts tokens: {err}"
     );
     assert!(!err.contains("built-in echo engine"), "{err}");
     assert!(!err.contains("sk-test-key"), "the key is never printed");

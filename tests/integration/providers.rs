@@ -168,8 +168,13 @@ async fn openai_streams_partials_as_chunks_arrive() {
 #[tokio::test]
 async fn openai_assembles_streamed_tool_calls() {
     let server = FakeProvider::start(vec![Reply::sse_fixture("openai_tool_calls.sse")]).await;
+    let engine = OpenAiEngine::new(OpenAiConfig {
+        extra_headers: vec![("openai-organization".into(), "org-test".into())],
+        ..openai(&server).config().clone()
+    })
+    .unwrap();
     let (ctx, _rx) = context(tools(), ToolChoice::Required);
-    let turn = openai(&server).infer(question(), ctx).await.unwrap();
+    let turn = engine.infer(question(), ctx).await.unwrap();
     let calls: Vec<&Block> = turn
         .blocks
         .iter()
@@ -183,7 +188,9 @@ async fn openai_assembles_streamed_tool_calls() {
     assert_eq!(calls[1].metadata["finish_reason"], "tool_calls");
     assert_eq!(calls[1].metadata["usage"]["completion_tokens"], 38);
 
-    let body = &server.requests()[0].body;
+    let request = &server.requests()[0];
+    assert_eq!(request.headers["openai-organization"], "org-test");
+    let body = &request.body;
     assert_eq!(body["tool_choice"], "required");
     assert_eq!(
         body["tools"][0],
@@ -378,6 +385,66 @@ async fn a_stream_that_breaks_off_is_a_protocol_error() {
 }
 
 #[tokio::test]
+async fn other_failures_are_request_errors() {
+    let server = FakeProvider::start(vec![Reply::json(
+        400,
+        r#"{"error": {"message": "Unrecognized request argument supplied: foo"}}"#,
+    )])
+    .await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let (kind, message) = provider_error(openai(&server).infer(question(), ctx).await);
+    assert_eq!(kind, ProviderErrorKind::Request);
+    assert_eq!(
+        message,
+        "HTTP 400 Bad Request: Unrecognized request argument supplied: foo"
+    );
+
+    // Nobody listens on the port any more.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let engine = AnthropicEngine::new(AnthropicConfig {
+        base_url,
+        ..AnthropicConfig::default()
+    })
+    .unwrap();
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let (kind, message) = provider_error(engine.infer(question(), ctx).await);
+    assert_eq!(kind, ProviderErrorKind::Request, "{message}");
+}
+
+#[tokio::test]
+async fn a_failed_inference_fails_the_run_and_appends_nothing() {
+    let server = FakeProvider::start(vec![Reply::json_fixture(500, "openai_500.json")]).await;
+    let session = Session::builder()
+        .engine(Arc::new(openai(&server)))
+        .build()
+        .unwrap();
+    let error = session
+        .run(Some(question()), RunOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Provider {
+                kind: ProviderErrorKind::Server,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        session
+            .turns()
+            .iter()
+            .flat_map(|t| &t.blocks)
+            .all(|b| b.kind != BlockKind::LlmText),
+        "no half-answered turn in the history"
+    );
+}
+
+#[tokio::test]
 async fn malformed_data_is_a_protocol_error() {
     let server = FakeProvider::start(vec![Reply::sse_fixture("openai_malformed.sse")]).await;
     let (ctx, _rx) = context(vec![], ToolChoice::Auto);
@@ -399,6 +466,20 @@ async fn a_stalled_stream_times_out() {
     })
     .unwrap();
     let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let (kind, message) = provider_error(engine.infer(question(), ctx.clone()).await);
+    assert_eq!(kind, ProviderErrorKind::Timeout, "{message}");
+    assert_eq!(message, "no complete answer within 0.3s");
+
+    // No answer at all: the headers never come.
+    let server = FakeProvider::start(vec![
+        Reply::sse_fixture("openai_text.sse").delay(Duration::from_secs(3)),
+    ])
+    .await;
+    let engine = OpenAiEngine::new(OpenAiConfig {
+        base_url: format!("{}/v1", server.url),
+        ..engine.config().clone()
+    })
+    .unwrap();
     let (kind, message) = provider_error(engine.infer(question(), ctx).await);
     assert_eq!(kind, ProviderErrorKind::Timeout, "{message}");
 }

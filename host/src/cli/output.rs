@@ -20,6 +20,9 @@ pub struct Display {
 #[derive(Debug, Default)]
 pub struct Tally {
     inferences: usize,
+    /// Tokens in and out, summed over the inferences that reported usage.
+    tokens_in: u64,
+    tokens_out: u64,
     tool_calls: usize,
     tool_errors: usize,
     /// Whether partial text is mid-line on stderr.
@@ -54,7 +57,12 @@ impl Display {
                     let _ = err.flush();
                     tally.streaming = true;
                 }
-                EventKind::Final { .. } => tally.end_stream(),
+                EventKind::Final { usage, .. } => {
+                    tally.end_stream();
+                    if let Some(usage) = usage {
+                        tally.add_usage(usage);
+                    }
+                }
                 EventKind::ToolCall { .. } => tally.tool_calls += 1,
                 EventKind::ToolResult { tool_result } => {
                     if tool_result.error.is_some() {
@@ -67,7 +75,7 @@ impl Display {
         }
     }
 
-    /// The one-line summary on stderr: inferences, tool calls, time.
+    /// The one-line summary on stderr: inferences, tool calls, tokens, time.
     pub fn summary(&self, tally: &mut Tally, elapsed: Duration) {
         tally.end_stream();
         if tally.inferences == 0 && tally.tool_calls == 0 {
@@ -78,8 +86,13 @@ impl Display {
         } else {
             String::new()
         };
+        let tokens = if tally.tokens_in + tally.tokens_out > 0 {
+            format!(", {} tokens in, {} out", tally.tokens_in, tally.tokens_out)
+        } else {
+            String::new()
+        };
         let line = format!(
-            "{} inference{}, {} tool call{}{errors}, {:.2}s",
+            "{} inference{}, {} tool call{}{errors}{tokens}, {:.2}s",
             tally.inferences,
             plural(tally.inferences),
             tally.tool_calls,
@@ -99,6 +112,13 @@ impl Display {
 }
 
 impl Tally {
+    /// Adds an inference's usage, in OpenAI's or Anthropic's field names.
+    fn add_usage(&mut self, usage: &serde_json::Value) {
+        let field = |names: &[&str]| names.iter().find_map(|n| usage[*n].as_u64()).unwrap_or(0);
+        self.tokens_in += field(&["prompt_tokens", "input_tokens"]);
+        self.tokens_out += field(&["completion_tokens", "output_tokens"]);
+    }
+
     /// Ends a line of streamed text, so what follows starts on its own line.
     fn end_stream(&mut self) {
         if self.streaming {

@@ -7,8 +7,7 @@ use async_trait::async_trait;
 use reqwest::header::HeaderMap;
 use serde_json::{Map, Value, json};
 
-use super::http::{self, Endpoint};
-use super::openai::header_map;
+use super::http::{self, Endpoint, header_map};
 use super::{append, args_of, str_field, text_block, text_of, tool_call_block, tool_result_of};
 use crate::error::{ProviderErrorKind, Result};
 use crate::model::{Block, BlockKind, Turn};
@@ -190,7 +189,7 @@ impl Engine for AnthropicEngine {
             let delta = answer
                 .apply(&data)
                 .map_err(|(kind, m)| self.endpoint.error(kind, m))?;
-            if let Some(delta) = delta {
+            if let Some(delta) = delta.filter(|_| ctx.events.has_sinks()) {
                 ctx.events.partial(delta, answer.text.clone());
             }
             if answer.done {

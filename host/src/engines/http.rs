@@ -7,7 +7,7 @@ use std::time::Duration;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use serde_json::Value;
 
 use crate::error::{Error, ProviderErrorKind, Result};
@@ -199,6 +199,19 @@ impl Endpoint {
     }
 }
 
+/// `extra_headers` as a header map.
+pub(crate) fn header_map(op: &'static str, headers: &[(String, String)]) -> Result<HeaderMap> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let name = HeaderName::try_from(name.as_str())
+            .map_err(|e| Error::host(op, anyhow::anyhow!("header name {name:?}: {e}")))?;
+        let value = HeaderValue::try_from(value.as_str())
+            .map_err(|e| Error::host(op, anyhow::anyhow!("header {name}: {e}")))?;
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
 /// The response body as server-sent events.
 pub(crate) fn events(
     response: reqwest::Response,
@@ -312,5 +325,17 @@ mod tests {
                 ..
             }
         ));
+        let keyless = Endpoint {
+            api_key: None,
+            ..endpoint
+        };
+        let text = keyless
+            .status_error(StatusCode::UNAUTHORIZED, "missing key")
+            .to_string();
+        assert_eq!(
+            text,
+            "openai.infer: openai: unauthorized: HTTP 401 Unauthorized: \
+             no API key was configured; set OPENAI_API_KEY: missing key"
+        );
     }
 }

@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde_json::{Map, Value, json};
 
-use super::http::{self, Endpoint};
+use super::http::{self, Endpoint, header_map};
 use super::{append, args_of, str_field, text_block, text_of, tool_call_block, tool_result_of};
-use crate::error::{Error, ProviderErrorKind, Result};
+use crate::error::{ProviderErrorKind, Result};
 use crate::model::{BlockKind, Turn};
 use crate::session::{Engine, InferenceContext, ToolChoice, new_id};
 
@@ -95,7 +95,7 @@ impl OpenAiEngine {
     /// pooled across calls).
     ///
     /// # Errors
-    /// [`Error::Host`] when an extra header is invalid or the TLS client
+    /// [`Error::Host`](crate::Error::Host) when an extra header is invalid or the TLS client
     /// cannot be built.
     pub fn new(config: OpenAiConfig) -> Result<Self> {
         let headers = header_map("openai.new", &config.extra_headers)?;
@@ -152,19 +152,6 @@ impl OpenAiEngine {
     }
 }
 
-/// `extra_headers` as a header map.
-pub(super) fn header_map(op: &'static str, headers: &[(String, String)]) -> Result<HeaderMap> {
-    let mut map = HeaderMap::new();
-    for (name, value) in headers {
-        let name = HeaderName::try_from(name.as_str())
-            .map_err(|e| Error::host(op, anyhow::anyhow!("header name {name:?}: {e}")))?;
-        let value = HeaderValue::try_from(value.as_str())
-            .map_err(|e| Error::host(op, anyhow::anyhow!("header {name}: {e}")))?;
-        map.insert(name, value);
-    }
-    Ok(map)
-}
-
 #[async_trait]
 impl Engine for OpenAiEngine {
     fn name(&self) -> &str {
@@ -204,7 +191,7 @@ impl Engine for OpenAiEngine {
             let delta = answer
                 .apply(&chunk)
                 .map_err(|(kind, m)| self.endpoint.error(kind, m))?;
-            if let Some(delta) = delta {
+            if let Some(delta) = delta.filter(|_| ctx.events.has_sinks()) {
                 ctx.events.partial(delta, answer.text.clone());
             }
         }

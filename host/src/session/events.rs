@@ -54,6 +54,10 @@ pub enum EventKind {
         /// The text of the `llm_text` blocks the inference appended, joined
         /// with newlines (empty when it appended none).
         text: String,
+        /// The inference's token usage, as the provider reported it, when
+        /// the engine reported any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Value>,
     },
     /// A tool call is about to be executed.
     ToolCall {

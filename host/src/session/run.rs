@@ -121,14 +121,25 @@ pub(crate) async fn run_loop(parts: &LoopParts, scope: &RunScope, mut turn: Turn
         let before: HashSet<String> = turn.blocks.iter().map(|b| b.id.clone()).collect();
         turn = chain(&parts.middlewares, parts.engine.clone(), ctx)(turn).await?;
         normalize(&mut turn);
-        let text: Vec<&str> = turn
+        let appended: Vec<&Block> = turn
             .blocks
             .iter()
-            .filter(|b| b.kind == BlockKind::LlmText && !before.contains(&b.id))
+            .filter(|b| !before.contains(&b.id))
+            .collect();
+        let text: Vec<&str> = appended
+            .iter()
+            .filter(|b| b.kind == BlockKind::LlmText)
             .filter_map(|b| b.payload.get("text").and_then(Value::as_str))
             .collect();
+        // Provider engines put the inference's token usage on the last block
+        // they append.
+        let usage = appended
+            .iter()
+            .rev()
+            .find_map(|b| b.metadata.get("usage").filter(|u| !u.is_null()).cloned());
         events.emit(EventKind::Final {
             text: text.join("\n"),
+            usage,
         });
         if tool_choice == ToolChoice::None {
             return Ok(turn);

@@ -59,7 +59,8 @@ async fn events_come_in_order_with_start_and_final_per_inference() {
     assert_eq!(
         events[3].kind,
         EventKind::Final {
-            text: "thinking hard".into()
+            text: "thinking hard".into(),
+            usage: None,
         }
     );
     let EventKind::ToolCall { tool_call } = &events[4].kind else {
@@ -76,7 +77,13 @@ async fn events_come_in_order_with_start_and_final_per_inference() {
         (tool_result.result.clone(), tool_result.error.clone()),
         (json!(3.0), None)
     );
-    assert_eq!(events[7].kind, EventKind::Final { text: "3".into() });
+    assert_eq!(
+        events[7].kind,
+        EventKind::Final {
+            text: "3".into(),
+            usage: None
+        }
+    );
     assert_eq!(session.latest().unwrap(), out);
 }
 
