@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod common;
+mod examples;
 mod fake_provider;
 mod guest;
 mod providers;
