@@ -161,3 +161,23 @@ async fn the_router_picks_a_host_engine_by_prompt() {
         .collect();
     assert_eq!(models, [json!("small-model"), json!("large-model")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_failure_reaches_the_script_as_a_named_error() {
+    let provider = FakeProvider::start(vec![Reply::json_fixture(401, "openai_401.json")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("catch.js");
+    std::fs::write(
+        &script,
+        "import { engines, turns } from 'marionette';\n\
+         export default async () => {\n\
+           try { await engines.host().infer(turns.newTurn({ blocks: [turns.newUserBlock('hi')] })); }\n\
+           catch (e) { return { name: e.name, says: e.message.includes('OPENAI_API_KEY') }; }\n\
+         };",
+    )
+    .unwrap();
+    let mut args = vec![script.display().to_string()];
+    args.extend(openai(&provider));
+    let out = result(&run(args).await);
+    assert_eq!(out, json!({"name": "AuthenticationError", "says": true}));
+}

@@ -12,7 +12,7 @@ use super::parts::{JsEngine, JsHooks, JsMiddleware, JsTools, Link};
 use super::services::{ChosenTools, HostServices};
 use super::{WeakSandbox, convert};
 use crate::bindings::marionette::runtime::types as wit;
-use crate::error::{Error, Op};
+use crate::error::{Error, Op, ProviderErrorKind};
 use crate::model::{ToolCall, ToolDefinition, Turn};
 use crate::session::{
     Engine, EventEmitter, EventSink, InferenceContext, Middleware, RunOptions, Session,
@@ -26,6 +26,16 @@ pub(crate) fn error_for_script(e: &Error) -> wit::ScriptError {
         Error::Script { error, .. } => convert::script_error_to_wit(error),
         Error::Canceled { .. } => convert::host_error("AbortError", e.to_string()),
         Error::Timeout { .. } => convert::host_error("TimeoutError", e.to_string()),
+        // Names a script can branch on (`e.name === "RateLimitError"`).
+        Error::Provider { kind, .. } => convert::host_error(
+            match kind {
+                ProviderErrorKind::Unauthorized => "AuthenticationError",
+                ProviderErrorKind::RateLimited => "RateLimitError",
+                ProviderErrorKind::Timeout => "TimeoutError",
+                _ => "ProviderError",
+            },
+            e.to_string(),
+        ),
         _ => convert::host_error("Error", e.to_string()),
     }
 }
