@@ -6,6 +6,7 @@ mod common;
 mod examples;
 mod fake_provider;
 mod guest;
+mod hostile;
 mod providers;
 mod python;
 mod sandbox;

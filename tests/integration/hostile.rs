@@ -1,0 +1,653 @@
+//! The hostile-script suite: one small script per attack in
+//! tests/fixtures/hostile/, each with its expected typed outcome, and after
+//! each one a normal script must still be served correctly by the same
+//! sandbox (or the instance it rebuilt).
+
+use std::time::{Duration, Instant};
+
+use marionette::model::{Event, ToolCall};
+use marionette::{Error, Limit, Policy, Sandbox, TaskOptions};
+use serde_json::{Value as Json, json};
+
+use crate::common::fixture;
+
+/// Small limits keep the suite fast.
+fn small_policy() -> Policy {
+    Policy {
+        memory_limit: 64 << 20,
+        entry_deadline: Duration::from_millis(300),
+        ..Policy::default()
+    }
+}
+
+fn script(name: &str) -> String {
+    fixture(&format!("hostile/{name}.js"))
+}
+
+/// What an attack must end with.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// Interrupted at the entry deadline: `Limit { Deadline }`.
+    Deadline,
+    /// The memory limit, soft (`Limit { Memory }`) or as a trap.
+    Memory,
+    /// The wasm stack: `Trapped { Stack }`, the instance rebuilt.
+    Stack,
+    /// The caller's wait ran out: `Timeout`.
+    Timeout,
+    /// Loading the script already fails with an error of this name.
+    LoadFails(&'static str),
+    /// `main` returns a value that passes this check.
+    Value(fn(&Json) -> Result<(), String>),
+}
+
+struct Case {
+    script: &'static str,
+    expect: Expect,
+    /// The caller's timeout, for attacks that may never settle.
+    timeout: Option<Duration>,
+    /// A longer entry deadline, for attacks that must meet another limit
+    /// first or that are legitimately busy for a while.
+    deadline: Option<Duration>,
+    input: fn() -> Json,
+}
+
+const fn case(script: &'static str, expect: Expect) -> Case {
+    Case {
+        script,
+        expect,
+        timeout: None,
+        deadline: None,
+        input: || json!({}),
+    }
+}
+
+const fn with_timeout(mut c: Case, ms: u64) -> Case {
+    c.timeout = Some(Duration::from_millis(ms));
+    c
+}
+
+const fn with_deadline(mut c: Case, ms: u64) -> Case {
+    c.deadline = Some(Duration::from_millis(ms));
+    c
+}
+
+fn cases() -> Vec<Case> {
+    use Expect::*;
+    vec![
+        // Infinite loops: the soft interrupt, wherever the loop runs.
+        case("loop_catch_interrupt", Deadline),
+        case("loop_promise_chain", Deadline),
+        with_timeout(case("loop_timer_callback", Deadline), 5_000),
+        case("loop_getter", Deadline),
+        case("loop_json_reviver", Deadline),
+        case("loop_sort_comparator", Deadline),
+        // Allocation bombs.
+        with_deadline(case("alloc_array_growth", Memory), 10_000),
+        with_deadline(case("alloc_string_doubling", Memory), 10_000),
+        with_deadline(case("alloc_typed_arrays", Memory), 10_000),
+        // Recursion bombs: QuickJS's stack check does not work on WASI.
+        case("recursion_mutual", Stack),
+        case("recursion_getter", Stack),
+        case("recursion_proxy", Stack),
+        case("recursion_tostring", Stack),
+        // Floods.
+        with_deadline(with_timeout(case("flood_promises", Memory), 20_000), 10_000),
+        with_deadline(with_timeout(case("flood_timers", Memory), 20_000), 10_000),
+        // Capabilities: nothing but the ECMAScript global and our few APIs.
+        case("probe_dynamic_import", Value(all_refused)),
+        case("probe_static_import_std", LoadFails("ReferenceError")),
+        case("probe_globals", Value(only_allowed_globals)),
+        case("probe_eval_tricks", Value(eval_reaches_nothing)),
+        // Never settles: only the caller's timeout ends it.
+        with_timeout(case("never_settles", Timeout), 300),
+        // Pollution of built-ins and API objects, then a second script.
+        case("pollute_json", Value(|v| expect_eq(v, &json!("polluted")))),
+        case("pollute_api", Value(api_objects_frozen)),
+        case(
+            "pollute_array_map",
+            Value(|v| expect_eq(v, &json!("polluted"))),
+        ),
+        case(
+            "pollute_array_push",
+            Value(|v| expect_eq(v, &json!("polluted"))),
+        ),
+        case(
+            "pollute_object_keys",
+            Value(|v| expect_eq(v, &json!("polluted"))),
+        ),
+    ]
+}
+
+fn expect_eq(got: &Json, want: &Json) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("expected {want}, got {}", short(got)))
+    }
+}
+
+fn all_refused(v: &Json) -> Result<(), String> {
+    let map = v.as_object().ok_or("not an object")?;
+    let loaded: Vec<_> = map.iter().filter(|(_, r)| *r != "refused").collect();
+    if map.len() == 12 && loaded.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("imports not refused: {loaded:?}"))
+    }
+}
+
+/// ECMAScript's global names plus what marionette adds on purpose.
+const ALLOWED_GLOBALS: &[&str] = &[
+    // ECMAScript
+    "AggregateError",
+    "AsyncDisposableStack",
+    "DisposableStack",
+    "SharedArrayBuffer",
+    "SuppressedError",
+    // QuickJS's own error class (thrown for out of memory, too much recursion)
+    "InternalError",
+    "Array",
+    "ArrayBuffer",
+    "BigInt",
+    "BigInt64Array",
+    "BigUint64Array",
+    "Boolean",
+    "DataView",
+    "Date",
+    "Error",
+    "EvalError",
+    "FinalizationRegistry",
+    "Float16Array",
+    "Float32Array",
+    "Float64Array",
+    "Function",
+    "Infinity",
+    "Int16Array",
+    "Int32Array",
+    "Int8Array",
+    "Iterator",
+    "JSON",
+    "Map",
+    "Math",
+    "NaN",
+    "Number",
+    "Object",
+    "Promise",
+    "Proxy",
+    "RangeError",
+    "ReferenceError",
+    "Reflect",
+    "RegExp",
+    "Set",
+    "String",
+    "Symbol",
+    "SyntaxError",
+    "TypeError",
+    "URIError",
+    "Uint16Array",
+    "Uint32Array",
+    "Uint8Array",
+    "Uint8ClampedArray",
+    "WeakMap",
+    "WeakRef",
+    "WeakSet",
+    "decodeURI",
+    "decodeURIComponent",
+    "encodeURI",
+    "encodeURIComponent",
+    "escape",
+    "eval",
+    "globalThis",
+    "isFinite",
+    "isNaN",
+    "parseFloat",
+    "parseInt",
+    "undefined",
+    "unescape",
+    // marionette
+    "console",
+    "setTimeout",
+    "clearTimeout",
+    "queueMicrotask",
+    "TextEncoder",
+    "TextDecoder",
+];
+
+fn only_allowed_globals(v: &Json) -> Result<(), String> {
+    let names = v["names"].as_array().ok_or("no names")?;
+    let extra: Vec<_> = names
+        .iter()
+        .filter_map(Json::as_str)
+        .filter(|n| !n.starts_with("Symbol(") && !ALLOWED_GLOBALS.contains(n))
+        .collect();
+    if !extra.is_empty() {
+        return Err(format!("unexpected globals: {extra:?}"));
+    }
+    let probes = v["probes"].as_object().ok_or("no probes")?;
+    let reachable: Vec<_> = probes
+        .iter()
+        .filter(|(_, t)| *t != "undefined")
+        .map(|(k, _)| k)
+        .collect();
+    if reachable.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("reachable: {reachable:?}"))
+    }
+}
+
+fn eval_reaches_nothing(v: &Json) -> Result<(), String> {
+    expect_eq(
+        v,
+        &json!({
+            "sameGlobal": true,
+            "asyncFunctionCtor": "function",
+            "process": "ReferenceError",
+            "require": "ReferenceError",
+            "std": "ReferenceError",
+            "os": "ReferenceError",
+            "Deno": "ReferenceError",
+            "fetch": "ReferenceError",
+            "importInEval": "object",
+        }),
+    )
+}
+
+fn api_objects_frozen(v: &Json) -> Result<(), String> {
+    expect_eq(
+        v,
+        &json!({
+            "tools.createRegistry": "TypeError",
+            "middlewares.fromJS": "TypeError",
+            "console.log": "TypeError",
+            "console.info": "TypeError",
+            "tools.extra": "TypeError",
+        }),
+    )
+}
+
+fn short(v: &Json) -> String {
+    let s = v.to_string();
+    if s.len() > 300 {
+        format!("{}... ({} bytes)", &s[..300], s.len())
+    } else {
+        s
+    }
+}
+
+fn describe(r: &marionette::Result<Json>) -> String {
+    match r {
+        Ok(v) => format!("Ok({})", short(v)),
+        Err(e) => {
+            let e = format!("{e:?}");
+            if e.len() > 400 {
+                format!("{}...", &e[..400])
+            } else {
+                e
+            }
+        }
+    }
+}
+
+fn check(expect: Expect, r: &marionette::Result<Json>) -> Result<(), String> {
+    let ok = match (expect, r) {
+        (
+            Expect::Deadline,
+            Err(Error::Limit {
+                limit: Limit::Deadline,
+                ..
+            }),
+        )
+        | (
+            Expect::Memory,
+            Err(
+                Error::Limit {
+                    limit: Limit::Memory,
+                    ..
+                }
+                | Error::Trapped {
+                    limit: Some(Limit::Memory),
+                    ..
+                },
+            ),
+        )
+        | (
+            Expect::Stack,
+            Err(Error::Trapped {
+                limit: Some(Limit::Stack),
+                ..
+            }),
+        )
+        | (Expect::Timeout, Err(Error::Timeout { .. })) => true,
+        (Expect::LoadFails(name), Err(Error::Script { error, .. })) => error.name == name,
+        (Expect::Value(f), Ok(v)) => return f(v),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("unexpected outcome {}", describe(r)))
+    }
+}
+
+/// The normal script, loaded after the attack ran: the sandbox must serve
+/// it exactly.
+async fn witness(sb: &Sandbox) -> Result<(), String> {
+    sb.load_with(
+        "witness.js",
+        script("witness"),
+        TaskOptions::timeout(Duration::from_secs(5)),
+    )
+    .await
+    .map_err(|e| format!("loading the witness after the attack: {e:?}"))?;
+    let input = json!({"n": 3, "nested": {"a": [1, "two", null, true]}});
+    let out = sb
+        .run_main(
+            "witness.js",
+            &input,
+            TaskOptions::timeout(Duration::from_secs(10)),
+        )
+        .await
+        .map_err(|e| format!("the witness after the attack: {e:?}"))?;
+    let want = json!({"echo": input, "doubled": [0, 2, 4], "registry": "function", "text": "n=3"});
+    expect_eq(&out, &want).map_err(|e| format!("the witness after the attack: {e}"))
+}
+
+async fn run_case(c: &Case) -> Result<(), String> {
+    let mut policy = small_policy();
+    if let Some(deadline) = c.deadline {
+        policy.entry_deadline = deadline;
+    }
+    let sb = Sandbox::new(policy)
+        .await
+        .map_err(|e| format!("sandbox: {e:?}"))?;
+    let options = TaskOptions {
+        timeout: c.timeout,
+        ..TaskOptions::default()
+    };
+    let file = format!("{}.js", c.script);
+    let outcome = match sb.load(file.clone(), script(c.script)).await {
+        Ok(_) if matches!(c.expect, Expect::LoadFails(_)) => {
+            return Err("the load succeeded".into());
+        }
+        Ok(_) => sb.run_main(&file, &(c.input)(), options).await,
+        Err(e) if matches!(c.expect, Expect::LoadFails(_)) => Err(e),
+        Err(e) => return Err(format!("load: {e:?}")),
+    };
+    let checked = check(c.expect, &outcome);
+    let served = witness(&sb).await;
+    match (checked, served) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) => Err(format!("{e} (the witness after it passed)")),
+        (Ok(()), Err(w)) => Err(w),
+        (Err(e), Err(w)) => Err(format!("{e}; and {w}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_scripts_end_with_their_typed_outcome_and_the_sandbox_serves_after() {
+    let mut failures = Vec::new();
+    let started = Instant::now();
+    for c in cases() {
+        let t = Instant::now();
+        let result = run_case(&c).await;
+        eprintln!(
+            "{:<28} {:>6}ms {}",
+            c.script,
+            t.elapsed().as_millis(),
+            match &result {
+                Ok(()) => "ok".to_string(),
+                Err(e) => e.clone(),
+            }
+        );
+        if let Err(e) = result {
+            failures.push(format!("{}: {e}", c.script));
+        }
+    }
+    eprintln!("table: {}ms", started.elapsed().as_millis());
+    assert!(
+        failures.is_empty(),
+        "hostile scripts:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Console output has no cap yet: this observes what reaches the host and
+/// that the sandbox serves after, without asserting a cap that does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_flood_is_delivered_and_the_sandbox_serves_after() {
+    let policy = Policy {
+        entry_deadline: Duration::from_secs(20),
+        ..small_policy()
+    };
+    let sb = Sandbox::new(policy).await.unwrap();
+    sb.load("flood_console.js", script("flood_console"))
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = TaskOptions {
+        timeout: Some(Duration::from_secs(30)),
+        events: Some(tx),
+        ..TaskOptions::default()
+    };
+    let t = Instant::now();
+    let out = sb
+        .run_main("flood_console.js", &json!({"lines": 100_000}), options)
+        .await;
+    let elapsed = t.elapsed();
+    let (mut lines, mut bytes) = (0usize, 0usize);
+    while let Ok(event) = rx.try_recv() {
+        if let Event::Console { message, .. } = event {
+            lines += 1;
+            bytes += message.len();
+        }
+    }
+    eprintln!(
+        "console flood: {} after {}ms, {lines} lines, {bytes} bytes reached the host",
+        describe(&out),
+        elapsed.as_millis()
+    );
+    // Today the lines are buffered in the guest until the entry ends: 100 MB
+    // of output meets the memory limit (a trap) before any line reaches the
+    // host. Either way the outcome is typed and the sandbox serves after.
+    match out {
+        Ok(v) => assert_eq!(v, json!(100_000)),
+        Err(Error::Limit {
+            limit: Limit::Memory,
+            ..
+        })
+        | Err(Error::Trapped {
+            limit: Some(Limit::Memory),
+            ..
+        }) => {}
+        Err(e) => panic!("console flood: unexpected {e:?}"),
+    }
+    witness(&sb).await.unwrap();
+}
+
+/// A 50 MB string returned from main, under the default policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_result_arrives_whole_and_the_sandbox_serves_after() {
+    let sb = Sandbox::new(Policy::default()).await.unwrap();
+    sb.load("huge_result.js", script("huge_result"))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let out = sb
+        .run_main("huge_result.js", &json!({}), TaskOptions::default())
+        .await;
+    eprintln!(
+        "huge result: {} after {}ms",
+        describe(&out),
+        t.elapsed().as_millis()
+    );
+    let out = out.unwrap();
+    let s = out.as_str().expect("a string");
+    assert_eq!(s.len(), 50_000_000);
+    assert!(s.bytes().all(|b| b == b'z'));
+    witness(&sb).await.unwrap();
+}
+
+/// Odd JSON from the host side: huge numbers, NULs, deep nesting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_json_input_from_the_host_is_echoed_or_a_typed_error() {
+    let sb = Sandbox::new(small_policy()).await.unwrap();
+    sb.load("echo_input.js", script("echo_input"))
+        .await
+        .unwrap();
+    let nested = |depth: usize| {
+        let mut v = json!([]);
+        for _ in 0..depth {
+            v = json!([v]);
+        }
+        v
+    };
+    // JavaScript numbers are doubles: big integers come back rounded.
+    let echoed = |v: Json| json!({"depth": 0, "echo": v});
+    let inputs: Vec<(&str, Json, Json)> = vec![
+        (
+            "u64::MAX",
+            json!(u64::MAX),
+            echoed(json!(18446744073709551616.0)),
+        ),
+        (
+            "i64::MIN",
+            json!(i64::MIN),
+            echoed(json!(-9223372036854775808.0)),
+        ),
+        ("f64::MAX", json!(f64::MAX), echoed(json!(f64::MAX))),
+        ("tiny", json!(5e-324), echoed(json!(5e-324))),
+        ("NULs", json!("a\u{0}b\u{0}"), echoed(json!("a\u{0}b\u{0}"))),
+        (
+            "astral",
+            json!("😀\u{FFFF}\u{10FFFF}"),
+            echoed(json!("😀\u{FFFF}\u{10FFFF}")),
+        ),
+        (
+            "depth 100",
+            nested(100),
+            json!({"depth": 100, "echo": nested(100)}),
+        ),
+    ];
+    for (what, input, want) in inputs {
+        let out = sb
+            .run_main(
+                "echo_input.js",
+                &input,
+                TaskOptions::timeout(Duration::from_secs(10)),
+            )
+            .await;
+        match out {
+            Ok(v) => assert_eq!(v, want, "odd input {what}"),
+            Err(e) => panic!("odd input {what}: {e:?}"),
+        }
+        witness(&sb)
+            .await
+            .unwrap_or_else(|e| panic!("after {what}: {e}"));
+    }
+    // 10k levels: QuickJS's JSON.parse recurses past the wasm stack (a
+    // contained trap; the instance is rebuilt).
+    match sb
+        .run_main(
+            "echo_input.js",
+            &nested(10_000),
+            TaskOptions::timeout(Duration::from_secs(10)),
+        )
+        .await
+    {
+        Err(Error::Trapped {
+            limit: Some(Limit::Stack),
+            ..
+        }) => {}
+        other => panic!("depth 10k: expected a stack trap, got {}", describe(&other)),
+    }
+    witness(&sb)
+        .await
+        .unwrap_or_else(|e| panic!("after depth 10k: {e}"));
+}
+
+/// Tool arguments that do not match the schema, of several shapes.
+#[tokio::test]
+async fn tool_arguments_of_the_wrong_shape_are_a_type_error_naming_the_tool() {
+    let sb = Sandbox::new(small_policy()).await.unwrap();
+    sb.load("schema_tools.js", script("schema_tools"))
+        .await
+        .unwrap();
+    let arguments = vec![
+        json!([2, [1, 2]]),
+        json!("factor=2"),
+        json!(null),
+        json!(42),
+        json!({"factor": 2, "v": [1, 2], "extra": true}),
+        json!({"factor": 2.5, "v": [1]}),
+        json!({"factor": 2, "v": [1, "2"]}),
+        json!({"factor": 2, "v": {"0": 1}}),
+        json!({"v": [1]}),
+    ];
+    for args in arguments {
+        let call = ToolCall {
+            id: "c".into(),
+            name: "scale".into(),
+            arguments: args.clone(),
+        };
+        match sb
+            .call_tool("schema_tools.js", "registry", &call, TaskOptions::default())
+            .await
+        {
+            Err(Error::Script { error, .. }) => {
+                assert_eq!(error.name, "TypeError", "arguments {args}");
+                assert!(
+                    error
+                        .message
+                        .starts_with(r#"invalid arguments for tool "scale": "#),
+                    "arguments {args}: {}",
+                    error.message
+                );
+            }
+            other => panic!(
+                "arguments {args}: expected a TypeError, got {}",
+                describe(&other)
+            ),
+        }
+    }
+    witness(&sb).await.unwrap();
+}
+
+// GAPS: cases left out of the table because they show a real gap; each
+// script is in tests/fixtures/hostile/ and fails as described (policy:
+// small_policy(), entry deadline raised to 10s for the alloc_* ones).
+//
+// - pollute_promise_then: it replaces Promise.prototype.then/catch and
+//   Promise.resolve, then returns "polluted". Its own run_main never answers
+//   (without a TaskOptions timeout the caller hangs forever; with 3s it is
+//   Error::Timeout), and from then on the sandbox is bricked for every
+//   script: load_with(witness, 2s) and call(...) both end in Timeout, and
+//   nothing rebuilds the instance (no trap happened). The runtime's task
+//   machinery uses the patchable Promise.prototype.then.
+// - pollute_object_prototype: Object.prototype.toJSON/then/polluted set;
+//   loading a second script fails with Error::Script TypeError "malformed
+//   export list: invalid type: string \"hijacked by toJSON\"" (op "exports
+//   witness.js"): the runtime's export list goes through a JSON.stringify
+//   that honours an inherited toJSON. Misleading, and breaks every later load.
+// - pollute_array_methods: Array.prototype.push/map/join/forEach and
+//   [Symbol.iterator] replaced; loading a second script fails with the
+//   attacker's Error "patched by pollute_array_methods" (op "exports
+//   witness.js"). (map alone and push alone are fine: see the table.)
+// - pollute_object_then: Object.prototype.then = function () {}; a second
+//   script's async main returning an object never settles (Timeout 10s):
+//   every object result is adopted as a thenable.
+// - pollute_global_timers: globalThis.setTimeout/console are writable and
+//   configurable on the one global all scripts share; a second script's
+//   setTimeout throws the attacker's error.
+// - loop_microtasks: an endless chain of promise reactions is not stopped
+//   by the 300ms entry deadline; it ends only at the caller's timeout
+//   (Error::Timeout after 5s), the sandbox then serves. Without a timeout it
+//   would burn CPU until cancelled.
+// - alloc_nested_objects, alloc_map_growth: out of memory ends as
+//   Error::Script { name: "Error", message: "uncaught null" } instead of
+//   Limit::Memory (QuickJS threw null for OOM); the sandbox serves after.
+// - echo_input with 200 levels of nesting: the guest's answer is refused by
+//   the host's serde_json recursion limit (128) as Error::Host "the task's
+//   result is not valid JSON: recursion limit exceeded": untyped and
+//   misleading (the JSON is valid; the 200-level input was accepted).
