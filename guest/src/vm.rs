@@ -51,6 +51,8 @@ const DEFAULT_GC_THRESHOLD: u64 = 4 << 20;
 thread_local! {
     static VM: RefCell<Option<Vm>> = const { RefCell::new(None) };
     static LIMITS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    /// Set when the host's interrupt handler said stop during this entry.
+    static INTERRUPTED: Cell<bool> = const { Cell::new(false) };
     /// What the host provides (engines, middleware, tools), as JSON for
     /// `dispatch.configure`.
     static HOST_INFO: RefCell<String> = RefCell::new(r#"{"engines":[],"middlewares":[],"tools":[]}"#.into());
@@ -96,7 +98,13 @@ fn boot() -> Vm {
     let runtime = javy::Runtime::new(config).expect("QuickJS runtime");
     let rt = runtime.context().runtime();
     rt.set_loader(OnlyMarionette, OnlyMarionette);
-    rt.set_interrupt_handler(Some(Box::new(host::should_interrupt)));
+    rt.set_interrupt_handler(Some(Box::new(|| {
+        let stop = host::should_interrupt();
+        if stop {
+            INTERRUPTED.with(|i| i.set(true));
+        }
+        stop
+    })));
     apply_limits(rt);
 
     let dispatch = runtime.context().with(|ctx| {
@@ -149,6 +157,9 @@ fn exception_text(ctx: &Ctx<'_>, e: rquickjs::Error) -> String {
 fn drain(runtime: &javy::Runtime) {
     let rt = runtime.context().runtime();
     loop {
+        if INTERRUPTED.with(Cell::get) {
+            break;
+        }
         match rt.execute_pending_job() {
             Ok(true) => {}
             Ok(false) => break,
@@ -173,6 +184,7 @@ fn entry<F>(task: Option<u64>, body: F) -> Vec<Effect>
 where
     F: for<'js> FnOnce(&Ctx<'js>, Object<'js>) -> rquickjs::Result<()>,
 {
+    INTERRUPTED.with(|i| i.set(false));
     VM.with(|cell| {
         let mut slot = cell.borrow_mut();
         let vm = slot.get_or_insert_with(boot);
@@ -192,6 +204,18 @@ where
             }
         });
         drain(&vm.runtime);
+        // A promise reaction turns even the interrupt into a rejection, and
+        // QuickJS checks for interrupts only every so many ticks: a chain of
+        // jobs that schedules itself survives the stop and would run again
+        // in every later entry, on other tasks' time. The VM is poisoned;
+        // trap, and the host rebuilds it.
+        if INTERRUPTED.with(Cell::get) && vm.runtime.has_pending_jobs() {
+            host::log(
+                LogLevel::Error,
+                "promise jobs kept scheduling themselves past the cpu deadline; the instance must be rebuilt",
+            );
+            panic!("runaway promise jobs after an interrupt");
+        }
     });
     natives::take()
 }

@@ -50,6 +50,8 @@ struct Case {
     /// first or that are legitimately busy for a while.
     deadline: Option<Duration>,
     input: fn() -> Json,
+    /// A memory limit other than the small policy's.
+    memory: Option<u64>,
 }
 
 const fn case(script: &'static str, expect: Expect) -> Case {
@@ -58,8 +60,15 @@ const fn case(script: &'static str, expect: Expect) -> Case {
         expect,
         timeout: None,
         deadline: None,
+        memory: None,
         input: || json!({}),
     }
+}
+
+/// The case with the default memory limit (256 MiB) instead of the small one.
+const fn with_default_memory(mut c: Case) -> Case {
+    c.memory = Some(256 << 20);
+    c
 }
 
 const fn with_timeout(mut c: Case, ms: u64) -> Case {
@@ -82,6 +91,12 @@ fn cases() -> Vec<Case> {
         case("loop_getter", Deadline),
         case("loop_json_reviver", Deadline),
         case("loop_sort_comparator", Deadline),
+        // A chain of jobs that reschedules itself outlives the interrupt:
+        // the guest traps on purpose and the instance is rebuilt.
+        with_timeout(
+            with_default_memory(case("loop_microtasks", Deadline)),
+            5_000,
+        ),
         // Allocation bombs.
         with_deadline(case("alloc_array_growth", Memory), 10_000),
         with_deadline(case("alloc_string_doubling", Memory), 10_000),
@@ -92,7 +107,6 @@ fn cases() -> Vec<Case> {
         case("recursion_proxy", Stack),
         case("recursion_tostring", Stack),
         // Floods.
-        with_deadline(with_timeout(case("flood_promises", Memory), 20_000), 10_000),
         with_deadline(with_timeout(case("flood_timers", Memory), 20_000), 10_000),
         // Capabilities: nothing but the ECMAScript global and our few APIs.
         case("probe_dynamic_import", Value(all_refused)),
@@ -294,10 +308,16 @@ fn check(expect: Expect, r: &marionette::Result<Json>) -> Result<(), String> {
     let ok = match (expect, r) {
         (
             Expect::Deadline,
-            Err(Error::Limit {
-                limit: Limit::Deadline,
-                ..
-            }),
+            Err(
+                Error::Limit {
+                    limit: Limit::Deadline,
+                    ..
+                }
+                | Error::Trapped {
+                    limit: Some(Limit::Deadline),
+                    ..
+                },
+            ),
         )
         | (
             Expect::Memory,
@@ -358,6 +378,9 @@ async fn run_case(c: &Case) -> Result<(), String> {
     let mut policy = small_policy();
     if let Some(deadline) = c.deadline {
         policy.entry_deadline = deadline;
+    }
+    if let Some(memory) = c.memory {
+        policy.memory_limit = memory;
     }
     let sb = Sandbox::new(policy)
         .await
@@ -615,6 +638,14 @@ async fn tool_arguments_of_the_wrong_shape_are_a_type_error_naming_the_tool() {
 }
 
 // GAPS: cases left out of the table because they show a real gap; each
+// (- loop_microtasks is in the table with the default memory limit; with the
+//   small one the chain runs out of memory first, the out-of-memory error
+//   becomes a rejection inside the chain, and the task is left pending until
+//   the caller's timeout: an out-of-memory error inside promise jobs is not
+//   reported yet.)
+// - flood_promises: 1M promises end either as Limit{Memory} or, when QuickJS
+//   cannot even allocate its error, as Script "Error: uncaught null"
+//   (see alloc_nested_objects below): left out until that is typed.
 // script is in tests/fixtures/hostile/ and fails as described (policy:
 // small_policy(), entry deadline raised to 10s for the alloc_* ones).
 //
@@ -640,10 +671,6 @@ async fn tool_arguments_of_the_wrong_shape_are_a_type_error_naming_the_tool() {
 // - pollute_global_timers: globalThis.setTimeout/console are writable and
 //   configurable on the one global all scripts share; a second script's
 //   setTimeout throws the attacker's error.
-// - loop_microtasks: an endless chain of promise reactions is not stopped
-//   by the 300ms entry deadline; it ends only at the caller's timeout
-//   (Error::Timeout after 5s), the sandbox then serves. Without a timeout it
-//   would burn CPU until cancelled.
 // - alloc_nested_objects, alloc_map_growth: out of memory ends as
 //   Error::Script { name: "Error", message: "uncaught null" } instead of
 //   Limit::Memory (QuickJS threw null for OOM); the sandbox serves after.

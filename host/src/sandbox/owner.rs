@@ -284,7 +284,8 @@ impl Owner {
         match result {
             Ok(r) => Ok((r, entry.interrupted)),
             Err(e) => {
-                let failure = TrapFailure::classify(&e, data.limits.denied, soft * 2);
+                let failure =
+                    TrapFailure::classify(&e, data.limits.denied, entry.interrupted, soft * 2);
                 tracing::warn!(task, error = %failure.message, "the guest trapped; its instance is rebuilt");
                 tracing::debug!(task, detail = format_args!("{e:?}"), "trap details");
                 self.lose_instance(&failure);
@@ -610,9 +611,21 @@ pub(crate) struct TrapFailure {
 }
 
 impl TrapFailure {
-    fn classify(e: &wasmtime::Error, memory_denied: bool, hard_deadline: Duration) -> Self {
+    fn classify(
+        e: &wasmtime::Error,
+        memory_denied: bool,
+        interrupted: bool,
+        hard_deadline: Duration,
+    ) -> Self {
         let trap = e.downcast_ref::<wasmtime::Trap>().copied();
         match trap {
+            // The guest gives up on purpose when JavaScript it was told to
+            // stop keeps scheduling itself (see the guest's `entry`).
+            Some(wasmtime::Trap::UnreachableCodeReached) if interrupted && !memory_denied => TrapFailure {
+                message: "cpu deadline: promise jobs kept scheduling themselves past the deadline; the instance was rebuilt"
+                    .into(),
+                limit: Some(Limit::Deadline),
+            },
             Some(wasmtime::Trap::Interrupt) => TrapFailure {
                 message: format!(
                     "cpu deadline: the script could not be interrupted and was stopped after {}ms",
