@@ -159,7 +159,8 @@ pub enum Limit {
     Stack,
     /// The fuel budget.
     Fuel,
-    /// Console output volume.
+    /// The volume or shape of what a script hands back (a result nested
+    /// too deeply).
     Output,
 }
 

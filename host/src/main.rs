@@ -243,7 +243,7 @@ async fn run(
             "marionette: no engine configured; engines.host() is the built-in echo engine (it answers \"READY\"; see --engine)"
         );
     }
-    let started = output::now();
+    let started = std::time::Instant::now();
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let printer = tokio::spawn(async move {
         let mut tally = output::Tally::default();

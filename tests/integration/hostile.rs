@@ -674,7 +674,5 @@ async fn tool_arguments_of_the_wrong_shape_are_a_type_error_naming_the_tool() {
 // - alloc_nested_objects, alloc_map_growth: out of memory ends as
 //   Error::Script { name: "Error", message: "uncaught null" } instead of
 //   Limit::Memory (QuickJS threw null for OOM); the sandbox serves after.
-// - echo_input with 200 levels of nesting: the guest's answer is refused by
-//   the host's serde_json recursion limit (128) as Error::Host "the task's
-//   result is not valid JSON: recursion limit exceeded": untyped and
-//   misleading (the JSON is valid; the 200-level input was accepted).
+// (- echo_input with 200 levels of nesting: now a typed Limit::Output
+//   "nested deeper than 128 levels"; see sandbox::a_result_nested_too_deeply_is_a_typed_limit.)

@@ -270,6 +270,45 @@ async fn hundreds_of_concurrent_tasks_interleave_in_one_vm() {
 }
 
 #[tokio::test]
+async fn a_result_nested_too_deeply_is_a_typed_limit() {
+    let sb = Sandbox::new(Policy::default()).await.unwrap();
+    sb.load(
+        "deep.js",
+        "export default ({ depth }) => { let v = 0; for (let i = 0; i < depth; i++) v = [v]; return v; };",
+    )
+    .await
+    .unwrap();
+    let ok = sb
+        .run_main("deep.js", &json!({"depth": 100}), TaskOptions::default())
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    match sb
+        .run_main("deep.js", &json!({"depth": 200}), TaskOptions::default())
+        .await
+    {
+        Err(Error::Limit {
+            limit: Limit::Output,
+            detail,
+            ..
+        }) => assert!(detail.contains("128 levels"), "{detail}"),
+        other => panic!("expected the output limit, got {other:?}"),
+    }
+    assert_serves_plain(&sb).await;
+}
+
+async fn assert_serves_plain(sb: &Sandbox) {
+    sb.load("plain.js", "export default () => 'fine';")
+        .await
+        .unwrap();
+    assert_eq!(
+        sb.run_main("plain.js", &json!({}), TaskOptions::default())
+            .await
+            .unwrap(),
+        json!("fine")
+    );
+}
+
+#[tokio::test]
 async fn bad_input_from_the_host_side_is_a_clear_error() {
     let sb = Sandbox::new(Policy::default()).await.unwrap();
     sb.load(

@@ -3,7 +3,7 @@
 //! `--events`, and a summary at the end.
 
 use std::io::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use marionette::model::{Event, LogLevel, ToolDefinition};
 use marionette::session::EventKind;
@@ -130,11 +130,6 @@ impl Tally {
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
-}
-
-/// When a run started, for the summary.
-pub fn now() -> Instant {
-    Instant::now()
 }
 
 /// Tools of a registry, readably: name, description, then each parameter

@@ -628,9 +628,22 @@ fn export_target(script: &str, name: &str) -> wit::Target {
 
 pub(crate) fn json_value(op: Op, value: wit::Value) -> Result<Json> {
     match value {
-        wit::Value::Json(text) => {
-            convert::json(&text, "the task's result").map_err(|e| Error::host(op, e))
-        }
+        wit::Value::Json(text) => serde_json::from_str(&text).map_err(|e| {
+            // serde_json refuses nesting past 128 levels (deeper would risk
+            // the host's stack): a limit of the result's shape, not a fault.
+            if e.to_string().starts_with("recursion limit exceeded") {
+                Error::Limit {
+                    op,
+                    limit: crate::Limit::Output,
+                    detail: "the result is nested deeper than 128 levels".into(),
+                }
+            } else {
+                Error::host(
+                    op,
+                    anyhow::Error::new(e).context("the task's result is not valid JSON"),
+                )
+            }
+        }),
         wit::Value::Turn(_) => Err(Error::host(
             op,
             anyhow::anyhow!("the guest returned a turn where JSON was expected"),
