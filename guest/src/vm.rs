@@ -15,7 +15,7 @@ use std::cell::{Cell, RefCell};
 
 use rquickjs::context::EvalOptions;
 use rquickjs::function::IntoArgs;
-use rquickjs::{Ctx, FromJs, Function, Module, Object, Persistent, Value};
+use rquickjs::{Ctx, FromJs, Function, Module, Object, Persistent, Value, qjs};
 
 use crate::convert;
 use crate::loader::{API_MODULE, OnlyMarionette};
@@ -34,6 +34,9 @@ const RUNTIME_JS: &str = concat!(
     include_str!("js/dispatch.js"),
     "\nreturn { api, dispatch };\n})",
 );
+
+/// Freezes the intrinsics, the API and the global object; see the file.
+const LOCKDOWN_JS: &str = include_str!("js/lockdown.js");
 
 /// The global that carries the API object into the `marionette` module's
 /// source for the instant it is evaluated; removed right after, before any
@@ -55,6 +58,11 @@ thread_local! {
     static INTERRUPTED: Cell<bool> = const { Cell::new(false) };
     /// What the host provides (engines, middleware, tools), as JSON for
     /// `dispatch.configure`.
+    /// The QuickJS runtime, for collections started from the interrupt
+    /// handler (where rquickjs's handle to it is locked).
+    static RAW_RUNTIME: Cell<*mut qjs::JSRuntime> = const { Cell::new(std::ptr::null_mut()) };
+    /// Linear memory size past which the next collection runs.
+    static GC_MARK: Cell<usize> = const { Cell::new(0) };
     static HOST_INFO: RefCell<String> = RefCell::new(r#"{"engines":[],"middlewares":[],"tools":[]}"#.into());
 }
 
@@ -99,6 +107,7 @@ fn boot() -> Vm {
     let rt = runtime.context().runtime();
     rt.set_loader(OnlyMarionette, OnlyMarionette);
     rt.set_interrupt_handler(Some(Box::new(|| {
+        pace_collections();
         let stop = host::should_interrupt();
         if stop {
             INTERRUPTED.with(|i| i.set(true));
@@ -107,13 +116,14 @@ fn boot() -> Vm {
     })));
     apply_limits(rt);
 
+    runtime.context().with(|ctx| {
+        // SAFETY: the context is live; this only reads its runtime pointer.
+        RAW_RUNTIME.with(|r| r.set(unsafe { qjs::JS_GetRuntime(ctx.as_raw().as_ptr()) }));
+    });
+
     let dispatch = runtime.context().with(|ctx| {
         let boot = || -> rquickjs::Result<Persistent<Object<'static>>> {
-            let mut options = EvalOptions::default();
-            options.global = true;
-            options.strict = true;
-            options.filename = Some("<marionette>".into());
-            let init: Function = ctx.eval_with_options(RUNTIME_JS, options)?;
+            let init: Function = ctx.eval_with_options(RUNTIME_JS, runtime_source())?;
             let parts: Object = init.call((natives::object(&ctx)?,))?;
             let api: Object = parts.get("api")?;
             let dispatch: Object = parts.get("dispatch")?;
@@ -123,13 +133,19 @@ fn boot() -> Vm {
                 let key = key?;
                 source.push_str(&format!("export const {key} = api.{key};\n"));
             }
-            ctx.globals().set(API_GLOBAL, api)?;
+            ctx.globals().set(API_GLOBAL, api.clone())?;
             let (_module, _evaluated) = Module::declare(ctx.clone(), API_MODULE, source)?.eval()?;
             ctx.globals().remove(API_GLOBAL)?;
             let info = HOST_INFO.with(|h| h.borrow().clone());
             dispatch
                 .get::<_, Function>("configure")?
                 .call::<_, ()>((info,))?;
+
+            let lockdown: Function = ctx.eval_with_options(LOCKDOWN_JS, runtime_source())?;
+            let unlocked: Vec<String> = lockdown.call((api,))?;
+            if !unlocked.is_empty() {
+                panic!("the lockdown left these mutable: {}", unlocked.join(", "));
+            }
             Ok(Persistent::save(&ctx, dispatch))
         };
         boot().unwrap_or_else(|e| {
@@ -139,6 +155,16 @@ fn boot() -> Vm {
     });
     drain(&runtime);
     Vm { runtime, dispatch }
+}
+
+/// How the runtime's own JavaScript is evaluated: strict, named so that its
+/// frames can be told from a script's.
+fn runtime_source() -> EvalOptions {
+    let mut options = EvalOptions::default();
+    options.global = true;
+    options.strict = true;
+    options.filename = Some("<marionette>".into());
+    options
 }
 
 fn exception_text(ctx: &Ctx<'_>, e: rquickjs::Error) -> String {
@@ -151,6 +177,43 @@ fn exception_text(ctx: &Ctx<'_>, e: rquickjs::Error) -> String {
     } else {
         e.to_string()
     }
+}
+
+/// Collects reference cycles as linear memory grows.
+///
+/// QuickJS paces its collections by the bytes it allocated, but on WASI it
+/// cannot measure an allocation (QuickJS-ng asks `malloc_usable_size` only
+/// on Linux, macOS and Windows) and counts every one as 8 bytes: its
+/// threshold of 4 MiB means half a million allocations, of any size. Cycles
+/// holding large buffers would fill the memory limit long before that. So
+/// the guest collects whenever linear memory grows past a mark: by half
+/// again while far from the limit, by half the room left near it. Called
+/// from the interrupt handler (every few thousand ticks of running
+/// JavaScript) and after every entry; reading the memory size is one
+/// instruction.
+fn pace_collections() {
+    let size = core::arch::wasm32::memory_size::<0>() * 65536;
+    let mark = GC_MARK.with(Cell::get);
+    if size <= mark {
+        return;
+    }
+    let runtime = RAW_RUNTIME.with(Cell::get);
+    if mark > 0 && !runtime.is_null() {
+        // SAFETY: the runtime lives as long as the VM (the pointer is set
+        // at boot); a collection may run wherever QuickJS allocates an
+        // object, which includes the points where it polls for interrupts.
+        unsafe { qjs::JS_RunGC(runtime) };
+    }
+    let (limit, _) = LIMITS.with(Cell::get);
+    let room = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(size);
+    let step = if room == 0 {
+        size / 2
+    } else {
+        (size / 2).min(room / 2)
+    };
+    GC_MARK.with(|m| m.set(size + step.max(1 << 20)));
 }
 
 /// Runs promise jobs until none is left, or JavaScript was interrupted.
@@ -216,6 +279,7 @@ where
             );
             panic!("runaway promise jobs after an interrupt");
         }
+        pace_collections();
     });
     natives::take()
 }

@@ -13,10 +13,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
-    /// Linear memory of the guest, in bytes. QuickJS's own heap limit is set
-    /// a little below it ([`Policy::QUICKJS_RESERVE`]), so a script that
-    /// allocates too much usually meets a catchable `InternalError: out of
-    /// memory` rather than a trap.
+    /// Linear memory of the guest, in bytes: everything the script and the
+    /// VM hold. When QuickJS cannot get more, the allocation fails inside
+    /// JavaScript and the task fails with
+    /// [`Limit::Memory`](crate::Limit::Memory) (the script can catch the
+    /// `InternalError: out of memory` when QuickJS had room to make it); when
+    /// the guest's own code cannot, the instance traps and is rebuilt
+    /// ([`Error::Trapped`](crate::Error::Trapped) with the same limit).
     pub memory_limit: u64,
     /// CPU time one entry into the guest may take (running a script's code
     /// until it awaits the host). At the deadline JavaScript is interrupted
@@ -36,7 +39,12 @@ impl Policy {
     /// guest (its Rust code, effects, the shadow stack).
     pub const QUICKJS_RESERVE: u64 = 8 << 20;
 
-    /// QuickJS's heap limit under this policy.
+    /// QuickJS's heap limit under this policy, as QuickJS counts its heap.
+    ///
+    /// Natively that is bytes. In the guest (WASI) QuickJS cannot measure
+    /// an allocation and counts each as 8 bytes, so this limit never binds
+    /// before the linear memory limit does; the guest uses it to pace its
+    /// collections of reference cycles.
     pub fn quickjs_memory_limit(&self) -> u64 {
         self.memory_limit
             .saturating_sub(Self::QUICKJS_RESERVE)

@@ -138,6 +138,10 @@ pub(crate) struct Owner {
     scripts: Vec<Script>,
     tasks: HashMap<u64, Task>,
     ops: HashMap<u64, PendingOp>,
+    /// Whether the guest was refused memory during the entry whose effects
+    /// are being processed: a task that failed then with QuickJS's
+    /// out-of-memory signs failed for the memory limit.
+    memory_refused: bool,
 }
 
 impl Drop for Owner {
@@ -170,6 +174,7 @@ impl Owner {
             scripts: Vec::new(),
             tasks: HashMap::new(),
             ops: HashMap::new(),
+            memory_refused: false,
         }
     }
 
@@ -282,7 +287,10 @@ impl Owner {
         let data = vm.store.data_mut();
         let entry = std::mem::take(&mut data.entry);
         match result {
-            Ok(r) => Ok((r, entry.interrupted)),
+            Ok(r) => {
+                self.memory_refused = data.limits.denied;
+                Ok((r, entry.interrupted))
+            }
             Err(e) => {
                 let failure =
                     TrapFailure::classify(&e, data.limits.denied, entry.interrupted, soft * 2);
@@ -565,7 +573,8 @@ impl Owner {
         let Some(task) = self.tasks.remove(&id) else {
             return; // cancelled, timed out or failed already
         };
-        let result = outcome.map_err(|e| failure(task.op.clone(), e));
+        let memory_refused = self.memory_refused;
+        let result = outcome.map_err(|e| failure(task.op.clone(), e, memory_refused));
         match (&task.kind, &result) {
             (TaskKind::Load { name, source }, Ok(_)) => {
                 self.scripts.retain(|s| &s.name != name);
@@ -588,14 +597,25 @@ impl Owner {
 }
 
 /// A task's JavaScript error as the caller sees it: QuickJS running out of
-/// its heap is the memory limit, anything else the script's own error.
-fn failure(op: Op, e: wit::ScriptError) -> Error {
-    if e.name == "InternalError" && e.message.contains("out of memory") {
+/// memory is the memory limit, anything else the script's own error.
+///
+/// QuickJS says so with `InternalError: out of memory`, or, when it cannot
+/// allocate even that error, by throwing `null` (the runtime reports it as
+/// "uncaught null"). A script may throw `null` too: that counts as the
+/// memory limit only when the guest was refused memory in the same entry.
+fn failure(op: Op, e: wit::ScriptError, memory_refused: bool) -> Error {
+    let out_of_memory = e.name == "InternalError" && e.message.contains("out of memory");
+    let null_thrown = e.name == "Error" && e.message == "uncaught null";
+    if out_of_memory || (memory_refused && null_thrown) {
+        let detail = if out_of_memory {
+            "the script's memory reached the policy's limit (InternalError: out of memory)"
+        } else {
+            "the script's memory reached the policy's limit (QuickJS could not allocate its error and threw null)"
+        };
         return Error::Limit {
             op,
             limit: Limit::Memory,
-            detail: "the script's heap reached the memory limit (InternalError: out of memory)"
-                .into(),
+            detail: detail.into(),
         };
     }
     Error::Script {
