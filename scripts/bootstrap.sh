@@ -8,7 +8,7 @@
 #      $WASI_SDK when it is set, otherwise Debian's clang-19, lld-19,
 #      libclang-rt-19-dev-wasm32 and wasi-libc, arranged into the layout
 #      rquickjs-sys expects (bin/clang, bin/ar, share/wasi-sysroot) under
-#      target/wasi-sdk;
+#      target/wasi-sdk, with bin/clang a wrapper (see step 2);
 #   3. with --python, the PyPI package `wasmtime` for the cross-language test.
 #
 # Prints the WASI_SDK folder to use as its last line.
@@ -33,15 +33,39 @@ else
 fi
 
 # 2. The WASI C toolchain.
-if [ -n "${WASI_SDK:-}" ]; then
+#
+# bin/clang is a wrapper that adds -D__GLIBC__: QuickJS-ng measures an
+# allocation with malloc_usable_size only on C libraries it knows (glibc,
+# macOS, Windows), and wasi-libc has it too. Without it QuickJS counts every
+# allocation as 8 bytes, whatever its size, and neither its heap limit nor
+# the pacing of its cycle collector works in the guest. No header of
+# wasi-libc tests __GLIBC__; in QuickJS it selects <malloc.h> and
+# malloc_usable_size and nothing else.
+write_clang_wrapper() { # $1: folder, $2: the real clang
+  local wrapper="$1/bin/clang" want
+  want=$(printf '#!/bin/sh\n# Written by scripts/bootstrap.sh (see there why).\nexec %s -D__GLIBC__ "$@"\n' "$2")
+  if [ -L "$wrapper" ] || [ ! -f "$wrapper" ] || [ "$(cat "$wrapper")" != "$want" ]; then
+    rm -f "$wrapper"
+    printf '%s\n' "$want" >"$wrapper"
+    chmod +x "$wrapper"
+    say "WASI C toolchain: $wrapper wraps $2 (QuickJS measures its allocations)"
+  fi
+}
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+case "$target_dir" in /*) ;; *) target_dir=$root/$target_dir ;; esac
+if [ -n "${WASI_SDK:-}" ] && [ "$WASI_SDK" != "$target_dir/wasi-sdk" ]; then
   for f in bin/clang bin/ar share/wasi-sysroot; do
     if [ ! -e "$WASI_SDK/$f" ]; then
       say "WASI_SDK=$WASI_SDK has no $f: point it at a WASI SDK, or unset it to use Debian's packages"
       exit 1
     fi
   done
-  say "WASI C toolchain: using WASI_SDK=$WASI_SDK"
-  sdk=$WASI_SDK
+  sdk=$target_dir/wasi-sdk
+  mkdir -p "$sdk/bin" "$sdk/share"
+  write_clang_wrapper "$sdk" "$WASI_SDK/bin/clang"
+  ln -sfn "$WASI_SDK/bin/ar" "$sdk/bin/ar"
+  ln -sfn "$WASI_SDK/share/wasi-sysroot" "$sdk/share/wasi-sysroot"
+  say "WASI C toolchain: using WASI_SDK=$WASI_SDK, arranged in $sdk"
 else
   pkgs=(clang-19 lld-19 llvm-19 libclang-rt-19-dev-wasm32 wasi-libc)
   missing=()
@@ -64,11 +88,9 @@ else
   else
     say "WASI C toolchain: Debian packages present (${pkgs[*]})"
   fi
-  target_dir=${CARGO_TARGET_DIR:-$root/target}
-  case "$target_dir" in /*) ;; *) target_dir=$root/$target_dir ;; esac
   sdk=$target_dir/wasi-sdk
   mkdir -p "$sdk/bin" "$sdk/share/wasi-sysroot/include" "$sdk/share/wasi-sysroot/lib"
-  ln -sfn /usr/bin/clang-19 "$sdk/bin/clang"
+  write_clang_wrapper "$sdk" /usr/bin/clang-19
   ln -sfn /usr/bin/llvm-ar-19 "$sdk/bin/ar"
   for triple in wasm32-wasi wasm32-wasip1 wasm32-wasip2; do
     ln -sfn /usr/include/wasm32-wasi "$sdk/share/wasi-sysroot/include/$triple"

@@ -21,7 +21,7 @@ use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use bindings::exports::marionette::runtime::vm::VmConfig;
+use bindings::exports::marionette::runtime::vm::{TaskCaps, VmConfig};
 use bindings::marionette::runtime::types::{Effect, LogLevel, Value};
 use bindings::{Marionette, MarionettePre};
 
@@ -95,6 +95,12 @@ impl DirectRuntime {
         let config = VmConfig {
             memory_limit: marionette::Policy::default().quickjs_memory_limit(),
             gc_threshold: 0,
+            // No caps: the benchmarks measure the guest, not the policy.
+            task_caps: TaskCaps {
+                console_lines: 0,
+                console_bytes: 0,
+                pending_ops: 0,
+            },
             host_engines: Vec::new(),
             host_middlewares: Vec::new(),
             host_tools: Vec::new(),

@@ -34,6 +34,7 @@ impl exports::marionette::runtime::vm::Guest for Component {
             &config.host_middlewares,
             &config.host_tools,
         );
+        natives::set_caps(config.task_caps);
         vm::configure(config.memory_limit, config.gc_threshold, info);
     }
 }
@@ -111,6 +112,7 @@ impl hooks::Guest for Component {
 
 impl tasks::Guest for Component {
     fn resume(op: u64, outcome: Outcome) -> Vec<Effect> {
+        natives::settled(op);
         match convert::outcome_to_json(&outcome) {
             Ok((ok, value)) => vm::dispatch("resume", (op as f64, ok, value)),
             // The host sent something the script cannot be given: reject the
@@ -124,6 +126,8 @@ impl tasks::Guest for Component {
     }
 
     fn cancel(task: u64, reason: String) -> Vec<Effect> {
-        vm::dispatch("cancel", (task as f64, reason))
+        let effects = vm::dispatch("cancel", (task as f64, reason));
+        natives::forget(task);
+        effects
     }
 }

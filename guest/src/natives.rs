@@ -6,18 +6,86 @@
 //! nothing left to do (see [`crate::vm`]).
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 use rquickjs::{Ctx, Exception, Function, Object, Result};
 
 use crate::convert;
+use crate::exports::marionette::runtime::vm::TaskCaps;
 use crate::marionette::runtime::host;
 use crate::marionette::runtime::types::{
-    ConsoleLine, Effect, Event, LogLevel, Request, TaskDone, TaskEvent, Value,
+    Cap, ConsoleLine, Effect, Event, LogLevel, OverCap, Request, TaskDone, TaskEvent, Value,
 };
 
 thread_local! {
     static EFFECTS: RefCell<Vec<Effect>> = const { RefCell::new(Vec::new()) };
     static NEXT_OP: Cell<u64> = const { Cell::new(1) };
+    static CAPS: Cell<TaskCaps> = const { Cell::new(TaskCaps { console_lines: 0, console_bytes: 0, pending_ops: 0 }) };
+    /// What each live task has produced, against the caps.
+    static USAGE: RefCell<HashMap<u64, Usage>> = RefCell::new(HashMap::new());
+    /// The task of each pending operation.
+    static OP_TASK: RefCell<HashMap<u64, u64>> = RefCell::new(HashMap::new());
+}
+
+/// What one task has produced so far.
+#[derive(Default)]
+struct Usage {
+    console_lines: u32,
+    console_bytes: u64,
+    pending_ops: u32,
+    /// Set once the task ran into a cap: it is reported once, and from then
+    /// on every console line and request of the task is refused.
+    over: bool,
+}
+
+/// Sets the caps per task (see `vm-config.task-caps`).
+pub fn set_caps(caps: TaskCaps) {
+    CAPS.with(|c| c.set(caps));
+}
+
+/// An operation was answered or released: it no longer counts.
+pub fn settled(op: u64) {
+    if let Some(task) = OP_TASK.with(|o| o.borrow_mut().remove(&op)) {
+        USAGE.with(|u| {
+            if let Some(usage) = u.borrow_mut().get_mut(&task) {
+                usage.pending_ops = usage.pending_ops.saturating_sub(1);
+            }
+        });
+    }
+}
+
+/// A task is done or cancelled: its counts go.
+pub fn forget(task: u64) {
+    USAGE.with(|u| u.borrow_mut().remove(&task));
+}
+
+/// Counts what `task` is about to produce with `count`; past a cap, reports
+/// the task once (an `over-cap` effect) and returns the `RangeError`
+/// message for the script.
+fn charge(
+    task: u64,
+    count: impl FnOnce(&mut Usage, TaskCaps) -> Option<(Cap, String)>,
+) -> std::result::Result<(), String> {
+    let caps = CAPS.with(Cell::get);
+    USAGE.with(|u| {
+        let mut usage = u.borrow_mut();
+        let usage = usage.entry(task).or_default();
+        if usage.over {
+            return Err("this task ran into a cap of its sandbox and is being stopped".to_string());
+        }
+        match count(usage, caps) {
+            None => Ok(()),
+            Some((cap, detail)) => {
+                usage.over = true;
+                push(Effect::OverCap(OverCap {
+                    task,
+                    cap,
+                    detail: detail.clone(),
+                }));
+                Err(detail)
+            }
+        }
+    })
 }
 
 /// Queues an effect of the current entry.
@@ -49,6 +117,13 @@ fn level(name: &str) -> LogLevel {
 pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
     let native = Object::new(ctx.clone())?;
 
+    // Whether a `null` just thrown is QuickJS out of memory (see
+    // `vm::heap_exhausted`).
+    native.set(
+        "heapExhausted",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| crate::vm::heap_exhausted(&ctx))?,
+    )?;
+
     native.set(
         "request",
         Function::new(
@@ -56,16 +131,28 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
             |ctx: Ctx<'js>, task: f64, what: String| -> Result<f64> {
                 let what = convert::host_op_from_json(&what)
                     .map_err(|e| Exception::throw_type(&ctx, &e.message))?;
+                let task = id(task);
+                charge(task, |usage, caps| {
+                    if caps.pending_ops > 0 && usage.pending_ops >= caps.pending_ops {
+                        return Some((
+                            Cap::Operations,
+                            format!(
+                                "too many pending host operations (timers included): this task may have {} at once",
+                                caps.pending_ops
+                            ),
+                        ));
+                    }
+                    usage.pending_ops += 1;
+                    None
+                })
+                .map_err(|message| Exception::throw_range(&ctx, &message))?;
                 let op = NEXT_OP.with(|n| {
                     let op = n.get();
                     n.set(op + 1);
                     op
                 });
-                push(Effect::Request(Request {
-                    op,
-                    task: id(task),
-                    what,
-                }));
+                OP_TASK.with(|o| o.borrow_mut().insert(op, task));
+                push(Effect::Request(Request { op, task, what }));
                 Ok(op as f64)
             },
         )?,
@@ -83,20 +170,53 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
 
     native.set(
         "release",
-        Function::new(ctx.clone(), |op: f64| push(Effect::Release(id(op))))?,
+        Function::new(ctx.clone(), |op: f64| {
+            settled(id(op));
+            push(Effect::Release(id(op)))
+        })?,
     )?;
 
     native.set(
         "console",
-        Function::new(ctx.clone(), |task: f64, lvl: String, message: String| {
-            push(Effect::Event(TaskEvent {
-                task: id(task),
-                event: Event::Console(ConsoleLine {
-                    level: level(&lvl),
-                    message,
-                }),
-            }))
-        })?,
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, task: f64, lvl: String, message: String| -> Result<()> {
+                let task = id(task);
+                let bytes = message.len() as u64;
+                charge(task, |usage, caps| {
+                    usage.console_lines += 1;
+                    usage.console_bytes += bytes;
+                    if caps.console_lines > 0 && usage.console_lines > caps.console_lines {
+                        return Some((
+                            Cap::Output,
+                            format!(
+                                "too much console output: this task may write {} lines",
+                                caps.console_lines
+                            ),
+                        ));
+                    }
+                    if caps.console_bytes > 0 && usage.console_bytes > caps.console_bytes {
+                        return Some((
+                            Cap::Output,
+                            format!(
+                                "too much console output: this task may write {} bytes",
+                                caps.console_bytes
+                            ),
+                        ));
+                    }
+                    None
+                })
+                .map_err(|message| Exception::throw_range(&ctx, &message))?;
+                push(Effect::Event(TaskEvent {
+                    task,
+                    event: Event::Console(ConsoleLine {
+                        level: level(&lvl),
+                        message,
+                    }),
+                }));
+                Ok(())
+            },
+        )?,
     )?;
 
     native.set(
@@ -111,6 +231,7 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
                 } else {
                     Ok(Value::Json(payload))
                 };
+                forget(id(task));
                 push(Effect::Done(TaskDone {
                     task: id(task),
                     outcome,

@@ -58,11 +58,6 @@ thread_local! {
     static INTERRUPTED: Cell<bool> = const { Cell::new(false) };
     /// What the host provides (engines, middleware, tools), as JSON for
     /// `dispatch.configure`.
-    /// The QuickJS runtime, for collections started from the interrupt
-    /// handler (where rquickjs's handle to it is locked).
-    static RAW_RUNTIME: Cell<*mut qjs::JSRuntime> = const { Cell::new(std::ptr::null_mut()) };
-    /// Linear memory size past which the next collection runs.
-    static GC_MARK: Cell<usize> = const { Cell::new(0) };
     static HOST_INFO: RefCell<String> = RefCell::new(r#"{"engines":[],"middlewares":[],"tools":[]}"#.into());
 }
 
@@ -107,7 +102,6 @@ fn boot() -> Vm {
     let rt = runtime.context().runtime();
     rt.set_loader(OnlyMarionette, OnlyMarionette);
     rt.set_interrupt_handler(Some(Box::new(|| {
-        pace_collections();
         let stop = host::should_interrupt();
         if stop {
             INTERRUPTED.with(|i| i.set(true));
@@ -115,11 +109,6 @@ fn boot() -> Vm {
         stop
     })));
     apply_limits(rt);
-
-    runtime.context().with(|ctx| {
-        // SAFETY: the context is live; this only reads its runtime pointer.
-        RAW_RUNTIME.with(|r| r.set(unsafe { qjs::JS_GetRuntime(ctx.as_raw().as_ptr()) }));
-    });
 
     let dispatch = runtime.context().with(|ctx| {
         let boot = || -> rquickjs::Result<Persistent<Object<'static>>> {
@@ -154,7 +143,23 @@ fn boot() -> Vm {
         })
     });
     drain(&runtime);
+    check_heap_accounting(rt);
     Vm { runtime, dispatch }
+}
+
+/// QuickJS measures an allocation with `malloc_usable_size` only on C
+/// libraries it knows; built for WASI without being told that wasi-libc has
+/// it, it counts every allocation as 8 bytes, and its heap limit and the
+/// pacing of its cycle collector count allocations, not bytes. The toolchain
+/// of `scripts/bootstrap.sh` tells it; say so when a build did not.
+fn check_heap_accounting(rt: &rquickjs::Runtime) {
+    let usage = rt.memory_usage();
+    if usage.malloc_size < usage.malloc_count.saturating_mul(16) {
+        host::log(
+            LogLevel::Warn,
+            "QuickJS in this guest cannot measure its allocations (built without -D__GLIBC__, see scripts/bootstrap.sh): its heap limit and garbage collection count allocations, not bytes",
+        );
+    }
 }
 
 /// How the runtime's own JavaScript is evaluated: strict, named so that its
@@ -179,41 +184,47 @@ fn exception_text(ctx: &Ctx<'_>, e: rquickjs::Error) -> String {
     }
 }
 
-/// Collects reference cycles as linear memory grows.
+/// Whether QuickJS's heap reached its limit since the heap was last looked
+/// after (see [`look_after_heap`]).
 ///
-/// QuickJS paces its collections by the bytes it allocated, but on WASI it
-/// cannot measure an allocation (QuickJS-ng asks `malloc_usable_size` only
-/// on Linux, macOS and Windows) and counts every one as 8 bytes: its
-/// threshold of 4 MiB means half a million allocations, of any size. Cycles
-/// holding large buffers would fill the memory limit long before that. So
-/// the guest collects whenever linear memory grows past a mark: by half
-/// again while far from the limit, by half the room left near it. Called
-/// from the interrupt handler (every few thousand ticks of running
-/// JavaScript) and after every entry; reading the memory size is one
-/// instruction.
-fn pace_collections() {
-    let size = core::arch::wasm32::memory_size::<0>() * 65536;
-    let mark = GC_MARK.with(Cell::get);
-    if size <= mark {
+/// QuickJS keeps no count of failed allocations, and when it cannot even
+/// allocate the error for one it throws `null`. What it does keep is the
+/// threshold of its next cycle collection, recomputed after each collection
+/// as one and a half times the heap then live: a heap that grows by
+/// objects until an allocation fails leaves the threshold at or past the
+/// limit (below it, the collector would have run again and raised it).
+pub fn heap_exhausted(ctx: &Ctx<'_>) -> bool {
+    let (limit, _) = LIMITS.with(Cell::get);
+    // SAFETY: `ctx` is a live context; this only reads a number.
+    let threshold = unsafe { qjs::JS_GetGCThreshold(qjs::JS_GetRuntime(ctx.as_raw().as_ptr())) };
+    limit > 0 && threshold as u64 >= limit
+}
+
+/// After an entry whose heap reached the limit: collects cycles and puts the
+/// collection threshold back where today's heap wants it. Left at or past
+/// the limit, the threshold would never be crossed again, and no cycle
+/// would be collected in this VM any more.
+fn look_after_heap(runtime: &javy::Runtime) {
+    if !runtime.context().with(|ctx| heap_exhausted(&ctx)) {
         return;
     }
-    let runtime = RAW_RUNTIME.with(Cell::get);
-    if mark > 0 && !runtime.is_null() {
-        // SAFETY: the runtime lives as long as the VM (the pointer is set
-        // at boot); a collection may run wherever QuickJS allocates an
-        // object, which includes the points where it polls for interrupts.
-        unsafe { qjs::JS_RunGC(runtime) };
-    }
-    let (limit, _) = LIMITS.with(Cell::get);
-    let room = usize::try_from(limit)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(size);
-    let step = if room == 0 {
-        size / 2
+    let rt = runtime.context().runtime();
+    rt.run_gc();
+    let live = u64::try_from(rt.memory_usage().malloc_size).unwrap_or(0);
+    let (limit, gc_threshold) = LIMITS.with(Cell::get);
+    let floor = if gc_threshold > 0 {
+        gc_threshold
     } else {
-        (size / 2).min(room / 2)
+        DEFAULT_GC_THRESHOLD
     };
-    GC_MARK.with(|m| m.set(size + step.max(1 << 20)));
+    let threshold = floor.max(live + live / 2).min(limit.saturating_sub(1));
+    rt.set_gc_threshold(threshold as usize);
+    host::log(
+        LogLevel::Warn,
+        &format!(
+            "the script heap reached its limit of {limit} bytes; {live} bytes are live after a collection"
+        ),
+    );
 }
 
 /// Runs promise jobs until none is left, or JavaScript was interrupted.
@@ -279,7 +290,7 @@ where
             );
             panic!("runaway promise jobs after an interrupt");
         }
-        pace_collections();
+        look_after_heap(&vm.runtime);
     });
     natives::take()
 }
@@ -300,6 +311,16 @@ fn caught<'js>(ctx: &Ctx<'js>, dispatch: &Object<'js>, e: rquickjs::Error) -> Op
     let value: Value = ctx.catch();
     if value.is_uncatchable_error() {
         return None;
+    }
+    if value.is_null() && heap_exhausted(ctx) {
+        return Some(ScriptError {
+            name: "InternalError".into(),
+            message: "out of memory".into(),
+            stack: None,
+            file: None,
+            line: None,
+            column: None,
+        });
     }
     let info = dispatch
         .get::<_, Function>("errorInfo")

@@ -159,9 +159,11 @@ pub enum Limit {
     Stack,
     /// The fuel budget.
     Fuel,
-    /// The volume or shape of what a script hands back (a result nested
-    /// too deeply).
+    /// The volume or shape of what a script hands back: a result too large
+    /// or nested too deeply, too much console output.
     Output,
+    /// Host operations (timers included) a task has pending at once.
+    Operations,
 }
 
 impl fmt::Display for Limit {
@@ -172,6 +174,7 @@ impl fmt::Display for Limit {
             Limit::Stack => "stack",
             Limit::Fuel => "fuel",
             Limit::Output => "output",
+            Limit::Operations => "pending operations",
         })
     }
 }

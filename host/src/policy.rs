@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// Linear memory of the guest, in bytes: everything the script and the
-    /// VM hold. When QuickJS cannot get more, the allocation fails inside
-    /// JavaScript and the task fails with
-    /// [`Limit::Memory`](crate::Limit::Memory) (the script can catch the
-    /// `InternalError: out of memory` when QuickJS had room to make it); when
-    /// the guest's own code cannot, the instance traps and is rebuilt
+    /// VM hold. QuickJS's own heap limit is set a little below it
+    /// ([`Policy::QUICKJS_RESERVE`]), so a script that allocates too much
+    /// usually meets a catchable `InternalError: out of memory` and the task
+    /// fails with [`Limit::Memory`](crate::Limit::Memory); when the guest's
+    /// own code cannot get memory, the instance traps and is rebuilt
     /// ([`Error::Trapped`](crate::Error::Trapped) with the same limit).
     pub memory_limit: u64,
     /// CPU time one entry into the guest may take (running a script's code
@@ -32,6 +32,21 @@ pub struct Policy {
     /// Jobs that may wait for the owner; past it, calls fail with
     /// [`Error::Rejected`](crate::Error::Rejected).
     pub queue_capacity: usize,
+    /// Lines of console output one task may write (0: no cap). The line
+    /// past it throws a `RangeError` in the script and the task fails with
+    /// [`Limit::Output`](crate::Limit::Output).
+    pub max_console_lines: u32,
+    /// Bytes of console output one task may write (0: no cap); as
+    /// `max_console_lines`.
+    pub max_console_bytes: u64,
+    /// Host operations (timers, inferences, tool calls, `next()`) one task
+    /// may have pending at once (0: no cap). The one past it throws a
+    /// `RangeError` where the script asked, and the task fails with
+    /// [`Limit::Operations`](crate::Limit::Operations).
+    pub max_pending_ops: u32,
+    /// Bytes of JSON a task may return (0: no cap); past it the task fails
+    /// with [`Limit::Output`](crate::Limit::Output).
+    pub max_result_bytes: u64,
 }
 
 impl Policy {
@@ -39,12 +54,7 @@ impl Policy {
     /// guest (its Rust code, effects, the shadow stack).
     pub const QUICKJS_RESERVE: u64 = 8 << 20;
 
-    /// QuickJS's heap limit under this policy, as QuickJS counts its heap.
-    ///
-    /// Natively that is bytes. In the guest (WASI) QuickJS cannot measure
-    /// an allocation and counts each as 8 bytes, so this limit never binds
-    /// before the linear memory limit does; the guest uses it to pace its
-    /// collections of reference cycles.
+    /// QuickJS's heap limit under this policy.
     pub fn quickjs_memory_limit(&self) -> u64 {
         self.memory_limit
             .saturating_sub(Self::QUICKJS_RESERVE)
@@ -58,6 +68,10 @@ impl Default for Policy {
             memory_limit: 256 << 20,
             entry_deadline: Duration::from_secs(5),
             queue_capacity: 1024,
+            max_console_lines: 10_000,
+            max_console_bytes: 1 << 20,
+            max_pending_ops: 1_000,
+            max_result_bytes: 16 << 20,
         }
     }
 }

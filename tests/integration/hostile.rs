@@ -33,6 +33,8 @@ enum Expect {
     Memory,
     /// The wasm stack: `Trapped { Stack }`, the instance rebuilt.
     Stack,
+    /// A cap of the policy: `Limit` with this limit.
+    Limit(Limit),
     /// The caller's wait ran out: `Timeout`.
     Timeout,
     /// Loading the script already fails with an error of this name.
@@ -60,6 +62,11 @@ const fn case(script: &'static str, expect: Expect) -> Case {
         deadline: None,
         input: || json!({}),
     }
+}
+
+const fn with_input(mut c: Case, input: fn() -> Json) -> Case {
+    c.input = input;
+    c
 }
 
 const fn with_timeout(mut c: Case, ms: u64) -> Case {
@@ -95,13 +102,28 @@ fn cases() -> Vec<Case> {
             with_deadline(case("alloc_async_chain", Memory), 10_000),
             20_000,
         ),
+        // Not an attack: cyclic garbage far beyond the limit is collected.
+        with_deadline(
+            case(
+                "cycles_with_buffers",
+                Value(|v| expect_eq(v, &json!(512 << 20))),
+            ),
+            10_000,
+        ),
         // Recursion bombs: QuickJS's stack check does not work on WASI.
         case("recursion_mutual", Stack),
         case("recursion_getter", Stack),
         case("recursion_proxy", Stack),
         case("recursion_tostring", Stack),
         // Floods.
-        with_deadline(with_timeout(case("flood_timers", Memory), 20_000), 10_000),
+        with_input(
+            case("flood_console", Limit(marionette::Limit::Output)),
+            || json!({"lines": 100_000}),
+        ),
+        with_timeout(
+            case("flood_timers", Limit(marionette::Limit::Operations)),
+            20_000,
+        ),
         with_deadline(with_timeout(case("flood_promises", Memory), 20_000), 10_000),
         // Capabilities: nothing but the ECMAScript global and our few APIs.
         case("probe_dynamic_import", Value(all_refused)),
@@ -350,6 +372,7 @@ fn check(expect: Expect, r: &marionette::Result<Json>) -> Result<(), String> {
         )
         | (Expect::Timeout, Err(Error::Timeout { .. })) => true,
         (Expect::LoadFails(name), Err(Error::Script { error, .. })) => error.name == name,
+        (Expect::Limit(want), Err(Error::Limit { limit, .. })) => *limit == want,
         (Expect::Value(f), Ok(v)) => return f(v),
         _ => false,
     };
@@ -450,15 +473,11 @@ async fn hostile_scripts_end_with_their_typed_outcome_and_the_sandbox_serves_aft
     );
 }
 
-/// Console output has no cap yet: this observes what reaches the host and
-/// that the sandbox serves after, without asserting a cap that does not exist.
+/// A console flood: the lines before the cap reach the host, in order, and
+/// the task ends with the output limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_console_flood_is_delivered_and_the_sandbox_serves_after() {
-    let policy = Policy {
-        entry_deadline: Duration::from_secs(20),
-        ..small_policy()
-    };
-    let sb = Sandbox::new(policy).await.unwrap();
+async fn a_console_flood_delivers_up_to_the_cap_then_fails_with_the_output_limit() {
+    let sb = Sandbox::new(small_policy()).await.unwrap();
     sb.load("flood_console.js", script("flood_console"))
         .await
         .unwrap();
@@ -468,58 +487,73 @@ async fn a_console_flood_is_delivered_and_the_sandbox_serves_after() {
         events: Some(tx),
         ..TaskOptions::default()
     };
-    let t = Instant::now();
     let out = sb
         .run_main("flood_console.js", &json!({"lines": 100_000}), options)
         .await;
-    let elapsed = t.elapsed();
+    match &out {
+        Err(Error::Limit {
+            limit: Limit::Output,
+            detail,
+            ..
+        }) => assert!(detail.contains("console output"), "{detail}"),
+        other => panic!(
+            "console flood: expected Limit(Output), got {}",
+            describe(other)
+        ),
+    }
     let (mut lines, mut bytes) = (0usize, 0usize);
     while let Ok(event) = rx.try_recv() {
         if let Event::Console { message, .. } = event {
+            assert!(
+                message.starts_with(&format!("{lines} ")),
+                "line {lines} out of order"
+            );
             lines += 1;
             bytes += message.len();
         }
     }
-    eprintln!(
-        "console flood: {} after {}ms, {lines} lines, {bytes} bytes reached the host",
-        describe(&out),
-        elapsed.as_millis()
+    let cap = Policy::default().max_console_bytes as usize;
+    eprintln!("console flood: {lines} lines, {bytes} bytes reached the host (cap {cap} bytes)");
+    assert!(
+        bytes <= cap && bytes + 1100 > cap,
+        "{bytes} bytes against a cap of {cap}"
     );
-    // Today the lines are buffered in the guest until the entry ends: 100 MB
-    // of output meets the memory limit (a trap) before any line reaches the
-    // host. Either way the outcome is typed and the sandbox serves after.
-    match out {
-        Ok(v) => assert_eq!(v, json!(100_000)),
-        Err(Error::Limit {
-            limit: Limit::Memory,
-            ..
-        })
-        | Err(Error::Trapped {
-            limit: Some(Limit::Memory),
-            ..
-        }) => {}
-        Err(e) => panic!("console flood: unexpected {e:?}"),
-    }
     witness(&sb).await.unwrap();
 }
 
-/// A 50 MB string returned from main, under the default policy.
+/// A 50 MB string returned from main: over the default cap on results, and
+/// whole under a policy that allows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_huge_result_arrives_whole_and_the_sandbox_serves_after() {
+async fn a_huge_result_is_an_output_limit_unless_the_policy_allows_it() {
     let sb = Sandbox::new(Policy::default()).await.unwrap();
     sb.load("huge_result.js", script("huge_result"))
         .await
         .unwrap();
-    let t = Instant::now();
+    match sb
+        .run_main("huge_result.js", &json!({}), TaskOptions::default())
+        .await
+    {
+        Err(Error::Limit {
+            limit: Limit::Output,
+            detail,
+            ..
+        }) => assert!(detail.contains("50000002 bytes"), "{detail}"),
+        other => panic!("expected Limit(Output), got {}", describe(&other)),
+    }
+    witness(&sb).await.unwrap();
+
+    let roomy = Policy {
+        max_result_bytes: 64 << 20,
+        ..Policy::default()
+    };
+    let sb = Sandbox::new(roomy).await.unwrap();
+    sb.load("huge_result.js", script("huge_result"))
+        .await
+        .unwrap();
     let out = sb
         .run_main("huge_result.js", &json!({}), TaskOptions::default())
-        .await;
-    eprintln!(
-        "huge result: {} after {}ms",
-        describe(&out),
-        t.elapsed().as_millis()
-    );
-    let out = out.unwrap();
+        .await
+        .unwrap();
     let s = out.as_str().expect("a string");
     assert_eq!(s.len(), 50_000_000);
     assert!(s.bytes().all(|b| b == b'z'));

@@ -303,6 +303,9 @@ class MarionetteHost:
                 {
                     "memory-limit": memory_limit,
                     "gc-threshold": gc_threshold,
+                    # Caps per task: console lines and bytes, pending host
+                    # operations (0 leaves one off).
+                    "task-caps": _record({"console-lines": 10_000, "console-bytes": 1 << 20, "pending-ops": 1_000}),
                     # This host offers scripts no engines, middleware or tools.
                     "host-engines": [],
                     "host-middlewares": [],
@@ -411,7 +414,11 @@ class MarionetteHost:
                 if self.on_console is not None:
                     self.on_console(line)
             elif tag == "done":
-                self._done[p.task] = p.outcome
+                self._done.setdefault(p.task, p.outcome)
+            elif tag == "over-cap":
+                # The guest refused what went past a cap; the task fails with
+                # it (a later `done` of the task is ignored).
+                self._done.setdefault(p.task, _err("LimitError", f"{p.cap}: {p.detail}"))
             else:
                 raise HostError(f"unknown effect {tag!r}")
 

@@ -98,6 +98,8 @@
       }
       return { name, message, stack, file: where.file, line: where.line, column: where.column };
     }
+    // QuickJS throws null when it cannot allocate even its error.
+    if (e === null && native.heapExhausted()) return { name: "InternalError", message: "out of memory" };
     return { name: "Error", message: "uncaught " + describe(e) };
   }
 

@@ -390,6 +390,7 @@ impl Owner {
     }
 
     fn process(&mut self, effects: Vec<wit::Effect>) {
+        let mut over_cap = Vec::new();
         for effect in effects {
             match effect {
                 wit::Effect::Request(r) => self.perform(r),
@@ -400,6 +401,33 @@ impl Owner {
                 }
                 wit::Effect::Event(e) => self.deliver(e.task, convert::event(e.event)),
                 wit::Effect::Done(d) => self.complete(d.task, d.outcome),
+                wit::Effect::OverCap(c) => {
+                    self.fail_over_cap(&c);
+                    over_cap.push(c);
+                }
+            }
+        }
+        // After the batch: the guest releases what the task had pending,
+        // including requests earlier in this batch.
+        for c in over_cap {
+            self.cancel_in_guest(c.task, &c.detail);
+        }
+    }
+
+    /// A task ran into a cap of the policy: its caller gets the limit.
+    fn fail_over_cap(&mut self, c: &wit::OverCap) {
+        let limit = match c.cap {
+            wit::Cap::Output => Limit::Output,
+            wit::Cap::Operations => Limit::Operations,
+        };
+        if let Some(t) = self.tasks.remove(&c.task) {
+            tracing::warn!(task = c.task, op = %t.op, %limit, "{}", c.detail);
+            if let Some(reply) = t.reply {
+                let _ = reply.send(Err(Error::Limit {
+                    op: t.op,
+                    limit,
+                    detail: c.detail.clone(),
+                }));
             }
         }
     }
@@ -574,7 +602,18 @@ impl Owner {
             return; // cancelled, timed out or failed already
         };
         let memory_refused = self.memory_refused;
-        let result = outcome.map_err(|e| failure(task.op.clone(), e, memory_refused));
+        let max = self.policy.max_result_bytes;
+        let result = match outcome {
+            Ok(wit::Value::Json(text)) if max > 0 && text.len() as u64 > max => Err(Error::Limit {
+                op: task.op.clone(),
+                limit: Limit::Output,
+                detail: format!(
+                    "the result is {} bytes of JSON; the policy allows {max}",
+                    text.len()
+                ),
+            }),
+            outcome => outcome.map_err(|e| failure(task.op.clone(), e, memory_refused)),
+        };
         match (&task.kind, &result) {
             (TaskKind::Load { name, source }, Ok(_)) => {
                 self.scripts.retain(|s| &s.name != name);

@@ -130,6 +130,11 @@ impl Runtime {
         let config = crate::bindings::exports::marionette::runtime::vm::VmConfig {
             memory_limit: policy.quickjs_memory_limit(),
             gc_threshold: 0,
+            task_caps: crate::bindings::exports::marionette::runtime::vm::TaskCaps {
+                console_lines: policy.max_console_lines,
+                console_bytes: policy.max_console_bytes,
+                pending_ops: policy.max_pending_ops,
+            },
             host_engines: provides.engines.clone(),
             host_middlewares: provides.middlewares.clone(),
             host_tools: provides
