@@ -7,8 +7,12 @@
 //! what crossing threads costs right now (the crate docs of
 //! `marionette_bench` and its `measures` module say what each measure
 //! means). Then `sessions/*`: one session with a tool call and a slow
-//! model, against two hundred at once in the same sandbox. Last, the
-//! report is written to `bench/report/` and printed.
+//! model, against two hundred at once in the same sandbox. Then `load/*`:
+//! rounds of a mixed, partly hostile load from many callers against one
+//! sandbox and against three (every answer checked and counted), and
+//! `recovery/*`: from a trap to the next success on the rebuilt instance.
+//! Last, the report is written to `bench/report/` and printed; a load
+//! call that got no answer, or a wrong one, fails the run after that.
 //!
 //! Arguments after `--` go to criterion (`-- call` runs only the `call`
 //! group; the report then marks the others as from an earlier run). Under
@@ -16,16 +20,18 @@
 //! no report is written.
 
 use std::hint::black_box;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, ensure};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode};
 use marionette::runner::{Runner, RunnerOptions};
-use marionette::{Policy, Runtime, RuntimeOptions, Sandbox, TaskOptions};
+use marionette::{Error, Limit, Policy, Runtime, RuntimeOptions, Sandbox, TaskOptions};
 use marionette_bench::direct::{DirectGuest, DirectRuntime};
 use marionette_bench::fixture::{self, CONCURRENT_SESSIONS, SCRIPT};
+use marionette_bench::load::{self, Tally};
 use marionette_bench::machine::Machine;
 use marionette_bench::measures::{self as m, Measure};
 use marionette_bench::native::NativeQuickJs;
@@ -75,6 +81,16 @@ const SESSIONS: Timing = Timing {
 const SESSIONS_LLM: Timing = Timing {
     warm_up: Duration::from_secs(1),
     measurement: Duration::from_secs(13),
+    sample_size: 10,
+    flat: true,
+};
+
+/// Rounds of the mixed load take a few hundred milliseconds (one call in
+/// each spins for 100 ms): criterion's minimum of ten samples, flat, a few
+/// rounds each.
+const LOAD: Timing = Timing {
+    warm_up: Duration::from_secs(2),
+    measurement: Duration::from_secs(8),
     sample_size: 10,
     flat: true,
 };
@@ -143,9 +159,11 @@ fn main() -> anyhow::Result<()> {
     bench_instantiate(&mut criterion, &mut settings, &tokio, &runtime, &direct);
     bench_cold(&mut criterion, &mut settings, &tokio, &runtime, &direct);
     bench_sessions(&mut criterion, &mut settings, &tokio, &sessions);
-    criterion.final_summary();
     tokio.block_on(sandbox.shutdown());
     tokio.block_on(sessions.shutdown());
+    let tallies = bench_load(&mut criterion, &mut settings, &tokio, &runtime)?;
+    bench_recovery(&mut criterion, &mut settings, &tokio, &runtime)?;
+    criterion.final_summary();
 
     if measuring {
         let report = report::build(
@@ -154,6 +172,7 @@ fn main() -> anyhow::Result<()> {
             machine,
             settings,
             one_off,
+            tallies.clone(),
         );
         let dir = report::report_dir();
         let md = report::write(&report, &dir)?;
@@ -161,6 +180,17 @@ fn main() -> anyhow::Result<()> {
         println!(
             "written: {} and report.md",
             dir.join("report.json").display()
+        );
+    }
+    for t in &tallies {
+        ensure!(
+            t.lost == 0 && t.unexpected == 0,
+            "{}: {} of {} calls lost, {} answered wrong; first cases: {}",
+            t.measure,
+            t.lost,
+            t.calls,
+            t.unexpected,
+            t.examples.join("; ")
         );
     }
     Ok(())
@@ -550,6 +580,167 @@ fn bench_sessions(
         });
         g.finish();
     }
+}
+
+/// `load/*`: rounds of the mixed load ([`load`]) against one sandbox and
+/// against three on the same runtime; each round a new seed. Returns the
+/// answers of every round that ran, counted per measure (criterion's
+/// warm-up included); a measure a filter skipped has none.
+fn bench_load(
+    c: &mut Criterion,
+    settings: &mut Vec<GroupSettings>,
+    tokio: &tokio::runtime::Runtime,
+    runtime: &Arc<Runtime>,
+) -> anyhow::Result<Vec<Tally>> {
+    let rows = m::LOADS;
+    let sandboxes: Vec<Vec<Sandbox>> = tokio.block_on(async {
+        let mut all = Vec::new();
+        for row in rows {
+            let mut these = Vec::new();
+            for _ in 0..row.sandboxes {
+                let sandbox = Sandbox::with_runtime(runtime.clone(), load::policy()).await?;
+                sandbox.load(load::SCRIPT, load::LOAD_JS).await?;
+                these.push(sandbox);
+            }
+            all.push(these);
+        }
+        anyhow::Ok(all)
+    })?;
+    let mut tallies = Vec::new();
+    let mut g = group(c, settings, m::LOAD_ONE.group, LOAD);
+    for (row, sandboxes) in rows.iter().zip(&sandboxes) {
+        let tally = &Mutex::new(Tally::new(row.measure.id()));
+        let seeds = &AtomicU64::new(0);
+        g.bench_function(row.measure.function, |b| {
+            b.to_async(tokio).iter_custom(move |iters| async move {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let seed = seeds.fetch_add(1, Ordering::Relaxed);
+                    let plan = load::plan(
+                        seed,
+                        row.calls,
+                        row.sandboxes,
+                        load::DEADLINES_PER_ROUND,
+                        load::TRAPS_PER_ROUND,
+                    );
+                    let start = Instant::now();
+                    let round = load::round(sandboxes, black_box(&plan)).await;
+                    timed += start.elapsed();
+                    tally
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .add(seed, &plan, &round);
+                }
+                timed
+            })
+        });
+        let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
+        if tally.rounds > 0 {
+            tallies.push(tally);
+        }
+    }
+    g.finish();
+    tokio.block_on(async {
+        for sandbox in sandboxes.iter().flatten() {
+            sandbox.shutdown().await;
+        }
+    });
+    Ok(tallies)
+}
+
+/// A deep recursion in `recovery.js`, which must trap on the stack.
+async fn trap(sandbox: &Sandbox) -> anyhow::Result<()> {
+    match sandbox
+        .call(
+            load::RECOVERY_SCRIPT,
+            "recurse",
+            &[],
+            TaskOptions::default(),
+        )
+        .await
+    {
+        Err(Error::Trapped {
+            limit: Some(Limit::Stack),
+            ..
+        }) => Ok(()),
+        other => anyhow::bail!("recurse() should trap on the stack, got {other:?}"),
+    }
+}
+
+/// `add(1, 2)` in `recovery.js`.
+async fn add_after(sandbox: &Sandbox) -> anyhow::Result<()> {
+    let out = sandbox
+        .call(
+            load::RECOVERY_SCRIPT,
+            "add",
+            &fixture::add_args_json(),
+            TaskOptions::default(),
+        )
+        .await?;
+    ensure!(out == fixture::ADD_RESULT, "add after the trap: {out}");
+    Ok(())
+}
+
+/// `recovery/*`: a trap (not timed), then the time to the next success on
+/// the rebuilt instance, in a sandbox holding one script and in one
+/// holding ten.
+fn bench_recovery(
+    c: &mut Criterion,
+    settings: &mut Vec<GroupSettings>,
+    tokio: &tokio::runtime::Runtime,
+    runtime: &Arc<Runtime>,
+) -> anyhow::Result<()> {
+    let rows = m::RECOVERIES;
+    let sandboxes: Vec<Sandbox> = tokio.block_on(async {
+        let mut all = Vec::new();
+        for row in rows {
+            let sandbox = Sandbox::with_runtime(runtime.clone(), Policy::default()).await?;
+            sandbox
+                .load(load::RECOVERY_SCRIPT, load::RECOVERY_JS)
+                .await?;
+            for k in 1..row.scripts {
+                sandbox
+                    .load(format!("filler_{k}.js"), fixture::SESSIONS_JS)
+                    .await?;
+            }
+            // Right before the timing: a trap, then a success on the
+            // rebuilt instance, which holds every script again.
+            trap(&sandbox).await?;
+            add_after(&sandbox).await?;
+            for k in 1..row.scripts {
+                sandbox
+                    .exports(&format!("filler_{k}.js"))
+                    .await
+                    .with_context(|| format!("filler_{k}.js after the trap"))?;
+            }
+            all.push(sandbox);
+        }
+        anyhow::Ok(all)
+    })?;
+    let mut g = group(c, settings, m::RECOVERY_ONE.group, SLOW);
+    for (row, sandbox) in rows.iter().zip(&sandboxes) {
+        g.bench_function(row.measure.function, |b| {
+            b.to_async(tokio).iter_custom(move |iters| async move {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    trap(sandbox).await.expect("trap");
+                    let start = Instant::now();
+                    add_after(black_box(sandbox))
+                        .await
+                        .expect("the call after the trap");
+                    timed += start.elapsed();
+                }
+                timed
+            })
+        });
+    }
+    g.finish();
+    tokio.block_on(async {
+        for sandbox in &sandboxes {
+            sandbox.shutdown().await;
+        }
+    });
+    Ok(())
 }
 
 /// The component's compile time: cold (no cache), then from wasmtime's

@@ -32,11 +32,21 @@
 //!   sessions interleave in the one VM, which they can because every wait
 //!   is a host operation; what is above 1× is their JavaScript, run one
 //!   guest entry at a time on the owner thread.
+//! - `load/*`: rounds of a mixed, partly hostile load ([`load`]) from 64
+//!   callers at once, against one sandbox and against three on one
+//!   runtime: quick calls, timers, cancellations, tiny timeouts, throws, a
+//!   call into the CPU deadline and a trap per round. The report gives the
+//!   calls per second held, the answers by kind, and the calls lost (no
+//!   answer, or two), which must be none.
+//! - `recovery/*`: from a trap (deep recursion) to the next success on the
+//!   rebuilt instance, with one script loaded and with ten: the instance
+//!   rebuild and the scripts' reload.
 //! - one-off timings, outside criterion: compiling the component, without
 //!   and with wasmtime's disk cache.
 //!
 //! Layout: [`fixture`] (the JavaScript and the expected answers),
-//! [`direct`] and [`native`] (the two baselines), [`measures`] (the catalog
+//! [`direct`] and [`native`] (the two baselines), [`load`] (the mixed load
+//! and its tally), [`measures`] (the catalog
 //! shared by the benchmarks and the report), [`report`] (reads criterion's
 //! estimates, writes the report), [`machine`] (facts about the machine),
 //! [`wake`] (the thread round trip).
@@ -44,6 +54,7 @@
 
 pub mod direct;
 pub mod fixture;
+pub mod load;
 pub mod machine;
 pub mod measures;
 pub mod native;

@@ -203,6 +203,53 @@ pub const SESSIONS_TWO_HUNDRED: Measure = Measure {
               engine or tool) is a host operation, so the waits overlap",
 };
 
+/// The mixed load against one sandbox.
+pub const LOAD_ONE: Measure = Measure {
+    group: "load",
+    function: "one_sandbox",
+    path: Path::SandboxApi,
+    meaning: "one round of the mixed load (`marionette_bench::load`) against one sandbox: 1500 calls \
+              made by 64 callers at once, each making its calls one after another, a seeded random \
+              mix (a new seed every round) of quick calls (35%), `run_main` (8%), calls awaiting a \
+              0-14 ms host timer (20%), calls awaiting a timer whose cancellation token fires after \
+              0-19 ms (15%), calls awaiting a 10 s timer under a 0-5 ms timeout (12%), calls that \
+              throw, at once or after a timer (10%), one call that spins into the 100 ms CPU deadline \
+              and one that recurses until the stack traps (the instance is rebuilt and the script \
+              reloaded). Every answer is checked against what its call asked for; that part is not \
+              timed. Calls per second held = 1500 / the round's time",
+};
+
+/// The mixed load against three sandboxes on one runtime.
+pub const LOAD_THREE: Measure = Measure {
+    group: "load",
+    function: "three_sandboxes",
+    path: Path::SandboxApi,
+    meaning: "as `load/one_sandbox`, each call going to one of three sandboxes (chosen at random) \
+              made from one compiled `Runtime`: three owner threads, three instances, one tokio \
+              runtime of callers; a trap rebuilds only its own sandbox's instance",
+};
+
+/// From a trap to the next success, one script loaded.
+pub const RECOVERY_ONE: Measure = Measure {
+    group: "recovery",
+    function: "one_script",
+    path: Path::SandboxApi,
+    meaning: "from the moment `recurse()` (deep recursion, in a sandbox holding only \
+              `recovery.js`) has answered `Trapped` to the answer of the next `add(1, 2)`: the \
+              next call finds no instance, so it builds one from the `InstancePre`, reloads every \
+              script the sandbox holds (QuickJS boots in the first reload), then runs. The \
+              recursion up to the trap is not timed",
+};
+
+/// From a trap to the next success, ten scripts loaded.
+pub const RECOVERY_TEN: Measure = Measure {
+    group: "recovery",
+    function: "ten_scripts",
+    path: Path::SandboxApi,
+    meaning: "as `recovery/one_script`, with nine more scripts loaded: copies of the 13 KiB session \
+              fixture (`tests/fixtures/sessions.js`), each reloaded after the trap",
+};
+
 /// Every measure, in the order of the report.
 pub const MEASURES: &[Measure] = &[
     WAKE_PINGPONG,
@@ -222,6 +269,10 @@ pub const MEASURES: &[Measure] = &[
     SESSIONS_TWO_HUNDRED,
     SESSIONS_LLM_ONE,
     SESSIONS_LLM_TWO_HUNDRED,
+    LOAD_ONE,
+    LOAD_THREE,
+    RECOVERY_ONE,
+    RECOVERY_TEN,
 ];
 
 /// A row of the side-by-side table: one workload on each path it has.
@@ -301,6 +352,56 @@ pub const CONCURRENCY: &[Concurrency] = &[
     },
 ];
 
+/// A row of the load table: rounds of the mixed load on some sandboxes.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadRow {
+    /// The measure: one round per iteration.
+    pub measure: Measure,
+    /// Sandboxes the calls are spread over.
+    pub sandboxes: usize,
+    /// Callers at once.
+    pub callers: usize,
+    /// Calls per round.
+    pub calls: usize,
+}
+
+/// The load rows.
+pub const LOADS: &[LoadRow] = &[
+    LoadRow {
+        measure: LOAD_ONE,
+        sandboxes: 1,
+        callers: crate::load::CALLERS,
+        calls: crate::load::CALLS_PER_ROUND,
+    },
+    LoadRow {
+        measure: LOAD_THREE,
+        sandboxes: 3,
+        callers: crate::load::CALLERS,
+        calls: crate::load::CALLS_PER_ROUND,
+    },
+];
+
+/// A row of the recovery table.
+#[derive(Debug, Clone, Copy)]
+pub struct RecoveryRow {
+    /// The measure: one trap and the next success per iteration.
+    pub measure: Measure,
+    /// Scripts the sandbox holds, reloaded after each trap.
+    pub scripts: usize,
+}
+
+/// The recovery rows.
+pub const RECOVERIES: &[RecoveryRow] = &[
+    RecoveryRow {
+        measure: RECOVERY_ONE,
+        scripts: 1,
+    },
+    RecoveryRow {
+        measure: RECOVERY_TEN,
+        scripts: 10,
+    },
+];
+
 /// One-off timings, measured outside criterion (each run takes seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct OneOff {
@@ -353,6 +454,38 @@ mod tests {
             assert!(MEASURES.contains(&c.many), "{}", c.many.id());
             assert_eq!(c.one.group, c.many.group);
             assert!(c.tasks > 1);
+        }
+    }
+
+    #[test]
+    fn load_and_recovery_rows_use_catalogued_measures() {
+        for row in LOADS {
+            assert!(MEASURES.contains(&row.measure), "{}", row.measure.id());
+            assert!(row.sandboxes > 0 && row.calls > row.callers);
+        }
+        // The meaning spells the round out; it must say what runs.
+        let meaning = LOAD_ONE.meaning;
+        for figure in [
+            format!("{} calls", crate::load::CALLS_PER_ROUND),
+            format!("{} callers", crate::load::CALLERS),
+            format!(
+                "{} ms CPU deadline",
+                crate::load::ENTRY_DEADLINE.as_millis()
+            ),
+        ] {
+            assert!(meaning.contains(&figure), "{figure}");
+        }
+        assert_eq!(
+            (
+                crate::load::DEADLINES_PER_ROUND,
+                crate::load::TRAPS_PER_ROUND
+            ),
+            (1, 1),
+            "the meaning says one call of each"
+        );
+        for row in RECOVERIES {
+            assert!(MEASURES.contains(&row.measure), "{}", row.measure.id());
+            assert!(row.scripts > 0);
         }
     }
 

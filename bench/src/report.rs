@@ -11,7 +11,11 @@
 //!
 //! Besides the side-by-side table of the three paths, the report has a
 //! concurrency table: a task alone against many at once on one sandbox
-//! (`sessions/*`), whose ratio says how far the tasks overlap.
+//! (`sessions/*`), whose ratio says how far the tasks overlap; a load
+//! table: the calls per second a mixed, partly hostile load holds
+//! (`load/*`), with its answers counted by kind and the calls lost (which
+//! must be none); and a recovery table: from a trap to the next success on
+//! the rebuilt instance (`recovery/*`).
 
 use std::path::{Path as FsPath, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -21,10 +25,11 @@ use serde::{Deserialize, Serialize};
 
 pub use markdown::{markdown, ns};
 
+use crate::load::Tally;
 use crate::machine::Machine;
 use crate::measures::{
-    CALL_API, CALL_DIRECT, CONCURRENCY, Concurrency, MEASURES, Measure, OneOff, Path, WAKE_RUNNER,
-    WORKLOADS,
+    CALL_API, CALL_DIRECT, CONCURRENCY, Concurrency, LOADS, LoadRow, MEASURES, Measure, OneOff,
+    Path, RECOVERIES, RecoveryRow, WAKE_RUNNER, WORKLOADS,
 };
 
 mod markdown;
@@ -143,6 +148,46 @@ pub struct ConcurrencyResult {
     pub mixes_runs: bool,
 }
 
+/// A row of the load table: the calls per second a round of the mixed load
+/// holds, and how its calls were answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadResult {
+    /// The measure, `group/function`.
+    pub id: String,
+    /// Sandboxes the calls went to.
+    pub sandboxes: usize,
+    /// Callers at once.
+    pub callers: usize,
+    /// Calls per round.
+    pub calls_per_round: usize,
+    /// One round's time.
+    pub round: Interval,
+    /// `calls_per_round` over the median round.
+    pub calls_per_second: f64,
+    /// Over the upper bound of the median's interval.
+    pub calls_per_second_lower: f64,
+    /// Over the lower bound of the median's interval.
+    pub calls_per_second_upper: f64,
+    /// The answers of this run's rounds, counted; `None` when the figures
+    /// are an earlier run's.
+    pub answers: Option<Tally>,
+    /// Whether the figures are from this run.
+    pub this_run: bool,
+}
+
+/// A row of the recovery table: from a trap to the next success.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveryResult {
+    /// The measure, `group/function`.
+    pub id: String,
+    /// Scripts the sandbox holds (each reloaded after the trap).
+    pub scripts: usize,
+    /// From the trap's answer to the next call's.
+    pub median: Interval,
+    /// Whether the figures are from this run.
+    pub this_run: bool,
+}
+
 /// Where the API's `add(1, 2)` round trip goes, from the medians.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallBreakdown {
@@ -202,6 +247,10 @@ pub struct Report {
     pub call_breakdown: Option<CallBreakdown>,
     /// One task alone against many at once, as far as measured.
     pub concurrency: Vec<ConcurrencyResult>,
+    /// The mixed load, as far as measured.
+    pub load: Vec<LoadResult>,
+    /// From a trap to the next success, as far as measured.
+    pub recovery: Vec<RecoveryResult>,
     /// Every measure criterion has figures for.
     pub measures: Vec<MeasureResult>,
     /// Measures with no figures at all.
@@ -245,13 +294,15 @@ pub fn report_dir() -> PathBuf {
 }
 
 /// Reads the figures of every measure from `criterion_dir`; figures
-/// written before `since` count as an earlier run's.
+/// written before `since` count as an earlier run's. `tallies` are the
+/// answers of this run's load rounds, one per load measure that ran.
 pub fn build(
     criterion_dir: &FsPath,
     since: SystemTime,
     mut machine: Machine,
     settings: Vec<GroupSettings>,
     one_off: Vec<OneOffResult>,
+    tallies: Vec<Tally>,
 ) -> Report {
     machine.finish();
     let mut measures = Vec::new();
@@ -317,7 +368,15 @@ pub fn build(
         .iter()
         .filter_map(|c| concurrency(c, &measures))
         .collect();
-    let notes = notes(&machine, &measures, &missing);
+    let load: Vec<LoadResult> = LOADS
+        .iter()
+        .filter_map(|row| load(row, &measures, &tallies))
+        .collect();
+    let recovery = RECOVERIES
+        .iter()
+        .filter_map(|row| recovery(row, &measures))
+        .collect();
+    let notes = notes(&machine, &measures, &missing, &load);
     Report {
         schema: SCHEMA,
         machine,
@@ -325,6 +384,8 @@ pub fn build(
         side_by_side,
         call_breakdown,
         concurrency,
+        load,
+        recovery,
         measures,
         missing,
         one_off,
@@ -352,6 +413,40 @@ fn concurrency(c: &Concurrency, measures: &[MeasureResult]) -> Option<Concurrenc
         added_per_task_ns: (many.median.estimate_ns - one.median.estimate_ns)
             / (c.tasks - 1) as f64,
         mixes_runs: !one.this_run || !many.this_run,
+    })
+}
+
+/// The row of `row`, when its measure has figures; this run's answers
+/// when one of `tallies` is its measure's and the figures are this run's.
+fn load(row: &LoadRow, measures: &[MeasureResult], tallies: &[Tally]) -> Option<LoadResult> {
+    let id = row.measure.id();
+    let m = measures.iter().find(|r| r.id == id)?;
+    let per_second = |ns: f64| row.calls as f64 / (ns / 1e9);
+    Some(LoadResult {
+        sandboxes: row.sandboxes,
+        callers: row.callers,
+        calls_per_round: row.calls,
+        round: m.median,
+        calls_per_second: per_second(m.median.estimate_ns),
+        calls_per_second_lower: per_second(m.median.upper_ns),
+        calls_per_second_upper: per_second(m.median.lower_ns),
+        answers: tallies
+            .iter()
+            .find(|t| t.measure == id && m.this_run)
+            .cloned(),
+        this_run: m.this_run,
+        id,
+    })
+}
+
+/// The row of `row`, when its measure has figures.
+fn recovery(row: &RecoveryRow, measures: &[MeasureResult]) -> Option<RecoveryResult> {
+    let m = measures.iter().find(|r| r.id == row.measure.id())?;
+    Some(RecoveryResult {
+        id: m.id.clone(),
+        scripts: row.scripts,
+        median: m.median,
+        this_run: m.this_run,
     })
 }
 
@@ -433,8 +528,29 @@ fn ratio(name: &str, a: Interval, b: Interval) -> Ratio {
     }
 }
 
-fn notes(machine: &Machine, measures: &[MeasureResult], missing: &[String]) -> Vec<String> {
-    let mut notes = vec![
+fn notes(
+    machine: &Machine,
+    measures: &[MeasureResult],
+    missing: &[String],
+    load: &[LoadResult],
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (id, t) in load
+        .iter()
+        .filter_map(|l| Some((&l.id, l.answers.as_ref()?)))
+    {
+        if t.lost > 0 || t.unexpected > 0 {
+            notes.push(format!(
+                "**`{id}`: {} calls LOST and {} unexpected answers in {} calls: a bug, not noise.** \
+                 First cases (replay a round with `marionette_bench::load::plan(seed, ...)`): {}.",
+                t.lost,
+                t.unexpected,
+                t.calls,
+                t.examples.join("; ")
+            ));
+        }
+    }
+    notes.extend([
         format!(
             "The machine has {} CPUs, shared with other work (builds, another engineer's runs): \
              figures move between runs by more than their intervals suggest; the load averages \
@@ -455,7 +571,7 @@ fn notes(machine: &Machine, measures: &[MeasureResult], missing: &[String]) -> V
          guest's JavaScript dispatcher (task bookkeeping, promise handling), as every call into \
          the guest does."
             .into(),
-    ];
+    ]);
     let stale: Vec<&str> = measures
         .iter()
         .filter(|m| !m.this_run)
@@ -533,6 +649,52 @@ mod tests {
     }
 
     #[test]
+    fn load_rows_give_calls_per_second_and_say_when_calls_are_lost() {
+        let row = &LOADS[0];
+        let i = |e: f64| Interval {
+            estimate_ns: e,
+            lower_ns: e * 0.5,
+            upper_ns: e * 2.0,
+            confidence_level: 0.95,
+        };
+        let measure = |this_run| MeasureResult {
+            id: row.measure.id(),
+            path: row.measure.path,
+            meaning: row.measure.meaning,
+            median: i(0.5e9),
+            mean: i(0.5e9),
+            std_dev_ns: 0.0,
+            this_run,
+        };
+        let mut tally = Tally::new(row.measure.id());
+        tally.rounds = 3;
+        tally.calls = 3 * row.calls;
+        tally.lost = 2;
+        tally.examples.push("seed 1: call 7 got no answer".into());
+        let tallies = [tally];
+
+        let l = load(row, &[measure(true)], &tallies).unwrap();
+        assert_eq!(l.calls_per_second, row.calls as f64 * 2.0);
+        assert_eq!(
+            (l.calls_per_second_lower, l.calls_per_second_upper),
+            (row.calls as f64, row.calls as f64 * 4.0)
+        );
+        assert_eq!(l.answers.as_ref().map(|t| t.lost), Some(2));
+        // Figures of an earlier run: this run's answers are not theirs.
+        assert!(
+            load(row, &[measure(false)], &tallies)
+                .unwrap()
+                .answers
+                .is_none()
+        );
+        assert!(load(row, &[], &tallies).is_none());
+
+        let notes = notes(&Machine::now(), &[], &[], &[l]);
+        assert!(notes[0].contains("2 calls LOST"), "{}", notes[0]);
+        assert!(notes[0].contains("call 7 got no answer"), "{}", notes[0]);
+    }
+
+    #[test]
     fn medians() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
@@ -558,7 +720,14 @@ mod tests {
         });
         std::fs::write(at.join("estimates.json"), json.to_string()).unwrap();
         let since = SystemTime::UNIX_EPOCH;
-        let report = build(&dir, since, Machine::now(), Vec::new(), Vec::new());
+        let report = build(
+            &dir,
+            since,
+            Machine::now(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         std::fs::remove_dir_all(&dir).unwrap();
 
         let got = &report.measures[0];

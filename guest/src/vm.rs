@@ -20,7 +20,7 @@ use rquickjs::{Ctx, FromJs, Function, Module, Object, Persistent, Value, qjs};
 use crate::convert;
 use crate::loader::{API_MODULE, OnlyMarionette};
 use crate::marionette::runtime::host;
-use crate::marionette::runtime::types::{Effect, LogLevel, ScriptError, TaskDone};
+use crate::marionette::runtime::types::{Cap, Effect, LogLevel, OverCap, ScriptError, TaskDone};
 use crate::natives;
 
 /// The JavaScript runtime: one closure over the natives, assembled from the
@@ -54,6 +54,9 @@ const DEFAULT_GC_THRESHOLD: u64 = 4 << 20;
 thread_local! {
     static VM: RefCell<Option<Vm>> = const { RefCell::new(None) };
     static LIMITS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    /// Set when a promise was rejected for out of memory with no handler
+    /// during this entry.
+    static UNHANDLED_OOM: Cell<bool> = const { Cell::new(false) };
     /// Set when the host's interrupt handler said stop during this entry.
     static INTERRUPTED: Cell<bool> = const { Cell::new(false) };
     /// What the host provides (engines, middleware, tools), as JSON for
@@ -109,6 +112,15 @@ fn boot() -> Vm {
         stop
     })));
     apply_limits(rt);
+    // An out-of-memory error inside promise jobs becomes a rejection; when
+    // nothing handles it (a chain of jobs the task does not await), the
+    // task would wait forever for a chain that is gone. Noted here, reported
+    // at the end of the entry.
+    rt.set_host_promise_rejection_tracker(Some(Box::new(|ctx, _promise, reason, handled| {
+        if !handled && is_out_of_memory(&ctx, &reason) {
+            UNHANDLED_OOM.with(|u| u.set(true));
+        }
+    })));
 
     let dispatch = runtime.context().with(|ctx| {
         let boot = || -> rquickjs::Result<Persistent<Object<'static>>> {
@@ -217,6 +229,23 @@ fn look_after_heap(runtime: &javy::Runtime) {
     } else {
         DEFAULT_GC_THRESHOLD
     };
+    if live >= limit / 10 * 9 {
+        // Still full of live objects: nothing can run here any more, and an
+        // out-of-memory error inside promise jobs may have been swallowed
+        // (a task left waiting forever). Give up on the instance, as for
+        // any trap, and let the host know it is for memory: ask for more
+        // linear memory than its limit allows, so its limiter refuses and
+        // remembers.
+        host::log(
+            LogLevel::Error,
+            &format!(
+                "the script heap is still full after a collection ({live} of {limit} bytes live); the instance must be rebuilt"
+            ),
+        );
+        let beyond = usize::try_from(limit).unwrap_or(usize::MAX) / 65536 + 512;
+        let _ = core::arch::wasm32::memory_grow::<0>(beyond);
+        panic!("the script heap is full");
+    }
     let threshold = floor.max(live + live / 2).min(limit.saturating_sub(1));
     rt.set_gc_threshold(threshold as usize);
     host::log(
@@ -225,6 +254,20 @@ fn look_after_heap(runtime: &javy::Runtime) {
             "the script heap reached its limit of {limit} bytes; {live} bytes are live after a collection"
         ),
     );
+}
+
+/// Whether a thrown or rejected value is QuickJS out of memory.
+fn is_out_of_memory(ctx: &Ctx<'_>, value: &Value<'_>) -> bool {
+    if value.is_null() {
+        return heap_exhausted(ctx);
+    }
+    // Out of memory, QuickJS may make its error but not the message.
+    value.as_object().is_some_and(|o| {
+        o.get::<_, String>("name")
+            .is_ok_and(|n| n == "InternalError")
+            && o.get::<_, String>("message")
+                .is_ok_and(|m| m == "out of memory" || (m.is_empty() && heap_exhausted(ctx)))
+    })
 }
 
 /// Runs promise jobs until none is left, or JavaScript was interrupted.
@@ -259,6 +302,7 @@ where
     F: for<'js> FnOnce(&Ctx<'js>, Object<'js>) -> rquickjs::Result<()>,
 {
     INTERRUPTED.with(|i| i.set(false));
+    UNHANDLED_OOM.with(|u| u.set(false));
     VM.with(|cell| {
         let mut slot = cell.borrow_mut();
         let vm = slot.get_or_insert_with(boot);
@@ -291,6 +335,18 @@ where
             panic!("runaway promise jobs after an interrupt");
         }
         look_after_heap(&vm.runtime);
+        if UNHANDLED_OOM.with(Cell::get) {
+            vm.runtime.context().with(|ctx| {
+                let dispatch = vm.dispatch.clone().restore(&ctx).expect("dispatcher");
+                if let Ok(task) = call_dispatch::<_, f64>(&dispatch, "current", ()) {
+                    natives::push(Effect::OverCap(OverCap {
+                        task: task as u64,
+                        cap: Cap::Memory,
+                        detail: "the task's promise jobs ran out of memory and nothing handled the error".into(),
+                    }));
+                }
+            });
+        }
     });
     natives::take()
 }

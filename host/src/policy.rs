@@ -29,6 +29,25 @@ pub struct Policy {
     /// deadline and the instance is rebuilt.
     #[serde(with = "millis")]
     pub entry_deadline: Duration,
+    /// CPU time in the guest one task may take over all its entries (a
+    /// session's many turns, a script that computes between timers); `None`
+    /// for no cap. Past it, JavaScript is interrupted as at the entry
+    /// deadline and the task fails with
+    /// [`Limit::Deadline`](crate::Limit::Deadline). Time the task spends
+    /// waiting for the host (timers, inference, tools) does not count; the
+    /// caller's [`TaskOptions::timeout`](crate::TaskOptions::timeout) bounds
+    /// that.
+    #[serde(with = "millis_opt")]
+    pub run_deadline: Option<Duration>,
+    /// Fuel (wasm instructions, roughly) one entry may burn: a limit that
+    /// does not depend on the machine's speed or load, for deterministic
+    /// runs. Running out traps ([`Error::Trapped`](crate::Error::Trapped)
+    /// with [`Limit::Fuel`](crate::Limit::Fuel)) and the instance is
+    /// rebuilt. `None` (the default) leaves fuel off; setting it needs a
+    /// runtime built with [`RuntimeOptions::fuel`](crate::RuntimeOptions),
+    /// which [`Sandbox::new`](crate::Sandbox::new) picks by itself. Fuel
+    /// metering makes the guest slower (see the bench report).
+    pub entry_fuel: Option<u64>,
     /// Jobs that may wait for the owner; past it, calls fail with
     /// [`Error::Rejected`](crate::Error::Rejected).
     pub queue_capacity: usize,
@@ -67,6 +86,8 @@ impl Default for Policy {
         Policy {
             memory_limit: 256 << 20,
             entry_deadline: Duration::from_secs(5),
+            run_deadline: Some(Duration::from_secs(60)),
+            entry_fuel: None,
             queue_capacity: 1024,
             max_console_lines: 10_000,
             max_console_bytes: 1 << 20,
@@ -87,5 +108,22 @@ mod millis {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+mod millis_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }

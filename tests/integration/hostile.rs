@@ -16,6 +16,7 @@ fn small_policy() -> Policy {
     Policy {
         memory_limit: 64 << 20,
         entry_deadline: Duration::from_millis(300),
+        run_deadline: Some(Duration::from_secs(2)),
         ..Policy::default()
     }
 }
@@ -31,6 +32,9 @@ enum Expect {
     Deadline,
     /// The memory limit, soft (`Limit { Memory }`) or as a trap.
     Memory,
+    /// Whichever of the CPU deadline and the memory limit comes first
+    /// (attacks on both at once; the machine's speed decides).
+    DeadlineOrMemory,
     /// The wasm stack: `Trapped { Stack }`, the instance rebuilt.
     Stack,
     /// A cap of the policy: `Limit` with this limit.
@@ -89,9 +93,15 @@ fn cases() -> Vec<Case> {
         case("loop_getter", Deadline),
         case("loop_json_reviver", Deadline),
         case("loop_sort_comparator", Deadline),
+        // Never long in one entry: the deadline of the whole run stops it.
+        with_timeout(case("loop_between_timers", Deadline), 20_000),
         // A chain of jobs that reschedules itself outlives the interrupt:
         // the guest traps on purpose and the instance is rebuilt.
-        with_timeout(case("loop_microtasks", Deadline), 5_000),
+        // The chain also holds every promise it made: under the suite's
+        // 64 MiB it may fill the heap first. The out-of-memory error then
+        // rejects a promise nobody awaits; the guest reports it for the
+        // task, which would otherwise wait forever.
+        with_timeout(case("loop_microtasks", DeadlineOrMemory), 5_000),
         // Allocation bombs.
         with_deadline(case("alloc_array_growth", Memory), 10_000),
         with_deadline(case("alloc_string_doubling", Memory), 10_000),
@@ -373,6 +383,19 @@ fn check(expect: Expect, r: &marionette::Result<Json>) -> Result<(), String> {
         | (Expect::Timeout, Err(Error::Timeout { .. })) => true,
         (Expect::LoadFails(name), Err(Error::Script { error, .. })) => error.name == name,
         (Expect::Limit(want), Err(Error::Limit { limit, .. })) => *limit == want,
+        (
+            Expect::DeadlineOrMemory,
+            Err(
+                Error::Limit {
+                    limit: Limit::Deadline | Limit::Memory,
+                    ..
+                }
+                | Error::Trapped {
+                    limit: Some(Limit::Deadline | Limit::Memory),
+                    ..
+                },
+            ),
+        ) => true,
         (Expect::Value(f), Ok(v)) => return f(v),
         _ => false,
     };
@@ -558,6 +581,79 @@ async fn a_huge_result_is_an_output_limit_unless_the_policy_allows_it() {
     assert_eq!(s.len(), 50_000_000);
     assert!(s.bytes().all(|b| b == b'z'));
     witness(&sb).await.unwrap();
+}
+
+/// The CPU deadline of a whole run says so, and leaves the VM usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_computes_between_timers_meets_the_run_deadline() {
+    let policy = Policy {
+        run_deadline: Some(Duration::from_millis(500)),
+        ..small_policy()
+    };
+    let sb = Sandbox::new(policy).await.unwrap();
+    sb.load("loop_between_timers.js", script("loop_between_timers"))
+        .await
+        .unwrap();
+    let out = sb
+        .run_main(
+            "loop_between_timers.js",
+            &json!({}),
+            TaskOptions::timeout(Duration::from_secs(20)),
+        )
+        .await;
+    match &out {
+        Err(Error::Limit {
+            limit: Limit::Deadline,
+            detail,
+            ..
+        }) => assert!(detail.contains("over all its entries"), "{detail}"),
+        other => panic!("expected the run deadline, got {}", describe(other)),
+    }
+    witness(&sb).await.unwrap();
+}
+
+/// Fuel: a deterministic budget per entry. Running out traps and the
+/// instance is rebuilt; a policy with fuel on a runtime without it is
+/// refused up front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_stops_a_loop_deterministically_and_needs_a_metering_runtime() {
+    let policy = Policy {
+        entry_fuel: Some(200_000_000),
+        ..small_policy()
+    };
+    let sb = Sandbox::new(policy.clone()).await.unwrap();
+    witness(&sb).await.unwrap();
+    sb.load("loop_catch_interrupt.js", script("loop_catch_interrupt"))
+        .await
+        .unwrap();
+    let out = sb
+        .run_main(
+            "loop_catch_interrupt.js",
+            &json!({}),
+            TaskOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(
+            out,
+            Err(Error::Trapped {
+                limit: Some(Limit::Fuel),
+                ..
+            })
+        ),
+        "expected a fuel trap, got {}",
+        describe(&out)
+    );
+    witness(&sb).await.unwrap();
+
+    let plain = marionette::Runtime::shared().unwrap();
+    match Sandbox::with_runtime(plain, policy).await {
+        Err(Error::Host { source, .. }) => {
+            let message = format!("{source:#}");
+            assert!(message.contains("does not meter fuel"), "{message}")
+        }
+        other => panic!("expected a host error, got {:?}", other.map(|_| ())),
+    }
 }
 
 /// Odd JSON from the host side: huge numbers, NULs, deep nesting.

@@ -1,11 +1,14 @@
 //! `report.md`: the report for people. The side-by-side table first (what
 //! a reader compares), then the concurrency table (one task alone against
-//! many at once), every measure with its interval, the one-off timings,
-//! what each measure means, how it was sampled, the caveats.
+//! many at once), the load table (calls per second held under a mixed
+//! load, its answers by kind, the calls lost), the recovery table (a trap
+//! to the next success), every measure with its interval, the one-off
+//! timings, what each measure means, how it was sampled, the caveats.
 
 use std::fmt::Write as _;
 
 use super::Report;
+use crate::load::Kind;
 use crate::measures::Path;
 
 /// The report as Markdown.
@@ -145,6 +148,9 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(s);
     }
 
+    load(&mut s, r);
+    recovery(&mut s, r);
+
     let _ = writeln!(s, "## Every measure\n");
     let _ = writeln!(
         s,
@@ -211,6 +217,136 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(s, "- {n}");
     }
     s
+}
+
+/// The load table, when a load measure has figures.
+fn load(s: &mut String, r: &Report) {
+    if r.load.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "## Load (medians)\n");
+    let _ = writeln!(
+        s,
+        "| measure | sandboxes | callers | calls per round | round | calls per second held | rounds | ok | canceled | timeout | script | limit | trapped | other | unexpected | LOST |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    );
+    for l in &r.load {
+        let counts = match &l.answers {
+            Some(t) => {
+                let mut cells = vec![t.rounds.to_string()];
+                cells.extend(Kind::ALL.iter().map(|&k| t.count(k).to_string()));
+                cells.push(t.unexpected.to_string());
+                cells.push(if t.lost == 0 {
+                    "0".into()
+                } else {
+                    format!("**{}**", t.lost)
+                });
+                cells.join(" | ")
+            }
+            None => vec!["–"; 2 + Kind::ALL.len() + 1].join(" | "),
+        };
+        let _ = writeln!(
+            s,
+            "| `{}`{} | {} | {} | {} | {} | {} ({}–{}) | {counts} |",
+            l.id,
+            if l.this_run { "" } else { " (earlier run)" },
+            l.sandboxes,
+            l.callers,
+            l.calls_per_round,
+            ns(l.round.estimate_ns),
+            sig3(l.calls_per_second),
+            sig3(l.calls_per_second_lower),
+            sig3(l.calls_per_second_upper),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nCalls per second held: the calls of a round over the round's median time (in brackets: \
+         what the median's confidence interval allows). A round is a seeded random mix, a new seed \
+         each round, made by many callers at once: quick calls, timers, cancellations at random \
+         moments, tiny timeouts, throws, one call that spins until the CPU deadline stops it and \
+         one that traps (`load/*` under \"What each measure is\" has the shares). The spinning call \
+         holds its sandbox's owner thread for the whole deadline, and the trap costs an instance \
+         rebuild: both are part of what the figure holds up under. The round's time has a floor in \
+         its own waits (the deadline, and each caller's timers one call after another), so this is \
+         what the sandboxes hold under this mix, not their peak rate of quick calls (`call/*`). \
+         Answers are counted over every \
+         round of this run, criterion's warm-up included: `trapped` is the trap calls and the calls \
+         that were awaiting a timer in the instance when it trapped, `limit` the calls stopped at \
+         the CPU deadline, `canceled` and `timeout` the calls whose caller gave up first (a \
+         cancelled call that finished first is `ok`). `unexpected` (an answer of a kind the call \
+         cannot legitimately get) and LOST (a call without exactly one answer within 60 s) must \
+         be 0.\n"
+    );
+}
+
+/// The recovery table, when a recovery measure has figures.
+fn recovery(s: &mut String, r: &Report) {
+    if r.recovery.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "## Recovery from a trap (medians)\n");
+    let _ = writeln!(
+        s,
+        "| measure | scripts loaded | trap to the next success | confidence interval of the median |"
+    );
+    let _ = writeln!(s, "|---|--:|--:|--:|");
+    for x in &r.recovery {
+        let _ = writeln!(
+            s,
+            "| `{}`{} | {} | {} | {} – {} |",
+            x.id,
+            if x.this_run { "" } else { " (earlier run)" },
+            x.scripts,
+            ns(x.median.estimate_ns),
+            ns(x.median.lower_ns),
+            ns(x.median.upper_ns),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nFrom the moment a deep recursion has answered `Trapped` to the answer of the next call: \
+         that call builds a fresh instance from the `InstancePre`, reloads every script the sandbox \
+         holds (QuickJS boots in the first), then runs. Only the calls in flight in the trapped \
+         instance failed; the others queue meanwhile."
+    );
+    let cold = r
+        .measures
+        .iter()
+        .find(|x| x.id == crate::measures::COLD_API.id());
+    if let Some(cold) = cold {
+        let _ = writeln!(
+            s,
+            "\nA cold start, for comparison (`{}`{}: a fresh sandbox, one script loaded, the first \
+             call): {}.",
+            cold.id,
+            if cold.this_run {
+                ""
+            } else {
+                ", an earlier run"
+            },
+            ns(cold.median.estimate_ns),
+        );
+    }
+    let mut by_scripts: Vec<_> = r.recovery.iter().collect();
+    by_scripts.sort_by_key(|x| x.scripts);
+    if let [first, .., last] = by_scripts.as_slice()
+        && last.scripts > first.scripts
+    {
+        let _ = writeln!(
+            s,
+            "\nEach script beyond the first adds about {} to the recovery \
+             (`{}` against `{}`).",
+            ns((last.median.estimate_ns - first.median.estimate_ns)
+                / (last.scripts - first.scripts) as f64),
+            last.id,
+            first.id,
+        );
+    }
+    let _ = writeln!(s);
 }
 
 /// A duration in nanoseconds, three significant digits, in a fitting unit.

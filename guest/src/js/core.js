@@ -84,6 +84,8 @@
       let name, message, stack;
       try { name = e.name; message = e.message; stack = e.stack; } catch (_) { /* hostile getter */ }
       if (typeof name !== "string" || name === "") name = "Error";
+      // Out of memory, QuickJS may make its error but not the message.
+      if (name === "InternalError" && message === "" && native.heapExhausted()) message = "out of memory";
       if (typeof message !== "string") message = safeString(message === undefined ? e : message);
       if (typeof stack !== "string") stack = undefined;
       else stack = userFrames(stack);

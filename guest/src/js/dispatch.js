@@ -3,6 +3,7 @@
 // JSON text.
 
   const scripts = new MapCtor(); // name -> module namespace
+  const MAX_CANCELED = 4096;
 
   function script(name) {
     const ns = mget(scripts, name);
@@ -135,9 +136,23 @@
       state.current = p.task;
       for (let i = 0; i < events.length; i++) p.progress(jsonParse(events[i]));
     },
+    // The task JavaScript last ran for.
+    current() {
+      return state.current;
+    },
     cancel(task, reason) {
       if (!call(setHas, state.live, task)) return;
       mset(state.canceled, task, reason);
+      // Remembered so that what the task's code asks for while it unwinds is
+      // refused; the oldest go once there are many (a long-lived sandbox
+      // cancels without end, and a task cancelled that long ago has nothing
+      // left to unwind).
+      if (state.canceled.size > MAX_CANCELED) {
+        for (const oldest of state.canceled.keys()) {
+          mdel(state.canceled, oldest);
+          break;
+        }
+      }
       state.current = task;
       // Fail the task first so nothing it does while unwinding settles it otherwise.
       done(task, false, jsonStringify(errorInfo(abortError(reason))));

@@ -193,3 +193,6 @@ pub(crate) fn event(e: wit::Event) -> Event {
         },
     }
 }
+
+#[cfg(test)]
+mod proptests;

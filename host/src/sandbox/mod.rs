@@ -81,6 +81,24 @@ impl std::fmt::Debug for TaskOptions {
     }
 }
 
+/// A snapshot of a sandbox, from [`Sandbox::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SandboxStats {
+    /// Bytes of linear memory of the current instance (0 before the first
+    /// instance or right after a trap). Wasm memory never shrinks: this is
+    /// the instance's high-water mark.
+    pub memory: u64,
+    /// Tasks started and not yet answered.
+    pub tasks: usize,
+    /// Host operations (timers, inferences, tool calls) in flight.
+    pub pending_ops: usize,
+    /// Scripts loaded (what a rebuilt instance reloads).
+    pub scripts: usize,
+    /// Instances lost to traps and rebuilt.
+    pub rebuilds: u64,
+}
+
 /// One JavaScript VM in WebAssembly, with the scripts loaded into it.
 ///
 /// Cloning is cheap; all clones drive the same instance. The instance lives
@@ -135,12 +153,19 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// A sandbox on the process-wide [`Runtime::shared`].
+    /// A sandbox on the process-wide [`Runtime::shared`] (or
+    /// [`Runtime::shared_with_fuel`] when the policy sets
+    /// [`Policy::entry_fuel`]).
     ///
     /// # Errors
     /// [`Error::Host`] when the runtime or the instance cannot be built.
     pub async fn new(policy: Policy) -> Result<Sandbox> {
-        let runtime = tokio::task::spawn_blocking(Runtime::shared)
+        let shared = if policy.entry_fuel.is_some() {
+            Runtime::shared_with_fuel
+        } else {
+            Runtime::shared
+        };
+        let runtime = tokio::task::spawn_blocking(shared)
             .await
             .map_err(|e| Error::host("runtime", e))?
             .map_err(|e| Error::host("runtime", e))?;
@@ -488,6 +513,18 @@ impl Sandbox {
         })
     }
 
+    /// What the sandbox holds right now: for monitoring, and for checking
+    /// that a long run leaks nothing.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after shutdown; [`Error::Rejected`] when the queue
+    /// is full.
+    pub async fn stats(&self) -> Result<SandboxStats> {
+        self.runner
+            .call("stats", |owner: &mut Owner| owner.stats())
+            .await
+    }
+
     /// Stops the sandbox: refuses new calls, lets queued ones run, then drops
     /// the instance. Calls still waiting for their tasks get
     /// [`Error::Closed`].
@@ -538,6 +575,7 @@ impl Sandbox {
             events: options.events.clone(),
             next,
             kind,
+            cpu: Duration::ZERO,
         };
         let mut guard = CancelOnDrop {
             sandbox: self,

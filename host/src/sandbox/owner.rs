@@ -103,6 +103,9 @@ pub(crate) struct Task {
     pub(crate) events: Option<EventSink>,
     pub(crate) next: Option<NextFn>,
     pub(crate) kind: TaskKind,
+    /// Time spent in the guest on this task's behalf, for
+    /// [`Policy::run_deadline`].
+    pub(crate) cpu: Duration,
 }
 
 struct PendingOp {
@@ -200,6 +203,7 @@ impl Owner {
                         kind: TaskKind::Reload {
                             name: script.name.clone(),
                         },
+                        cpu: Duration::ZERO,
                     },
                 );
                 let (name, source) = (script.name.clone(), script.source.clone());
@@ -269,8 +273,17 @@ impl Owner {
         task: u64,
         f: impl FnOnce(&mut Store<HostState>, &Marionette) -> wasmtime::Result<R>,
     ) -> std::result::Result<(R, bool), TrapFailure> {
+        let spent = self.tasks.get(&task).map_or(Duration::ZERO, |t| t.cpu);
+        let soft = match self.policy.run_deadline {
+            Some(run) => self.policy.entry_deadline.min(run.saturating_sub(spent)),
+            None => self.policy.entry_deadline,
+        };
         let vm = self.vm.as_mut().expect("ensure_vm ran before any entry");
-        let soft = self.policy.entry_deadline;
+        if let Some(fuel) = self.policy.entry_fuel
+            && let Err(e) = vm.store.set_fuel(fuel)
+        {
+            tracing::error!("setting the fuel of an entry: {e:#}");
+        }
         {
             let data = vm.store.data_mut();
             data.entry = EntryState {
@@ -281,9 +294,16 @@ impl Owner {
             data.limits.denied = false;
         }
         // The hard stop: if JavaScript cannot be interrupted (stuck in native
-        // code), the epoch deadline traps at twice the soft deadline.
-        vm.store.set_epoch_deadline(deadline_ticks(soft * 2));
+        // code), the epoch deadline traps at twice the entry deadline (not
+        // the soft one, which a nearly spent run budget makes tiny).
+        let hard = self.policy.entry_deadline * 2;
+        vm.store.set_epoch_deadline(deadline_ticks(hard));
+        let started = Instant::now();
         let result = f(&mut vm.store, &vm.bindings);
+        if let Some(t) = self.tasks.get_mut(&task) {
+            t.cpu += started.elapsed();
+        }
+        let vm = self.vm.as_mut().expect("the entry's instance");
         let data = vm.store.data_mut();
         let entry = std::mem::take(&mut data.entry);
         match result {
@@ -293,7 +313,7 @@ impl Owner {
             }
             Err(e) => {
                 let failure =
-                    TrapFailure::classify(&e, data.limits.denied, entry.interrupted, soft * 2);
+                    TrapFailure::classify(&e, data.limits.denied, entry.interrupted, hard);
                 tracing::warn!(task, error = %failure.message, "the guest trapped; its instance is rebuilt");
                 tracing::debug!(task, detail = format_args!("{e:?}"), "trap details");
                 self.lose_instance(&failure);
@@ -320,16 +340,33 @@ impl Owner {
         }
     }
 
+    pub(crate) fn stats(&self) -> super::SandboxStats {
+        super::SandboxStats {
+            memory: self
+                .vm
+                .as_ref()
+                .map_or(0, |vm| vm.store.data().limits.size as u64),
+            tasks: self.tasks.len(),
+            pending_ops: self.ops.len(),
+            scripts: self.scripts.len(),
+            rebuilds: self.generation,
+        }
+    }
+
     /// JavaScript of `task` was interrupted: by its caller, or by the deadline.
     fn interrupted(&mut self, task: u64) {
         let asked = self.interrupts.asked(task);
-        let reason = if asked {
-            "canceled by the caller".to_string()
-        } else {
-            format!(
+        let spent = self.tasks.get(&task).map(|t| t.cpu);
+        let reason = match (asked, self.policy.run_deadline, spent) {
+            (true, _, _) => "canceled by the caller".to_string(),
+            (false, Some(run), Some(spent)) if spent >= run => format!(
+                "the task used more than {}ms of CPU time in the guest over all its entries",
+                run.as_millis()
+            ),
+            _ => format!(
                 "the script ran for more than {}ms without waiting for the host",
                 self.policy.entry_deadline.as_millis()
-            )
+            ),
         };
         if let Some(t) = self.tasks.remove(&task) {
             let error = if asked {
@@ -419,6 +456,7 @@ impl Owner {
         let limit = match c.cap {
             wit::Cap::Output => Limit::Output,
             wit::Cap::Operations => Limit::Operations,
+            wit::Cap::Memory => Limit::Memory,
         };
         if let Some(t) = self.tasks.remove(&c.task) {
             tracing::warn!(task = c.task, op = %t.op, %limit, "{}", c.detail);

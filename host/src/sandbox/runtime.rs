@@ -30,6 +30,10 @@ pub struct RuntimeOptions {
     /// Cache compiled code on disk (wasmtime's cache, in the user's cache
     /// folder), so a CLI start does not compile the component every time.
     pub disk_cache: bool,
+    /// Meter fuel, for policies with
+    /// [`Policy::entry_fuel`](crate::Policy::entry_fuel). The guest runs
+    /// slower with it, whether a policy uses fuel or not.
+    pub fuel: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -37,6 +41,7 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             max_wasm_stack: 1 << 20,
             disk_cache: true,
+            fuel: false,
         }
     }
 }
@@ -45,6 +50,7 @@ impl Default for RuntimeOptions {
 pub struct Runtime {
     engine: Engine,
     pre: MarionettePre<HostState>,
+    fuel: bool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -69,11 +75,40 @@ impl Runtime {
     /// As [`Runtime::new`]; a failure is not cached.
     pub fn shared() -> anyhow::Result<Arc<Runtime>> {
         static SHARED: OnceLock<Arc<Runtime>> = OnceLock::new();
-        if let Some(rt) = SHARED.get() {
+        Self::shared_in(&SHARED, RuntimeOptions::default())
+    }
+
+    /// The process-wide runtime that meters fuel, compiled on first use;
+    /// what [`Sandbox::new`](crate::Sandbox::new) uses for a policy with
+    /// [`Policy::entry_fuel`](crate::Policy::entry_fuel).
+    ///
+    /// # Errors
+    /// As [`Runtime::new`]; a failure is not cached.
+    pub fn shared_with_fuel() -> anyhow::Result<Arc<Runtime>> {
+        static SHARED: OnceLock<Arc<Runtime>> = OnceLock::new();
+        Self::shared_in(
+            &SHARED,
+            RuntimeOptions {
+                fuel: true,
+                ..RuntimeOptions::default()
+            },
+        )
+    }
+
+    fn shared_in(
+        cell: &OnceLock<Arc<Runtime>>,
+        options: RuntimeOptions,
+    ) -> anyhow::Result<Arc<Runtime>> {
+        if let Some(rt) = cell.get() {
             return Ok(rt.clone());
         }
-        let rt = Runtime::new(&RuntimeOptions::default())?;
-        Ok(SHARED.get_or_init(|| rt).clone())
+        let rt = Runtime::new(&options)?;
+        Ok(cell.get_or_init(|| rt).clone())
+    }
+
+    /// Whether this runtime meters fuel.
+    pub fn meters_fuel(&self) -> bool {
+        self.fuel
     }
 
     /// Compiles a guest component given as bytes (the embedded one, or a
@@ -85,6 +120,7 @@ impl Runtime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.max_wasm_stack(options.max_wasm_stack);
+        config.consume_fuel(options.fuel);
         if options.disk_cache {
             match wasmtime::Cache::from_file(None) {
                 Ok(cache) => {
@@ -110,7 +146,11 @@ impl Runtime {
         .context("checking the guest's exports")?;
 
         spawn_epoch_ticker(&engine);
-        Ok(Arc::new(Runtime { engine, pre }))
+        Ok(Arc::new(Runtime {
+            engine,
+            pre,
+            fuel: options.fuel,
+        }))
     }
 
     /// A fresh instance in a fresh store, configured by `policy`.
@@ -119,7 +159,16 @@ impl Runtime {
         policy: &Policy,
         provides: &Provides,
     ) -> anyhow::Result<(Store<HostState>, Marionette)> {
+        if policy.entry_fuel.is_some() && !self.fuel {
+            anyhow::bail!(
+                "the policy sets entry_fuel, but this runtime does not meter fuel (build it with RuntimeOptions {{ fuel: true, .. }}, or use Runtime::shared_with_fuel)"
+            );
+        }
         let mut store = Store::new(&self.engine, HostState::new(policy));
+        if self.fuel {
+            // Topped up before every entry; instantiation runs no script.
+            store.set_fuel(policy.entry_fuel.unwrap_or(u64::MAX))?;
+        }
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(policy.entry_deadline * 2));
@@ -191,6 +240,8 @@ fn spawn_epoch_ticker(engine: &Engine) {
 pub(crate) struct MemoryLimiter {
     limit: usize,
     pub(crate) denied: bool,
+    /// Bytes of linear memory granted so far.
+    pub(crate) size: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -205,6 +256,7 @@ impl ResourceLimiter for MemoryLimiter {
             tracing::warn!(limit = self.limit, desired, "guest memory limit reached");
             return Ok(false);
         }
+        self.size = desired;
         Ok(true)
     }
 
@@ -252,6 +304,7 @@ impl HostState {
             limits: MemoryLimiter {
                 limit: usize::try_from(policy.memory_limit).unwrap_or(usize::MAX),
                 denied: false,
+                size: 0,
             },
             entry: EntryState::default(),
             interrupt: None,
