@@ -10,7 +10,7 @@ SCRIPT ?= examples/agent.js
 INPUT ?= {}
 GUEST_FLAGS = --release -p marionette-guest --target wasm32-wasip2 --target-dir target/guest
 
-.PHONY: all bootstrap build run test lint fmt bench clean
+.PHONY: all bootstrap build run test lint fmt bench soak fuzz clean
 
 all: build
 
@@ -44,6 +44,15 @@ fmt:
 bench:
 	@./scripts/bootstrap.sh >/dev/null
 	$(CARGO) bench --locked -p marionette-bench
+
+## The load test, long: 200k calls against one sandbox and against three.
+soak: bootstrap
+	MARIONETTE_SOAK=200000 $(CARGO) test --release --locked -p marionette --test integration load:: -- --nocapture
+
+## The property tests, long: 5000 cases each.
+fuzz: bootstrap
+	MARIONETTE_FUZZ_CASES=5000 $(CARGO) test --release --locked -p marionette --lib proptest
+	MARIONETTE_FUZZ_CASES=5000 $(CARGO) test --release --locked -p marionette --test integration fuzz::
 
 clean:
 	$(CARGO) clean
