@@ -137,6 +137,20 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(sandbox)
     })?;
     sessions_answer(&tokio, &sessions)?;
+    // Fuel metering is a property of the compiled code: its own runtime.
+    let fueled = tokio.block_on(async {
+        let runtime = Runtime::new(&RuntimeOptions {
+            fuel: true,
+            ..RuntimeOptions::default()
+        })?;
+        let policy = Policy {
+            entry_fuel: Some(u64::MAX / 4),
+            ..Policy::default()
+        };
+        let sandbox = Sandbox::with_runtime(runtime, policy).await?;
+        sandbox.load(SCRIPT, fixture::BENCH_JS).await?;
+        anyhow::Ok(sandbox)
+    })?;
 
     let mut settings = Vec::new();
     bench_wake(&mut criterion, &mut settings, &tokio)?;
@@ -152,10 +166,11 @@ fn main() -> anyhow::Result<()> {
         &mut criterion,
         &mut settings,
         &tokio,
-        &sandbox,
+        [&sandbox, &fueled],
         &mut guest,
         &native,
     )?;
+    tokio.block_on(fueled.shutdown());
     bench_instantiate(&mut criterion, &mut settings, &tokio, &runtime, &direct);
     bench_cold(&mut criterion, &mut settings, &tokio, &runtime, &direct);
     bench_sessions(&mut criterion, &mut settings, &tokio, &sessions);
@@ -367,7 +382,7 @@ fn bench_fib(
     c: &mut Criterion,
     settings: &mut Vec<GroupSettings>,
     tokio: &tokio::runtime::Runtime,
-    sandbox: &Sandbox,
+    [sandbox, fueled]: [&Sandbox; 2],
     guest: &mut DirectGuest,
     native: &NativeQuickJs,
 ) -> anyhow::Result<()> {
@@ -383,6 +398,14 @@ fn bench_fib(
         args,
         [m::FIB_API, m::FIB_DIRECT, m::FIB_NATIVE],
     )?;
+    g.bench_function(m::FIB_FUEL.function, |b| {
+        b.to_async(tokio).iter(move || async move {
+            fueled
+                .call(SCRIPT, "fib", black_box(args), TaskOptions::default())
+                .await
+                .expect("fueled call")
+        })
+    });
     g.finish();
     Ok(())
 }

@@ -116,6 +116,15 @@ pub const FIB_API: Measure = Measure {
               about 250,000 calls, under the sandbox's CPU deadline and interrupt polling",
 };
 
+/// `fib(25)` through a sandbox that meters fuel.
+pub const FIB_FUEL: Measure = Measure {
+    group: "fib25",
+    function: "sandbox_fuel",
+    path: Path::SandboxApi,
+    meaning: "as `fib25/sandbox_api`, on a runtime that meters fuel (`RuntimeOptions::fuel`) with a \
+              policy that sets `entry_fuel`: what a deterministic CPU limit costs",
+};
+
 /// `fib(25)` straight into the guest.
 pub const FIB_DIRECT: Measure = Measure {
     group: "fib25",
@@ -260,6 +269,7 @@ pub const MEASURES: &[Measure] = &[
     FIB_API,
     FIB_DIRECT,
     FIB_NATIVE,
+    FIB_FUEL,
     INSTANTIATE_API,
     INSTANTIATE_DIRECT,
     COLD_API,
