@@ -20,7 +20,13 @@ fn main() {
         .parent()
         .expect("the host crate lives in the workspace")
         .to_path_buf();
-    for path in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.lock"] {
+    for path in [
+        "guest/src",
+        "guest/Cargo.toml",
+        "wit",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
     println!("cargo:rerun-if-env-changed=WASI_SDK");

@@ -6,6 +6,9 @@
 //! WIT records and back, and turns anything malformed into a `TypeError`
 //! that names the field.
 
+use std::borrow::Cow;
+
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
@@ -23,6 +26,69 @@ pub fn type_error(message: impl Into<String>) -> ScriptError {
         file: None,
         line: None,
         column: None,
+    }
+}
+
+/// Reads JSON text that JavaScript wrote (`JSON.stringify`). A JavaScript
+/// string may hold a lone surrogate, which `JSON.stringify` writes as the
+/// escape `\ud800` and serde_json refuses (a Rust string cannot hold it):
+/// each becomes U+FFFD, as a lossy UTF-16 decode does. Everything the guest
+/// reads from JavaScript goes through here; the host reads a task's JSON
+/// result, which the guest passes on unread, the same way.
+fn from_js<T: DeserializeOwned>(text: &str) -> serde_json::Result<T> {
+    serde_json::from_str(&without_lone_surrogates(text))
+}
+
+/// `text` with each escaped lone surrogate replaced by `\ufffd`; text
+/// without one is not copied.
+fn without_lone_surrogates(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    // How much of `text` is in `out` already.
+    let mut copied = 0;
+    let mut i = 0;
+    while let Some(offset) = bytes
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'\\'))
+    {
+        let at = i + offset;
+        let lone = match escaped_unit(bytes, at) {
+            // `\"`, `\\`, `\n`, ...: the escaped character is skipped with it.
+            None => {
+                i = at + 2;
+                continue;
+            }
+            Some(0xd800..=0xdbff) => {
+                if matches!(escaped_unit(bytes, at + 6), Some(0xdc00..=0xdfff)) {
+                    i = at + 12; // a pair
+                    continue;
+                }
+                true
+            }
+            Some(0xdc00..=0xdfff) => true,
+            Some(_) => false,
+        };
+        if lone {
+            out.push_str(&text[copied..at]);
+            out.push_str("\\ufffd");
+            copied = at + 6;
+        }
+        i = at + 6;
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+/// The UTF-16 code unit of the escape `\uXXXX` at `at`, if there is one.
+fn escaped_unit(bytes: &[u8], at: usize) -> Option<u16> {
+    match bytes.get(at..at + 6)? {
+        [b'\\', b'u', hex @ ..] if hex.iter().all(u8::is_ascii_hexdigit) => {
+            u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+        }
+        _ => None,
     }
 }
 
@@ -110,8 +176,7 @@ pub fn turn_to_json(turn: &Turn) -> Result<String, ScriptError> {
 
 /// The JSON of a (normalised) JavaScript turn as a WIT turn.
 pub fn turn_from_json(text: &str) -> Result<Turn, ScriptError> {
-    let json: JsonTurn =
-        serde_json::from_str(text).map_err(|e| type_error(format!("not a turn: {e}")))?;
+    let json: JsonTurn = from_js(text).map_err(|e| type_error(format!("not a turn: {e}")))?;
     turn_from_parsed(json)
 }
 
@@ -169,7 +234,7 @@ pub fn host_op_from_json(text: &str) -> Result<HostOp, ScriptError> {
             spec: Json,
         },
     }
-    match serde_json::from_str::<Op>(text) {
+    match from_js::<Op>(text) {
         Ok(Op::Sleep { ms }) => Ok(HostOp::Sleep(ms)),
         Ok(Op::Next { turn }) => Ok(HostOp::Next(turn_from_parsed(turn)?)),
         Ok(Op::Infer {
@@ -193,7 +258,7 @@ pub fn host_op_from_json(text: &str) -> Result<HostOp, ScriptError> {
 
 /// The JSON error objects `runtime.js` produces.
 pub fn error_from_json(text: &str) -> ScriptError {
-    match serde_json::from_str::<JsonError>(text) {
+    match from_js::<JsonError>(text) {
         Ok(e) => ScriptError {
             name: e.name,
             message: e.message,
@@ -275,7 +340,7 @@ fn tool_definitions(tools: Vec<JsonTool>) -> Vec<ToolDefinition> {
 /// What `dispatch.listTools` returns.
 pub fn tools_from_json(text: &str) -> Result<Vec<ToolDefinition>, ScriptError> {
     let tools: Vec<JsonTool> =
-        serde_json::from_str(text).map_err(|e| type_error(format!("malformed tool list: {e}")))?;
+        from_js(text).map_err(|e| type_error(format!("malformed tool list: {e}")))?;
     Ok(tool_definitions(tools))
 }
 
@@ -287,8 +352,8 @@ pub fn exports_from_json(text: &str) -> Result<Vec<ExportInfo>, ScriptError> {
         kind: String,
         tools: Vec<JsonTool>,
     }
-    let exports: Vec<JsonExport> = serde_json::from_str(text)
-        .map_err(|e| type_error(format!("malformed export list: {e}")))?;
+    let exports: Vec<JsonExport> =
+        from_js(text).map_err(|e| type_error(format!("malformed export list: {e}")))?;
     Ok(exports
         .into_iter()
         .map(|e| ExportInfo {

@@ -12,6 +12,9 @@
 //! knows which task it was and cancels it in a later entry.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::c_char;
+use std::ptr;
 
 use rquickjs::context::EvalOptions;
 use rquickjs::function::IntoArgs;
@@ -310,10 +313,14 @@ where
             let dispatch = vm.dispatch.clone().restore(&ctx).expect("dispatcher");
             let failed = body(&ctx, dispatch.clone()).err();
             match (failed.and_then(|e| caught(&ctx, &dispatch, e)), task) {
-                (Some(error), Some(task)) => natives::push(Effect::Done(TaskDone {
-                    task,
-                    outcome: Err(error),
-                })),
+                (Some(error), Some(task)) => {
+                    let _ = call_dispatch::<_, ()>(&dispatch, "abandon", (task as f64,));
+                    natives::forget(task);
+                    natives::push(Effect::Done(TaskDone {
+                        task,
+                        outcome: Err(error),
+                    }))
+                }
                 (Some(error), None) => host::log(
                     LogLevel::Error,
                     &format!("the dispatcher threw: {}", error.message),
@@ -348,7 +355,9 @@ where
             });
         }
     });
-    natives::take()
+    let mut effects = natives::take();
+    name_load_errors(&mut effects);
+    effects
 }
 
 /// The script error of a failed call, or `None` when JavaScript was
@@ -457,14 +466,95 @@ pub fn fail(task: u64, error: ScriptError) -> Vec<Effect> {
     })]
 }
 
+thread_local! {
+    /// The module each load task in flight loads: see [`name_load_errors`].
+    static LOADING: RefCell<HashMap<u64, String>> = RefCell::new(HashMap::new());
+    /// The source [`declare`] hands QuickJS next, NUL-terminated.
+    static SOURCE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
 /// Compiles and evaluates a module; see `script.load` in the WIT.
 pub fn load(task: u64, name: &str, source: &str) -> Vec<Effect> {
-    entry(Some(task), |_, dispatch| {
+    LOADING.with(|l| l.borrow_mut().insert(task, name.to_string()));
+    entry(Some(task), |ctx, dispatch| {
         // The module's top-level code runs for this task (its console lines,
         // its timers), so the task exists before the code runs.
         call_dispatch::<_, ()>(&dispatch, "begin", (task as f64,))?;
-        let (module, evaluated) = Module::declare(dispatch.ctx().clone(), name, source)?.eval()?;
+        let (module, evaluated) = declare(ctx, name, source)?.eval()?;
         let namespace = module.namespace()?;
         call_dispatch(&dispatch, "load", (task as f64, name, namespace, evaluated))
     })
+}
+
+/// Gives the error of a failed load the module's name as its file when it
+/// names none: QuickJS locates neither some errors of the parser (a regular
+/// expression that does not compile) nor those of linking (an export of
+/// nothing), and a top-level `throw 1` has no location at all. Runs on the
+/// effects of every entry: a load whose top level awaits ends in a later
+/// one.
+fn name_load_errors(effects: &mut [Effect]) {
+    if LOADING.with(|l| l.borrow().is_empty()) {
+        return;
+    }
+    for effect in effects {
+        let Effect::Done(done) = effect else {
+            continue;
+        };
+        let Some(name) = LOADING.with(|l| l.borrow_mut().remove(&done.task)) else {
+            continue;
+        };
+        if let Err(error) = &mut done.outcome
+            && error.file.is_none()
+        {
+            error.file = Some(name);
+        }
+    }
+}
+
+/// Compiles `source` as the module `name`, without evaluating it.
+///
+/// [`Module::declare`] hands QuickJS the source as a C string, so a source
+/// with a NUL byte in it (even inside a string literal) could not load at
+/// all; `JS_Eval` itself takes the source with its length, and this hands
+/// it over that way. rquickjs builds a module from raw QuickJS only through
+/// a module loader function, which takes no data of its own: the source
+/// waits for it in [`SOURCE`].
+fn declare<'js>(ctx: &Ctx<'js>, name: &str, source: &str) -> rquickjs::Result<Module<'js>> {
+    unsafe extern "C" fn compile(
+        ctx: *mut qjs::JSContext,
+        name: *const c_char,
+    ) -> *mut qjs::JSModuleDef {
+        let Some(source) = SOURCE.with(|s| s.borrow_mut().take()) else {
+            return ptr::null_mut();
+        };
+        let flags =
+            qjs::JS_EVAL_TYPE_MODULE | qjs::JS_EVAL_FLAG_STRICT | qjs::JS_EVAL_FLAG_COMPILE_ONLY;
+        // SAFETY: `ctx` and `name` are live (rquickjs passes them), and the
+        // text's `len - 1` bytes are followed by the NUL byte JS_Eval wants.
+        let module = unsafe {
+            qjs::JS_Eval(
+                ctx,
+                source.as_ptr().cast(),
+                (source.len() - 1) as qjs::size_t,
+                name,
+                flags as i32,
+            )
+        };
+        // SAFETY: reading the tag and pointer of a value JS_Eval returned.
+        if unsafe { qjs::JS_IsException(module) } {
+            // The exception stays pending: the caller catches it.
+            ptr::null_mut()
+        } else {
+            unsafe { qjs::JS_VALUE_GET_PTR(module) }.cast()
+        }
+    }
+    let mut text = Vec::with_capacity(source.len() + 1);
+    text.extend_from_slice(source.as_bytes());
+    text.push(0);
+    SOURCE.with(|s| *s.borrow_mut() = Some(text));
+    // SAFETY: `compile` returns a module compiled in `ctx`, or null with an
+    // exception pending, as `Module::declare` does.
+    let module = unsafe { Module::from_load_fn(ctx.clone(), name, compile) };
+    SOURCE.with(|s| s.borrow_mut().take());
+    module
 }

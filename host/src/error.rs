@@ -159,8 +159,9 @@ pub enum Limit {
     Stack,
     /// The fuel budget.
     Fuel,
-    /// The volume or shape of what a script hands back: a result too large
-    /// or nested too deeply, too much console output.
+    /// The volume or shape of what crosses between host and script: a
+    /// result too large or nested too deeply, too much console output, an
+    /// input nested too deeply to hand to a script.
     Output,
     /// Host operations (timers included) a task has pending at once.
     Operations,

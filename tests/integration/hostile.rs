@@ -9,7 +9,7 @@ use marionette::model::{Event, ToolCall};
 use marionette::{Error, Limit, Policy, Sandbox, TaskOptions};
 use serde_json::{Value as Json, json};
 
-use crate::common::fixture;
+use crate::common::{dismantle, fixture};
 
 /// Small limits keep the suite fast.
 fn small_policy() -> Policy {
@@ -664,9 +664,10 @@ async fn odd_json_input_from_the_host_is_echoed_or_a_typed_error() {
         .await
         .unwrap();
     let nested = |depth: usize| {
+        // Not `json!([v])`: that copies `v` through `to_value`, recursively.
         let mut v = json!([]);
         for _ in 0..depth {
-            v = json!([v]);
+            v = Json::Array(vec![v]);
         }
         v
     };
@@ -713,25 +714,75 @@ async fn odd_json_input_from_the_host_is_echoed_or_a_typed_error() {
             .await
             .unwrap_or_else(|e| panic!("after {what}: {e}"));
     }
-    // 10k levels: QuickJS's JSON.parse recurses past the wasm stack (a
-    // contained trap; the instance is rebuilt).
-    match sb
+    // 10k levels: QuickJS's JSON.parse would recurse past the wasm stack
+    // (a trap); the host refuses the input before the guest sees it.
+    let deep = nested(10_000);
+    let out = sb
         .run_main(
             "echo_input.js",
-            &nested(10_000),
+            &deep,
             TaskOptions::timeout(Duration::from_secs(10)),
         )
-        .await
-    {
-        Err(Error::Trapped {
-            limit: Some(Limit::Stack),
+        .await;
+    dismantle(deep);
+    match out {
+        Err(Error::Limit {
+            limit: Limit::Output,
             ..
         }) => {}
-        other => panic!("depth 10k: expected a stack trap, got {}", describe(&other)),
+        other => panic!(
+            "depth 10k: expected an output limit, got {}",
+            describe(&other)
+        ),
     }
     witness(&sb)
         .await
         .unwrap_or_else(|e| panic!("after depth 10k: {e}"));
+}
+
+/// JSON nested deeper than a script's JSON.parse can follow never reaches
+/// the guest on the session's paths either (a model's tool arguments, a
+/// caller's tags): a typed limit, and no trap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_json_from_a_model_or_a_caller_is_refused_before_the_guest() {
+    let sb = Sandbox::new(small_policy()).await.unwrap();
+    sb.load("schema_tools.js", script("schema_tools"))
+        .await
+        .unwrap();
+    let tools = sb.tools("schema_tools.js", "registry").await.unwrap();
+    // Far past the limit, and shallow enough for serde_json's recursive
+    // drop on a test thread.
+    let mut deep = json!(1);
+    for _ in 0..1_000 {
+        deep = Json::Array(vec![deep]);
+    }
+    let call = ToolCall {
+        id: "c".into(),
+        name: "scale".into(),
+        arguments: json!({"factor": 2, "v": deep.clone()}),
+    };
+    let refused = |r: &marionette::Result<Json>, what: &str| match r {
+        Err(Error::Limit {
+            limit: Limit::Output,
+            detail,
+            ..
+        }) => assert!(detail.contains(what), "{detail}"),
+        other => panic!("expected Limit(Output) for {what}, got {}", describe(other)),
+    };
+    let out = tools
+        .call(call.clone(), marionette::session::ToolContext::default())
+        .await;
+    refused(&out, "the arguments");
+    let mut ctx = marionette::session::ToolContext::default();
+    ctx.tags.insert("deep".into(), deep);
+    let shallow = ToolCall {
+        arguments: json!({"factor": 2, "v": [1]}),
+        ..call
+    };
+    refused(&tools.call(shallow, ctx).await, "the context");
+    let stats = sb.stats().await.unwrap();
+    assert_eq!(stats.rebuilds, 0, "nothing trapped");
+    witness(&sb).await.unwrap();
 }
 
 /// Tool arguments that do not match the schema, of several shapes.

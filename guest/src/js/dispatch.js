@@ -45,6 +45,11 @@
   const dispatch = freeze({
     errorInfo: (e) => jsonStringify(errorInfo(e)),
     begin,
+    // A task the Rust side failed directly (its dispatcher call threw): it
+    // is no longer live.
+    abandon(task) {
+      call(setDelete, state.live, task);
+    },
     configure(info) {
       const i = jsonParse(info);
       host.engines = i.engines;

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
 
 use super::parts::{JsEngine, JsHooks, JsMiddleware, JsTools, Link};
 use super::services::{ChosenTools, HostServices};
-use super::{WeakSandbox, convert};
+use super::{WeakSandbox, check_nesting, check_turn_nesting, convert};
 use crate::bindings::marionette::runtime::types as wit;
 use crate::error::{Error, Op, ProviderErrorKind};
 use crate::model::{ToolCall, ToolDefinition, Turn};
@@ -45,14 +46,51 @@ fn type_error(message: impl Into<String>) -> wit::ScriptError {
 }
 
 /// The context fields a script may pass along (`{sessionId, tags, ...}`).
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
+#[derive(Default)]
 struct ContextSpec {
     session_id: String,
     inference_id: String,
     turn_id: String,
     tags: Map<String, Json>,
     deadline_ms: Option<u64>,
+}
+
+impl ContextSpec {
+    /// Reads the context a script handed to a host engine. A missing or
+    /// `null` context or field is empty; fields the host does not read (a
+    /// middleware's `middlewareName`, ...) are ignored. A field of the
+    /// wrong type is a `TypeError` that names it, not an empty context.
+    fn from_json(text: &str) -> Result<ContextSpec, wit::ScriptError> {
+        let malformed = |why: String| type_error(format!("malformed inference context: {why}"));
+        let mut fields = match serde_json::from_str::<Json>(text) {
+            Ok(Json::Object(fields)) => fields,
+            Ok(Json::Null) => return Ok(ContextSpec::default()),
+            Ok(other) => {
+                let kind = convert::kind_of(&other);
+                return Err(malformed(format!("it must be an object, not {kind}")));
+            }
+            Err(e) => return Err(malformed(format!("not valid JSON: {e}"))),
+        };
+        Ok(ContextSpec {
+            session_id: field(&mut fields, "sessionId").map_err(malformed)?,
+            inference_id: field(&mut fields, "inferenceId").map_err(malformed)?,
+            turn_id: field(&mut fields, "turnId").map_err(malformed)?,
+            tags: field(&mut fields, "tags").map_err(malformed)?,
+            deadline_ms: field(&mut fields, "deadlineMs").map_err(malformed)?,
+        })
+    }
+}
+
+/// The field `name` of an object a script handed over (missing or `null`:
+/// the default), or what is wrong with it, naming it.
+fn field<T: DeserializeOwned + Default>(
+    fields: &mut Map<String, Json>,
+    name: &str,
+) -> Result<T, String> {
+    match fields.remove(name) {
+        None | Some(Json::Null) => Ok(T::default()),
+        Some(value) => serde_json::from_value(value).map_err(|e| format!("{name}: {e}")),
+    }
 }
 
 /// `engines.host(name).infer(turn, ctx)`.
@@ -65,7 +103,7 @@ pub(crate) async fn infer(
         .get(request.engine.as_deref())
         .map_err(|e| error_for_script(&e))?;
     let turn = convert::turn_from_wit(request.input).map_err(|e| type_error(format!("{e:#}")))?;
-    let spec: ContextSpec = serde_json::from_str(&request.context).unwrap_or_default();
+    let spec = ContextSpec::from_json(&request.context)?;
     let ctx = InferenceContext {
         events: EventEmitter::new(spec.session_id.clone(), Vec::new()),
         session_id: spec.session_id,
@@ -79,6 +117,8 @@ pub(crate) async fn infer(
         .infer(turn, ctx)
         .await
         .map_err(|e| error_for_script(&e))?;
+    let op: Op = format!("host engine {}", engine.name()).into();
+    check_turn_nesting(&op, &out).map_err(|e| error_for_script(&e))?;
     Ok(wit::Value::Turn(convert::turn_to_wit(&out)))
 }
 
@@ -109,6 +149,8 @@ pub(crate) async fn call_tool(services: Arc<HostServices>, call: wit::ToolCall) 
         attempt: 1,
         ..ToolContext::default()
     };
+    let op: Op = format!("host tool {}", call.name).into();
+    let what = format!("the result of tool {:?}", call.name);
     let call = ToolCall {
         id: call.id,
         name: call.name,
@@ -118,6 +160,7 @@ pub(crate) async fn call_tool(services: Arc<HostServices>, call: wit::ToolCall) 
         .call(call, ctx)
         .await
         .map_err(|e| error_for_script(&e))?;
+    check_nesting(&op, &what, &value).map_err(|e| error_for_script(&e))?;
     Ok(wit::Value::Json(value.to_string()))
 }
 
@@ -287,5 +330,6 @@ pub(crate) async fn run_session(
         tracing::debug!(%op, error = %e, "a script's session failed");
         error_for_script(&e)
     })?;
+    check_turn_nesting(&op, &out).map_err(|e| error_for_script(&e))?;
     Ok(wit::Value::Turn(convert::turn_to_wit(&out)))
 }

@@ -302,12 +302,22 @@ impl Sandbox {
     /// Runs the script's default export `main(input, ctx)` and returns the
     /// JSON of what it returned or resolved to (`null` for `undefined`).
     ///
+    /// Values cross as JSON: what comes back is what `JSON.stringify` makes
+    /// of the script's value. Numbers are doubles. Strings come back as the
+    /// script built them, except that a lone surrogate (half of a UTF-16
+    /// pair: a JavaScript string may hold one, a Rust string cannot) becomes
+    /// U+FFFD, as [`String::from_utf16_lossy`] does; turns and everything
+    /// else a script hands the host are read the same way.
+    ///
     /// # Errors
-    /// [`Error::Script`] when `main` throws or rejects; [`Error::Limit`],
-    /// [`Error::Timeout`], [`Error::Canceled`], [`Error::Trapped`] as the
-    /// type says.
+    /// [`Error::Script`] when `main` throws or rejects; [`Error::Limit`]
+    /// with [`Limit::Output`](crate::Limit::Output) when `input` or the
+    /// result nests more than [`MAX_NESTING`] levels (the input is refused
+    /// before the script sees it); [`Error::Limit`], [`Error::Timeout`],
+    /// [`Error::Canceled`], [`Error::Trapped`] as the type says.
     pub async fn run_main(&self, name: &str, input: &Json, options: TaskOptions) -> Result<Json> {
         let op: Op = format!("{name}: main").into();
+        check_nesting(&op, "the input", input)?;
         let (n, input) = (name.to_string(), input.to_string());
         let value = self
             .task(
@@ -336,6 +346,9 @@ impl Sandbox {
         options: TaskOptions,
     ) -> Result<Json> {
         let op: Op = format!("{name}: {function}()").into();
+        for (i, arg) in args.iter().enumerate() {
+            check_nesting(&op, &format!("argument {}", i + 1), arg)?;
+        }
         let (n, f, args) = (
             name.to_string(),
             function.to_string(),
@@ -384,6 +397,11 @@ impl Sandbox {
         options: TaskOptions,
     ) -> Result<Json> {
         let op: Op = format!("{name}: tool {}", call.name).into();
+        check_nesting(
+            &op,
+            &format!("the arguments of tool {:?}", call.name),
+            &call.arguments,
+        )?;
         let (target, c) = (
             export_target(name, registry),
             convert::tool_call_to_wit(call),
@@ -415,6 +433,7 @@ impl Sandbox {
         options: TaskOptions,
     ) -> Result<Turn> {
         let op: Op = format!("{name}: engine {engine}").into();
+        check_turn_nesting(&op, turn)?;
         let (target, t) = (export_target(name, engine), convert::turn_to_wit(turn));
         let value = self
             .task(
@@ -446,6 +465,7 @@ impl Sandbox {
         options: TaskOptions,
     ) -> Result<Turn> {
         let op: Op = format!("{name}: middleware {middleware}").into();
+        check_turn_nesting(&op, turn)?;
         let (target, t) = (export_target(name, middleware), convert::turn_to_wit(turn));
         let value = self
             .task(
@@ -664,24 +684,91 @@ fn export_target(script: &str, name: &str) -> wit::Target {
     })
 }
 
+/// How deeply JSON that crosses into a script may nest: serde_json, which
+/// reads what scripts hand back, stops at 128 levels (deeper would risk the
+/// host's stack), and what the host hands a script is held to the same
+/// bound, as the guest's `JSON.parse` recurses on the wasm stack: an input
+/// some thousands of levels deep would trap the instance, and with it every
+/// task in it.
+pub const MAX_NESTING: usize = 127;
+
+/// Refuses `value`, which is about to be handed to a script as `what`,
+/// when it nests deeper than [`MAX_NESTING`]: [`Error::Limit`] with
+/// [`Limit::Output`](crate::Limit::Output), before the guest is entered.
+pub(crate) fn check_nesting(op: &Op, what: &str, value: &Json) -> Result<()> {
+    check_levels(op, what, nesting([value]))
+}
+
+/// [`check_nesting`] for each open-ended map of a turn.
+pub(crate) fn check_turn_nesting(op: &Op, turn: &Turn) -> Result<()> {
+    // A map is one level itself.
+    let levels = |map: &serde_json::Map<String, Json>| 1 + nesting(map.values());
+    for (i, b) in turn.blocks.iter().enumerate() {
+        check_levels(op, &format!("turn.blocks[{i}].payload"), levels(&b.payload))?;
+        check_levels(
+            op,
+            &format!("turn.blocks[{i}].metadata"),
+            levels(&b.metadata),
+        )?;
+    }
+    check_levels(op, "turn.metadata", levels(&turn.metadata))?;
+    check_levels(op, "turn.data", levels(&turn.data))
+}
+
+fn check_levels(op: &Op, what: &str, levels: usize) -> Result<()> {
+    if levels <= MAX_NESTING {
+        return Ok(());
+    }
+    tracing::warn!(%op, what, levels, "refused JSON nested too deeply for a script");
+    Err(Error::Limit {
+        op: op.clone(),
+        limit: crate::Limit::Output,
+        detail: format!(
+            "{what} is nested {levels} levels deep; JSON handed to a script may nest at most {MAX_NESTING}"
+        ),
+    })
+}
+
+/// The deepest nesting of arrays and objects among `values` (a scalar is
+/// 0). Iterative: a value may be nested far deeper than a stack could
+/// follow.
+fn nesting<'a>(values: impl IntoIterator<Item = &'a Json>) -> usize {
+    let mut deepest = 0;
+    let mut pending: Vec<(&Json, usize)> = values.into_iter().map(|v| (v, 0)).collect();
+    while let Some((value, above)) = pending.pop() {
+        let level = above + 1;
+        match value {
+            Json::Array(items) => pending.extend(items.iter().map(|v| (v, level))),
+            Json::Object(map) => pending.extend(map.values().map(|v| (v, level))),
+            _ => continue,
+        }
+        deepest = deepest.max(level);
+    }
+    deepest
+}
+
 pub(crate) fn json_value(op: Op, value: wit::Value) -> Result<Json> {
     match value {
-        wit::Value::Json(text) => serde_json::from_str(&text).map_err(|e| {
-            // serde_json refuses nesting past 128 levels (deeper would risk
-            // the host's stack): a limit of the result's shape, not a fault.
-            if e.to_string().starts_with("recursion limit exceeded") {
-                Error::Limit {
-                    op,
-                    limit: crate::Limit::Output,
-                    detail: "the result is nested deeper than 128 levels".into(),
+        wit::Value::Json(text) => {
+            // JavaScript's JSON, which the guest passes through unread.
+            let text = convert::without_lone_surrogates(&text);
+            serde_json::from_str(&text).map_err(|e| {
+                // serde_json refuses nesting past 128 levels (deeper would risk
+                // the host's stack): a limit of the result's shape, not a fault.
+                if e.to_string().starts_with("recursion limit exceeded") {
+                    Error::Limit {
+                        op,
+                        limit: crate::Limit::Output,
+                        detail: "the result is nested deeper than 128 levels".into(),
+                    }
+                } else {
+                    Error::host(
+                        op,
+                        anyhow::Error::new(e).context("the task's result is not valid JSON"),
+                    )
                 }
-            } else {
-                Error::host(
-                    op,
-                    anyhow::Error::new(e).context("the task's result is not valid JSON"),
-                )
-            }
-        }),
+            })
+        }
         wit::Value::Turn(_) => Err(Error::host(
             op,
             anyhow::anyhow!("the guest returned a turn where JSON was expected"),

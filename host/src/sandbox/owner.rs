@@ -603,8 +603,17 @@ impl Owner {
         };
         let mut json = Vec::with_capacity(events.len());
         for event in events {
-            match serde_json::to_string(&event) {
-                Ok(text) => json.push(text),
+            // What the session's engines and tools produced may nest deeper
+            // than the guest's JSON.parse can follow: such an event reaches
+            // the Rust sink but not the script's handlers.
+            let op: Op = "session event".into();
+            match serde_json::to_value(&event) {
+                Ok(value) => match super::check_nesting(&op, "a session event", &value) {
+                    Ok(()) => json.push(value.to_string()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a session event is not delivered to the script")
+                    }
+                },
                 Err(e) => tracing::error!(error = %e, "a session event could not be encoded"),
             }
             self.deliver(task, Event::Session(event));

@@ -9,7 +9,7 @@
 use serde_json::{Value as Json, json};
 
 use super::owner::{Start, TaskKind};
-use super::{Sandbox, TaskOptions, WeakSandbox, convert};
+use super::{Sandbox, TaskOptions, WeakSandbox, check_nesting, check_turn_nesting, convert};
 use crate::bindings::exports::marionette::runtime::hooks::Hook;
 use crate::bindings::marionette::runtime::types as wit;
 use crate::error::{Error, Op, Result};
@@ -50,42 +50,55 @@ impl Link {
 }
 
 /// The JSON context a JavaScript engine function receives.
-pub(crate) fn inference_context_json(ctx: &InferenceContext) -> String {
-    json!({
-        "sessionId": ctx.session_id,
-        "inferenceId": ctx.inference_id,
-        "turnId": ctx.turn_id,
-        "tools": ctx.tools.iter().collect::<Vec<_>>(),
-        "toolChoice": ctx.tool_choice,
-        "tags": ctx.tags,
-        "deadlineMs": ctx.deadline_ms,
-    })
-    .to_string()
+pub(crate) fn inference_context_json(op: &Op, ctx: &InferenceContext) -> Result<String> {
+    context_text(
+        op,
+        json!({
+            "sessionId": ctx.session_id,
+            "inferenceId": ctx.inference_id,
+            "turnId": ctx.turn_id,
+            "tools": ctx.tools.iter().collect::<Vec<_>>(),
+            "toolChoice": ctx.tool_choice,
+            "tags": ctx.tags,
+            "deadlineMs": ctx.deadline_ms,
+        }),
+    )
 }
 
-fn middleware_context_json(ctx: &MiddlewareContext) -> String {
-    json!({
-        "middlewareName": ctx.middleware_name,
-        "sessionId": ctx.session_id,
-        "inferenceId": ctx.inference_id,
-        "turnId": ctx.turn_id,
-        "tags": ctx.tags,
-        "deadlineMs": ctx.deadline_ms,
-    })
-    .to_string()
+fn middleware_context_json(op: &Op, ctx: &MiddlewareContext) -> Result<String> {
+    context_text(
+        op,
+        json!({
+            "middlewareName": ctx.middleware_name,
+            "sessionId": ctx.session_id,
+            "inferenceId": ctx.inference_id,
+            "turnId": ctx.turn_id,
+            "tags": ctx.tags,
+            "deadlineMs": ctx.deadline_ms,
+        }),
+    )
 }
 
-fn tool_context_json(ctx: &ToolContext) -> String {
-    json!({
-        "toolName": ctx.tool_name,
-        "callId": ctx.call_id,
-        "sessionId": ctx.session_id,
-        "inferenceId": ctx.inference_id,
-        "tags": ctx.tags,
-        "deadlineMs": ctx.deadline_ms,
-        "attempt": ctx.attempt,
-    })
-    .to_string()
+fn tool_context_json(op: &Op, ctx: &ToolContext) -> Result<String> {
+    context_text(
+        op,
+        json!({
+            "toolName": ctx.tool_name,
+            "callId": ctx.call_id,
+            "sessionId": ctx.session_id,
+            "inferenceId": ctx.inference_id,
+            "tags": ctx.tags,
+            "deadlineMs": ctx.deadline_ms,
+            "attempt": ctx.attempt,
+        }),
+    )
+}
+
+/// A context as the JSON text a script receives; its tags come from the
+/// host's caller and may nest as deep as any JSON.
+fn context_text(op: &Op, context: Json) -> Result<String> {
+    check_nesting(op, "the context", &context)?;
+    Ok(context.to_string())
 }
 
 /// A JavaScript engine (`engines.fromFunction`, `engines.echo`, ...).
@@ -103,10 +116,11 @@ impl Engine for JsEngine {
 
     async fn infer(&self, turn: Turn, ctx: InferenceContext) -> Result<Turn> {
         let op: Op = format!("engine {}", self.name).into();
+        check_turn_nesting(&op, &turn)?;
         let (target, input, context) = (
             self.target.clone(),
             convert::turn_to_wit(&turn),
-            inference_context_json(&ctx),
+            inference_context_json(&op, &ctx)?,
         );
         let value = self
             .link
@@ -138,10 +152,11 @@ impl Middleware for JsMiddleware {
 
     async fn handle(&self, turn: Turn, ctx: MiddlewareContext, next: Next) -> Result<Turn> {
         let op: Op = format!("middleware {}", self.name).into();
+        check_turn_nesting(&op, &turn)?;
         let (target, input, context) = (
             self.target.clone(),
             convert::turn_to_wit(&turn),
-            middleware_context_json(&ctx),
+            middleware_context_json(&op, &ctx)?,
         );
         let value = self
             .link
@@ -200,10 +215,12 @@ impl ToolSet for JsTools {
 
     async fn call(&self, call: ToolCall, ctx: ToolContext) -> Result<Json> {
         let op: Op = format!("tool {}", call.name).into();
+        // A model wrote these.
+        check_nesting(&op, "the arguments", &call.arguments)?;
         let (target, c, context) = (
             self.target.clone(),
             convert::tool_call_to_wit(&call),
-            tool_context_json(&ctx),
+            tool_context_json(&op, &ctx)?,
         );
         let value = self
             .link
@@ -230,7 +247,10 @@ pub(crate) struct JsHooks {
 impl JsHooks {
     async fn call(&self, hook: Hook, name: &'static str, payload: &HookPayload) -> Result<Json> {
         let op: Op = format!("hook {name}").into();
-        let payload = serde_json::to_string(payload).map_err(|e| Error::host(op.clone(), e))?;
+        let payload = serde_json::to_value(payload).map_err(|e| Error::host(op.clone(), e))?;
+        // Tool results and arguments may come from anywhere.
+        check_nesting(&op, "the hook's payload", &payload)?;
+        let payload = payload.to_string();
         let target = self.target.clone();
         let value = self
             .link

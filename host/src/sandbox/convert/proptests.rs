@@ -20,8 +20,6 @@
 //!
 //! A failure prints the minimised input. Nothing is written to disk
 //! (no `proptest-regressions/`): a case worth keeping becomes a plain test.
-//! The `#[ignore]`d test fails today: it names the bug it shows, and runs
-//! by hand (`-- --ignored`) until that is fixed.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -33,7 +31,7 @@ use serde_json::{Value as Json, json};
 
 use super::*;
 use crate::bindings::marionette::runtime::types as wit;
-use crate::error::{Error, Limit};
+use crate::error::{Error, Limit, Op};
 use crate::model::{Block, BlockKind, ExportKind, LogLevel, Object, ToolDefinition, Turn};
 use crate::runner::{Runner, RunnerOptions};
 use crate::sandbox::owner::Owner;
@@ -130,6 +128,26 @@ fn deep_text() -> impl Strategy<Value = String> {
         }
         open
     })
+}
+
+/// Inference contexts with the fields the host reads, of any type.
+fn context_fields() -> impl Strategy<Value = Object> {
+    let name = prop::sample::select(vec![
+        "sessionId",
+        "inferenceId",
+        "turnId",
+        "tags",
+        "deadlineMs",
+        "middlewareName",
+    ]);
+    let value = prop_oneof![
+        json_leaf(),
+        odd_string().prop_map(Json::from),
+        any::<u32>().prop_map(Json::from),
+        arb_object().prop_map(Json::Object),
+    ];
+    prop::collection::btree_map(name.prop_map(str::to_string), value, 0..5)
+        .prop_map(|m| m.into_iter().collect())
 }
 
 /// Text that is JSON, almost JSON, or not JSON at all.
@@ -301,6 +319,42 @@ fn first_bad_field(turn: &wit::Turn) -> Option<String> {
         .into_iter()
         .find(|(_, text)| !is_object(text))
         .map(|(field, _)| field.to_string())
+}
+
+/// Levels of arrays and objects (a scalar is 0), counted recursively: an
+/// oracle for the host's iterative count.
+fn serde_nesting(v: &Json) -> usize {
+    match v {
+        Json::Array(a) => 1 + a.iter().map(serde_nesting).max().unwrap_or(0),
+        Json::Object(o) => 1 + o.values().map(serde_nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// What `infer` says of a malformed inference context (the start of its
+/// message), or `None` for a good one: `null`, or an object whose fields
+/// the host reads are missing, `null` or of their type (`sessionId`,
+/// `inferenceId` and `turnId` strings, `tags` an object, `deadlineMs` a
+/// whole number); they are checked in that order.
+fn bad_context(text: &str) -> Option<String> {
+    let prefix = "malformed inference context: ";
+    let fields = match serde_json::from_str::<Json>(text) {
+        Err(_) => return Some(format!("{prefix}not valid JSON")),
+        Ok(Json::Null) => return None,
+        Ok(Json::Object(fields)) => fields,
+        Ok(_) => return Some(format!("{prefix}it must be an object")),
+    };
+    let good = |name: &str, v: &Json| match name {
+        "tags" => v.is_object(),
+        "deadlineMs" => v.is_u64(),
+        _ => v.is_string(),
+    };
+    let names = ["sessionId", "inferenceId", "turnId", "tags", "deadlineMs"];
+    names.into_iter().find_map(|name| match fields.get(name) {
+        None | Some(Json::Null) => None,
+        Some(v) if good(name, v) => None,
+        Some(_) => Some(format!("{prefix}{name}: ")),
+    })
 }
 
 /// A WIT turn as text, to compare (the generated records have no `PartialEq`).
@@ -537,12 +591,22 @@ proptest! {
 
     /// A task's result (`json_value`, `turn_value`): a value, the output
     /// limit for nesting past serde_json's depth, or a host error that says
-    /// the result is not JSON; never a panic, never a stack overflow.
+    /// the result is not JSON; never a panic, never a stack overflow. Text
+    /// serde_json refuses only for a lone surrogate (JavaScript's strings
+    /// may hold one) decodes, with U+FFFD in its place.
     #[test]
     fn task_results_decode_or_fail_typed(text in jsonish_text(), turn in wit_turn()) {
         let parsed = serde_json::from_str::<Json>(&text);
         match (crate::sandbox::json_value("fuzz".into(), wit::Value::Json(text.clone())), parsed) {
             (Ok(v), Ok(p)) => prop_assert_eq!(v, p),
+            (Ok(v), Err(p)) => {
+                let message = p.to_string();
+                prop_assert!(
+                    message.starts_with("lone leading surrogate") || message.starts_with("unexpected end of hex escape"),
+                    "decoded {} although serde_json says {}", v, p
+                );
+                prop_assert!(v.to_string().contains('\u{fffd}'), "{}", v);
+            }
             (Err(Error::Limit { limit: Limit::Output, detail, op }), Err(p)) => {
                 prop_assert!(p.to_string().starts_with("recursion limit exceeded"), "{}", p);
                 prop_assert!(detail.contains("128 levels"), "{}", detail);
@@ -570,6 +634,86 @@ proptest! {
         }
         let wrong = crate::sandbox::turn_value("fuzz".into(), wit::Value::Json(text));
         prop_assert!(matches!(wrong, Err(Error::Host { .. })), "{:?}", wrong);
+    }
+
+    /// A string of any UTF-16 code units, written as JSON with escapes (as
+    /// `JSON.stringify` writes lone surrogates), decodes as a lossy UTF-16
+    /// decode makes it: each lone surrogate one U+FFFD, pairs and every
+    /// other escape (an escaped backslash before `ud800` included) as
+    /// they are.
+    #[test]
+    fn strings_of_any_code_units_decode_like_a_lossy_utf16_decode(
+        units in prop::collection::vec(
+            prop_oneof![
+                any::<u16>(),
+                0xd800u16..0xe000,
+                prop::sample::select(vec![b'\\', b'u', b'd', b'8', b'0', b'"', b'a']).prop_map(u16::from),
+            ],
+            0..16,
+        ),
+        upper in any::<bool>(),
+    ) {
+        let mut text = String::from("[\"");
+        for &u in &units {
+            match char::from_u32(u32::from(u)) {
+                Some('\\') => text.push_str("\\\\"),
+                Some('"') => text.push_str("\\\""),
+                Some(c) if c.is_ascii_alphanumeric() => text.push(c),
+                _ if upper => text.push_str(&format!("\\u{u:04X}")),
+                _ => text.push_str(&format!("\\u{u:04x}")),
+            }
+        }
+        text.push_str("\"]");
+        let expected = json!([String::from_utf16_lossy(&units)]);
+        let v = crate::sandbox::json_value("fuzz".into(), wit::Value::Json(text.clone()));
+        prop_assert_eq!(v.map_err(|e| e.to_string()), Ok(expected), "{}", text);
+    }
+
+    /// JSON the host hands a script is refused when it nests deeper than
+    /// what the host decodes from a script (serde_json's bound, 127 levels),
+    /// with a limit naming it and its depth; on its own and in a turn.
+    #[test]
+    fn inputs_nest_no_deeper_than_results(depth in 0usize..300, bits in any::<u64>(), wide in any::<bool>()) {
+        let mut v = json!(1);
+        for i in 0..depth {
+            v = if bits >> (i % 64) & 1 == 1 {
+                Json::Object([("k".to_string(), v)].into_iter().collect())
+            } else {
+                Json::Array(vec![v])
+            };
+            if wide && i % 7 == 0 {
+                v = json!([[], v, {"a": [1]}]);
+            }
+        }
+        let depth = serde_nesting(&v);
+        let op: Op = "fuzz".into();
+        let decodes = serde_json::from_str::<Json>(&v.to_string()).is_ok();
+        match crate::sandbox::check_nesting(&op, "the input", &v) {
+            Ok(()) => prop_assert!(decodes && depth <= crate::sandbox::MAX_NESTING, "{}", depth),
+            Err(Error::Limit { limit: Limit::Output, detail, op }) => {
+                prop_assert!(!decodes, "{}", depth);
+                let expected = format!("the input is nested {depth} levels deep; ");
+                prop_assert!(detail.starts_with(&expected), "{}", detail);
+                prop_assert_eq!(op, "fuzz");
+            }
+            Err(e) => prop_assert!(false, "{:?}", e),
+        }
+        let mut turn = Turn::default();
+        turn.blocks.push(Block {
+            id: "b".into(),
+            kind: BlockKind::User,
+            role: None,
+            payload: [("k".to_string(), v)].into_iter().collect(),
+            metadata: Object::new(),
+        });
+        match crate::sandbox::check_turn_nesting(&op, &turn) {
+            Ok(()) => prop_assert!(depth < crate::sandbox::MAX_NESTING, "{}", depth),
+            Err(Error::Limit { limit: Limit::Output, detail, .. }) => {
+                let expected = format!("turn.blocks[0].payload is nested {} levels deep; ", depth + 1);
+                prop_assert!(detail.starts_with(&expected), "{}", detail);
+            }
+            Err(e) => prop_assert!(false, "{:?}", e),
+        }
     }
 
     /// `validate-arguments` (a script's own tool schema and arguments):
@@ -703,26 +847,26 @@ proptest! {
     }
 
     /// `infer` on a host engine: the engine's turn, a `TypeError` naming the
-    /// field of the turn that is not a JSON object, or an error naming the
-    /// unknown engine. (The context is read leniently: see
-    /// `inference_contexts_decode_or_say_why`.)
+    /// field of the turn that is not a JSON object or the field of the
+    /// context that is malformed, or an error naming the unknown engine.
     #[test]
     fn host_inference_requests_run_or_say_why(
         engine in prop_oneof![Just(None), Just(Some("echo".to_string())), odd_string().prop_map(Some)],
         input in wit_turn(),
         context in prop_oneof![
             arb_object().prop_map(|o| Json::Object(o).to_string()),
+            context_fields().prop_map(|o| Json::Object(o).to_string()),
             jsonish_text(),
         ],
     ) {
-        let bad = first_bad_field(&input);
+        let (bad_turn, bad_context) = (first_bad_field(&input), bad_context(&context));
         let blocks = input.blocks.len();
         let request = wit::HostInference { engine: engine.clone(), input, context };
         let outcome = runtime().block_on(host_ops::infer(Arc::new(HostServices::default()), request));
         let known = engine.as_deref().is_none_or(|e| e == "echo");
         match outcome {
             Ok(wit::Value::Turn(out)) => {
-                prop_assert!(known && bad.is_none());
+                prop_assert!(known && bad_turn.is_none() && bad_context.is_none());
                 prop_assert_eq!(out.blocks.len(), blocks + 1);
             }
             Ok(other) => prop_assert!(false, "an engine answered {:?}", other),
@@ -730,9 +874,12 @@ proptest! {
                 prop_assert!(e.message.contains(&format!("unknown host engine \"{}\"", engine.unwrap())), "{}", e.message);
             }
             Err(e) => {
-                let field = bad.expect("a good request failed");
                 prop_assert_eq!(e.name.as_str(), "TypeError");
-                prop_assert!(names_field(&e.message, &field), "expected {} in: {}", field, e.message);
+                match (bad_turn, bad_context) {
+                    (Some(field), _) => prop_assert!(names_field(&e.message, &field), "expected {} in: {}", field, e.message),
+                    (None, Some(prefix)) => prop_assert!(e.message.starts_with(&prefix), "expected {:?} in: {}", prefix, e.message),
+                    (None, None) => prop_assert!(false, "a good request failed: {:?}", e),
+                }
             }
         }
     }
@@ -922,22 +1069,19 @@ fn very_deep_json_is_an_error_not_a_stack_overflow() {
 }
 
 /// The inference context a script hands to `engines.host().infer(turn,
-/// ctx)` is decoded, or refused with an error naming it.
+/// ctx)` is decoded, or refused with a `TypeError` naming its field.
 ///
-/// FAILS today: `host_ops::infer` reads it with `unwrap_or_default()`, so
-/// one field of the wrong type silently drops the whole context. Minimised:
-/// `{"sessionId": 5, "tags": {"k": "v"}}`; observed: the engine runs with
-/// an empty session id and no tags; expected: a `TypeError` naming the
-/// context's field (or at least the well-formed fields kept). The fix is in
-/// host_ops.rs.
+/// Found a bug: `host_ops::infer` read it with `unwrap_or_default()`, so
+/// one field of the wrong type silently dropped the whole context.
+/// Minimised: `{"sessionId": 5, "tags": {"k": "v"}}` ran the engine with an
+/// empty session id and no tags.
 #[test]
-#[ignore = "bug: a malformed inference context is silently dropped (see the doc comment)"]
 fn inference_contexts_decode_or_say_why() {
     use crate::session::{Engine, EngineRegistry, InferenceContext, async_trait};
 
-    /// Keeps the tags of the context it was called with.
+    /// Keeps the context it was called with.
     #[derive(Default)]
-    struct Keeping(std::sync::Mutex<Option<Object>>);
+    struct Keeping(std::sync::Mutex<Option<InferenceContext>>);
 
     #[async_trait]
     impl Engine for Keeping {
@@ -945,30 +1089,60 @@ fn inference_contexts_decode_or_say_why() {
             "keeping"
         }
         async fn infer(&self, turn: Turn, ctx: InferenceContext) -> crate::Result<Turn> {
-            *self.0.lock().unwrap() = Some(ctx.tags);
+            *self.0.lock().unwrap() = Some(ctx);
             Ok(turn)
         }
     }
 
     let engine = Arc::new(Keeping::default());
-    let services = HostServices {
+    let services = Arc::new(HostServices {
         engines: EngineRegistry::new().register("keeping", engine.clone()),
         ..HostServices::default()
+    });
+    let infer = |context: Json| {
+        let request = wit::HostInference {
+            engine: None,
+            input: turn_to_wit(&Turn::default()),
+            context: context.to_string(),
+        };
+        runtime().block_on(host_ops::infer(services.clone(), request))
     };
-    let request = wit::HostInference {
-        engine: None,
-        input: turn_to_wit(&Turn::default()),
-        context: json!({ "sessionId": 5, "tags": { "k": "v" } }).to_string(),
-    };
-    match runtime().block_on(host_ops::infer(Arc::new(services), request)) {
-        Err(e) => assert!(e.message.contains("sessionId"), "{e:?}"),
-        Ok(_) => {
-            let tags = engine.0.lock().unwrap().take().unwrap();
-            assert_eq!(
-                Json::Object(tags),
-                json!({ "k": "v" }),
-                "the context was dropped"
-            );
-        }
+
+    let e = infer(json!({ "sessionId": 5, "tags": { "k": "v" } })).unwrap_err();
+    assert_eq!(e.name, "TypeError", "{e:?}");
+    assert!(
+        e.message
+            .starts_with("malformed inference context: sessionId: invalid type: integer `5`"),
+        "{e:?}"
+    );
+    assert!(engine.0.lock().unwrap().is_none(), "the engine ran");
+    let e = infer(json!([1])).unwrap_err();
+    assert_eq!(
+        e.message,
+        "malformed inference context: it must be an object, not an array"
+    );
+
+    // A good one arrives whole; what the host does not read is ignored.
+    infer(json!({
+        "sessionId": "s", "inferenceId": "i", "turnId": "t", "tags": { "k": "v" },
+        "deadlineMs": 5, "middlewareName": "m",
+    }))
+    .unwrap();
+    let ctx = engine.0.lock().unwrap().take().unwrap();
+    assert_eq!(
+        (
+            ctx.session_id.as_str(),
+            ctx.inference_id.as_str(),
+            ctx.turn_id.as_str()
+        ),
+        ("s", "i", "t")
+    );
+    assert_eq!(Json::Object(ctx.tags), json!({ "k": "v" }));
+    assert_eq!(ctx.deadline_ms, Some(5));
+    // `null` is no context, as is a `null` field.
+    for context in [Json::Null, json!({ "sessionId": null, "tags": null })] {
+        infer(context).unwrap();
+        let ctx = engine.0.lock().unwrap().take().unwrap();
+        assert!(ctx.session_id.is_empty() && ctx.tags.is_empty());
     }
 }
