@@ -33,10 +33,19 @@ pub fn type_error(message: impl Into<String>) -> ScriptError {
 /// string may hold a lone surrogate, which `JSON.stringify` writes as the
 /// escape `\ud800` and serde_json refuses (a Rust string cannot hold it):
 /// each becomes U+FFFD, as a lossy UTF-16 decode does. Everything the guest
-/// reads from JavaScript goes through here; the host reads a task's JSON
-/// result, which the guest passes on unread, the same way.
+/// reads from JavaScript goes through here, and a task's JSON result, which
+/// the host reads, through [`well_formed`].
 fn from_js<T: DeserializeOwned>(text: &str) -> serde_json::Result<T> {
     serde_json::from_str(&without_lone_surrogates(text))
+}
+
+/// JSON text from JavaScript with its lone surrogates replaced; see
+/// [`from_js`].
+pub fn well_formed(text: String) -> String {
+    match without_lone_surrogates(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(fixed) => fixed,
+    }
 }
 
 /// `text` with each escaped lone surrogate replaced by `\ufffd`; text

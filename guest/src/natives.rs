@@ -229,7 +229,9 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
                 } else if is_turn {
                     convert::turn_from_json(&payload).map(Value::Turn)
                 } else {
-                    Ok(Value::Json(payload))
+                    // The host reads this text itself: JavaScript's lone
+                    // surrogates become U+FFFD here, as in all the guest reads.
+                    Ok(Value::Json(convert::well_formed(payload)))
                 };
                 forget(id(task));
                 push(Effect::Done(TaskDone {

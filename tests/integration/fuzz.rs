@@ -623,7 +623,8 @@ fn inputs_nested_too_deeply_are_a_typed_limit_not_a_trap() {
 /// task's result is not valid JSON"), and a turn with one a `TypeError`.
 /// Minimised: code units `[0xD800]`. `JSON.stringify` writes it as the
 /// escape `"\ud800"`, which serde_json refuses (a Rust string cannot hold
-/// it); the guest and the host now read JavaScript's JSON lossily.
+/// it); the guest now reads JavaScript's JSON lossily, and hands the host
+/// task results made well-formed.
 #[test]
 fn strings_of_any_code_units_come_back_or_fail_typed() {
     let units = || {

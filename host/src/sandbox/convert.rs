@@ -4,8 +4,6 @@
 //! decides what is in it. Decoding never panics; malformed data becomes an
 //! error that says which field was wrong.
 
-use std::borrow::Cow;
-
 use anyhow::{Context as _, bail};
 use serde_json::Value as Json;
 
@@ -37,67 +35,6 @@ pub(crate) fn kind_of(v: &Json) -> &'static str {
 /// JSON text from the guest, parsed.
 pub(crate) fn json(text: &str, what: &str) -> anyhow::Result<Json> {
     serde_json::from_str(text).with_context(|| format!("{what} is not valid JSON"))
-}
-
-/// JSON text as JavaScript's `JSON.stringify` writes it, made readable for
-/// Rust: each escaped lone surrogate (`\ud800` with no partner: JavaScript
-/// strings are UTF-16 and may hold one, a Rust string cannot, and
-/// serde_json refuses the text) becomes `\ufffd`, as a lossy UTF-16 decode
-/// (`String::from_utf16_lossy`) does. Everything else is left as it is;
-/// text without a lone surrogate is not copied.
-///
-/// The guest reads the JSON of scripts the same way (`from_js` in its
-/// `convert.rs`); the host reads with this what the guest passes through
-/// unread, a task's JSON result.
-pub(crate) fn without_lone_surrogates(text: &str) -> Cow<'_, str> {
-    let bytes = text.as_bytes();
-    let mut out = String::new();
-    // How much of `text` is in `out` already.
-    let mut copied = 0;
-    let mut i = 0;
-    while let Some(offset) = bytes
-        .get(i..)
-        .and_then(|rest| rest.iter().position(|&b| b == b'\\'))
-    {
-        let at = i + offset;
-        let lone = match escaped_unit(bytes, at) {
-            // `\"`, `\\`, `\n`, ...: the escaped character is skipped with it.
-            None => {
-                i = at + 2;
-                continue;
-            }
-            Some(0xd800..=0xdbff) => {
-                if matches!(escaped_unit(bytes, at + 6), Some(0xdc00..=0xdfff)) {
-                    i = at + 12; // a pair
-                    continue;
-                }
-                true
-            }
-            Some(0xdc00..=0xdfff) => true,
-            Some(_) => false,
-        };
-        if lone {
-            out.push_str(&text[copied..at]);
-            out.push_str("\\ufffd");
-            copied = at + 6;
-        }
-        i = at + 6;
-    }
-    if copied == 0 {
-        return Cow::Borrowed(text);
-    }
-    out.push_str(&text[copied..]);
-    Cow::Owned(out)
-}
-
-/// The UTF-16 code unit of the escape `\uXXXX` at `at`, if there is one.
-fn escaped_unit(bytes: &[u8], at: usize) -> Option<u16> {
-    match bytes.get(at..at + 6)? {
-        [b'\\', b'u', hex @ ..] if hex.iter().all(u8::is_ascii_hexdigit) => {
-            u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
-        }
-        _ => None,
-    }
 }
 
 pub(crate) fn block_kind_to_wit(kind: BlockKind) -> wit::BlockKind {

@@ -750,8 +750,7 @@ fn nesting<'a>(values: impl IntoIterator<Item = &'a Json>) -> usize {
 pub(crate) fn json_value(op: Op, value: wit::Value) -> Result<Json> {
     match value {
         wit::Value::Json(text) => {
-            // JavaScript's JSON, which the guest passes through unread.
-            let text = convert::without_lone_surrogates(&text);
+            // JavaScript's JSON, made well-formed by the guest.
             serde_json::from_str(&text).map_err(|e| {
                 // serde_json refuses nesting past 128 levels (deeper would risk
                 // the host's stack): a limit of the result's shape, not a fault.
