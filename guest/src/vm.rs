@@ -146,10 +146,8 @@ fn boot() -> Vm {
                 .call::<_, ()>((info,))?;
 
             let lockdown: Function = ctx.eval_with_options(LOCKDOWN_JS, runtime_source())?;
-            let unlocked: Vec<String> = lockdown.call((api,))?;
-            if !unlocked.is_empty() {
-                panic!("the lockdown left these mutable: {}", unlocked.join(", "));
-            }
+            let roots: Vec<Value> = lockdown.call((api,))?;
+            freeze_reachable(&ctx, roots)?;
             Ok(Persistent::save(&ctx, dispatch))
         };
         boot().unwrap_or_else(|e| {
@@ -175,6 +173,61 @@ fn check_heap_accounting(rt: &rquickjs::Runtime) {
             "QuickJS in this guest cannot measure its allocations (built without -D__GLIBC__, see scripts/bootstrap.sh): its heap limit and garbage collection count allocations, not bytes",
         );
     }
+}
+
+/// Freezes every object reachable from `roots`: through own properties
+/// (values, getters and setters, symbol keys included) and prototypes. The
+/// second half of the lockdown (see `js/lockdown.js`), in Rust because a
+/// walk of the intrinsics (about 700 objects, 2000 properties) in
+/// interpreted JavaScript took longer than the rest of the VM's boot.
+fn freeze_reachable<'js>(ctx: &Ctx<'js>, roots: Vec<Value<'js>>) -> rquickjs::Result<()> {
+    let raw = ctx.as_raw().as_ptr();
+    let mut seen = std::collections::HashSet::new();
+    // Every object visited is kept alive until the walk ends: reading a
+    // property may create its value (QuickJS makes some built-ins lazily),
+    // and a new object must not get the address of one visited and freed.
+    let mut visited = Vec::new();
+    let mut pending = roots;
+    while let Some(value) = pending.pop() {
+        let v = value.as_raw();
+        // SAFETY: `v` is a live value of `ctx` (`value` owns a reference);
+        // these only read its tag and pointer.
+        let object = unsafe {
+            qjs::JS_VALUE_GET_TAG(v) == qjs::JS_TAG_OBJECT
+                && seen.insert(qjs::JS_VALUE_GET_PTR(v) as usize)
+        };
+        if !object {
+            continue;
+        }
+        // SAFETY: every value QuickJS hands back here is a new reference,
+        // owned at once by a `Value` (which frees it); the property table is
+        // freed after use; `desc` is written whole when the call returns 1.
+        unsafe {
+            pending.push(Value::from_raw(ctx.clone(), qjs::JS_GetPrototype(raw, v)));
+            let mut table = std::ptr::null_mut();
+            let mut len = 0u32;
+            let flags = (qjs::JS_GPN_STRING_MASK | qjs::JS_GPN_SYMBOL_MASK) as i32;
+            if qjs::JS_GetOwnPropertyNames(raw, &mut table, &mut len, v, flags) < 0 {
+                return Err(rquickjs::Error::Exception);
+            }
+            for i in 0..len as usize {
+                let atom = (*table.add(i)).atom;
+                let mut desc = std::mem::MaybeUninit::<qjs::JSPropertyDescriptor>::uninit();
+                if qjs::JS_GetOwnProperty(raw, desc.as_mut_ptr(), v, atom) > 0 {
+                    let desc = desc.assume_init();
+                    pending.push(Value::from_raw(ctx.clone(), desc.value));
+                    pending.push(Value::from_raw(ctx.clone(), desc.getter));
+                    pending.push(Value::from_raw(ctx.clone(), desc.setter));
+                }
+            }
+            qjs::JS_FreePropertyEnum(raw, table, len);
+            if qjs::JS_FreezeObject(raw, v) < 0 {
+                return Err(rquickjs::Error::Exception);
+            }
+        }
+        visited.push(value);
+    }
+    Ok(())
 }
 
 /// How the runtime's own JavaScript is evaluated: strict, named so that its

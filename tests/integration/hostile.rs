@@ -140,6 +140,7 @@ fn cases() -> Vec<Case> {
         case("probe_static_import_std", LoadFails("ReferenceError")),
         case("probe_globals", Value(only_allowed_globals)),
         case("probe_eval_tricks", Value(eval_reaches_nothing)),
+        case("probe_frozen", Value(everything_frozen)),
         // Never settles: only the caller's timeout ends it.
         with_timeout(case("never_settles", Timeout), 300),
         // Pollution of built-ins, the global object and API objects: every
@@ -289,6 +290,19 @@ fn eval_reaches_nothing(v: &Json) -> Result<(), String> {
             "importInEval": "object",
         }),
     )
+}
+
+/// The lockdown reached every shared object (`probe_frozen`).
+fn everything_frozen(v: &Json) -> Result<(), String> {
+    let objects = v["objects"].as_u64().ok_or("no count")?;
+    let unfrozen = v["unfrozen"].as_array().ok_or("no list")?;
+    if objects > 500 && unfrozen.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{objects} objects reached, not frozen: {unfrozen:?}"
+        ))
+    }
 }
 
 /// Every attempt of a `pollute_*` script (a map of attempt to the name of

@@ -8,20 +8,17 @@
 // scope.
 //
 // Evaluated on its own (not part of the runtime closure) as a function of
-// the API object; returns the list of what it could not lock, which the VM
-// treats as a failed boot.
+// the API object: tames what must stay assignable, then returns the roots
+// from which the VM freezes everything reachable (natively: a walk in
+// interpreted JavaScript cost more than the rest of the boot).
 (function lockdown(api) {
   "use strict";
-  const { getOwnPropertyDescriptor, getPrototypeOf, defineProperty, freeze, isFrozen } = Object;
+  const { getOwnPropertyDescriptor, getPrototypeOf, defineProperty } = Object;
   const { ownKeys } = Reflect;
   const hasOwn = Object.hasOwn;
-  const SetCtor = Set;
-  const setHas = Set.prototype.has;
-  const setAdd = Set.prototype.add;
   const TypeErrorCtor = TypeError;
   const StringCtor = String;
   const apply = Reflect.apply;
-  const failures = [];
 
   // QuickJS keeps two settings of every error behind accessors on `Error`:
   // a script setting `Error.prepareStackTrace` would see (and could rewrite)
@@ -70,9 +67,10 @@
     tame(C.prototype, "constructor");
   }
 
-  // Everything reachable: own properties (values, getters, setters) and
-  // prototypes, from the global object, the API and the intrinsics that no
-  // global names.
+  // Everything reachable from these is frozen by the VM (`freeze_reachable`
+  // in vm.rs): own properties (values, getters, setters) and prototypes,
+  // from the global object, the API and the intrinsics that no global
+  // names.
   const roots = [globalThis, api];
   const hidden = [
     function* () {},
@@ -99,37 +97,5 @@
       }
     }
   }
-  const seen = new SetCtor();
-  const order = [];
-  const queue = roots;
-  while (queue.length > 0) {
-    const o = queue.pop();
-    if (o === null || (typeof o !== "object" && typeof o !== "function")) continue;
-    if (apply(setHas, seen, [o])) continue;
-    apply(setAdd, seen, [o]);
-    order[order.length] = o;
-    queue[queue.length] = getPrototypeOf(o);
-    for (const key of ownKeys(o)) {
-      const desc = getOwnPropertyDescriptor(o, key);
-      if (hasOwn(desc, "value")) {
-        queue[queue.length] = desc.value;
-      } else {
-        queue[queue.length] = desc.get;
-        queue[queue.length] = desc.set;
-      }
-    }
-  }
-  for (const o of order) {
-    try {
-      freeze(o);
-    } catch (e) {
-      // Freezing can fail only for exotic objects (a typed array with
-      // elements); there should be none among the intrinsics.
-    }
-    if (!isFrozen(o)) {
-      const name = typeof o === "function" ? "function " + o.name : "an object";
-      failures[failures.length] = name;
-    }
-  }
-  return failures;
+  return roots;
 })
