@@ -60,6 +60,8 @@ thread_local! {
     /// Set when a promise was rejected for out of memory with no handler
     /// during this entry.
     static UNHANDLED_OOM: Cell<bool> = const { Cell::new(false) };
+    /// Entries in a row that were interrupted and left promise jobs queued.
+    static JOBS_LEFT_BY_INTERRUPTS: Cell<u32> = const { Cell::new(0) };
     /// Set when the host's interrupt handler said stop during this entry.
     static INTERRUPTED: Cell<bool> = const { Cell::new(false) };
     /// What the host provides (engines, middleware, tools), as JSON for
@@ -385,14 +387,26 @@ where
         // A promise reaction turns even the interrupt into a rejection, and
         // QuickJS checks for interrupts only every so many ticks: a chain of
         // jobs that schedules itself survives the stop and would run again
-        // in every later entry, on other tasks' time. The VM is poisoned;
-        // trap, and the host rebuilds it.
+        // in every later entry, on other tasks' time. Jobs left by one
+        // interrupted entry may be innocent (a task cancelled while its
+        // entry ran leaves the jobs of the promises it resolved): the next
+        // entry runs them. Left again by the next entry, interrupted too,
+        // they are a chain that does not end: the VM is poisoned; trap, and
+        // the host rebuilds it.
         if INTERRUPTED.with(Cell::get) && vm.runtime.has_pending_jobs() {
-            host::log(
-                LogLevel::Error,
-                "promise jobs kept scheduling themselves past the cpu deadline; the instance must be rebuilt",
-            );
-            panic!("runaway promise jobs after an interrupt");
+            let streak = JOBS_LEFT_BY_INTERRUPTS.with(|n| {
+                n.set(n.get() + 1);
+                n.get()
+            });
+            if streak >= 2 {
+                host::log(
+                    LogLevel::Error,
+                    "promise jobs kept scheduling themselves past the cpu deadline; the instance must be rebuilt",
+                );
+                panic!("runaway promise jobs after an interrupt");
+            }
+        } else {
+            JOBS_LEFT_BY_INTERRUPTS.with(|n| n.set(0));
         }
         look_after_heap(&vm.runtime);
         if UNHANDLED_OOM.with(Cell::get) {
