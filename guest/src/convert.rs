@@ -19,8 +19,17 @@ use crate::marionette::runtime::types::{
 
 /// A `TypeError` with no location: the error is in data, not in a script.
 pub fn type_error(message: impl Into<String>) -> ScriptError {
+    unlocated("TypeError", message)
+}
+
+/// An `InternalError` with no location: the VM failed, not a script's line.
+pub fn internal_error(message: impl Into<String>) -> ScriptError {
+    unlocated("InternalError", message)
+}
+
+fn unlocated(name: &str, message: impl Into<String>) -> ScriptError {
     ScriptError {
-        name: "TypeError".into(),
+        name: name.into(),
         message: message.into(),
         stack: None,
         file: None,

@@ -431,42 +431,23 @@ where
 /// interrupted (the host knows; there is nothing to report).
 fn caught<'js>(ctx: &Ctx<'js>, dispatch: &Object<'js>, e: rquickjs::Error) -> Option<ScriptError> {
     if !e.is_exception() {
-        return Some(ScriptError {
-            name: "InternalError".into(),
-            message: e.to_string(),
-            stack: None,
-            file: None,
-            line: None,
-            column: None,
-        });
+        return Some(convert::internal_error(e.to_string()));
     }
     let value: Value = ctx.catch();
     if value.is_uncatchable_error() {
         return None;
     }
     if value.is_null() && heap_exhausted(ctx) {
-        return Some(ScriptError {
-            name: "InternalError".into(),
-            message: "out of memory".into(),
-            stack: None,
-            file: None,
-            line: None,
-            column: None,
-        });
+        return Some(convert::internal_error("out of memory"));
     }
     let info = dispatch
         .get::<_, Function>("errorInfo")
         .and_then(|f| f.call::<_, String>((value,)));
     Some(match info {
         Ok(json) => convert::error_from_json(&json),
-        Err(_) => ScriptError {
-            name: "InternalError".into(),
-            message: "the script failed with an error that could not be described".into(),
-            stack: None,
-            file: None,
-            line: None,
-            column: None,
-        },
+        Err(_) => {
+            convert::internal_error("the script failed with an error that could not be described")
+        }
     })
 }
 
@@ -506,16 +487,8 @@ where
         match call_dispatch::<_, String>(&dispatch, method, args) {
             Ok(json) => out = Some(Ok(json)),
             Err(e) => {
-                out = Some(Err(caught(ctx, &dispatch, e).unwrap_or_else(|| {
-                    ScriptError {
-                        name: "InternalError".into(),
-                        message: "interrupted".into(),
-                        stack: None,
-                        file: None,
-                        line: None,
-                        column: None,
-                    }
-                })))
+                out = Some(Err(caught(ctx, &dispatch, e)
+                    .unwrap_or_else(|| convert::internal_error("interrupted"))))
             }
         }
         Ok(())
