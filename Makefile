@@ -10,7 +10,7 @@ SCRIPT ?= examples/agent.js
 INPUT ?= {}
 GUEST_FLAGS = --release -p marionette-guest --target wasm32-wasip2 --target-dir target/guest
 
-.PHONY: all bootstrap build run test lint fmt bench soak fuzz clean
+.PHONY: all bootstrap build run test lint fmt bench soak fuzz clean node-guest test-node
 
 all: build
 
@@ -56,3 +56,28 @@ fuzz: bootstrap
 
 clean:
 	$(CARGO) clean
+
+## The Node package (host-node/): the guest transpiled by jco into it, its
+## dependencies, and its checks and tests. `npm install ./host-node` works
+## once `make node-guest` has run.
+GUEST_WASM = target/guest/wasm32-wasip2/release/marionette_guest.wasm
+NODE_TEST_DIR = target/node-test
+
+host-node/node_modules/.installed: host-node/package.json host-node/package-lock.json
+	cd host-node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+host-node/guest/marionette_guest.js: $(GUEST_WASM) host-node/node_modules/.installed
+	rm -rf host-node/guest
+	cd host-node && npx jco transpile ../$(GUEST_WASM) --instantiation sync --no-wasi-shim --quiet -o guest
+
+node-guest: build host-node/guest/marionette_guest.js
+
+## Lint (tsc over the types, prettier), then `node --test` over host-node/test
+## with the package also installed, as a user would, into target/node-test.
+test-node: node-guest
+	cd host-node && npx tsc -p tsconfig.json && npx prettier --check .
+	mkdir -p $(NODE_TEST_DIR)
+	test -f $(NODE_TEST_DIR)/package.json || echo '{"private": true, "type": "module"}' > $(NODE_TEST_DIR)/package.json
+	cd $(NODE_TEST_DIR) && npm install --no-audit --no-fund --loglevel=error --install-links ../../host-node
+	cd host-node && MARIONETTE_NODE_TEST_DIR=../$(NODE_TEST_DIR) node --test --test-reporter=spec test/
