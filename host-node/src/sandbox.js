@@ -256,8 +256,9 @@ export class Sandbox {
     this.#tasks.delete(id);
     clearTimeout(task.timer);
     for (const f of task.cleanup) f();
-    if (result instanceof Error) task.settle.reject(result);
-    else task.settle.resolve(result);
+    // Reloads after a trap have no caller.
+    if (result instanceof Error) task.settle?.reject(result);
+    else task.settle?.resolve(result);
     task.handle?.end();
   }
 
@@ -498,7 +499,7 @@ export class Sandbox {
   #cancelInGuest(task, reason) {
     if (this.#vm === null) return;
     // The unwinding runs under a fresh deadline; interrupted again, nothing more is done.
-    const result = this.#callGuest(task, (g) => g.cancel(task, reason));
+    const result = this.#callGuest(task, (g) => g.cancel(task, reason ?? "canceled"));
     if (result !== null) this.#process(result.value);
   }
 
