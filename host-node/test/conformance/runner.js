@@ -17,9 +17,9 @@ const KEYS = {
   reply: ["text", "partials", "toolCalls", "error"],
   tool: ["name", "description", "parameters", "results"],
   result: ["value", "error"],
-  step: ["run", "script", "input", "function", "args", "registry", "call", "cancelOnConsole"],
+  step: ["run", "script", "input", "function", "args", "registry", "call", "cancelOnConsole", "file"],
   expect: ["result", "error", "console", "hostCalls"],
-  error: ["kind", "name", "messageContains"],
+  error: ["kind", "name", "messageContains", "file", "line"],
 };
 
 /** The host middleware a case may name. */
@@ -55,7 +55,8 @@ export function validate(c) {
   }
   for (const [i, s] of c.steps.entries()) {
     known(s, "step", `steps[${i}]`);
-    if (!["main", "call", "tool"].includes(s.run)) throw new Error(`steps[${i}].run: unknown ${JSON.stringify(s.run)}`);
+    if (!["main", "call", "tool", "load"].includes(s.run))
+      throw new Error(`steps[${i}].run: unknown ${JSON.stringify(s.run)}`);
   }
   if (c.expect.length !== c.steps.length) throw new Error("expect must have one entry per step");
   for (const [i, e] of c.expect.entries()) {
@@ -177,11 +178,14 @@ export async function runCase(c, base) {
         },
       };
       let task;
-      if (step.run === "main") task = sandbox.runMain(step.script, step.input ?? null, options);
+      if (step.run === "load") {
+        const source = await readFile(new URL(step.file, base), "utf8");
+        task = sandbox.load(step.script, source, options);
+      } else if (step.run === "main") task = sandbox.runMain(step.script, step.input ?? null, options);
       else if (step.run === "call") task = sandbox.call(step.script, step.function, step.args ?? [], options);
       else task = sandbox.callTool(step.script, step.registry, step.call, options);
       const outcome = await task.then(
-        (value) => ({ value }),
+        (value) => ({ value: value === undefined ? null : value }),
         (error) => ({ error }),
       );
       const expect = c.expect[i];
@@ -196,6 +200,11 @@ export async function runCase(c, base) {
         if (expect.error.name !== undefined) {
           const name = e instanceof ScriptError ? e.script.name : (e.limit ?? e.name);
           assert.equal(name, expect.error.name, `${where}: error name`);
+        }
+        for (const key of ["file", "line"]) {
+          if (expect.error[key] !== undefined) {
+            assert.equal(e.script?.[key], expect.error[key], `${where}: the script error's ${key}`);
+          }
         }
         if (expect.error.messageContains !== undefined) {
           assert.ok(
