@@ -70,11 +70,8 @@ export class Runtime {
     for (const [name, iface] of Object.entries(wasiImports((text) => host.log("error", text)))) {
       imports[name] = iface;
     }
+    // jco asks by the interface's name, without its version.
     imports[HOST] = host;
-    // jco asks by the interface's name, versioned or not: answer both.
-    const lookup = new Proxy(imports, {
-      get: (target, key) => (typeof key === "string" ? (target[key] ?? target[key.replace(/@[^/]*$/, "")]) : undefined),
-    });
     const memories = [];
     const exports = this.#instantiate(
       (name) => {
@@ -82,7 +79,7 @@ export class Runtime {
         if (module === undefined) throw new HostError("instantiate", `the component has no core module ${name}`);
         return module;
       },
-      lookup,
+      imports,
       (module, moduleImports) => {
         const instance = new WebAssembly.Instance(module, moduleImports);
         for (const value of Object.values(instance.exports)) {

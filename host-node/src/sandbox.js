@@ -23,6 +23,7 @@ import {
   ClosedError,
   HostError,
   LimitError,
+  ReentrantError,
   ScriptError,
   TimeoutError,
   TrappedError,
@@ -401,6 +402,8 @@ export class Sandbox {
   /** A call into the guest that starts no task. */
   #query(op, f) {
     if (this.#closed) throw new ClosedError(op);
+    // Only a callback the sandbox runs during an entry (`onLog`) can get here then.
+    if (this.#entry !== null) throw new ReentrantError(op);
     this.#ensureVm();
     let result;
     try {

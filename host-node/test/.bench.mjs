@@ -1,0 +1,13 @@
+import { Sandbox, Runtime } from "marionette";
+const rt = await Runtime.load();
+let count = 0;
+const orig = rt.instantiate.bind(rt);
+rt.instantiate = (host) => orig({ ...host, shouldInterrupt: (...a) => { count++; return host.shouldInterrupt(...a); } });
+const s = await Sandbox.create({ runtime: rt });
+console.log("polls during create", count); count = 0;
+await s.load("a.js", `export const add = (a, b) => a + b;`);
+console.log("polls during load", count); count = 0;
+let t0 = performance.now();
+for (let i = 0; i < 2000; i++) await s.call("a.js", "add", [i, 1]);
+console.log("call round trip (us)", (((performance.now() - t0) / 2000) * 1000).toFixed(1), "polls/call", count / 2000);
+await s.close();
