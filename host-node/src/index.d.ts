@@ -262,6 +262,12 @@ export class Sandbox implements AsyncDisposable {
     payload: Json,
     options?: TaskOptions,
   ): Task<Json>;
+  /**
+   * The effect protocol the component speaks: 2 when it runs a script's
+   * sessions itself, 1 for a component that needs its host to run them
+   * (with such a component a script's session fails here).
+   */
+  readonly protocol: 1 | 2;
   /** What the sandbox holds now. */
   stats(): SandboxStats;
   /** Stops: tasks in flight fail with a `ClosedError`; later calls too. */

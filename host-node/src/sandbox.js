@@ -149,6 +149,17 @@ export class Sandbox {
     );
   }
 
+  /**
+   * The version of the effect protocol the component speaks: 2 when it runs
+   * a script's sessions itself (engines, middleware and tools of the host
+   * reached as operations), 1 for a component that asks its host to run them
+   * (only the Rust host can: here a script's session fails).
+   */
+  get protocol() {
+    this.#ensureVm();
+    return this.#vm.guest.version;
+  }
+
   /** What the sandbox holds now. */
   stats() {
     let tasks = 0;
