@@ -10,7 +10,7 @@ SCRIPT ?= examples/agent.js
 INPUT ?= {}
 GUEST_FLAGS = --release -p marionette-guest --target wasm32-wasip2 --target-dir target/guest
 
-.PHONY: all bootstrap build run test lint fmt bench soak fuzz clean node-guest test-node
+.PHONY: all bootstrap build run test lint fmt bench soak fuzz clean guest node-guest test-node
 
 all: build
 
@@ -71,7 +71,12 @@ host-node/guest/marionette_guest.js: $(GUEST_WASM) host-node/node_modules/.insta
 	rm -rf host-node/guest
 	cd host-node && npx jco transpile ../$(GUEST_WASM) --instantiation sync --no-wasi-shim --quiet -o guest
 
-node-guest: build host-node/guest/marionette_guest.js
+## The guest alone (the host's build.rs builds the same, into the same folder).
+$(GUEST_WASM): guest
+guest:
+	WASI_SDK="$$(./scripts/bootstrap.sh 2>/dev/null)" $(CARGO) build --locked $(GUEST_FLAGS)
+
+node-guest: guest host-node/guest/marionette_guest.js
 
 ## Lint (tsc over the types, prettier), then `node --test` over host-node/test
 ## with the package also installed, as a user would, into target/node-test.
