@@ -84,5 +84,6 @@ test-node: node-guest
 	cd host-node && npx tsc -p tsconfig.json && npx prettier --check .
 	mkdir -p $(NODE_TEST_DIR)
 	test -f $(NODE_TEST_DIR)/package.json || echo '{"private": true, "type": "module"}' > $(NODE_TEST_DIR)/package.json
+	rm -rf $(NODE_TEST_DIR)/node_modules/marionette
 	cd $(NODE_TEST_DIR) && npm install --no-audit --no-fund --loglevel=error --install-links ../../host-node
-	cd host-node && MARIONETTE_NODE_TEST_DIR=../$(NODE_TEST_DIR) node --test --test-reporter=spec test/
+	cd host-node && MARIONETTE_NODE_TEST_DIR=../$(NODE_TEST_DIR) node --test --test-reporter=spec test/*.test.js
