@@ -529,7 +529,10 @@ export class Sandbox {
   }
 
   #processBatch(effects) {
-    const overCap = [];
+    // Version 1 may put a task's over-cap after its done: the cap is why it
+    // failed, so that done is not the task's outcome.
+    const overCap = effects.filter((e) => e.type === "over-cap");
+    const capped = new Set(overCap.map((c) => c.task));
     for (const effect of effects) {
       switch (effect.type) {
         case "request":
@@ -551,11 +554,10 @@ export class Sandbox {
           }
           break;
         case "done":
-          this.#complete(effect.task, effect.outcome);
+          if (!capped.has(effect.task)) this.#complete(effect.task, effect.outcome);
           break;
         case "over-cap":
           this.#failOverCap(effect);
-          overCap.push(effect);
           break;
       }
     }
