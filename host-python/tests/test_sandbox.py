@@ -325,10 +325,10 @@ def test_js_engine_infer() -> None:
 
 
 def test_js_middleware_with_a_python_next() -> None:
-    seen: List[Turn] = []
+    seen: List[List[str]] = []
 
     async def next_turn(turn: Turn) -> Turn:
-        seen.append(turn)
+        seen.append([b["payload"]["text"] for b in turn["blocks"]])
         turn["blocks"].append({"kind": "llm_text", "role": "assistant", "payload": {"text": "from python"}})
         return turn
 
@@ -339,7 +339,7 @@ def test_js_middleware_with_a_python_next() -> None:
             return await sandbox.run_middleware("engines.js", "wrap", turn, next_turn)
 
     out = asyncio.run(run())
-    assert [b["payload"]["text"] for b in seen[0]["blocks"]] == ["hey", "added by wrap"]
+    assert seen == [["hey", "added by wrap"]]
     assert out["blocks"][-1]["payload"]["text"] == "from python"
     assert out["metadata"] == {"wrapped": True}
 
@@ -372,13 +372,15 @@ def test_sandbox_wide_event_callback() -> None:
 
 
 def test_timeout_interrupts_running_javascript_and_the_vm_goes_on() -> None:
-    with Sandbox() as sandbox:
+    # The CPU deadline is far away: only the timeout's interrupt frees the
+    # VM for the next call (which would otherwise wait a minute, and time out).
+    with Sandbox(limits=Limits(entry_deadline=60.0)) as sandbox:
         sandbox.load("spin.js", SPIN)
         sandbox.load("counter.js", COUNTER)
         with pytest.raises(TimeoutError) as e:
             sandbox.run_main("spin.js", timeout=0.2)
         assert e.value.op == "run_main spin.js"
-        assert sandbox.call("counter.js", "count") == 1
+        assert sandbox.call("counter.js", "count", timeout=30.0) == 1
         assert sandbox.rebuilds == 0  # interrupted, not trapped
 
 

@@ -34,6 +34,9 @@ T = TypeVar("T")
 #: How often the epoch advances; the hard deadline is counted in these.
 EPOCH_TICK = 0.01
 
+#: Epoch ticks that stand for "no deadline" between entries (about 350 years).
+NO_DEADLINE = 1 << 40
+
 #: Most schema validators kept compiled at once.
 _SCHEMA_CACHE = 256
 
@@ -199,7 +202,7 @@ class Vm:
         # WASI must be set all the same, or the guest's first WASI call
         # aborts the process.
         self.store.set_wasi(wasmtime.WasiConfig())
-        self.store.set_epoch_deadline(1 << 62)
+        self.store.set_epoch_deadline(NO_DEADLINE)
         _current.imports = self.imports
         try:
             instance = runtime.linker.instantiate(self.store, runtime.component)
@@ -224,7 +227,7 @@ class Vm:
         except wasmtime.WasmtimeError as e:
             raise classify(e, self.imports.entry.interrupted, 2 * deadline) from e
         finally:
-            self.store.set_epoch_deadline(1 << 62)
+            self.store.set_epoch_deadline(NO_DEADLINE)
         return result, self.imports.entry.interrupted
 
 
