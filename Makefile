@@ -54,7 +54,7 @@ $(PY_VENV)/bin/python:
 	$(PYTHON) -m venv $(PY_VENV)
 
 python-venv: $(PY_VENV)/bin/python
-	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check pytest 'ruff>=0.6'
+	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check pytest 'ruff>=0.6' 'mypy>=1.8' 'wasmtime>=50,<51' 'jsonschema>=4.18'
 
 python-wheel: python-component python-venv
 	$(PY_VENV)/bin/python -m pip wheel --quiet --disable-pip-version-check --no-deps -w target/python-dist ./host-python
@@ -62,6 +62,7 @@ python-wheel: python-component python-venv
 lint-python: python-venv
 	$(PY_VENV)/bin/ruff format --check host-python
 	$(PY_VENV)/bin/ruff check host-python
+	cd host-python && ../$(PY_VENV)/bin/mypy --strict --ignore-missing-imports src/marionette
 
 test-python: python-component python-venv lint-python
 	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check ./host-python

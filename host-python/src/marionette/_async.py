@@ -70,7 +70,7 @@ class _Task:
     queue: Optional[asyncio.Queue[Optional[Event]]] = None
     next: Optional[Callable[[Turn], Awaitable[Turn]]] = None
     #: For a load: the script to keep (and reload after a trap) on success.
-    script: Optional[tuple] = None
+    script: Optional[Tuple[str, str]] = None
     #: For a reload after a trap: the script to drop on failure.
     reload: Optional[str] = None
     #: Set when the caller stopped the task: the error its caller got.
@@ -297,7 +297,8 @@ class AsyncSandbox:
         """Runs the JavaScript engine exported as ``engine`` on ``turn``."""
         task = self._new_task(f"infer {name}#{engine}", on_event)
         self._start(task, lambda g: g.infer(task.id, name, engine, turn, context or {}))
-        return await self._wait(task, timeout)
+        result: Turn = await self._wait(task, timeout)
+        return result
 
     async def run_middleware(
         self,
@@ -316,7 +317,8 @@ class AsyncSandbox:
         task = self._new_task(f"middleware {name}#{middleware}", on_event)
         task.next = lambda t: _call(next, t)
         self._start(task, lambda g: g.run_middleware(task.id, name, middleware, turn, context or {}))
-        return await self._wait(task, timeout)
+        result: Turn = await self._wait(task, timeout)
+        return result
 
     @property
     def scripts(self) -> List[str]:
@@ -626,7 +628,7 @@ class AsyncSandbox:
             task.reload = name
             self._tasks[task.id] = task
             self._live.add(task.id)
-            await self._enter(task.id, lambda g, t=task.id, n=name, s=source: g.load(t, n, s))
+            await self._enter(task.id, _loader(task.id, name, source))
             task.future.add_done_callback(lambda f: f.exception())
 
     # ------------------------------------------------------------ host ops
@@ -720,12 +722,18 @@ class AsyncSandbox:
             if parent is not None:
                 task.on_event = parent.on_event
             self._start(task, lambda g: g.middleware_next(task.id, request.op, turn))
-            return await self._wait(task, None)
+            result: Turn = await self._wait(task, None)
+            return result
 
         def next_blocking(turn: Turn) -> Turn:
             return asyncio.run_coroutine_threadsafe(next_turn(turn), loop).result()
 
         return MiddlewareCall(p["name"], p["turn"], p["options"], p["context"], next_turn, next_blocking)
+
+
+def _loader(task: int, name: str, source: str) -> Callable[[protocol.Guest], List[protocol.Effect]]:
+    """The entry that loads ``source`` as ``name`` for ``task``."""
+    return lambda g: g.load(task, name, source)
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:

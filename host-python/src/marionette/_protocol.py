@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union, cast
 
 from wasmtime.component import Record, Variant
 
@@ -120,7 +120,7 @@ def decode_effects(raw: List[Variant]) -> List[Effect]:
     """The effects of one guest entry, in order, as Python values."""
     out: List[Effect] = []
     for effect in raw:
-        tag, p = effect.tag, effect.payload
+        tag, p = effect.tag, cast(Any, effect.payload)
         if tag == "request":
             what: Variant = p.what
             out.append(Request(p.op, p.task, what.tag, _decode_op(what.tag, what.payload)))
@@ -152,9 +152,10 @@ def _decode_done(task: int, o: Any) -> Done:
     if isinstance(o, Variant) and o.tag in ("ok", "err"):  # result<value, script-error>: tagged
         if o.tag == "ok":
             return Done(task, decode_value(o.payload), None)
-        return Done(task, None, Failure("script", o.payload.message, script_error_fields(o.payload)))
-    if isinstance(o, Variant):  # result<value, failure>: untagged, the failure is
-        p = o.payload
+        e = cast(Any, o.payload)
+        return Done(task, None, Failure("script", e.message, script_error_fields(e)))
+    if isinstance(o, Variant):  # result<value, failure>: untagged, the failure is tagged
+        p = cast(Any, o.payload)
         if o.tag == "script":
             return Done(task, None, Failure("script", p.message, script_error_fields(p)))
         if o.tag == "over-cap":
