@@ -166,7 +166,6 @@ class AsyncSandbox:
         #: Tasks the guest considers live (started, no `done` seen yet).
         self._live: Set[int] = set()
         self._ops: Dict[int, asyncio.Task[None]] = {}
-        self._op_tasks: Dict[int, int] = {}
         #: Tasks whose JavaScript must stop: ("cancel" | "deadline", reason).
         self._interrupts: Dict[int, Tuple[str, str]] = {}
         self._ids = itertools.count(1)
@@ -643,7 +642,6 @@ class AsyncSandbox:
                 return  # released: nobody waits for it
             except Exception as e:
                 outcome = _error_outcome(e)
-            self._op_tasks.pop(request.op, None)
             if self._ops.pop(request.op, None) is None:
                 return
 
@@ -652,7 +650,6 @@ class AsyncSandbox:
 
             self._submit(resume)
 
-        self._op_tasks[request.op] = request.task
         self._ops[request.op] = asyncio.get_running_loop().create_task(run())
 
     async def _answer(self, request: protocol.Request) -> Any:
@@ -670,7 +667,12 @@ class AsyncSandbox:
             if engine is None:
                 raise HostFailure("Error", f"the host provides no engine named {p['engine'] or '(default)'!r}")
             inference = Inference(
-                p["engine"] or "", p["turn"], p["context"], p["tools"], p["tool_choice"], self._partials(request.op)
+                p["engine"] or "",
+                p["turn"],
+                p["context"],
+                p["tools"],
+                p["tool_choice"],
+                self._partials(request.op, request.task),
             )
             return protocol.ok_turn(await _call(engine, inference))
         if what == "call-tool":
@@ -691,10 +693,11 @@ class AsyncSandbox:
             )
         raise HostFailure("Error", f"this host does not provide {what}")
 
-    def _partials(self, op: int) -> Callable[[str], None]:
+    def _partials(self, op: int, task_id: int) -> Callable[[str], None]:
         """What an engine's ``partial(delta)`` does: a ``notify`` of ``op``,
         in order, from any thread."""
         loop = asyncio.get_running_loop()
+        generation = self.rebuilds
         streamed = [""]
 
         def send(delta: str) -> None:
@@ -702,12 +705,24 @@ class AsyncSandbox:
             event = {"type": "partial", "delta": delta, "completion": streamed[0]}
 
             async def notify() -> None:
-                if op not in self._ops or self._vm is None:
-                    return  # answered or released already
-                task_id = self._op_tasks.get(op, 0)
+                # Queued before the op's answer, so it reaches the guest
+                # first; the guest ignores it for an op it released. An op
+                # of an instance lost since means nothing to the new one.
+                if self._vm is None or self.rebuilds != generation:
+                    return
                 await self._enter(task_id, lambda g: g.notify(op, [event]))
 
-            loop.call_soon_threadsafe(self._submit, notify)
+            # In order, before the op's answer: at once on the loop's thread
+            # (an async engine), else through the loop (a sync engine's worker
+            # thread, whose answer comes through the loop after this).
+            try:
+                here = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                here = False
+            if here:
+                self._submit(notify)
+            else:
+                loop.call_soon_threadsafe(self._submit, notify)
 
         return send
 
