@@ -13,7 +13,8 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Coroutine, Dict, List, Mapping, Optional, Sequence, TypeVar, Union
 
-from ._async import AsyncSandbox, EventCallback
+from ._async import AsyncSandbox
+from ._core import EventCallback
 from ._errors import ClosedError
 from ._types import EngineFn, ExportInfo, HostTool, Json, Limits, MiddlewareFn, ToolDefinition, Turn
 
