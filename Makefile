@@ -10,7 +10,7 @@ SCRIPT ?= examples/agent.js
 INPUT ?= {}
 GUEST_FLAGS = --release -p marionette-guest --target wasm32-wasip2 --target-dir target/guest
 
-.PHONY: all bootstrap build run test lint fmt bench soak fuzz clean guest node-guest test-node
+.PHONY: all bootstrap build run test lint fmt bench soak fuzz clean guest node-guest test-node python-component python-venv python-wheel test-python lint-python
 
 all: build
 
@@ -39,6 +39,35 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## The Python package (host-python/): the guest copied in, a project-local
+## virtualenv (target/python-venv) with the package installed from its
+## folder, ruff, then pytest. Run again, it only reinstalls the package.
+PYTHON ?= python3
+PY_VENV = target/python-venv
+GUEST_WASM = target/guest/wasm32-wasip2/release/marionette_guest.wasm
+
+python-component: build
+	cp $(GUEST_WASM) host-python/src/marionette/marionette_guest.wasm
+
+$(PY_VENV)/bin/python:
+	$(PYTHON) -m venv $(PY_VENV)
+
+python-venv: $(PY_VENV)/bin/python
+	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check pytest 'ruff>=0.6' 'mypy>=1.8' 'wasmtime>=50,<51' 'jsonschema>=4.18'
+
+python-wheel: python-component python-venv
+	$(PY_VENV)/bin/python -m pip wheel --quiet --disable-pip-version-check --no-deps -w target/python-dist ./host-python
+
+lint-python: python-venv
+	$(PY_VENV)/bin/ruff format --check host-python
+	$(PY_VENV)/bin/ruff check host-python
+	cd host-python && ../$(PY_VENV)/bin/mypy --strict --ignore-missing-imports src/marionette
+
+test-python: python-component python-venv lint-python
+	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check ./host-python
+	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./host-python
+	cd host-python && ../$(PY_VENV)/bin/python -m pytest -q -p no:cacheprovider tests
 
 ## Benchmarks: writes bench/report/report.json and bench/report/report.md.
 bench:

@@ -10,6 +10,5 @@ mod guest;
 mod hostile;
 mod load;
 mod providers;
-mod python;
 mod sandbox;
 mod sessions;

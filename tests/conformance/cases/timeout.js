@@ -1,0 +1,4 @@
+export default function main() {
+  console.log("spinning");
+  for (;;) {}
+}
