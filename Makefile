@@ -29,6 +29,7 @@ run: build
 ## (doctests first: their report does not end on a summary line).
 test: bootstrap lint
 	$(CARGO) test --release --locked -p marionette --doc
+	$(MAKE) --no-print-directory test-python test-node
 	$(CARGO) test --release --locked -p marionette --lib --bins --tests
 
 lint:
@@ -100,10 +101,12 @@ host-node/guest/marionette_guest.js: $(GUEST_WASM) host-node/node_modules/.insta
 	rm -rf host-node/guest
 	cd host-node && npx jco transpile ../$(GUEST_WASM) --instantiation sync --no-wasi-shim --quiet -o guest
 
-## The guest alone (the host's build.rs builds the same, into the same folder).
+## The guest alone, built exactly as the host's build.rs builds it (same
+## folder, same profile settings), so neither build invalidates the other.
 $(GUEST_WASM): guest
 guest:
-	WASI_SDK="$$(./scripts/bootstrap.sh 2>/dev/null)" $(CARGO) build --locked $(GUEST_FLAGS)
+	WASI_SDK="$$(./scripts/bootstrap.sh 2>/dev/null)" CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true \
+		$(CARGO) build --locked $(GUEST_FLAGS)
 
 node-guest: guest host-node/guest/marionette_guest.js
 
