@@ -26,10 +26,12 @@ run: build
 	./target/release/marionette run $(SCRIPT) --input '$(INPUT)'
 
 ## Every check and every test; ends with the test runner's summary
-## (doctests first: their report does not end on a summary line).
+## (doctests first: their report does not end on a summary line; then the
+## bench crate's own unit tests: its report files and figures).
 test: bootstrap lint
 	$(CARGO) test --release --locked -p marionette --doc
 	$(MAKE) --no-print-directory test-python test-node
+	$(CARGO) test --release --locked -p marionette-bench --lib
 	$(CARGO) test --release --locked -p marionette --lib --bins --tests
 
 lint:

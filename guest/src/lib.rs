@@ -4,11 +4,13 @@
 //! This file only implements the generated traits. The VM and its entry
 //! protocol live in [`vm`], the functions JavaScript calls into Rust in
 //! [`natives`], the JSON <-> WIT conversions in [`convert`], module
-//! resolution in [`loader`], and the JavaScript side (dispatcher, console,
+//! resolution in [`loader`], freezing the shared intrinsics and checking
+//! them in [`lockdown`], and the JavaScript side (dispatcher, console,
 //! timers, the `marionette` module) in `js/` (one closure in fragments).
 
 mod convert;
 mod loader;
+mod lockdown;
 mod natives;
 mod vm;
 
@@ -28,6 +30,15 @@ struct Component;
 export!(Component);
 
 impl exports::marionette::runtime::vm::Guest for Component {
+    fn check_lockdown() -> exports::marionette::runtime::vm::LockdownReport {
+        let report = vm::lockdown_report();
+        exports::marionette::runtime::vm::LockdownReport {
+            classes: report.classes,
+            objects: report.objects,
+            unfrozen: report.unfrozen,
+        }
+    }
+
     fn configure(config: exports::marionette::runtime::vm::VmConfig) {
         let info = convert::host_info_to_json(
             &config.host_engines,

@@ -24,7 +24,7 @@ use crate::convert;
 use crate::loader::{API_MODULE, OnlyMarionette};
 use crate::marionette::runtime::host;
 use crate::marionette::runtime::types::{Cap, Effect, LogLevel, OverCap, ScriptError, TaskDone};
-use crate::natives;
+use crate::{lockdown, natives};
 
 /// The JavaScript runtime: one closure over the natives, assembled from the
 /// fragments in `js/` (they share its scope), returning `{ api, dispatch }`.
@@ -67,6 +67,24 @@ thread_local! {
     /// What the host provides (engines, middleware, tools), as JSON for
     /// `dispatch.configure`.
     static HOST_INFO: RefCell<String> = RefCell::new(r#"{"engines":[],"middlewares":[],"tools":[]}"#.into());
+}
+
+/// The lockdown's own check of the booted VM (see [`lockdown::report`]).
+pub fn lockdown_report() -> lockdown::Report {
+    VM.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let vm = slot.get_or_insert_with(boot);
+        vm.runtime.context().with(|ctx| {
+            lockdown::report(&ctx).unwrap_or_else(|e| {
+                let detail = exception_text(&ctx, e);
+                lockdown::Report {
+                    classes: 0,
+                    objects: 0,
+                    unfrozen: vec![format!("the check itself failed: {detail}")],
+                }
+            })
+        })
+    })
 }
 
 /// Sets QuickJS's heap limit and GC threshold (0 leaves each as it is) and
@@ -149,7 +167,7 @@ fn boot() -> Vm {
 
             let lockdown: Function = ctx.eval_with_options(LOCKDOWN_JS, runtime_source())?;
             let roots: Vec<Value> = lockdown.call((api,))?;
-            freeze_reachable(&ctx, roots)?;
+            lockdown::lock_down(&ctx, roots)?;
             Ok(Persistent::save(&ctx, dispatch))
         };
         boot().unwrap_or_else(|e| {
@@ -175,61 +193,6 @@ fn check_heap_accounting(rt: &rquickjs::Runtime) {
             "QuickJS in this guest cannot measure its allocations (built without -D__GLIBC__, see scripts/bootstrap.sh): its heap limit and garbage collection count allocations, not bytes",
         );
     }
-}
-
-/// Freezes every object reachable from `roots`: through own properties
-/// (values, getters and setters, symbol keys included) and prototypes. The
-/// second half of the lockdown (see `js/lockdown.js`), in Rust because a
-/// walk of the intrinsics (about 700 objects, 2000 properties) in
-/// interpreted JavaScript took longer than the rest of the VM's boot.
-fn freeze_reachable<'js>(ctx: &Ctx<'js>, roots: Vec<Value<'js>>) -> rquickjs::Result<()> {
-    let raw = ctx.as_raw().as_ptr();
-    let mut seen = std::collections::HashSet::new();
-    // Every object visited is kept alive until the walk ends: reading a
-    // property may create its value (QuickJS makes some built-ins lazily),
-    // and a new object must not get the address of one visited and freed.
-    let mut visited = Vec::new();
-    let mut pending = roots;
-    while let Some(value) = pending.pop() {
-        let v = value.as_raw();
-        // SAFETY: `v` is a live value of `ctx` (`value` owns a reference);
-        // these only read its tag and pointer.
-        let object = unsafe {
-            qjs::JS_VALUE_GET_TAG(v) == qjs::JS_TAG_OBJECT
-                && seen.insert(qjs::JS_VALUE_GET_PTR(v) as usize)
-        };
-        if !object {
-            continue;
-        }
-        // SAFETY: every value QuickJS hands back here is a new reference,
-        // owned at once by a `Value` (which frees it); the property table is
-        // freed after use; `desc` is written whole when the call returns 1.
-        unsafe {
-            pending.push(Value::from_raw(ctx.clone(), qjs::JS_GetPrototype(raw, v)));
-            let mut table = std::ptr::null_mut();
-            let mut len = 0u32;
-            let flags = (qjs::JS_GPN_STRING_MASK | qjs::JS_GPN_SYMBOL_MASK) as i32;
-            if qjs::JS_GetOwnPropertyNames(raw, &mut table, &mut len, v, flags) < 0 {
-                return Err(rquickjs::Error::Exception);
-            }
-            for i in 0..len as usize {
-                let atom = (*table.add(i)).atom;
-                let mut desc = std::mem::MaybeUninit::<qjs::JSPropertyDescriptor>::uninit();
-                if qjs::JS_GetOwnProperty(raw, desc.as_mut_ptr(), v, atom) > 0 {
-                    let desc = desc.assume_init();
-                    pending.push(Value::from_raw(ctx.clone(), desc.value));
-                    pending.push(Value::from_raw(ctx.clone(), desc.getter));
-                    pending.push(Value::from_raw(ctx.clone(), desc.setter));
-                }
-            }
-            qjs::JS_FreePropertyEnum(raw, table, len);
-            if qjs::JS_FreezeObject(raw, v) < 0 {
-                return Err(rquickjs::Error::Exception);
-            }
-        }
-        visited.push(value);
-    }
-    Ok(())
 }
 
 /// How the runtime's own JavaScript is evaluated: strict, named so that its

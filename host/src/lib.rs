@@ -32,7 +32,9 @@ pub mod session;
 
 pub use error::{Error, Limit, Op, ProviderErrorKind, Result, ScriptError};
 pub use policy::Policy;
-pub use sandbox::{HostServices, Runtime, RuntimeOptions, Sandbox, SandboxStats, TaskOptions};
+pub use sandbox::{
+    HostServices, LockdownReport, Runtime, RuntimeOptions, Sandbox, SandboxStats, TaskOptions,
+};
 pub use session::{Session, SessionBuilder};
 
 /// The guest component this crate embeds (`marionette:runtime/marionette`,

@@ -1,6 +1,8 @@
 //! The guest's JavaScript runtime, through the sandbox: modules, errors and
 //! their locations, promises, timers, console, the API objects.
 
+use std::time::Duration;
+
 use marionette::model::{BlockKind, Event, ExportKind, LogLevel, ToolCall, Turn};
 use marionette::{Error, Policy, Sandbox, TaskOptions};
 use serde_json::json;
@@ -559,21 +561,48 @@ async fn top_level_code_runs_for_the_load_task() {
     assert!(matches!(rx.try_recv(), Ok(Event::Console { message, .. }) if message == "top level"));
 }
 
-#[tokio::test]
+/// Each delay a script passes reaches the host clamped as browsers clamp
+/// it; measured on tokio's paused clock, which only moves to the next timer
+/// due, so the virtual time a timer took is exactly the delay the host got.
+#[tokio::test(start_paused = true)]
 async fn timer_delays_are_clamped_like_browsers_do() {
     let sb = sandbox().await;
     sb.load(
         "t.js",
-        "export default () => { const ids = [setTimeout(() => {}, Infinity), setTimeout(() => {}, 1e20), setTimeout(() => {}, -5), setTimeout(() => {}, 'soon')];\n\
-         ids.forEach(clearTimeout);\n\
-         return new Promise((r) => setTimeout(() => r(ids.length), NaN)); };",
+        "let fired = false;\n\
+         export const wait = (delay) => new Promise((r) => setTimeout(() => r(true), (0, eval)(delay)));\n\
+         export const cleared = async () => { clearTimeout(setTimeout(() => { fired = true; }, 1)); await new Promise((r) => setTimeout(r, 5)); return fired; };",
     )
     .await
     .unwrap();
+    const MAX_DELAY: u64 = 2_147_483_647;
+    for (delay, want) in [
+        ("1500", 1500),
+        ("2.7", 2),
+        ("Infinity", MAX_DELAY),
+        ("1e20", MAX_DELAY),
+        ("-5", 0),
+        ("'soon'", 0),
+        ("NaN", 0),
+        ("undefined", 0),
+    ] {
+        let started = tokio::time::Instant::now();
+        let out = sb
+            .call("t.js", "wait", &[json!(delay)], TaskOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(out, json!(true));
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(want),
+            "setTimeout(f, {delay})"
+        );
+    }
+    // A cleared timer never runs its callback.
     assert_eq!(
-        sb.run_main("t.js", &json!({}), TaskOptions::default())
+        sb.call("t.js", "cleared", &[], TaskOptions::default())
             .await
             .unwrap(),
-        json!(4)
+        json!(false)
     );
 }

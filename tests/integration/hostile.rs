@@ -32,9 +32,11 @@ enum Expect {
     Deadline,
     /// The memory limit, soft (`Limit { Memory }`) or as a trap.
     Memory,
-    /// Whichever of the CPU deadline and the memory limit comes first
-    /// (attacks on both at once; the machine's speed decides).
-    DeadlineOrMemory,
+    /// Promise jobs that keep scheduling themselves past the CPU deadline:
+    /// the task fails at the deadline (`Limit { Deadline }`); the jobs it
+    /// left run on in the next entry, are interrupted again, and the guest
+    /// traps on purpose: by the next call the instance was rebuilt once.
+    JobsTrap,
     /// The wasm stack: `Trapped { Stack }`, the instance rebuilt.
     Stack,
     /// A cap of the policy: `Limit` with this limit.
@@ -55,6 +57,9 @@ struct Case {
     /// A longer entry deadline, for attacks that must meet another limit
     /// first or that are legitimately busy for a while.
     deadline: Option<Duration>,
+    /// A larger memory limit, for attacks that must meet another limit
+    /// first.
+    memory: Option<u64>,
     input: fn() -> Json,
 }
 
@@ -64,8 +69,14 @@ const fn case(script: &'static str, expect: Expect) -> Case {
         expect,
         timeout: None,
         deadline: None,
+        memory: None,
         input: || json!({}),
     }
+}
+
+const fn with_memory(mut c: Case, bytes: u64) -> Case {
+    c.memory = Some(bytes);
+    c
 }
 
 const fn with_input(mut c: Case, input: fn() -> Json) -> Case {
@@ -97,11 +108,12 @@ fn cases() -> Vec<Case> {
         with_timeout(case("loop_between_timers", Deadline), 20_000),
         // A chain of jobs that reschedules itself outlives the interrupt:
         // the guest traps on purpose and the instance is rebuilt.
-        // The chain also holds every promise it made: under the suite's
-        // 64 MiB it may fill the heap first. The out-of-memory error then
-        // rejects a promise nobody awaits; the guest reports it for the
-        // task, which would otherwise wait forever.
-        with_timeout(case("loop_microtasks", DeadlineOrMemory), 5_000),
+        // The chain holds every promise it made: with 1 GiB the deadline
+        // comes first, and the outcome is exactly the guest's trap.
+        with_memory(
+            with_timeout(case("loop_microtasks", JobsTrap), 5_000),
+            1 << 30,
+        ),
         // Allocation bombs.
         with_deadline(case("alloc_array_growth", Memory), 10_000),
         with_deadline(case("alloc_string_doubling", Memory), 10_000),
@@ -141,6 +153,7 @@ fn cases() -> Vec<Case> {
         case("probe_globals", Value(only_allowed_globals)),
         case("probe_eval_tricks", Value(eval_reaches_nothing)),
         case("probe_frozen", Value(everything_frozen)),
+        case("probe_hidden", Value(everything_made_inherits_frozen)),
         // Never settles: only the caller's timeout ends it.
         with_timeout(case("never_settles", Timeout), 300),
         // Pollution of built-ins, the global object and API objects: every
@@ -152,6 +165,7 @@ fn cases() -> Vec<Case> {
         case("pollute_globals", Value(all_type_errors)),
         case("pollute_error_hooks", Value(all_type_errors)),
         case("pollute_api", Value(all_type_errors)),
+        case("pollute_iterator_wrapper", Value(all_type_errors)),
         // Not an attack: what a plain freeze would break keeps working.
         case("ordinary_assignments", Value(ordinary_assignments_work)),
     ]
@@ -305,6 +319,33 @@ fn everything_frozen(v: &Json) -> Result<(), String> {
     }
 }
 
+/// Everything a script can make by syntax or from a built-in inherits only
+/// frozen objects (`probe_hidden`).
+fn everything_made_inherits_frozen(v: &Json) -> Result<(), String> {
+    // Not globals of this QuickJS build (javy leaves them out).
+    const ABSENT: &[&str] = &["weak ref", "finalization registry"];
+    let made = v["made"].as_u64().ok_or("no count")?;
+    let objects = v["objects"].as_u64().ok_or("no count")?;
+    let unfrozen = v["unfrozen"].as_array().ok_or("no list")?;
+    let absent: Vec<_> = v["absent"]
+        .as_array()
+        .ok_or("no list")?
+        .iter()
+        .filter_map(Json::as_str)
+        .filter(|name| !ABSENT.contains(name))
+        .collect();
+    if !absent.is_empty() {
+        return Err(format!("built-ins missing: {absent:?}"));
+    }
+    if made >= 95 && objects > 500 && unfrozen.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{made} objects made, {objects} reached from them, not frozen: {unfrozen:?}"
+        ))
+    }
+}
+
 /// Every attempt of a `pollute_*` script (a map of attempt to the name of
 /// the error it met, or "allowed") was refused with a TypeError.
 fn all_type_errors(v: &Json) -> Result<(), String> {
@@ -398,17 +439,11 @@ fn check(expect: Expect, r: &marionette::Result<Json>) -> Result<(), String> {
         (Expect::LoadFails(name), Err(Error::Script { error, .. })) => error.name == name,
         (Expect::Limit(want), Err(Error::Limit { limit, .. })) => *limit == want,
         (
-            Expect::DeadlineOrMemory,
-            Err(
-                Error::Limit {
-                    limit: Limit::Deadline | Limit::Memory,
-                    ..
-                }
-                | Error::Trapped {
-                    limit: Some(Limit::Deadline | Limit::Memory),
-                    ..
-                },
-            ),
+            Expect::JobsTrap,
+            Err(Error::Limit {
+                limit: Limit::Deadline,
+                ..
+            }),
         ) => true,
         (Expect::Value(f), Ok(v)) => return f(v),
         _ => false,
@@ -441,6 +476,7 @@ async fn witness(sb: &Sandbox) -> Result<(), String> {
         .map_err(|e| format!("the witness after the attack: {e:?}"))?;
     let want = json!({
         "echo": input,
+        "wrapped": [0, 1, 2],
         "doubled": [0, 2, 4],
         "registry": "function",
         "text": "n=3",
@@ -455,6 +491,11 @@ async fn run_case(c: &Case) -> Result<(), String> {
     let mut policy = small_policy();
     if let Some(deadline) = c.deadline {
         policy.entry_deadline = deadline;
+        // The run's deadline must not end what the entry's allows.
+        policy.run_deadline = policy.run_deadline.map(|run| run.max(deadline * 2));
+    }
+    if let Some(memory) = c.memory {
+        policy.memory_limit = memory;
     }
     let sb = Sandbox::new(policy)
         .await
@@ -472,7 +513,21 @@ async fn run_case(c: &Case) -> Result<(), String> {
         Err(e) if matches!(c.expect, Expect::LoadFails(_)) => Err(e),
         Err(e) => return Err(format!("load: {e:?}")),
     };
-    let checked = check(c.expect, &outcome);
+    let mut checked = check(c.expect, &outcome);
+    if matches!(c.expect, Expect::JobsTrap) && checked.is_ok() {
+        // Queued after the entry that the jobs ran on in: the trap, if the
+        // guest made it, has happened.
+        let rebuilds = sb
+            .stats()
+            .await
+            .map_err(|e| format!("stats: {e:?}"))?
+            .rebuilds;
+        if rebuilds != 1 {
+            checked = Err(format!(
+                "{rebuilds} rebuilds: the guest did not trap on the runaway jobs"
+            ));
+        }
+    }
     let served = witness(&sb).await;
     match (checked, served) {
         (Ok(()), Ok(())) => Ok(()),
@@ -631,8 +686,12 @@ async fn a_run_that_computes_between_timers_meets_the_run_deadline() {
 /// refused up front.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fuel_stops_a_loop_deterministically_and_needs_a_metering_runtime() {
+    // Only fuel can end the loop: the CPU deadline is far beyond what 200 M
+    // units take on any machine, so no clock races the budget.
     let policy = Policy {
         entry_fuel: Some(200_000_000),
+        entry_deadline: Duration::from_secs(3600),
+        run_deadline: None,
         ..small_policy()
     };
     let sb = Sandbox::new(policy.clone()).await.unwrap();
@@ -644,7 +703,8 @@ async fn fuel_stops_a_loop_deterministically_and_needs_a_metering_runtime() {
         .run_main(
             "loop_catch_interrupt.js",
             &json!({}),
-            TaskOptions::default(),
+            // Only there so that a broken fuel fails the test, not hangs it.
+            TaskOptions::timeout(Duration::from_secs(120)),
         )
         .await;
     assert!(
@@ -667,6 +727,65 @@ async fn fuel_stops_a_loop_deterministically_and_needs_a_metering_runtime() {
             assert!(message.contains("does not meter fuel"), "{message}")
         }
         other => panic!("expected a host error, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// The epoch hard stop: a built-in that loops in C never polls the soft
+/// interrupt, and only wasmtime's epoch deadline (twice the entry deadline)
+/// ends it, as a trap; the instance is rebuilt and serves the witness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_stuck_where_it_cannot_be_interrupted_meets_the_epoch_hard_stop() {
+    let sb = Sandbox::new(small_policy()).await.unwrap();
+    sb.load("stuck_in_native.js", script("stuck_in_native"))
+        .await
+        .unwrap();
+    let out = sb
+        .run_main(
+            "stuck_in_native.js",
+            &json!({}),
+            // Only there so that a broken hard stop fails the test, not hangs it.
+            TaskOptions::timeout(Duration::from_secs(60)),
+        )
+        .await;
+    match &out {
+        Err(Error::Trapped {
+            limit: Some(Limit::Deadline),
+            message,
+            ..
+        }) => assert!(message.contains("could not be interrupted"), "{message}"),
+        other => panic!("expected the epoch hard stop, got {}", describe(other)),
+    }
+    assert_eq!(sb.stats().await.unwrap().rebuilds, 1);
+    witness(&sb).await.unwrap();
+}
+
+/// The guest's own check of the lockdown, built on QuickJS's class table
+/// rather than on the roots the lockdown froze from, finds every intrinsic
+/// frozen: in a fresh VM, and after the hostile attacks on hidden
+/// prototypes ran in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_finds_every_intrinsic_of_its_class_table_frozen() {
+    let sb = Sandbox::new(small_policy()).await.unwrap();
+    for attack in ["", "pollute_iterator_wrapper", "probe_hidden"] {
+        if !attack.is_empty() {
+            let file = format!("{attack}.js");
+            sb.load(file.clone(), script(attack)).await.unwrap();
+            sb.run_main(&file, &json!({}), TaskOptions::default())
+                .await
+                .unwrap();
+        }
+        let report = sb.lockdown_report().await.unwrap();
+        eprintln!(
+            "after {attack:?}: {} classes, {} objects checked",
+            report.classes, report.objects
+        );
+        assert!(
+            report.classes >= 40 && report.objects > 500 && report.unfrozen.is_empty(),
+            "after {attack:?}: {} classes, {} objects, not frozen: {:#?}",
+            report.classes,
+            report.objects,
+            report.unfrozen
+        );
     }
 }
 

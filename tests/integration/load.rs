@@ -10,9 +10,13 @@
 //! only such a call); nothing deadlocks (the whole run has a generous
 //! timeout that fails the test and names the calls still waiting); every
 //! sandbox serves a normal call afterwards and holds no task and no host
-//! operation any more ([`Sandbox::stats`]); its guest's linear memory after
-//! the run is within a bound of what it was after a warm-up round. Nothing
-//! is timed: the machine is shared and noisy.
+//! operation any more ([`Sandbox::stats`]). The leak check runs apart, in a
+//! round of the same mix without traps: a trap resets an instance's memory,
+//! so a trap late in the run would hide any growth before it. Its guests'
+//! linear memory after that round is within a bound of what it was before,
+//! and no instance was rebuilt in between (the memory sampled after is that
+//! of the instance sampled before). Nothing is timed: the machine is shared
+//! and noisy.
 //!
 //! The soak: `MARIONETTE_SOAK=200000 cargo test --release --test integration
 //! load:: -- --nocapture` makes each test run that many calls instead of
@@ -125,10 +129,9 @@ async fn load_test(sandboxes: Vec<Sandbox>) {
     let calls = plan(seed, calls, n);
     // The test's own record of the answers is made, and its memory
     // touched, before the first sample: it is not the sandboxes' growth.
-    let slots = slots(calls.len());
+    let answer_slots = slots(calls.len());
     let before = rss_bytes().await;
-    let guest_before = guest_memory(&sandboxes).await;
-    let answers = run(&sandboxes, &calls, slots).await;
+    let answers = run(&sandboxes, &calls, answer_slots).await;
     for sandbox in &sandboxes {
         assert_serves(sandbox).await;
     }
@@ -143,8 +146,26 @@ async fn load_test(sandboxes: Vec<Sandbox>) {
         );
         rebuilds += stats.rebuilds;
     }
-    let guest_after = guest_memory(&sandboxes).await;
     let counts = check(&calls, &answers, n, "run");
+    drop(answers);
+
+    // The leak check: a warm-up and a round of the same mix without traps.
+    let warm_up = without_traps(plan(seed ^ 0xA11A, WARM_UP_CALLS, n));
+    let answers = run(&sandboxes, &warm_up, slots(warm_up.len())).await;
+    check(&warm_up, &answers, n, "leak check warm-up");
+    drop(answers);
+    let round = without_traps(plan(seed ^ 0x1EAC, calls.len(), n));
+    let answer_slots = slots(round.len());
+    let rebuilds_before = total_rebuilds(&sandboxes).await;
+    let guest_before = guest_memory(&sandboxes).await;
+    let answers = run(&sandboxes, &round, answer_slots).await;
+    let guest_after = guest_memory(&sandboxes).await;
+    assert_eq!(
+        total_rebuilds(&sandboxes).await,
+        rebuilds_before,
+        "an instance was rebuilt during the leak check: its memory says nothing"
+    );
+    check(&round, &answers, n, "leak check");
 
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!(
@@ -155,13 +176,14 @@ async fn load_test(sandboxes: Vec<Sandbox>) {
         println!("  {ask:<9} -> {answer:<9} {count}");
     }
     println!(
-        "  resident memory: {:.1} MiB after the warm-up, {:.1} MiB after the run ({:+.1} MiB)",
+        "  resident memory: {:.1} MiB after the warm-up, {:.1} MiB after the run ({:+.1} MiB); {rebuilds} instance(s) rebuilt",
         mib(before),
         mib(after),
         mib(after) - mib(before)
     );
     println!(
-        "  guest memory: {:.1} MiB after the warm-up, {:.1} MiB after the run; {rebuilds} instance(s) rebuilt",
+        "  guest memory, leak check ({} calls, no trap): {:.1} MiB before, {:.1} MiB after",
+        round.len(),
         mib(guest_before),
         mib(guest_after),
     );
@@ -170,8 +192,27 @@ async fn load_test(sandboxes: Vec<Sandbox>) {
         "the guests' linear memory grew from {:.1} MiB to {:.1} MiB over {} calls",
         mib(guest_before),
         mib(guest_after),
-        calls.len()
+        round.len()
     );
+}
+
+/// `plan` with every trap replaced by a quick call.
+fn without_traps(mut plan: Vec<Call>) -> Vec<Call> {
+    for call in &mut plan {
+        if call.ask == Ask::Trap {
+            call.ask = Ask::Quick;
+        }
+    }
+    plan
+}
+
+/// Instances rebuilt so far, over every sandbox.
+async fn total_rebuilds(sandboxes: &[Sandbox]) -> u64 {
+    let mut total = 0;
+    for sandbox in sandboxes {
+        total += sandbox.stats().await.expect("stats").rebuilds;
+    }
+    total
 }
 
 /// The linear memory of every sandbox's instance, summed.

@@ -247,9 +247,21 @@ async fn openai_runs_a_tool_loop_in_a_session() {
     );
 }
 
+/// A 401 body that quotes the very key the request sent, as providers do
+/// when they echo what they refused.
+fn echoing_key(fixture: &str, quoted: &str) -> Reply {
+    let body = provider_fixture(fixture);
+    assert!(body.contains(quoted), "{fixture} quotes {quoted}");
+    Reply::json(401, &body.replace(quoted, KEY))
+}
+
 #[tokio::test]
 async fn a_rejected_key_names_its_source_and_hides_the_key() {
-    let server = FakeProvider::start(vec![Reply::json_fixture(401, "openai_401.json")]).await;
+    let server = FakeProvider::start(vec![echoing_key(
+        "openai_401.json",
+        "sk-wrong***********1234",
+    )])
+    .await;
     let (ctx, _rx) = context(vec![], ToolChoice::Auto);
     let result = openai(&server).infer(question(), ctx).await;
     let text = result.as_ref().unwrap_err().to_string();
@@ -261,18 +273,63 @@ async fn a_rejected_key_names_its_source_and_hides_the_key() {
     let (kind, message) = provider_error(result);
     assert_eq!(kind, ProviderErrorKind::Unauthorized);
     assert!(
-        message.contains("OPENAI_API_KEY") && message.contains("Incorrect API key"),
+        message.contains("OPENAI_API_KEY")
+            && message.contains("Incorrect API key provided: [redacted]"),
         "{message}"
     );
 
-    let server = FakeProvider::start(vec![Reply::json_fixture(401, "anthropic_401.json")]).await;
+    let server = FakeProvider::start(vec![echoing_key("anthropic_401.json", "x-api-key")]).await;
     let (ctx, _rx) = context(vec![], ToolChoice::Auto);
     let (kind, message) = provider_error(anthropic(&server).infer(question(), ctx).await);
     assert_eq!(kind, ProviderErrorKind::Unauthorized);
     assert!(
-        message.contains("ANTHROPIC_API_KEY") && message.contains("invalid x-api-key"),
+        message.contains("ANTHROPIC_API_KEY")
+            && message.contains("invalid [redacted]")
+            && !message.contains(KEY),
         "{message}"
     );
+}
+
+/// The same scrubbing holds for the error a script sees when it calls the
+/// host's engine: the key never enters the VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_error_reaching_a_script_carries_no_key() {
+    let server = FakeProvider::start(vec![echoing_key(
+        "openai_401.json",
+        "sk-wrong***********1234",
+    )])
+    .await;
+    let services = marionette::HostServices {
+        engines: marionette::HostServices::default()
+            .engines
+            .register("openai", Arc::new(openai(&server))),
+        ..marionette::HostServices::default()
+    };
+    let sb = marionette::Sandbox::with_services(
+        marionette::Runtime::shared().unwrap(),
+        marionette::Policy::default(),
+        services,
+    )
+    .await
+    .unwrap();
+    sb.load(
+        "catch.js",
+        "import { engines, turns } from 'marionette';\n\
+         export default async () => {\n\
+           try { await engines.host('openai').infer(turns.newTurn({ blocks: [turns.newUserBlock('hi')] })); }\n\
+           catch (e) { return { name: e.name, message: e.message, stack: String(e.stack) }; }\n\
+         };",
+    )
+    .await
+    .unwrap();
+    let out = sb
+        .run_main("catch.js", &json!({}), marionette::TaskOptions::default())
+        .await
+        .unwrap();
+    let seen = out.to_string();
+    assert_eq!(out["name"], "AuthenticationError", "{seen}");
+    assert!(!seen.contains(KEY), "{seen}");
+    assert!(seen.contains("[redacted]"), "{seen}");
 }
 
 #[tokio::test]

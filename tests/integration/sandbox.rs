@@ -1,13 +1,17 @@
 //! The sandbox: limits are contained, traps rebuild the instance, callers
 //! can time out and cancel, and every caller gets exactly one answer.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use marionette::model::Turn;
 use marionette::sandbox::NextFn;
-use marionette::{Error, Limit, Policy, Sandbox, TaskOptions};
+use marionette::session::{ScriptedEngine, ScriptedResponse};
+use marionette::{Error, HostServices, Limit, Policy, Runtime, Sandbox, TaskOptions};
 use serde_json::json;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::fixture;
@@ -101,26 +105,44 @@ async fn an_infinite_loop_is_interrupted_at_the_deadline_and_the_vm_stays_usable
     assert_eq!(call(&sb, "count").await.unwrap(), json!(2));
 }
 
+/// Waits until the sandbox holds `n` host operations in flight (the tasks
+/// reached their timers): a probe of the owner's state, not a sleep.
+async fn until_pending_ops(sb: &Sandbox, n: usize) {
+    for _ in 0..100_000 {
+        if sb.stats().await.unwrap().pending_ops == n {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the sandbox never held {n} host operations");
+}
+
 #[tokio::test]
 async fn a_trap_fails_every_task_of_the_instance_and_only_those() {
     let sb = hostile(Policy::default()).await;
-    let waiting = {
-        let sb = sb.clone();
-        tokio::spawn(async move { call(&sb, "waitLong").await })
-    };
-    // Let the waiting task reach its timer before the trap.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Several tasks wait on their timers when the instance traps.
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let sb = sb.clone();
+            tokio::spawn(async move { call(&sb, "waitLong").await })
+        })
+        .collect();
+    until_pending_ops(&sb, 3).await;
     assert!(matches!(
         call(&sb, "recurse").await,
         Err(Error::Trapped { .. })
     ));
-    match waiting.await.unwrap() {
-        Err(Error::Trapped { op, limit, .. }) => {
-            assert!(op.contains("waitLong"), "{op}");
-            assert_eq!(limit, Some(Limit::Stack));
+    for waiting in waiting {
+        match waiting.await.unwrap() {
+            Err(Error::Trapped { op, limit, .. }) => {
+                assert!(op.contains("waitLong"), "{op}");
+                assert_eq!(limit, Some(Limit::Stack));
+            }
+            other => panic!("the waiting task should have failed with the trap, got {other:?}"),
         }
-        other => panic!("the waiting task should have failed with the trap, got {other:?}"),
     }
+    let stats = sb.stats().await.unwrap();
+    assert_eq!((stats.tasks, stats.pending_ops, stats.rebuilds), (0, 0, 1));
     assert_serves(&sb).await;
 }
 
@@ -130,13 +152,15 @@ fn never() -> NextFn {
 }
 
 async fn last_abort(sb: &Sandbox) -> serde_json::Value {
-    // The cancellation reaches the guest just after the caller got its answer.
-    for _ in 0..200 {
+    // The cancellation reaches the guest just after the caller got its
+    // answer (it is posted to the owner by a task of its own): ask again,
+    // yielding to it, until the guest has seen it.
+    for _ in 0..10_000 {
         let seen = call(sb, "lastAbort").await.unwrap();
         if !seen.is_null() {
             return seen;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::task::yield_now().await;
     }
     json!(null)
 }
@@ -169,59 +193,258 @@ async fn a_timeout_answers_the_caller_and_cancels_the_task_in_the_guest() {
     assert_serves(&sb).await;
 }
 
+/// A host chain that answers at once and says it was called.
+fn answering(called: UnboundedSender<()>) -> NextFn {
+    Arc::new(move |turn: Turn| {
+        let called = called.clone();
+        Box::pin(async move {
+            let _ = called.send(());
+            Ok(turn)
+        })
+    })
+}
+
+/// Waits for the owner to be free, failing (instead of hanging) when it is
+/// stuck in a loop nothing stopped.
+async fn assert_serves_soon(sb: &Sandbox) {
+    tokio::time::timeout(Duration::from_secs(60), assert_serves(sb))
+        .await
+        .expect("the owner is still busy: the loop was not interrupted");
+}
+
 #[tokio::test]
 async fn cancelling_interrupts_running_javascript() {
-    // A deadline far away: only the cancellation can stop the loop.
+    // No deadline that could end the loop within the test: only the
+    // cancellation's interrupt can.
     let policy = Policy {
-        entry_deadline: Duration::from_secs(120),
+        entry_deadline: Duration::from_secs(3600),
+        run_deadline: None,
         ..Policy::default()
     };
     let sb = hostile(policy).await;
+    assert_eq!(call(&sb, "count").await.unwrap(), json!(1));
     let token = CancellationToken::new();
     let options = TaskOptions {
         cancel: Some(token.clone()),
         ..TaskOptions::default()
     };
+    let (called, mut was_called) = unbounded_channel();
     let spinning = {
         let sb = sb.clone();
-        tokio::spawn(async move { sb.call("hostile.js", "spin", &[], options).await })
+        tokio::spawn(async move {
+            sb.run_middleware(
+                "hostile.js",
+                "spinAfterNext",
+                &Turn::default(),
+                answering(called),
+                options,
+            )
+            .await
+        })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The host answered `next`: the entry that loops is the next one the
+    // owner runs (the answer is queued before the cancellation below).
+    was_called.recv().await.unwrap();
     token.cancel();
     assert!(matches!(
         spinning.await.unwrap(),
         Err(Error::Canceled { .. })
     ));
     // The owner is free again only if the loop was really interrupted.
-    assert_serves(&sb).await;
+    assert_serves_soon(&sb).await;
+    // The looping entry ran, and the promise job it left ran in a later
+    // entry: jobs left by one interrupted entry are innocent until the next
+    // entry, interrupted too, leaves them again (commit 0b34096), so the
+    // instance was kept.
+    assert_eq!(
+        call(&sb, "spinsStarted").await.unwrap(),
+        json!({"spins": 1, "jobsRun": 1}),
+    );
     assert_eq!(
         call(&sb, "count").await.unwrap(),
-        json!(1),
+        json!(2),
         "the instance was kept"
     );
+    assert_eq!(sb.stats().await.unwrap().rebuilds, 0);
 }
 
 #[tokio::test]
 async fn dropping_the_call_cancels_the_task() {
     let sb = hostile(Policy::default()).await;
     let turn = Turn::default();
+    let (called, mut was_called) = unbounded_channel();
+    let waits_forever: NextFn = Arc::new(move |_turn: Turn| {
+        let _ = called.send(());
+        Box::pin(std::future::pending())
+    });
     let call = sb.run_middleware(
         "hostile.js",
         "recordAbort",
         &turn,
-        never(),
+        waits_forever,
         TaskOptions::default(),
     );
-    // Poll it long enough to start, then drop it.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(30), call)
-            .await
-            .is_err()
-    );
+    // Poll the call until the middleware is waiting on the host, then drop it.
+    tokio::select! {
+        out = call => panic!("the call ended: {out:?}"),
+        _ = was_called.recv() => {}
+    }
     assert_eq!(
         last_abort(&sb).await,
         json!("AbortError: the caller stopped waiting")
     );
+}
+
+/// A host chain that says it was called, then answers once `release` fires.
+fn held(called: UnboundedSender<()>, release: oneshot::Receiver<()>) -> NextFn {
+    let release = Arc::new(Mutex::new(Some(release)));
+    Arc::new(move |turn: Turn| {
+        let _ = called.send(());
+        let release = release.lock().unwrap().take();
+        Box::pin(async move {
+            if let Some(release) = release {
+                let _ = release.await;
+            }
+            Ok(turn)
+        })
+    })
+}
+
+/// [`Policy::queue_capacity`]: with the owner busy and the queue full, a
+/// call fails at once with `Rejected`; the answer of a host operation a
+/// task awaits is not shed but waits for room, and its task completes.
+#[tokio::test]
+async fn a_full_queue_rejects_calls_but_never_sheds_a_host_answer() {
+    let policy = Policy {
+        queue_capacity: 4,
+        entry_deadline: Duration::from_secs(3600),
+        run_deadline: None,
+        ..Policy::default()
+    };
+    let sb = hostile(policy).await;
+    // Task A waits in a middleware for a host answer held back until the
+    // queue is full.
+    let (a_called, mut a_was_called) = unbounded_channel();
+    let (release_a, a_release) = oneshot::channel();
+    let a = {
+        let sb = sb.clone();
+        tokio::spawn(async move {
+            let options = TaskOptions::default();
+            sb.run_middleware(
+                "hostile.js",
+                "recordAbort",
+                &Turn::default(),
+                held(a_called, a_release),
+                options,
+            )
+            .await
+        })
+    };
+    a_was_called.recv().await.unwrap();
+    // Call B keeps the owner busy: it loops until cancelled. Polled once,
+    // it is queued, and every call queued after it waits behind it.
+    let token = CancellationToken::new();
+    let options = TaskOptions {
+        cancel: Some(token.clone()),
+        ..TaskOptions::default()
+    };
+    let mut b = Box::pin(sb.call("hostile.js", "spin", &[], options));
+    assert!(futures::poll!(b.as_mut()).is_pending());
+    // Queue calls (each is queued when first polled) until one is refused.
+    let mut queued = Vec::new();
+    let mut rejected = None;
+    for _ in 0..=4 {
+        let mut call = Box::pin(sb.call("hostile.js", "count", &[], TaskOptions::default()));
+        match futures::poll!(call.as_mut()) {
+            Poll::Pending => queued.push(call),
+            Poll::Ready(Err(e @ Error::Rejected { .. })) => {
+                rejected = Some(e);
+                break;
+            }
+            Poll::Ready(other) => panic!("a queued call answered at once: {other:?}"),
+        }
+    }
+    let rejected = rejected.expect("no call was rejected: the queue took more than its capacity");
+    assert!(
+        matches!(&rejected, Error::Rejected { capacity: 4, .. }),
+        "{rejected}"
+    );
+    // A's answer comes while the queue is full: it must wait, not be shed.
+    release_a.send(()).unwrap();
+    token.cancel();
+    assert!(matches!(b.await, Err(Error::Canceled { .. })));
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for call in queued {
+            call.await.expect("a queued call");
+        }
+        a.await.unwrap().expect("task A got its host answer");
+    })
+    .await
+    .expect("the owner is stuck, or task A's host answer was shed");
+}
+
+/// After a trap, scripts are reloaded in a fresh instance: a script
+/// replaced before the trap comes back as its last version, and a script
+/// whose reload fails is dropped while the others serve.
+#[tokio::test]
+async fn a_trap_reloads_the_last_version_of_each_script_and_drops_one_that_fails() {
+    // The engine answers once: a script that infers at its top level loads
+    // the first time and fails when reloaded.
+    let once = ScriptedEngine::new(vec![ScriptedResponse::text("ready")]);
+    let services = HostServices {
+        engines: HostServices::default()
+            .engines
+            .register("once", Arc::new(once)),
+        ..HostServices::default()
+    };
+    let sb = Sandbox::with_services(Runtime::shared().unwrap(), Policy::default(), services)
+        .await
+        .unwrap();
+    sb.load("hostile.js", fixture("hostile.js")).await.unwrap();
+    sb.load("version.js", "export default () => 1;")
+        .await
+        .unwrap();
+    sb.load("version.js", "export default () => 2;")
+        .await
+        .unwrap();
+    sb.load(
+        "once.js",
+        "import { engines, turns } from 'marionette';\n\
+         await engines.host('once').infer(turns.newTurn({ blocks: [turns.newUserBlock('hi')] }));\n\
+         export default () => 'loaded';",
+    )
+    .await
+    .unwrap();
+    assert_eq!(sb.stats().await.unwrap().scripts, 3);
+    assert!(matches!(
+        call(&sb, "recurse").await,
+        Err(Error::Trapped { .. })
+    ));
+    assert_serves(&sb).await;
+    assert_eq!(
+        sb.run_main("version.js", &json!({}), TaskOptions::default())
+            .await
+            .unwrap(),
+        json!(2),
+        "the replaced script came back as its last version"
+    );
+    // The failed reload settles when the engine's refusal comes back.
+    for _ in 0..100_000 {
+        if sb.stats().await.unwrap().scripts == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(sb.stats().await.unwrap().scripts, 2, "once.js was dropped");
+    match sb
+        .run_main("once.js", &json!({}), TaskOptions::default())
+        .await
+    {
+        Err(Error::Script { error, .. }) => {
+            assert!(error.message.contains("once.js"), "{}", error.message)
+        }
+        other => panic!("once.js should be gone, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -233,7 +456,7 @@ async fn shutdown_answers_every_caller_and_then_refuses_work() {
             tokio::spawn(async move { call(&sb, "waitLong").await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_pending_ops(&sb, 5).await;
     sb.shutdown().await;
     assert!(sb.is_closed());
     for waiter in waiters {

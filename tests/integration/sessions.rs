@@ -497,21 +497,36 @@ async fn cancelling_a_rust_run_cancels_its_javascript_tool() {
             .await
             .unwrap()
     };
-    for _ in 0..200 {
+    // Probes, not sleeps: ask until the tool is waiting on its timer.
+    for _ in 0..100_000 {
         if state(sb.clone()).await == json!("running") {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::task::yield_now().await;
     }
     assert_eq!(state(sb.clone()).await, json!("running"));
+    assert_eq!(sb.stats().await.unwrap().pending_ops, 1, "the tool's timer");
     cancel.cancel();
     assert!(matches!(
         run.await.unwrap(),
         Err(marionette::Error::Canceled { .. })
     ));
     assert!(!session.is_running());
-    // The tool's task was cancelled in the guest: it never finishes.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The tool's task was cancelled in the guest: its timer was released
+    // (a tool left running would hold it for a minute) and it never
+    // finishes.
+    for _ in 0..100_000 {
+        if sb.stats().await.unwrap().pending_ops == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let stats = sb.stats().await.unwrap();
+    assert_eq!(
+        (stats.tasks, stats.pending_ops),
+        (0, 0),
+        "the tool's task still lives in the guest"
+    );
     assert_eq!(state(sb.clone()).await, json!("running"));
 }
 
@@ -529,8 +544,11 @@ async fn scripts_reach_host_engines_by_name_and_see_partials_as_they_stream() {
 
 #[tokio::test]
 async fn cancelling_a_rust_run_interrupts_a_js_tool_that_never_yields() {
+    // No deadline that could end the loop within the test: only the
+    // interrupt of the run's timeout can.
     let policy = Policy {
-        entry_deadline: Duration::from_secs(120),
+        entry_deadline: Duration::from_secs(3600),
+        run_deadline: None,
         ..Policy::default()
     };
     let sb = Sandbox::new(policy).await.unwrap();
@@ -547,8 +565,10 @@ async fn cancelling_a_rust_run_interrupts_a_js_tool_that_never_yields() {
         .tools(sb.tools("sessions.js", "spinning").await.unwrap())
         .build()
         .unwrap();
+    // The timeout is what is tested: it must interrupt the tool. It is long
+    // enough for the tool to start on any machine (checked below).
     let options = RunOptions {
-        timeout: Some(Duration::from_millis(200)),
+        timeout: Some(Duration::from_secs(2)),
         ..RunOptions::default()
     };
     let result = session.run(Some(seed("spin")), options).await;
@@ -557,9 +577,20 @@ async fn cancelling_a_rust_run_interrupts_a_js_tool_that_never_yields() {
         "{result:?}"
     );
     // The owner is free: the spinning tool was interrupted, not waited out.
-    let out = sb
-        .call("sessions.js", "echoRun", &[], TaskOptions::default())
-        .await
-        .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        sb.call("sessions.js", "echoRun", &[], TaskOptions::default()),
+    )
+    .await
+    .expect("the owner is still busy: the tool was not interrupted")
+    .unwrap();
     assert_eq!(out["text"], "pong");
+    assert_eq!(
+        sb.call("sessions.js", "spinsStarted", &[], TaskOptions::default())
+            .await
+            .unwrap(),
+        json!(1),
+        "the tool ran"
+    );
+    assert_eq!(sb.stats().await.unwrap().rebuilds, 0);
 }

@@ -9,11 +9,11 @@
 //
 // Evaluated on its own (not part of the runtime closure) as a function of
 // the API object: tames what must stay assignable, then returns the roots
-// from which the VM freezes everything reachable (natively: a walk in
-// interpreted JavaScript cost more than the rest of the boot).
+// only it knows (the API); the VM adds every intrinsic QuickJS has and
+// freezes everything reachable, natively (see guest/src/lockdown.rs).
 (function lockdown(api) {
   "use strict";
-  const { getOwnPropertyDescriptor, getPrototypeOf, defineProperty } = Object;
+  const { getOwnPropertyDescriptor, defineProperty } = Object;
   const { ownKeys } = Reflect;
   const hasOwn = Object.hasOwn;
   const TypeErrorCtor = TypeError;
@@ -67,35 +67,10 @@
     tame(C.prototype, "constructor");
   }
 
-  // Everything reachable from these is frozen by the VM (`freeze_reachable`
-  // in vm.rs): own properties (values, getters, setters) and prototypes,
-  // from the global object, the API and the intrinsics that no global
-  // names.
-  const roots = [globalThis, api];
-  const hidden = [
-    function* () {},
-    async function () {},
-    async function* () {},
-    () => [][Symbol.iterator](),
-    () => new Map()[Symbol.iterator](),
-    () => new Set()[Symbol.iterator](),
-    () => ""[Symbol.iterator](),
-    () => /a/[Symbol.matchAll]("a"),
-    () => Iterator.from([]).map((x) => x),
-    () => [].values().map((x) => x),
-  ];
-  for (let i = 0; i < hidden.length; i++) {
-    const f = hidden[i];
-    roots[roots.length] = getPrototypeOf(f);
-    if (i < 3) {
-      roots[roots.length] = f.prototype;
-    } else {
-      try {
-        roots[roots.length] = getPrototypeOf(f());
-      } catch (_) {
-        // Not in this QuickJS (iterator helpers): nothing to lock.
-      }
-    }
-  }
-  return roots;
+  // Everything reachable from these is frozen by the VM (`lockdown.rs`):
+  // own properties (values, getters, setters) and prototypes. The
+  // intrinsics no global names (the generator prototypes, the iterator
+  // prototypes...) are not listed here: the VM takes them from QuickJS's
+  // own table of class prototypes.
+  return [globalThis, api];
 })

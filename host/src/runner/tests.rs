@@ -573,7 +573,7 @@ async fn many_concurrent_callers_each_get_exactly_one_answer() {
                 c.value
             };
             match x % 4 {
-                0 | 1 => runner.call("plain", job).await,
+                0 | 1 => ("plain", runner.call("plain", job).await),
                 2 => {
                     let token = CancellationToken::new();
                     let canceller = token.clone();
@@ -584,40 +584,42 @@ async fn many_concurrent_callers_each_get_exactly_one_answer() {
                         }
                         canceller.cancel();
                     });
-                    runner
+                    let answer = runner
                         .call_with("cancelled", CallOptions::cancel(token), job)
-                        .await
+                        .await;
+                    ("cancelled", answer)
                 }
                 _ => {
                     let after = Duration::from_micros((x >> 8) % 3000);
-                    runner
+                    let answer = runner
                         .call_with("timed", CallOptions::timeout(after), job)
-                        .await
+                        .await;
+                    ("timed", answer)
                 }
             }
         }));
     }
 
-    let (mut ok, mut canceled, mut timed_out) = (0, 0, 0);
+    let (mut ok, mut plain) = (0, 0);
     let mut seen = HashSet::new();
     for caller in callers {
-        match caller.await.expect("no caller panicked") {
+        let (kind, answer) = caller.await.expect("no caller panicked");
+        plain += usize::from(kind == "plain");
+        match answer {
             Ok(value) => {
                 ok += 1;
                 assert!(seen.insert(value), "two jobs saw the counter at {value}");
             }
-            Err(Error::Canceled { op, .. }) => {
-                assert_eq!(op, "cancelled");
-                canceled += 1;
-            }
-            Err(Error::Timeout { op, .. }) => {
-                assert_eq!(op, "timed");
-                timed_out += 1;
-            }
-            Err(other) => panic!("unexpected error: {other:?}"),
+            // A plain call has nothing that could stop it: only the other
+            // kinds may end early, each with its own error.
+            Err(Error::Canceled { op, .. }) if kind == "cancelled" => assert_eq!(op, "cancelled"),
+            Err(Error::Timeout { op, .. }) if kind == "timed" => assert_eq!(op, "timed"),
+            Err(other) => panic!("a {kind} call failed: {other:?}"),
         }
     }
-    assert_eq!(ok + canceled + timed_out, CALLERS);
+    // Some calls of each stoppable kind were stopped (or the test shows
+    // nothing about them), and every plain one was answered.
+    assert!(plain < ok && ok < CALLERS, "{ok} answered of {CALLERS}");
 
     // Queued after every caller's job (or its skipping): the final count.
     let value = runner.call("read", |c| c.value).await.unwrap();

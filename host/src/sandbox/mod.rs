@@ -99,6 +99,21 @@ pub struct SandboxStats {
     pub rebuilds: u64,
 }
 
+/// What the guest's own check of its lockdown found, from
+/// [`Sandbox::lockdown_report`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockdownReport {
+    /// Classes QuickJS has registered whose prototype is an object.
+    pub classes: u32,
+    /// Objects reachable from those prototypes, `Function.prototype` and the
+    /// global object.
+    pub objects: u32,
+    /// Each object found not frozen, as the path it was reached by; empty
+    /// when the lockdown holds.
+    pub unfrozen: Vec<String>,
+}
+
 /// One JavaScript VM in WebAssembly, with the scripts loaded into it.
 ///
 /// Cloning is cheap; all clones drive the same instance. The instance lives
@@ -543,6 +558,27 @@ impl Sandbox {
         self.runner
             .call("stats", |owner: &mut Owner| owner.stats())
             .await
+    }
+
+    /// Checks, inside the guest, that every intrinsic is frozen: the
+    /// prototypes of all the classes QuickJS has registered and everything
+    /// reachable from them. Independent of the roots the lockdown froze
+    /// from: it enumerates QuickJS's own class table.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after shutdown; [`Error::Rejected`] when the queue
+    /// is full; [`Error::Trapped`] when the instance traps.
+    pub async fn lockdown_report(&self) -> Result<LockdownReport> {
+        let report = self
+            .query("lockdown report".into(), |store, b| {
+                b.marionette_runtime_vm().call_check_lockdown(store).map(Ok)
+            })
+            .await?;
+        Ok(LockdownReport {
+            classes: report.classes,
+            objects: report.objects,
+            unfrozen: report.unfrozen,
+        })
     }
 
     /// Stops the sandbox: refuses new calls, lets queued ones run, then drops

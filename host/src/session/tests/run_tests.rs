@@ -258,9 +258,17 @@ async fn a_run_timeout_stops_it() {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_the_run_future_frees_the_session() {
-    let session = hanging_session(Arc::new(AtomicBool::new(false)));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let session = hanging_session(dropped.clone());
     let run = session.run(Some(user_turn("x")), RunOptions::default());
-    let _ = tokio::time::timeout(Duration::from_millis(20), run).await;
+    // Paused time moves only once every task is idle: the run is then
+    // waiting in its hanging tool, and the timeout drops it there.
+    let waited = tokio::time::timeout(Duration::from_millis(20), run).await;
+    assert!(waited.is_err(), "the run ended on its own: {waited:?}");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the tool's future was dropped"
+    );
     assert!(!session.is_running());
 }
 
