@@ -357,3 +357,317 @@ fn check_prints_the_exports_with_tool_schemas() {
         "{kinds:?}"
     );
 }
+
+/// A script that asks the host's default engine once and returns the text.
+const ASK: &str = r#"import { createSession, engines, turns } from "marionette";
+export default async function main(input) {
+  const session = createSession({ engine: engines.host() });
+  const out = await session.run(turns.newTurn({ blocks: [turns.newUserBlock(input.prompt ?? "hi")] }));
+  return out.blocks.at(-1).payload.text;
+}
+"#;
+
+/// An OpenAI stream whose text arrives in `pieces`.
+fn openai_stream(pieces: &[&str]) -> String {
+    let mut events: Vec<String> = pieces
+        .iter()
+        .map(|text| {
+            format!(
+                "data: {}",
+                json!({"choices": [{"index": 0, "delta": {"content": text}}]})
+            )
+        })
+        .collect();
+    events
+        .push(r#"data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}"#.into());
+    events.push("data: [DONE]".into());
+    events.join("\n\n") + "\n\n"
+}
+
+/// Runs `marionette run SCRIPT ARGS...` in `dir` on the `openai` engine
+/// pointed at `provider`, off the test's runtime (the provider runs on it).
+async fn run_against(
+    provider: &crate::fake_provider::FakeProvider,
+    dir: &Path,
+    args: &[&str],
+) -> Output {
+    let base_url = format!("{}/v1", provider.url);
+    let dir = dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_marionette"))
+            .arg("run")
+            .args(&args)
+            .args(["--engine", "openai", "--model", "gpt-test", "--base-url"])
+            .arg(&base_url)
+            .current_dir(&dir)
+            .env("OPENAI_API_KEY", "sk-test-key")
+            .env("NO_COLOR", "1")
+            .env_remove("MARIONETTE_CONFIG")
+            .env_remove("MARIONETTE_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// Whether `bytes` hold anything a terminal would act on: C0 controls
+/// other than newline and tab, DEL, or a C1 control encoded in UTF-8.
+fn has_terminal_controls(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    text.chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_sequences_in_model_text_never_reach_the_terminal() {
+    use crate::fake_provider::{FakeProvider, Reply};
+    // A title change split across two pieces, colours, an 8-bit CSI that
+    // clears the screen, a hyperlink, a bell and a carriage return.
+    let pieces = [
+        "\u{1b}]0;pw",
+        "ned\u{7}Hello ",
+        "\u{1b}[31mred\u{1b}[0m \u{9b}2J",
+        "world \u{1b}]8;;http://evil.example\u{1b}\\link\u{1b}]8;;\u{1b}\\\r!\u{8}",
+    ];
+    let raw: String = pieces.concat();
+    let dir = tempfile::tempdir().unwrap();
+    let name = script(dir.path(), "ask.js", ASK);
+
+    let provider = FakeProvider::start(vec![Reply::sse(&openai_stream(&pieces))]).await;
+    let out = run_against(&provider, dir.path(), &[&name]).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "stderr: {err}");
+    assert!(!has_terminal_controls(&out.stderr), "{err:?}");
+    assert!(err.contains("Hello red world link!\n"), "{err:?}");
+    assert!(!has_terminal_controls(&out.stdout), "{:?}", stdout(&out));
+    assert_eq!(result(&out), json!(raw), "the result stays exact");
+
+    // --events: the JSON keeps every character, written so that no
+    // terminal acts on it.
+    let provider = FakeProvider::start(vec![Reply::sse(&openai_stream(&pieces))]).await;
+    let out = run_against(&provider, dir.path(), &[&name, "--events"]).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert!(!has_terminal_controls(&out.stdout), "{:?}", stdout(&out));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let deltas: Vec<&str> = lines
+        .iter()
+        .filter(|e| e["type"] == "partial")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, pieces);
+    let last = lines.iter().find(|e| e["type"] == "final").unwrap();
+    assert_eq!(last["text"], raw.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_lines_are_cleaned_for_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = script(
+        dir.path(),
+        "log.js",
+        "export default () => { console.log('a\\u001b]0;title\\u0007b\\rc'); console.warn('\\u009b2Jd'); return 1; };",
+    );
+    let out = marionette(&["run", &name], dir.path());
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert!(!has_terminal_controls(&out.stderr), "{:?}", stderr(&out));
+    assert!(
+        stderr(&out).contains("abc\nwarn: d\n"),
+        "{:?}",
+        stderr(&out)
+    );
+    let out = marionette(&["run", &name, "--events"], dir.path());
+    let first: Value = serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
+    assert_eq!(first["message"], "a\u{1b}]0;title\u{7}b\rc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_and_timeouts_are_set_by_flags_and_profiles() {
+    use crate::fake_provider::{FakeProvider, Reply};
+    let dir = tempfile::tempdir().unwrap();
+    let name = script(dir.path(), "ask.js", ASK);
+    let text = || Reply::sse_fixture("openai_text.sse");
+    let overloaded = || {
+        Reply::json(529, r#"{"error": {"message": "Overloaded"}}"#).header("retry-after-ms", "1")
+    };
+
+    // The default: two retries.
+    let provider = FakeProvider::start(vec![overloaded(), overloaded(), text()]).await;
+    let out = run_against(&provider, dir.path(), &[&name]).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(provider.requests().len(), 3);
+
+    // --max-retries 0: the first failure is the answer, its status named.
+    let provider = FakeProvider::start(vec![overloaded(), text()]).await;
+    let out = run_against(&provider, dir.path(), &[&name, "--max-retries", "0"]).await;
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("HTTP 529 Overloaded: Overloaded"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(provider.requests().len(), 1);
+
+    // A profile's max_retries, and the flag over it.
+    for (flags, status, requests) in [(&[][..], 1, 2), (&["--max-retries", "2"][..], 0, 3)] {
+        let provider = FakeProvider::start(vec![overloaded(), overloaded(), text()]).await;
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[engines.openai]\nprovider = \"openai\"\nbase_url = \"{}/v1\"\nmax_retries = 1\n",
+                provider.url
+            ),
+        )
+        .unwrap();
+        let mut args = vec![name.as_str(), "--config", "config.toml"];
+        args.extend(flags);
+        let out = run_against(&provider, dir.path(), &args).await;
+        assert_eq!(
+            out.status.code(),
+            Some(status),
+            "{flags:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(provider.requests().len(), requests, "{flags:?}");
+    }
+
+    // --idle-timeout-secs: a stream of keep-alives only fails, unretried.
+    let provider = FakeProvider::start(vec![Reply::keep_alive_only(500), text()]).await;
+    let out = run_against(
+        &provider,
+        dir.path(),
+        &[&name, "--idle-timeout-secs", "0.2"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no event for 0.2s (the idle timeout between stream events)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(provider.requests().len(), 1);
+
+    // --request-timeout-secs: no answer in time.
+    let provider = FakeProvider::start(vec![text().delay(std::time::Duration::from_secs(5))]).await;
+    let out = run_against(
+        &provider,
+        dir.path(),
+        &[&name, "--request-timeout-secs", "0.3"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no complete answer within 0.3s (the request timeout)"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Nonsense is a usage error.
+    let out = marionette(&["run", &name, "--idle-timeout-secs", "0"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_of_concurrent_sessions_are_labelled_line_by_line() {
+    use crate::fake_provider::{FakeProvider, Reply};
+    use std::sync::Arc;
+    // The first session streams a piece, then waits; the second streams
+    // all of its text meanwhile; then the first goes on.
+    let source = r#"import { createSession, engines, turns } from "marionette";
+const ask = (text) => createSession({ engine: engines.host() })
+  .start(turns.newTurn({ blocks: [turns.newUserBlock(text)] }));
+export default async function main() {
+  const first = ask("one");
+  await new Promise((resolve) => first.on("partial", resolve));
+  const second = await ask("two").promise;
+  const one = await first.promise;
+  return [one.blocks.at(-1).payload.text, second.blocks.at(-1).payload.text];
+}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let name = script(dir.path(), "two.js", source);
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let provider = FakeProvider::start(vec![
+        Reply::sse(&openai_stream(&["alpha1 ", "alpha2 ", "alpha3"])).hold_before(1, gate.clone()),
+        Reply::sse(&openai_stream(&["beta1 ", "beta2 ", "beta3"])),
+    ])
+    .await;
+    let args = [name.as_str()];
+    let run = run_against(&provider, dir.path(), &args);
+    let release = async {
+        provider.wait_for_requests(2).await;
+        gate.notify_one();
+    };
+    let (out, ()) = tokio::join!(run, release);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "stderr: {err}");
+    assert_eq!(
+        result(&out),
+        json!(["alpha1 alpha2 alpha3", "beta1 beta2 beta3"])
+    );
+    // The first line of the first session is unlabelled (it was alone
+    // then); every line after it names its session.
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("alpha") || l.contains("beta"))
+        .collect();
+    assert_eq!(lines[0], "alpha1 ", "{err}");
+    for line in &lines[1..] {
+        let label = if line.contains("alpha") {
+            "[session 1] "
+        } else {
+            "[session 2] "
+        };
+        assert!(line.starts_with(label), "{line:?} in {err}");
+        assert!(
+            !(line.contains("alpha") && line.contains("beta")),
+            "one session per line: {err}"
+        );
+    }
+    let text =
+        |label: &str| -> String { lines.iter().filter_map(|l| l.strip_prefix(label)).collect() };
+    assert_eq!(text("[session 2] "), "beta1 beta2 beta3", "{err}");
+    assert_eq!(text("[session 1] "), "alpha2 alpha3", "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_stream_ends_its_line() {
+    use crate::fake_provider::{FakeProvider, Reply};
+    use std::sync::Arc;
+    let source = r#"import { createSession, engines, turns } from "marionette";
+export default async function main() {
+  const session = createSession({ engine: engines.host() });
+  const first = session.start(turns.newTurn({ blocks: [turns.newUserBlock("one")] }));
+  await new Promise((resolve) => first.on("partial", resolve));
+  first.cancel("enough");
+  await first.promise.catch(() => {});
+  const out = await session.run(turns.newTurn({ blocks: [turns.newUserBlock("two")] }));
+  return out.blocks.at(-1).payload.text;
+}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let name = script(dir.path(), "cancel.js", source);
+    let never = Arc::new(tokio::sync::Notify::new());
+    let provider = FakeProvider::start(vec![
+        Reply::sse(&openai_stream(&["cut ", "never"])).hold_before(1, never),
+        Reply::sse(&openai_stream(&["whole ", "answer"])),
+    ])
+    .await;
+    // The request timeout only bounds the cancelled request, should the
+    // host keep it open.
+    let out = run_against(
+        &provider,
+        dir.path(),
+        &[&name, "--request-timeout-secs", "20"],
+    )
+    .await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "stderr: {err}");
+    assert_eq!(result(&out), json!("whole answer"));
+    assert!(err.contains("cut \nwhole answer\n"), "{err:?}");
+}
