@@ -112,15 +112,6 @@ impl Provider {
             Provider::Echo => None,
         }
     }
-
-    fn parse(name: &str) -> Option<Provider> {
-        match name {
-            "openai" | "openai-compatible" => Some(Provider::OpenAi),
-            "anthropic" => Some(Provider::Anthropic),
-            "echo" => Some(Provider::Echo),
-            _ => None,
-        }
-    }
 }
 
 /// One engine of the config file.
@@ -416,14 +407,14 @@ impl Resolved {
     ///
     /// # Errors
     /// An engine that cannot be built (an unusable base URL).
-    pub fn services(&self) -> crate::Result<crate::HostServices> {
-        let mut engines = crate::session::EngineRegistry::new();
+    pub fn services(&self) -> marionette::Result<marionette::HostServices> {
+        let mut engines = marionette::session::EngineRegistry::new();
         for spec in &self.engines {
             engines = engines.register(spec.name.clone(), spec.build()?);
         }
-        Ok(crate::HostServices {
+        Ok(marionette::HostServices {
             engines: engines.set_default(&self.default)?,
-            ..crate::HostServices::default()
+            ..marionette::HostServices::default()
         })
     }
 }
@@ -433,11 +424,11 @@ impl EngineSpec {
     ///
     /// # Errors
     /// As the provider's engine constructor.
-    pub fn build(&self) -> crate::Result<std::sync::Arc<dyn crate::session::Engine>> {
+    pub fn build(&self) -> marionette::Result<std::sync::Arc<dyn marionette::session::Engine>> {
         use std::sync::Arc;
         use std::time::Duration;
 
-        use crate::engines::{
+        use marionette::engines::{
             AnthropicConfig, AnthropicEngine, OpenAiConfig, OpenAiEngine, RetryPolicy,
         };
         let network = self.network;
@@ -453,7 +444,7 @@ impl EngineSpec {
             .clone()
             .unwrap_or_else(|| "the config file".into());
         Ok(match self.provider {
-            Provider::Echo => Arc::new(crate::session::EchoEngine::new(
+            Provider::Echo => Arc::new(marionette::session::EchoEngine::new(
                 self.reply.clone().unwrap_or_else(|| "READY".into()),
             )),
             Provider::OpenAi => {
@@ -484,11 +475,6 @@ impl EngineSpec {
             }
         })
     }
-}
-
-/// Parses a provider name as `--engine` gives it.
-pub fn provider_named(name: &str) -> Option<Provider> {
-    Provider::parse(name)
 }
 
 #[cfg(test)]

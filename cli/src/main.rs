@@ -10,14 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-#[path = "cli/output.rs"]
+mod config;
 mod output;
-#[path = "cli/terminal.rs"]
 mod terminal;
 
 use clap::{Parser, Subcommand};
 use marionette::model::{ExportInfo, ExportKind};
-use marionette::{Error, HostServices, Policy, Runtime, Sandbox, TaskOptions, config};
+use marionette::{Error, HostServices, Policy, Runtime, Sandbox, TaskOptions};
 use tracing_subscriber::EnvFilter;
 
 /// Sandboxed JavaScript for LLM applications.

@@ -94,7 +94,7 @@ pub enum Error {
         /// The operation that was refused.
         op: Op,
     },
-    /// An inference provider (an HTTP engine of [`engines`](crate::engines))
+    /// An inference provider (an HTTP engine of `engines`)
     /// failed: a rejected key, a rate limit that outlasted the retries, a
     /// server error, a broken or malformed stream, a timeout. The message
     /// never contains the API key.
