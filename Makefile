@@ -10,7 +10,7 @@ SCRIPT ?= examples/agent.js
 INPUT ?= {}
 GUEST_FLAGS = --release -p marionette-guest --target wasm32-wasip2 --target-dir target/guest
 
-.PHONY: all bootstrap build run test lint fmt bench soak fuzz clean guest node-guest test-node python-component python-venv python-wheel test-python lint-python
+.PHONY: all bootstrap build run test layering lint fmt bench soak fuzz clean guest node-guest test-node python-component python-venv python-wheel test-python lint-python
 
 all: build
 
@@ -19,7 +19,7 @@ bootstrap:
 
 build:
 	@./scripts/bootstrap.sh >/dev/null
-	$(CARGO) build --release --locked -p marionette
+	$(CARGO) build --release --locked -p marionette-cli
 
 ## The main job: run a script (SCRIPT=..., INPUT='{"k": 1}').
 run: build
@@ -27,17 +27,28 @@ run: build
 
 ## Every check and every test; ends with the test runner's summary
 ## (doctests first: their report does not end on a summary line; then the
-## bench crate's own unit tests: its report files and figures).
-test: bootstrap lint
-	$(CARGO) test --release --locked -p marionette --doc
+## Python and Node packages; then the Rust tests, the bench crate's own unit
+## tests among them, in one cargo invocation so that they share one build).
+test: bootstrap lint layering
+	$(CARGO) test --release --locked -p marionette -p marionette-cli --doc
 	$(MAKE) --no-print-directory test-python test-node
-	$(CARGO) test --release --locked -p marionette-bench --lib
-	$(CARGO) test --release --locked -p marionette --lib --bins --tests
+	$(CARGO) test --release --locked -p marionette -p marionette-cli -p marionette-bench --tests
+
+## The library without default features compiles no CLI, config file or
+## HTTP client: an embedder of the sandbox gets none of them. (wasmtime's
+## compilation cache brings toml 0.9 for its own settings; our config file's
+## toml 1 must not be there.)
+layering:
+	@if $(CARGO) tree --locked -p marionette --no-default-features -e normal --prefix none \
+		| grep -E '^(clap|reqwest|hyper|tracing-subscriber|vte) |^toml v1\.'; then \
+		echo "layering: the library without default features depends on the crates above"; exit 1; \
+	else echo "layering: marionette --no-default-features has no clap, toml 1, reqwest, hyper, tracing-subscriber or vte"; fi
 
 lint:
 	@./scripts/bootstrap.sh >/dev/null
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --locked -p marionette -p marionette-bench --all-targets -- -D warnings
+	$(CARGO) clippy --release --locked -p marionette -p marionette-cli -p marionette-bench --all-targets -- -D warnings
+	$(CARGO) clippy --release --locked -p marionette --no-default-features --lib -- -D warnings
 	WASI_SDK="$$(./scripts/bootstrap.sh 2>/dev/null)" $(CARGO) clippy --locked $(GUEST_FLAGS) -- -D warnings
 
 fmt:

@@ -94,7 +94,7 @@ pub enum Error {
         /// The operation that was refused.
         op: Op,
     },
-    /// An inference provider (an HTTP engine of [`engines`](crate::engines))
+    /// An inference provider (an HTTP engine of `engines`)
     /// failed: a rejected key, a rate limit that outlasted the retries, a
     /// server error, a broken or malformed stream, a timeout. The message
     /// never contains the API key.
@@ -188,14 +188,18 @@ pub enum ProviderErrorKind {
     Unauthorized,
     /// HTTP 429 still, after the retries the engine's config allows.
     RateLimited,
-    /// The provider failed (HTTP 5xx, or an error event in the stream).
+    /// The provider failed (HTTP 5xx, 529 "Overloaded" among them, after
+    /// the retries; or an error event in the stream).
     Server,
-    /// The answer broke the protocol: malformed data, or a stream that
-    /// broke off before its end.
+    /// The answer broke the protocol: malformed data, a stream that broke
+    /// off before its end, or a body that is neither an event stream nor
+    /// the provider's JSON completion (the message names its type).
     Protocol,
-    /// No (complete) answer within the engine's timeout.
+    /// No (complete) answer within the engine's request timeout, no event
+    /// within its idle timeout (the message names which), or HTTP 408.
     Timeout,
-    /// The request failed otherwise: unreachable host, HTTP 4xx.
+    /// The request failed otherwise: unreachable host, a connection closed
+    /// before the answer (after the retries), HTTP 4xx.
     Request,
 }
 

@@ -12,15 +12,19 @@
 //!   their `main`, engines, middleware and tools; contains traps.
 //! - [`session`]: the tool loop, the middleware chain and the event stream,
 //!   shared by Rust-driven and JavaScript-driven sessions.
-//! - [`engines`]: inference providers (OpenAI-compatible, Anthropic) as
-//!   session engines.
+//! - `engines` (feature `providers`, on by default): inference providers
+//!   (OpenAI-compatible, Anthropic) as session engines.
+//!
+//! The `marionette` command is the `marionette-cli` crate (`cli/`): an
+//! embedder compiles neither its argument parser nor its config file, and
+//! without default features no HTTP client either.
 //! - [`Policy`]: limits, as plain data.
 //! - [`model`]: turns, blocks, tools, exports.
 //! - [`Error`]: the one error type, labelled with the failed operation.
 #![deny(missing_docs)]
 
 mod bindings;
-pub mod config;
+#[cfg(feature = "providers")]
 pub mod engines;
 pub mod error;
 pub mod model;

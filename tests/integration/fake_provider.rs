@@ -2,6 +2,11 @@
 //! fixtures in the providers' wire formats, or error bodies) and records
 //! every request it received, for the engine tests and the CLI's.
 //!
+//! Faults to inject: error statuses with `retry-after` headers, a stream
+//! held open or cut off mid-way, a stream of keep-alive comments only, a
+//! body that is not an event stream, and connections hung up before any
+//! byte of the answer ([`FakeProvider::start_hanging_up`]).
+//!
 //! ```ignore
 //! let gate = Arc::new(Notify::new());
 //! let server = FakeProvider::start(vec![
@@ -59,6 +64,8 @@ enum Payload {
         hold: Option<(usize, Arc<Notify>)>,
         /// After N events, break the connection off (no clean end).
         abort_after: Option<usize>,
+        /// Wait this long before each event.
+        interval: Option<Duration>,
     },
 }
 
@@ -78,7 +85,33 @@ impl Reply {
                 events,
                 hold: None,
                 abort_after: None,
+                interval: None,
             },
+            delay: None,
+        }
+    }
+
+    /// `200 text/event-stream` that sends only keep-alive comments, one
+    /// every 20 ms, `count` of them, then ends without a single event.
+    pub fn keep_alive_only(count: usize) -> Self {
+        let mut reply = Reply::sse("");
+        if let Payload::Sse {
+            events, interval, ..
+        } = &mut reply.body
+        {
+            *events = vec![": keep-alive".to_string(); count];
+            *interval = Some(Duration::from_millis(20));
+        }
+        reply
+    }
+
+    /// `200` with `body` as `content_type`, say a server that ignores
+    /// `"stream": true` and answers JSON.
+    pub fn body(content_type: &str, body: &str) -> Self {
+        Reply {
+            status: 200,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: Payload::Text(body.to_string()),
             delay: None,
         }
     }
@@ -142,6 +175,43 @@ pub fn provider_fixture(name: &str) -> String {
 struct Shared {
     replies: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<Recorded>>,
+    /// Woken at each request.
+    arrived: Notify,
+    /// Connections hung up before any byte of an answer.
+    hung_up: Mutex<usize>,
+}
+
+/// A listener that hangs up its first `left` connections at once, as a
+/// server that is restarting or a proxy that drops connections would.
+struct HangingUp {
+    listener: tokio::net::TcpListener,
+    left: usize,
+    shared: Arc<Shared>,
+}
+
+impl axum::serve::Listener for HangingUp {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.listener.accept().await else {
+                continue;
+            };
+            if self.left == 0 {
+                return (stream, addr);
+            }
+            self.left -= 1;
+            *self.shared.hung_up.lock().unwrap() += 1;
+            // Closed without reading or answering: the client sees the
+            // connection reset or closed before any byte of an answer.
+            drop(stream);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
 }
 
 /// A running fake provider; it stops with the test's runtime.
@@ -155,13 +225,24 @@ impl FakeProvider {
     /// Starts a server on 127.0.0.1:0 that answers with `replies` in order
     /// (then with 500 "no reply queued").
     pub async fn start(replies: Vec<Reply>) -> Self {
+        FakeProvider::start_hanging_up(0, replies).await
+    }
+
+    /// [`start`](Self::start), but the first `hang_ups` connections are
+    /// closed as soon as they are accepted, before any byte of an answer.
+    pub async fn start_hanging_up(hang_ups: usize, replies: Vec<Reply>) -> Self {
         let shared = Arc::new(Shared {
             replies: Mutex::new(replies.into()),
-            requests: Mutex::default(),
+            ..Shared::default()
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let listener = HangingUp {
+            listener,
+            left: hang_ups,
+            shared: shared.clone(),
+        };
         tokio::spawn(async move { axum::serve(listener, app).await });
         FakeProvider { url, shared }
     }
@@ -169,6 +250,23 @@ impl FakeProvider {
     /// The requests received so far, in order.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// How many connections were hung up before an answer.
+    pub fn hung_up(&self) -> usize {
+        *self.shared.hung_up.lock().unwrap()
+    }
+
+    /// Waits until `n` requests have arrived.
+    pub async fn wait_for_requests(&self, n: usize) {
+        loop {
+            // Created before the count is read, so no wake-up is missed.
+            let arrived = self.shared.arrived.notified();
+            if self.shared.requests.lock().unwrap().len() >= n {
+                return;
+            }
+            arrived.await;
+        }
     }
 }
 
@@ -189,6 +287,7 @@ async fn handle(
         headers,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     });
+    shared.arrived.notify_waiters();
     let reply = shared.replies.lock().unwrap().pop_front();
     let reply = reply.unwrap_or_else(|| {
         Reply::json(
@@ -209,6 +308,7 @@ async fn handle(
             events,
             hold,
             abort_after,
+            interval,
         } => {
             let events = Arc::new(events);
             Body::from_stream(futures::stream::unfold(0usize, move |i| {
@@ -230,6 +330,9 @@ async fn handle(
                         && n == i
                     {
                         gate.notified().await;
+                    }
+                    if let Some(interval) = interval {
+                        tokio::time::sleep(interval).await;
                     }
                     Some((Ok(Bytes::from(format!("{}\n\n", events[i]))), i + 1))
                 }

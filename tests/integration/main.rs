@@ -1,9 +1,7 @@
 //! marionette's integration tests: one binary, one module per area.
 
 mod api;
-mod cli;
 mod common;
-mod examples;
 mod fake_provider;
 mod fuzz;
 mod guest;

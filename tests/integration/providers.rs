@@ -1,12 +1,18 @@
 //! The provider engines against the fake provider: streaming, tool calls,
-//! usage, the request they send, and every error kind. The tests against
+//! usage, the request they send, every error kind, and the faults a real
+//! server shows: statuses worth a retry, `retry-after`, connections hung
+//! up before the answer, streams cut off or only kept alive, JSON where an
+//! event stream was asked for. Nothing here measures time: the tests count
+//! the requests the fake provider received, and set short timeouts. The tests against
 //! the real endpoints are `#[ignore]`d: `OPENAI_API_KEY=... cargo test
 //! --release --test integration providers -- --ignored`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use marionette::engines::{AnthropicConfig, AnthropicEngine, OpenAiConfig, OpenAiEngine};
+use marionette::engines::{
+    AnthropicConfig, AnthropicEngine, OpenAiConfig, OpenAiEngine, RetryPolicy,
+};
 use marionette::model::{Block, BlockKind, ToolDefinition, Turn};
 use marionette::session::{
     Engine, EventEmitter, EventKind, HostTools, InferenceContext, RunOptions, Session, ToolChoice,
@@ -20,12 +26,22 @@ use crate::fake_provider::{FakeProvider, Reply, provider_fixture};
 
 const KEY: &str = "sk-test-key-0123456789";
 
+/// The default retries, with backoffs of a few milliseconds.
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(4),
+        ..RetryPolicy::default()
+    }
+}
+
 fn openai(server: &FakeProvider) -> OpenAiEngine {
     OpenAiEngine::new(OpenAiConfig {
         base_url: format!("{}/v1", server.url),
         api_key: Some(KEY.into()),
         model: "gpt-test".into(),
         timeout: Duration::from_secs(10),
+        retry: quick_retries(),
         ..OpenAiConfig::default()
     })
     .unwrap()
@@ -38,6 +54,7 @@ fn anthropic(server: &FakeProvider) -> AnthropicEngine {
         model: "claude-test".into(),
         max_tokens: 256,
         timeout: Duration::from_secs(10),
+        retry: quick_retries(),
         ..AnthropicConfig::default()
     })
     .unwrap()
@@ -335,18 +352,12 @@ async fn a_provider_error_reaching_a_script_carries_no_key() {
 #[tokio::test]
 async fn a_rate_limit_is_retried_after_retry_after() {
     let server = FakeProvider::start(vec![
-        Reply::json_fixture(429, "openai_429.json").header("retry-after", "1"),
+        Reply::json_fixture(429, "openai_429.json").header("retry-after", "0.01"),
         Reply::sse_fixture("openai_text.sse"),
     ])
     .await;
     let (ctx, _rx) = context(vec![], ToolChoice::Auto);
-    let started = Instant::now();
     let turn = openai(&server).infer(question(), ctx).await.unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "waited {:?}",
-        started.elapsed()
-    );
     assert_eq!(turn.blocks[2].payload["text"], "Hello, world!");
     assert_eq!(server.requests().len(), 2);
 }
@@ -360,7 +371,10 @@ async fn a_rate_limit_beyond_the_bounds_fails_typed() {
     ])
     .await;
     let engine = OpenAiEngine::new(OpenAiConfig {
-        max_retries: 1,
+        retry: RetryPolicy {
+            max_retries: 1,
+            ..quick_retries()
+        },
         ..openai(&server).config().clone()
     })
     .unwrap();
@@ -368,29 +382,314 @@ async fn a_rate_limit_beyond_the_bounds_fails_typed() {
     let (kind, message) = provider_error(engine.infer(question(), ctx).await);
     assert_eq!(kind, ProviderErrorKind::RateLimited);
     assert!(
-        message.contains("after 1 retries") && message.contains("Rate limit reached"),
+        message.contains("gave up after 1 retry") && message.contains("Rate limit reached"),
         "{message}"
     );
     assert_eq!(server.requests().len(), 2);
 
     // A retry-after past the total wait fails at once.
     let server = FakeProvider::start(vec![
-        Reply::json_fixture(429, "openai_429.json").header("retry-after", "60"),
+        Reply::json_fixture(429, "openai_429.json").header("retry-after", "3600"),
     ])
     .await;
     let (ctx, _rx) = context(vec![], ToolChoice::Auto);
-    let started = Instant::now();
-    let (kind, _) = provider_error(openai(&server).infer(question(), ctx).await);
+    let (kind, message) = provider_error(openai(&server).infer(question(), ctx).await);
     assert_eq!(kind, ProviderErrorKind::RateLimited);
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        message.contains("a retry would wait 3600.0s, beyond the 60.0s"),
+        "{message}"
+    );
     assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_an_answer_comes() {
+    let server = FakeProvider::start(vec![
+        Reply::json_fixture(503, "openai_500.json"),
+        Reply::json(502, "<html>bad gateway</html>"),
+        Reply::sse_fixture("openai_text.sse"),
+    ])
+    .await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let turn = openai(&server).infer(question(), ctx).await.unwrap();
+    assert_eq!(turn.blocks[2].payload["text"], "Hello, world!");
+    assert_eq!(server.requests().len(), 3, "two retries by default");
+
+    // 408 and 409 too; a 400 is not retried.
+    let server = FakeProvider::start(vec![
+        Reply::json(408, "{}"),
+        Reply::json(409, "{}"),
+        Reply::sse_fixture("anthropic_text.sse"),
+    ])
+    .await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    anthropic(&server).infer(question(), ctx).await.unwrap();
+    assert_eq!(server.requests().len(), 3);
+    let server = FakeProvider::start(vec![
+        Reply::json(400, "{}"),
+        Reply::sse_fixture("openai_text.sse"),
+    ])
+    .await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let (kind, _) = provider_error(openai(&server).infer(question(), ctx).await);
+    assert_eq!(kind, ProviderErrorKind::Request);
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn an_overloaded_anthropic_is_retried_and_named() {
+    let overloaded =
+        r#"{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}"#;
+    let server = FakeProvider::start(vec![
+        Reply::json(529, overloaded),
+        Reply::sse_fixture("anthropic_text.sse"),
+    ])
+    .await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let turn = anthropic(&server).infer(question(), ctx).await.unwrap();
+    assert_eq!(turn.blocks[2].payload["text"], "Hello, world!");
+    assert_eq!(server.requests().len(), 2);
+
+    let server = FakeProvider::start(vec![Reply::json(529, overloaded); 3]).await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let (kind, message) = provider_error(anthropic(&server).infer(question(), ctx).await);
+    assert_eq!(kind, ProviderErrorKind::Server);
+    assert!(
+        message.starts_with("HTTP 529 Overloaded: Overloaded (gave up after 2 retries"),
+        "{message}"
+    );
+    assert_eq!(server.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn retry_after_ms_and_dates_are_honoured() {
+    // Milliseconds win over seconds: with retry-after alone the wait would
+    // be beyond the bound and the call would fail at once.
+    let bounded = |server: &FakeProvider| {
+        OpenAiEngine::new(OpenAiConfig {
+            retry: RetryPolicy {
+                max_retry_wait: Duration::from_secs(1),
+                ..quick_retries()
+            },
+            ..openai(server).config().clone()
+        })
+        .unwrap()
+    };
+    let server = FakeProvider::start(vec![
+        Reply::json(503, "{}")
+            .header("retry-after", "100")
+            .header("retry-after-ms", "5"),
+        Reply::sse_fixture("openai_text.sse"),
+    ])
+    .await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    bounded(&server).infer(question(), ctx).await.unwrap();
+    assert_eq!(server.requests().len(), 2);
+
+    // A wait asked for in milliseconds beyond the bound: read, and refused.
+    let server = FakeProvider::start(vec![
+        Reply::json(429, "{}").header("retry-after-ms", "5000"),
+        Reply::sse_fixture("openai_text.sse"),
+    ])
+    .await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let (kind, message) = provider_error(bounded(&server).infer(question(), ctx).await);
+    assert_eq!(kind, ProviderErrorKind::RateLimited);
+    assert!(message.contains("a retry would wait 5.0s"), "{message}");
+    assert_eq!(server.requests().len(), 1);
+
+    // An HTTP date an hour away.
+    let later = httpdate_in(Duration::from_secs(3600));
+    let server = FakeProvider::start(vec![
+        Reply::json(503, "{}").header("retry-after", &later),
+        Reply::sse_fixture("openai_text.sse"),
+    ])
+    .await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let (_, message) = provider_error(bounded(&server).infer(question(), ctx).await);
+    assert!(message.contains("a retry would wait 3"), "{message}");
+    assert_eq!(server.requests().len(), 1);
+}
+
+/// An HTTP date `after` from now.
+fn httpdate_in(after: Duration) -> String {
+    httpdate::fmt_http_date(std::time::SystemTime::now() + after)
+}
+
+#[tokio::test]
+async fn connections_hung_up_before_the_answer_are_retried() {
+    let server =
+        FakeProvider::start_hanging_up(2, vec![Reply::sse_fixture("openai_text.sse")]).await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let turn = openai(&server).infer(question(), ctx).await.unwrap();
+    assert_eq!(turn.blocks[2].payload["text"], "Hello, world!");
+    assert_eq!((server.hung_up(), server.requests().len()), (2, 1));
+
+    // Beyond the retries: a request error that says how often it tried.
+    let server =
+        FakeProvider::start_hanging_up(3, vec![Reply::sse_fixture("openai_text.sse")]).await;
+    let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+    let (kind, message) = provider_error(anthropic(&server).infer(question(), ctx).await);
+    assert_eq!(kind, ProviderErrorKind::Request, "{message}");
+    assert!(message.contains("gave up after 2 retries"), "{message}");
+    assert_eq!((server.hung_up(), server.requests().len()), (3, 0));
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_way_is_never_retried() {
+    for provider in ["openai", "anthropic"] {
+        let (fixture, cut_after) = match provider {
+            "openai" => ("openai_text.sse", 3),
+            _ => ("anthropic_text.sse", 4),
+        };
+        let server = FakeProvider::start(vec![
+            Reply::sse_fixture(fixture).abort_after(cut_after),
+            Reply::sse_fixture(fixture),
+        ])
+        .await;
+        let (ctx, mut rx) = context(vec![], ToolChoice::Auto);
+        let result = match provider {
+            "openai" => openai(&server).infer(question(), ctx).await,
+            _ => anthropic(&server).infer(question(), ctx).await,
+        };
+        let (kind, message) = provider_error(result);
+        assert_eq!(kind, ProviderErrorKind::Protocol, "{provider}: {message}");
+        assert_eq!(server.requests().len(), 1, "{provider}: not retried");
+        assert_eq!(partial(rx.recv().await).0, "Hello", "{provider}");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_of_keep_alives_only_fails_after_the_idle_timeout() {
+    for provider in ["openai", "anthropic"] {
+        let server = FakeProvider::start(vec![Reply::keep_alive_only(500)]).await;
+        let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+        let idle_timeout = Duration::from_millis(200);
+        let result = match provider {
+            "openai" => {
+                OpenAiEngine::new(OpenAiConfig {
+                    idle_timeout,
+                    ..openai(&server).config().clone()
+                })
+                .unwrap()
+                .infer(question(), ctx)
+                .await
+            }
+            _ => {
+                AnthropicEngine::new(AnthropicConfig {
+                    idle_timeout,
+                    ..anthropic(&server).config().clone()
+                })
+                .unwrap()
+                .infer(question(), ctx)
+                .await
+            }
+        };
+        let (kind, message) = provider_error(result);
+        assert_eq!(kind, ProviderErrorKind::Timeout, "{provider}: {message}");
+        assert_eq!(
+            message, "no event for 0.2s (the idle timeout between stream events)",
+            "{provider}"
+        );
+        assert_eq!(server.requests().len(), 1, "{provider}: not retried");
+    }
+}
+
+#[tokio::test]
+async fn a_complete_json_answer_is_understood() {
+    let completion = json!({"id": "chatcmpl-9", "object": "chat.completion", "model": "gpt-json",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant",
+            "content": "Adding.", "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "add", "arguments": "{\"a\": 2, \"b\": 3}"}}]}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}});
+    let server = FakeProvider::start(vec![Reply::body(
+        "application/json; charset=utf-8",
+        &completion.to_string(),
+    )])
+    .await;
+    let (ctx, mut rx) = context(tools(), ToolChoice::Auto);
+    let turn = openai(&server).infer(question(), ctx).await.unwrap();
+    let kinds: Vec<BlockKind> = turn.blocks[2..].iter().map(|b| b.kind).collect();
+    assert_eq!(kinds, [BlockKind::LlmText, BlockKind::ToolCall]);
+    assert_eq!(turn.blocks[2].payload["text"], "Adding.");
+    assert_eq!(turn.blocks[3].payload["args"], json!({"a": 2, "b": 3}));
+    assert_eq!(turn.blocks[3].metadata["finish_reason"], "tool_calls");
+    assert_eq!(turn.blocks[3].metadata["model"], "gpt-json");
+    assert_eq!(turn.metadata["usage"]["total_tokens"], 13);
+    assert_eq!(
+        partial(rx.recv().await).0,
+        "Adding.",
+        "the text still streams once"
+    );
+
+    let message = json!({"id": "msg_9", "type": "message", "role": "assistant", "model": "claude-json",
+        "content": [{"type": "text", "text": "Adding."},
+            {"type": "tool_use", "id": "toolu_9", "name": "add", "input": {"a": 2, "b": 3}}],
+        "stop_reason": "tool_use", "usage": {"input_tokens": 20, "output_tokens": 7}});
+    let server =
+        FakeProvider::start(vec![Reply::body("application/json", &message.to_string())]).await;
+    let (ctx, _rx) = context(tools(), ToolChoice::Auto);
+    let turn = anthropic(&server).infer(question(), ctx).await.unwrap();
+    assert_eq!(turn.blocks[2].payload["text"], "Adding.");
+    assert_eq!(turn.blocks[3].payload["id"], "toolu_9");
+    assert_eq!(turn.blocks[3].payload["args"], json!({"a": 2, "b": 3}));
+    assert_eq!(turn.blocks[3].metadata["finish_reason"], "tool_use");
+    assert_eq!(turn.blocks[3].metadata["usage"]["output_tokens"], 7);
+}
+
+#[tokio::test]
+async fn a_body_that_is_no_event_stream_names_its_content_type() {
+    let cases = [
+        (
+            "openai",
+            Reply::body("text/html", "<html>captive portal</html>"),
+            "Content-Type is \"text/html\": <html>captive portal</html>",
+        ),
+        (
+            "anthropic",
+            Reply::body("text/plain", "hello"),
+            "Content-Type is \"text/plain\"",
+        ),
+        (
+            "openai",
+            Reply::body("application/json", r#"{"status": "ok"}"#),
+            "instead of an event stream, and it is not a chat completion",
+        ),
+        (
+            "anthropic",
+            Reply::body("application/json", r#"{"status": "ok"}"#),
+            "(Content-Type application/json) instead of an event stream, and it is not a message",
+        ),
+        (
+            "openai",
+            Reply::body("application/json", "{not json"),
+            "Content-Type is \"application/json\": not JSON",
+        ),
+    ];
+    for (provider, reply, expected) in cases {
+        let server = FakeProvider::start(vec![reply]).await;
+        let (ctx, _rx) = context(vec![], ToolChoice::Auto);
+        let result = match provider {
+            "openai" => openai(&server).infer(question(), ctx).await,
+            _ => anthropic(&server).infer(question(), ctx).await,
+        };
+        let (kind, message) = provider_error(result);
+        assert_eq!(kind, ProviderErrorKind::Protocol, "{provider}: {message}");
+        assert!(message.contains(expected), "{provider}: {message}");
+        assert_eq!(server.requests().len(), 1);
+    }
 }
 
 #[tokio::test]
 async fn a_server_error_quotes_the_provider() {
     let server = FakeProvider::start(vec![Reply::json_fixture(500, "openai_500.json")]).await;
+    let engine = OpenAiEngine::new(OpenAiConfig {
+        retry: RetryPolicy::none(),
+        ..openai(&server).config().clone()
+    })
+    .unwrap();
     let (ctx, _rx) = context(vec![], ToolChoice::Auto);
-    let (kind, message) = provider_error(openai(&server).infer(question(), ctx).await);
+    let (kind, message) = provider_error(engine.infer(question(), ctx).await);
     assert_eq!(kind, ProviderErrorKind::Server);
     assert!(
         message.starts_with("HTTP 500 Internal Server Error: The server had an error"),
@@ -462,12 +761,14 @@ async fn other_failures_are_request_errors() {
     drop(listener);
     let engine = AnthropicEngine::new(AnthropicConfig {
         base_url,
+        retry: quick_retries(),
         ..AnthropicConfig::default()
     })
     .unwrap();
     let (ctx, _rx) = context(vec![], ToolChoice::Auto);
     let (kind, message) = provider_error(engine.infer(question(), ctx).await);
     assert_eq!(kind, ProviderErrorKind::Request, "{message}");
+    assert!(message.contains("gave up after 2 retries"), "{message}");
 }
 
 #[tokio::test]
@@ -525,7 +826,10 @@ async fn a_stalled_stream_times_out() {
     let (ctx, _rx) = context(vec![], ToolChoice::Auto);
     let (kind, message) = provider_error(engine.infer(question(), ctx.clone()).await);
     assert_eq!(kind, ProviderErrorKind::Timeout, "{message}");
-    assert_eq!(message, "no complete answer within 0.3s");
+    assert_eq!(
+        message,
+        "no complete answer within 0.3s (the request timeout)"
+    );
 
     // No answer at all: the headers never come.
     let server = FakeProvider::start(vec![

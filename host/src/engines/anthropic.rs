@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use reqwest::header::HeaderMap;
 use serde_json::{Map, Value, json};
 
-use super::http::{self, Endpoint, header_map};
+use super::http::{Answer, Endpoint, header_map};
+use super::{DEFAULT_IDLE_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, RetryPolicy};
 use super::{append, args_of, str_field, text_block, text_of, tool_call_block, tool_result_of};
 use crate::error::{ProviderErrorKind, Result};
 use crate::model::{Block, BlockKind, Turn};
@@ -32,10 +33,12 @@ pub struct AnthropicConfig {
     pub max_tokens: u32,
     /// The longest a whole call may take, streaming included (300 s).
     pub timeout: Duration,
-    /// Retries of an HTTP 429 (3).
-    pub max_retries: u32,
-    /// The longest total wait across those retries (30 s).
-    pub max_retry_wait: Duration,
+    /// The longest wait for the next event of the stream (120 s);
+    /// keep-alive comments do not count.
+    pub idle_timeout: Duration,
+    /// Which failed requests are tried again (see
+    /// [`RetryPolicy`]: 2 retries by default).
+    pub retry: RetryPolicy,
     /// More headers for every request (`anthropic-beta`, a proxy's).
     pub extra_headers: Vec<(String, String)>,
 }
@@ -48,9 +51,9 @@ impl Default for AnthropicConfig {
             api_key_source: "ANTHROPIC_API_KEY".into(),
             model: "claude-3-5-haiku-latest".into(),
             max_tokens: 4096,
-            timeout: Duration::from_secs(300),
-            max_retries: 3,
-            max_retry_wait: Duration::from_secs(30),
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            retry: RetryPolicy::default(),
             extra_headers: Vec::new(),
         }
     }
@@ -66,8 +69,8 @@ impl std::fmt::Debug for AnthropicConfig {
             .field("model", &self.model)
             .field("max_tokens", &self.max_tokens)
             .field("timeout", &self.timeout)
-            .field("max_retries", &self.max_retries)
-            .field("max_retry_wait", &self.max_retry_wait)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("retry", &self.retry)
             .field("extra_headers", &headers)
             .finish()
     }
@@ -107,8 +110,8 @@ impl AnthropicEngine {
             api_key: config.api_key.clone(),
             api_key_source: config.api_key_source.clone(),
             timeout: config.timeout,
-            max_retries: config.max_retries,
-            max_retry_wait: config.max_retry_wait,
+            idle_timeout: config.idle_timeout,
+            retry: config.retry.clone(),
         };
         let url = format!("{}/v1/messages", config.base_url.trim_end_matches('/'));
         Ok(AnthropicEngine {
@@ -179,8 +182,24 @@ impl Engine for AnthropicEngine {
                 .json(&body)
             })
             .await?;
-        let mut events = http::events(response);
         let mut answer = Assembly::default();
+        let mut events = match self.endpoint.answer(response).await? {
+            Answer::Stream(events) => events,
+            Answer::Complete(body) => {
+                let events = Assembly::events_of_message(&body)
+                    .ok_or_else(|| self.endpoint.not_a_completion("a message", &body))?;
+                for data in &events {
+                    let delta = answer
+                        .apply(data)
+                        .map_err(|(kind, m)| self.endpoint.error(kind, m))?;
+                    if let Some(delta) = delta.filter(|_| ctx.events.has_sinks()) {
+                        ctx.events.partial(delta, answer.text.clone());
+                    }
+                }
+                let metadata = answer.metadata(&self.config.model);
+                return Ok(append(turn, answer.blocks(), metadata));
+            }
+        };
         while let Some(event) = self.endpoint.next_event(&mut events).await? {
             if event.data.trim().is_empty() {
                 continue;
@@ -292,6 +311,47 @@ enum Part {
 }
 
 impl Assembly {
+    /// A complete (non-streamed) message object as the stream events that
+    /// would have carried it, for [`apply`](Self::apply); `None` when
+    /// `body` is not a message. An error object is passed on as it is, for
+    /// `apply` to report.
+    fn events_of_message(body: &Value) -> Option<Vec<Value>> {
+        match body.get("type").and_then(Value::as_str) {
+            Some("error") => return Some(vec![body.clone()]),
+            Some("message") => {}
+            _ => return None,
+        }
+        let content = body.get("content")?.as_array()?;
+        let mut events = vec![json!({"type": "message_start", "message": {
+            "model": body.get("model").cloned().unwrap_or(Value::Null),
+            "usage": body.get("usage").cloned().unwrap_or(Value::Null)}})];
+        for (index, block) in content.iter().enumerate() {
+            let (start, delta) = match block.get("type").and_then(Value::as_str) {
+                Some("text") => (
+                    json!({"type": "text", "text": ""}),
+                    json!({"type": "text_delta", "text": block.get("text")?.as_str()?}),
+                ),
+                Some("tool_use") => (
+                    json!({"type": "tool_use", "id": block.get("id"), "name": block.get("name"),
+                        "input": {}}),
+                    json!({"type": "input_json_delta",
+                        "partial_json": block.get("input").unwrap_or(&json!({})).to_string()}),
+                ),
+                _ => (block.clone(), Value::Null),
+            };
+            events.push(json!({"type": "content_block_start", "index": index,
+                "content_block": start}));
+            if !delta.is_null() {
+                events.push(json!({"type": "content_block_delta", "index": index,
+                    "delta": delta}));
+            }
+        }
+        events.push(json!({"type": "message_delta",
+            "delta": {"stop_reason": body.get("stop_reason").cloned().unwrap_or(Value::Null)}}));
+        events.push(json!({"type": "message_stop"}));
+        Some(events)
+    }
+
     /// Takes in one event's data; returns its text delta, if it has one.
     fn apply(&mut self, data: &Value) -> Result<Option<String>, (ProviderErrorKind, String)> {
         let protocol = |what: &str| (ProviderErrorKind::Protocol, format!("{what}: {data}"));

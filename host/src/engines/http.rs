@@ -1,15 +1,18 @@
 //! What both providers share: the HTTP client, the request with its
-//! rate-limit retries, HTTP statuses and transport failures as typed
-//! [`Error::Provider`]s, and the server-sent-event stream of the answer.
+//! retries, HTTP statuses and transport failures as typed
+//! [`Error::Provider`]s, the idle timeout between events, and the answer:
+//! a server-sent-event stream, or a complete JSON body from a server that
+//! ignored `"stream": true`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use serde_json::Value;
 
+use super::RetryPolicy;
 use crate::error::{Error, ProviderErrorKind, Result};
 
 /// The longest provider message an error quotes; an HTML error page from a
@@ -17,12 +20,13 @@ use crate::error::{Error, ProviderErrorKind, Result};
 const MAX_MESSAGE: usize = 500;
 
 /// One provider's connection: the client, where its key comes from, how it
-/// retries. Built once per engine and shared by its calls.
+/// retries and how long it waits. Built once per engine and shared by its
+/// calls.
 #[derive(Clone)]
 pub(crate) struct Endpoint {
     /// `openai`, `anthropic`: names the provider in errors.
     pub provider: &'static str,
-    /// The pooled client; carries the timeout.
+    /// The pooled client; carries the request timeout.
     pub client: reqwest::Client,
     /// The key, only to scrub it from messages we quote.
     pub api_key: Option<String>,
@@ -30,15 +34,32 @@ pub(crate) struct Endpoint {
     pub api_key_source: String,
     /// The total request timeout, for the timeout message.
     pub timeout: Duration,
-    /// Retries of a 429.
-    pub max_retries: u32,
-    /// The longest total wait across those retries.
-    pub max_retry_wait: Duration,
+    /// The longest wait for the next event of a stream.
+    pub idle_timeout: Duration,
+    /// Which failures are retried, how often, how long apart.
+    pub retry: RetryPolicy,
+}
+
+/// The body of a successful answer.
+pub(crate) enum Answer<S> {
+    /// A `text/event-stream`: the events as they come.
+    Stream(S),
+    /// A complete JSON body (a server that does not stream), parsed.
+    Complete(Value),
+}
+
+/// A failed attempt: the error it would be, and whether to try again.
+struct Failure {
+    kind: ProviderErrorKind,
+    text: String,
+    retryable: bool,
+    /// The wait the server asked for (`retry-after-ms`, `retry-after`).
+    asked: Option<Duration>,
 }
 
 impl Endpoint {
     /// A client with `timeout` for the whole request, the streamed body
-    /// included (a stalled stream then ends as a timeout, not a hang).
+    /// included (a stream that trickles keeps going no longer than that).
     pub fn client(timeout: Duration) -> Result<reqwest::Client> {
         reqwest::Client::builder()
             .timeout(timeout)
@@ -67,13 +88,18 @@ impl Endpoint {
         }
     }
 
-    /// Sends the request `build` makes, again after a 429 as long as the
-    /// retries and the total wait allow, honouring `retry-after` (seconds;
-    /// 1 s, 2 s, 4 s... without it). Returns the successful response, its
-    /// body unread.
+    /// Sends the request `build` makes and returns the successful
+    /// response, its body unread. A failure before any byte of the answer
+    /// is tried again as the [`RetryPolicy`] allows: HTTP 408, 409, 429,
+    /// 5xx (529 included) and connection failures, after the wait the
+    /// server asked for (`retry-after-ms`, `retry-after`) or a jittered
+    /// exponential backoff; `x-should-retry` overrides the status. Each
+    /// retry is logged (warn). Nothing here reads the body of a success,
+    /// so a stream that began is never retried.
     ///
     /// # Errors
-    /// [`Error::Provider`] for a transport failure or a non-2xx status.
+    /// [`Error::Provider`] for a transport failure or a non-2xx status,
+    /// once it is not retryable or the retries or their total wait ran out.
     pub async fn send(
         &self,
         build: impl Fn() -> reqwest::RequestBuilder,
@@ -81,44 +107,81 @@ impl Endpoint {
         let mut waited = Duration::ZERO;
         let mut retries = 0;
         loop {
-            let response = build().send().await.map_err(|e| self.transport_error(&e))?;
-            let status = response.status();
-            if status.is_success() {
-                return Ok(response);
+            let failure = match build().send().await {
+                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) => self.status_failure(response).await,
+                Err(e) => Failure {
+                    // A timeout is not retried: the request timeout bounds
+                    // the whole call.
+                    retryable: !e.is_timeout() && (e.is_connect() || e.is_request()),
+                    asked: None,
+                    ..self.transport_failure(&e)
+                },
+            };
+            if !failure.retryable {
+                return Err(self.error(failure.kind, failure.text));
             }
-            let retry_after = retry_after(response.headers());
-            let body = response.text().await.unwrap_or_default();
-            let message = provider_message(&body);
-            if status != StatusCode::TOO_MANY_REQUESTS {
-                return Err(self.status_error(status, &message));
+            if retries >= self.retry.max_retries {
+                let text = match retries {
+                    0 => failure.text,
+                    n => format!(
+                        "{} (gave up after {n} retr{}, {:.1}s waited)",
+                        failure.text,
+                        if n == 1 { "y" } else { "ies" },
+                        waited.as_secs_f64()
+                    ),
+                };
+                return Err(self.error(failure.kind, text));
             }
-            let wait = retry_after.unwrap_or(Duration::from_secs(1 << retries.min(5)));
-            if retries >= self.max_retries || waited + wait > self.max_retry_wait {
+            let wait = failure.asked.unwrap_or_else(|| self.retry.backoff(retries));
+            if waited + wait > self.retry.max_retry_wait {
                 return Err(self.error(
-                    ProviderErrorKind::RateLimited,
+                    failure.kind,
                     format!(
-                        "HTTP 429 after {retries} retries ({}s waited; next wait {}s, \
-                         bounds {} retries and {}s): {message}",
-                        waited.as_secs(),
-                        wait.as_secs(),
-                        self.max_retries,
-                        self.max_retry_wait.as_secs()
+                        "{} (a retry would wait {:.1}s, beyond the {:.1}s the retries may wait in all)",
+                        failure.text,
+                        wait.as_secs_f64(),
+                        self.retry.max_retry_wait.as_secs_f64()
                     ),
                 ));
             }
+            retries += 1;
             tracing::warn!(
                 provider = self.provider,
-                wait_s = wait.as_secs_f64(),
-                "rate limited; retrying"
+                retry = retries,
+                max_retries = self.retry.max_retries,
+                wait_ms = wait.as_millis() as u64,
+                failure = %failure.text,
+                "{} request failed; retrying", self.provider
             );
             tokio::time::sleep(wait).await;
             waited += wait;
-            retries += 1;
         }
     }
 
-    /// A non-2xx status (other than a retried 429) as a typed error.
-    fn status_error(&self, status: StatusCode, message: &str) -> Error {
+    /// A non-2xx answer as a failure: its status named, its body's message
+    /// quoted, whether it may be retried and after how long.
+    async fn status_failure(&self, response: reqwest::Response) -> Failure {
+        let status = response.status();
+        let headers = response.headers();
+        let asked = retry_after(headers, SystemTime::now());
+        let retryable = match headers.get("x-should-retry").and_then(|v| v.to_str().ok()) {
+            Some("true") => true,
+            Some("false") => false,
+            _ => retryable_status(status),
+        };
+        let body = response.text().await.unwrap_or_default();
+        let (kind, text) = self.status_error(status, &provider_message(&body));
+        Failure {
+            kind,
+            text,
+            retryable,
+            asked,
+        }
+    }
+
+    /// A non-2xx status as an error kind and message.
+    fn status_error(&self, status: StatusCode, message: &str) -> (ProviderErrorKind, String) {
         let kind = match status.as_u16() {
             401 | 403 => ProviderErrorKind::Unauthorized,
             408 => ProviderErrorKind::Timeout,
@@ -126,6 +189,7 @@ impl Endpoint {
             500..=599 => ProviderErrorKind::Server,
             _ => ProviderErrorKind::Request,
         };
+        let status = status_name(status);
         let text = if kind == ProviderErrorKind::Unauthorized {
             match self.api_key {
                 None => format!(
@@ -140,35 +204,126 @@ impl Endpoint {
         } else {
             format!("HTTP {status}: {message}")
         };
-        self.error(kind, text)
+        (kind, text)
     }
 
     /// A failure below HTTP (connect, TLS, timeout, a body cut off).
-    pub fn transport_error(&self, error: &reqwest::Error) -> Error {
-        if error.is_timeout() {
-            return self.error(
+    fn transport_failure(&self, error: &reqwest::Error) -> Failure {
+        let (kind, text) = if error.is_timeout() {
+            (
                 ProviderErrorKind::Timeout,
-                format!("no complete answer within {}s", self.timeout.as_secs_f64()),
-            );
-        }
-        let kind = if error.is_body() || error.is_decode() {
-            ProviderErrorKind::Protocol
+                format!(
+                    "no complete answer within {}s (the request timeout)",
+                    self.timeout.as_secs_f64()
+                ),
+            )
+        } else if error.is_body() || error.is_decode() {
+            (ProviderErrorKind::Protocol, chain(error))
         } else {
-            ProviderErrorKind::Request
+            (ProviderErrorKind::Request, chain(error))
         };
-        self.error(kind, chain(error))
+        Failure {
+            kind,
+            text,
+            retryable: false,
+            asked: None,
+        }
+    }
+
+    /// A transport failure as an error.
+    pub fn transport_error(&self, error: &reqwest::Error) -> Error {
+        let failure = self.transport_failure(error);
+        self.error(failure.kind, failure.text)
+    }
+
+    /// The body of a successful response: its events when it is an event
+    /// stream (or says nothing of its type), its JSON when it is JSON.
+    ///
+    /// # Errors
+    /// [`ProviderErrorKind::Protocol`] naming the `Content-Type` when the
+    /// body is neither; [`ProviderErrorKind::Timeout`] or a transport
+    /// error while a JSON body is read.
+    pub async fn answer(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<Answer<impl Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Unpin>>
+    {
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let essence = content_type.as_deref().map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+        match essence.as_deref() {
+            None | Some("text/event-stream") => {
+                return Ok(Answer::Stream(response.bytes_stream().eventsource()));
+            }
+            _ => {}
+        }
+        let content_type = content_type.unwrap_or_default();
+        let not_a_stream = |detail: String| {
+            self.error(
+                ProviderErrorKind::Protocol,
+                format!(
+                    "expected an event stream (text/event-stream), but the answer's \
+                     Content-Type is {content_type:?}: {detail}"
+                ),
+            )
+        };
+        let is_json = essence
+            .as_deref()
+            .is_some_and(|t| t == "application/json" || t.ends_with("+json"));
+        let body = response
+            .text()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        if !is_json {
+            return Err(not_a_stream(truncate(body.trim())));
+        }
+        serde_json::from_str(&body)
+            .map(Answer::Complete)
+            .map_err(|e| not_a_stream(format!("not JSON ({e}): {}", truncate(body.trim()))))
+    }
+
+    /// The error for a complete JSON answer that is not the provider's
+    /// completion object.
+    pub fn not_a_completion(&self, what: &str, body: &Value) -> Error {
+        self.error(
+            ProviderErrorKind::Protocol,
+            format!(
+                "the server answered with JSON (Content-Type application/json) instead of \
+                 an event stream, and it is not {what}: {}",
+                truncate(&body.to_string())
+            ),
+        )
     }
 
     /// The next event of `events`, `None` at the end of the body.
     ///
     /// # Errors
-    /// [`ProviderErrorKind::Protocol`] when the body breaks off or is not
-    /// UTF-8, [`ProviderErrorKind::Timeout`] when the timeout ran out.
+    /// [`ProviderErrorKind::Timeout`] when no event came within the idle
+    /// timeout (keep-alive comments do not count) or the request timeout
+    /// ran out; [`ProviderErrorKind::Protocol`] when the body breaks off or
+    /// is not UTF-8.
     pub async fn next_event<S>(&self, events: &mut S) -> Result<Option<Event>>
     where
         S: Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Unpin,
     {
-        match events.next().await {
+        let Ok(next) = tokio::time::timeout(self.idle_timeout, events.next()).await else {
+            return Err(self.error(
+                ProviderErrorKind::Timeout,
+                format!(
+                    "no event for {}s (the idle timeout between stream events)",
+                    self.idle_timeout.as_secs_f64()
+                ),
+            ));
+        };
+        match next {
             None => Ok(None),
             Some(Ok(event)) => Ok(Some(event)),
             Some(Err(EventStreamError::Transport(e))) if e.is_timeout() => {
@@ -199,6 +354,32 @@ impl Endpoint {
     }
 }
 
+/// Whether a status is worth another try, as the official SDKs judge it:
+/// request timeout, conflict (a lock), rate limit, any server error.
+fn retryable_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 409 | 429 | 500..=599)
+}
+
+/// `529 Overloaded`: the code and its reason, including the reasons of
+/// codes the HTTP registry lacks but providers and proxies send.
+fn status_name(status: StatusCode) -> String {
+    let code = status.as_u16();
+    let reason = status.canonical_reason().or(match code {
+        499 => Some("Client Closed Request"),
+        520 => Some("Unknown Error"),
+        521 => Some("Web Server Is Down"),
+        522 => Some("Connection Timed Out"),
+        523 => Some("Origin Is Unreachable"),
+        524 => Some("A Timeout Occurred"),
+        529 => Some("Overloaded"),
+        _ => None,
+    });
+    match reason {
+        Some(reason) => format!("{code} {reason}"),
+        None => code.to_string(),
+    }
+}
+
 /// `extra_headers` as a header map.
 pub(crate) fn header_map(op: &'static str, headers: &[(String, String)]) -> Result<HeaderMap> {
     let mut map = HeaderMap::new();
@@ -212,23 +393,25 @@ pub(crate) fn header_map(op: &'static str, headers: &[(String, String)]) -> Resu
     Ok(map)
 }
 
-/// The response body as server-sent events.
-pub(crate) fn events(
-    response: reqwest::Response,
-) -> impl Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Unpin {
-    response.bytes_stream().eventsource()
-}
-
-/// `retry-after` in seconds (fractions allowed); an HTTP date is ignored.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: f64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+/// The wait a server asked for: `retry-after-ms` (milliseconds), else
+/// `retry-after` (seconds, fractions allowed, or an HTTP date, counted
+/// from `now`).
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let header = |name: &str| headers.get(name)?.to_str().ok().map(str::trim);
+    let number = |text: &str| {
+        text.parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n >= 0.0)
+    };
+    if let Some(ms) = header("retry-after-ms").and_then(number) {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    let value = header(RETRY_AFTER.as_str())?;
+    if let Some(seconds) = number(value) {
+        return Some(Duration::from_secs_f64(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The message of an error body: `error.message` of OpenAI's and
@@ -286,18 +469,50 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_seconds() {
+    fn retry_after_is_milliseconds_seconds_or_a_date() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
         let mut headers = HeaderMap::new();
-        assert_eq!(retry_after(&headers), None);
+        assert_eq!(retry_after(&headers, now), None);
         headers.insert(RETRY_AFTER, "2".parse().unwrap());
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(2)));
         headers.insert(RETRY_AFTER, "0.5".parse().unwrap());
-        assert_eq!(retry_after(&headers), Some(Duration::from_millis(500)));
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_millis(500)));
         headers.insert(
             RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+            "Wed, 21 Oct 2015 07:28:07 GMT".parse().unwrap(),
         );
-        assert_eq!(retry_after(&headers), None);
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(7)));
+        headers.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:27:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(
+            retry_after(&headers, now),
+            Some(Duration::ZERO),
+            "a date past"
+        );
+        headers.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers, now), None);
+        headers.insert("retry-after-ms", "250".parse().unwrap());
+        assert_eq!(
+            retry_after(&headers, now),
+            Some(Duration::from_millis(250)),
+            "retry-after-ms wins"
+        );
+    }
+
+    #[test]
+    fn statuses_are_named_and_judged_as_the_sdks_do() {
+        let status = |code| StatusCode::from_u16(code).unwrap();
+        assert_eq!(status_name(status(529)), "529 Overloaded");
+        assert_eq!(status_name(status(503)), "503 Service Unavailable");
+        assert_eq!(status_name(status(599)), "599");
+        for code in [408, 409, 429, 500, 502, 503, 504, 529] {
+            assert!(retryable_status(status(code)), "{code}");
+        }
+        for code in [400, 401, 403, 404, 422] {
+            assert!(!retryable_status(status(code)), "{code}");
+        }
     }
 
     #[test]
@@ -308,10 +523,11 @@ mod tests {
             api_key: Some("sk-secret-123".into()),
             api_key_source: "OPENAI_API_KEY".into(),
             timeout: Duration::from_secs(1),
-            max_retries: 0,
-            max_retry_wait: Duration::ZERO,
+            idle_timeout: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
         };
-        let e = endpoint.status_error(StatusCode::UNAUTHORIZED, "bad key sk-secret-123");
+        let (kind, text) = endpoint.status_error(StatusCode::UNAUTHORIZED, "bad key sk-secret-123");
+        let e = endpoint.error(kind, text);
         let text = e.to_string();
         assert!(!text.contains("sk-secret-123"), "{text}");
         assert!(
@@ -329,9 +545,8 @@ mod tests {
             api_key: None,
             ..endpoint
         };
-        let text = keyless
-            .status_error(StatusCode::UNAUTHORIZED, "missing key")
-            .to_string();
+        let (kind, text) = keyless.status_error(StatusCode::UNAUTHORIZED, "missing key");
+        let text = keyless.error(kind, text).to_string();
         assert_eq!(
             text,
             "openai.infer: openai: unauthorized: HTTP 401 Unauthorized: \

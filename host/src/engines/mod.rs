@@ -18,12 +18,29 @@
 //! Anthropic's `input_tokens`/`output_tokens`), and the turn's
 //! `metadata.usage` is set to the latest inference's usage.
 //!
+//! Retries and timeouts, like the official OpenAI and Anthropic SDKs: a
+//! failure before any byte of the answer (HTTP 408, 409, 429, 5xx with
+//! Anthropic's 529 "overloaded", a refused or reset connection) is tried
+//! again, by default twice, after the wait the server asks for
+//! (`retry-after-ms`, `retry-after` in seconds or as an HTTP date) or a
+//! jittered exponential backoff (0.5 s, 1 s, ... up to 8 s, each shortened
+//! by up to a quarter at random), as long as the waits stay within
+//! [`RetryPolicy::max_retry_wait`]. Once the answer has begun nothing is
+//! retried: a stream cut off mid-way fails. Every retry is logged at
+//! `warn`. Two timeouts bound a call: the request timeout (the whole call,
+//! streaming included; 300 s) and the idle timeout between two events of
+//! the stream (keep-alive comments do not count; 120 s).
+//!
+//! A server that ignores `"stream": true` and answers one JSON completion
+//! (an OpenAI chat completion object, an Anthropic message object) is
+//! understood as well; any other body fails naming its `Content-Type`.
+//!
 //! The engines read no environment variables: the application (the CLI's
 //! config layer) fills the config, API key included, and names where the
 //! key came from in `api_key_source` so a 401 can say what to fix.
 //!
-//! Layout: `http` (client, retries, error mapping, SSE), `openai`,
-//! `anthropic`.
+//! Layout: `http` (client, retries, timeouts, error mapping, the answer's
+//! body), `openai`, `anthropic`.
 //!
 //! ```no_run
 //! # fn demo() -> marionette::Result<()> {
@@ -47,7 +64,65 @@ mod openai;
 pub use anthropic::{AnthropicConfig, AnthropicEngine};
 pub use openai::{OpenAiConfig, OpenAiEngine};
 
+use std::time::Duration;
+
 use serde_json::{Map, Value};
+
+/// Which failed requests an engine tries again, how often and how long
+/// apart (see the [module docs](self)). The defaults are the official
+/// SDKs': 2 retries, backoff from 0.5 s doubling up to 8 s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (2); 0 turns retrying off.
+    pub max_retries: u32,
+    /// The backoff before the first retry, doubled for each next one
+    /// (0.5 s), when the server named no wait.
+    pub initial_backoff: Duration,
+    /// The longest backoff (8 s).
+    pub max_backoff: Duration,
+    /// The most the retries of one call may wait in all (60 s): a server
+    /// asking for a longer wait fails the call at once.
+    pub max_retry_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 2,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(8),
+            max_retry_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries at all.
+    pub fn none() -> Self {
+        RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// The wait before retry number `retry + 1` when the server named
+    /// none: `initial_backoff * 2^retry`, at most `max_backoff`, less up to
+    /// a quarter at random so that clients failed together do not retry
+    /// together.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let full = self
+            .initial_backoff
+            .saturating_mul(1u32 << retry.min(20))
+            .min(self.max_backoff);
+        full.mul_f64(1.0 - 0.25 * fastrand::f64())
+    }
+}
+
+/// The default idle timeout between two events of a stream.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The default request timeout: the whole call, streaming included.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 use crate::model::{Block, BlockKind, Turn};
 use crate::session::new_id;
@@ -149,6 +224,21 @@ fn str_field<'a>(block: &'a Block, key: &str) -> &'a str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound_with_at_most_a_quarter_off() {
+        let policy = RetryPolicy::default();
+        for (retry, full_ms) in [(0, 500), (1, 1000), (2, 2000), (4, 8000), (9, 8000)] {
+            let full = Duration::from_millis(full_ms);
+            for _ in 0..50 {
+                let wait = policy.backoff(retry);
+                assert!(
+                    wait <= full && wait >= full.mul_f64(0.75),
+                    "{retry}: {wait:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn tool_call_args_keep_invalid_json_as_text() {

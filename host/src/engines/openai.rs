@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use reqwest::header::HeaderMap;
 use serde_json::{Map, Value, json};
 
-use super::http::{self, Endpoint, header_map};
+use super::http::{Answer, Endpoint, header_map};
+use super::{DEFAULT_IDLE_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, RetryPolicy};
 use super::{append, args_of, str_field, text_block, text_of, tool_call_block, tool_result_of};
 use crate::error::{ProviderErrorKind, Result};
 use crate::model::{BlockKind, Turn};
@@ -28,11 +29,12 @@ pub struct OpenAiConfig {
     pub model: String,
     /// The longest a whole call may take, streaming included (300 s).
     pub timeout: Duration,
-    /// Retries of an HTTP 429 (3).
-    pub max_retries: u32,
-    /// The longest total wait across those retries (30 s); a `retry-after`
-    /// beyond it fails at once with a rate-limit error.
-    pub max_retry_wait: Duration,
+    /// The longest wait for the next event of the stream (120 s);
+    /// keep-alive comments do not count.
+    pub idle_timeout: Duration,
+    /// Which failed requests are tried again (see
+    /// [`RetryPolicy`]: 2 retries by default).
+    pub retry: RetryPolicy,
     /// `max_tokens` of the request, when set.
     pub max_tokens: Option<u32>,
     /// More headers for every request (`OpenAI-Organization`, a proxy's).
@@ -46,9 +48,9 @@ impl Default for OpenAiConfig {
             api_key: None,
             api_key_source: "OPENAI_API_KEY".into(),
             model: "gpt-4o-mini".into(),
-            timeout: Duration::from_secs(300),
-            max_retries: 3,
-            max_retry_wait: Duration::from_secs(30),
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            retry: RetryPolicy::default(),
             max_tokens: None,
             extra_headers: Vec::new(),
         }
@@ -64,8 +66,8 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("api_key_source", &self.api_key_source)
             .field("model", &self.model)
             .field("timeout", &self.timeout)
-            .field("max_retries", &self.max_retries)
-            .field("max_retry_wait", &self.max_retry_wait)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("retry", &self.retry)
             .field("max_tokens", &self.max_tokens)
             .field("extra_headers", &headers)
             .finish()
@@ -105,8 +107,8 @@ impl OpenAiEngine {
             api_key: config.api_key.clone(),
             api_key_source: config.api_key_source.clone(),
             timeout: config.timeout,
-            max_retries: config.max_retries,
-            max_retry_wait: config.max_retry_wait,
+            idle_timeout: config.idle_timeout,
+            retry: config.retry.clone(),
         };
         let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
         Ok(OpenAiEngine {
@@ -176,8 +178,22 @@ impl Engine for OpenAiEngine {
                 .json(&body)
             })
             .await?;
-        let mut events = http::events(response);
         let mut answer = Assembly::default();
+        let mut events = match self.endpoint.answer(response).await? {
+            Answer::Stream(events) => events,
+            Answer::Complete(body) => {
+                let chunk = Assembly::chunk_of_completion(&body)
+                    .ok_or_else(|| self.endpoint.not_a_completion("a chat completion", &body))?;
+                let delta = answer
+                    .apply(&chunk)
+                    .map_err(|(kind, m)| self.endpoint.error(kind, m))?;
+                if let Some(delta) = delta.filter(|_| ctx.events.has_sinks()) {
+                    ctx.events.partial(delta, answer.text.clone());
+                }
+                let metadata = answer.metadata(&self.config.model);
+                return Ok(append(turn, answer.blocks(), metadata));
+            }
+        };
         while let Some(event) = self.endpoint.next_event(&mut events).await? {
             let data = event.data.trim();
             if data == "[DONE]" {
@@ -267,6 +283,39 @@ struct PendingCall {
 }
 
 impl Assembly {
+    /// A complete (non-streamed) chat completion as the one chunk that
+    /// carries all of it, for [`apply`](Self::apply); `None` when `body`
+    /// is not a chat completion. An error object is passed on as it is,
+    /// for `apply` to report.
+    fn chunk_of_completion(body: &Value) -> Option<Value> {
+        if body.get("error").is_some() {
+            return Some(body.clone());
+        }
+        let choice = body.get("choices")?.as_array()?.first()?;
+        let message = choice.get("message")?.as_object()?;
+        let mut delta = json!({"content": message.get("content").cloned().unwrap_or(Value::Null)});
+        if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
+            let calls: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(index, call)| {
+                    let mut call = call.clone();
+                    call["index"] = json!(index);
+                    call
+                })
+                .collect();
+            delta["tool_calls"] = Value::Array(calls);
+        }
+        let mut chunk = json!({"choices": [{"index": 0, "delta": delta,
+            "finish_reason": choice.get("finish_reason").cloned().unwrap_or(Value::Null)}]});
+        for key in ["model", "usage"] {
+            if let Some(value) = body.get(key) {
+                chunk[key] = value.clone();
+            }
+        }
+        Some(chunk)
+    }
+
     /// Takes in one chunk; returns its text delta, if it has one.
     fn apply(&mut self, chunk: &Value) -> Result<Option<String>, (ProviderErrorKind, String)> {
         if let Some(error) = chunk.get("error") {

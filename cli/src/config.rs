@@ -19,6 +19,10 @@
 //! provider = "anthropic"
 //! model = "claude-sonnet-4-5"
 //! api_key_env = "MY_ANTHROPIC_KEY"  # where the key is; default ANTHROPIC_API_KEY
+//! timeout_secs = 600                # the whole request, streaming included (300)
+//! idle_timeout_secs = 60            # between two events of the stream (120)
+//! max_retries = 4                   # retries of a failure before the answer (2)
+//! max_retry_wait_secs = 120         # the most the retries may wait in all (60)
 //! ```
 
 use std::collections::BTreeMap;
@@ -108,19 +112,10 @@ impl Provider {
             Provider::Echo => None,
         }
     }
-
-    fn parse(name: &str) -> Option<Provider> {
-        match name {
-            "openai" | "openai-compatible" => Some(Provider::OpenAi),
-            "anthropic" => Some(Provider::Anthropic),
-            "echo" => Some(Provider::Echo),
-            _ => None,
-        }
-    }
 }
 
 /// One engine of the config file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineProfile {
     /// Who serves it.
@@ -132,14 +127,64 @@ pub struct EngineProfile {
     /// The environment variable holding the key (the key itself never goes
     /// in the file).
     pub api_key_env: Option<String>,
-    /// Seconds one request may take.
-    pub timeout_secs: Option<u64>,
+    /// Seconds one request may take, streaming included.
+    pub timeout_secs: Option<f64>,
+    /// Seconds the stream may go without an event.
+    pub idle_timeout_secs: Option<f64>,
+    /// Retries of a request that failed before its answer began.
+    pub max_retries: Option<u32>,
+    /// Seconds the retries of one call may wait in all.
+    pub max_retry_wait_secs: Option<f64>,
     /// What the echo engine answers.
     pub reply: Option<String>,
 }
 
+/// How a provider engine waits and retries; `None` keeps the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Network {
+    /// Seconds one request may take, streaming included.
+    pub timeout_secs: Option<f64>,
+    /// Seconds the stream may go without an event.
+    pub idle_timeout_secs: Option<f64>,
+    /// Retries of a request that failed before its answer began.
+    pub max_retries: Option<u32>,
+    /// Seconds the retries of one call may wait in all.
+    pub max_retry_wait_secs: Option<f64>,
+}
+
+impl Network {
+    /// `self`, with `over`'s values where it has them.
+    pub fn overridden_by(self, over: Network) -> Network {
+        Network {
+            timeout_secs: over.timeout_secs.or(self.timeout_secs),
+            idle_timeout_secs: over.idle_timeout_secs.or(self.idle_timeout_secs),
+            max_retries: over.max_retries.or(self.max_retries),
+            max_retry_wait_secs: over.max_retry_wait_secs.or(self.max_retry_wait_secs),
+        }
+    }
+
+    /// Checks that each number of seconds is positive and finite.
+    ///
+    /// # Errors
+    /// Names the setting that is not.
+    pub fn validate(&self, what: &str) -> anyhow::Result<()> {
+        for (name, value) in [
+            ("timeout_secs", self.timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("max_retry_wait_secs", self.max_retry_wait_secs),
+        ] {
+            if let Some(v) = value
+                && !(v.is_finite() && v > 0.0 && v < 1e9)
+            {
+                anyhow::bail!("{what}: {name} must be a positive number of seconds, not {v}");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The config file: named engines and which one is the default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     /// The engine `engines.host()` returns.
@@ -178,7 +223,7 @@ impl ConfigFile {
 }
 
 /// What the command line says about the engine.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EngineFlags {
     /// `--engine openai|anthropic|echo|NAME`.
     pub engine: Option<String>,
@@ -186,6 +231,9 @@ pub struct EngineFlags {
     pub model: Option<String>,
     /// `--base-url`.
     pub base_url: Option<String>,
+    /// `--request-timeout-secs`, `--idle-timeout-secs`, `--max-retries`:
+    /// for every provider engine, over the file's profiles.
+    pub network: Network,
 }
 
 /// Reads environment variables; a trait so tests need not touch the
@@ -212,7 +260,7 @@ impl Env for BTreeMap<String, String> {
 }
 
 /// An engine, resolved: everything needed to build it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EngineSpec {
     /// Its name for `engines.host(name)`.
     pub name: String,
@@ -226,14 +274,14 @@ pub struct EngineSpec {
     pub api_key: Option<Secret>,
     /// Where the key was looked for (for error messages; never the key).
     pub api_key_env: Option<String>,
-    /// Seconds one request may take.
-    pub timeout_secs: Option<u64>,
+    /// Timeouts and retries.
+    pub network: Network,
     /// The echo engine's answer.
     pub reply: Option<String>,
 }
 
 /// Every engine the host offers, and the default.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
     /// All engines, the default among them.
     pub engines: Vec<EngineSpec>,
@@ -247,8 +295,9 @@ pub struct Resolved {
 /// Resolves the engines from flags, environment and file.
 ///
 /// # Errors
-/// An unknown `--engine` name, a profile without a provider, or a default
-/// that names no engine; each message says what is known.
+/// An unknown `--engine` name, a profile without a provider, a default
+/// that names no engine, or a timeout that is not a positive number of
+/// seconds; each message says what is known.
 pub fn resolve(flags: &EngineFlags, env: &dyn Env, file: &ConfigFile) -> anyhow::Result<Resolved> {
     let mut engines: Vec<EngineSpec> = Vec::new();
     // The providers themselves are always there by name, configured from
@@ -268,6 +317,9 @@ pub fn resolve(flags: &EngineFlags, env: &dyn Env, file: &ConfigFile) -> anyhow:
                 "config file: engine {name:?} has no provider (openai, anthropic or echo)"
             )
         })?;
+        profile
+            .network()
+            .validate(&format!("config file: engine {name:?}"))?;
         engines.retain(|e| &e.name != name);
         engines.push(spec(name, provider, profile, env));
     }
@@ -279,6 +331,10 @@ pub fn resolve(flags: &EngineFlags, env: &dyn Env, file: &ConfigFile) -> anyhow:
             .collect::<Vec<_>>()
             .join(", ")
     };
+    flags.network.validate("flags")?;
+    for engine in &mut engines {
+        engine.network = engine.network.overridden_by(flags.network);
+    }
     let chosen = flags.engine.clone().or_else(|| file.default.clone());
     let built_in_default = chosen.is_none();
     let default = chosen.unwrap_or_else(|| "echo".to_string());
@@ -328,8 +384,20 @@ fn spec(name: &str, provider: Provider, profile: &EngineProfile, env: &dyn Env) 
             .and_then(|v| env.var(v))
             .map(Secret::new),
         api_key_env,
-        timeout_secs: profile.timeout_secs,
+        network: profile.network(),
         reply: profile.reply.clone(),
+    }
+}
+
+impl EngineProfile {
+    /// The profile's timeouts and retries.
+    pub fn network(&self) -> Network {
+        Network {
+            timeout_secs: self.timeout_secs,
+            idle_timeout_secs: self.idle_timeout_secs,
+            max_retries: self.max_retries,
+            max_retry_wait_secs: self.max_retry_wait_secs,
+        }
     }
 }
 
@@ -339,14 +407,14 @@ impl Resolved {
     ///
     /// # Errors
     /// An engine that cannot be built (an unusable base URL).
-    pub fn services(&self) -> crate::Result<crate::HostServices> {
-        let mut engines = crate::session::EngineRegistry::new();
+    pub fn services(&self) -> marionette::Result<marionette::HostServices> {
+        let mut engines = marionette::session::EngineRegistry::new();
         for spec in &self.engines {
             engines = engines.register(spec.name.clone(), spec.build()?);
         }
-        Ok(crate::HostServices {
+        Ok(marionette::HostServices {
             engines: engines.set_default(&self.default)?,
-            ..crate::HostServices::default()
+            ..marionette::HostServices::default()
         })
     }
 }
@@ -356,17 +424,27 @@ impl EngineSpec {
     ///
     /// # Errors
     /// As the provider's engine constructor.
-    pub fn build(&self) -> crate::Result<std::sync::Arc<dyn crate::session::Engine>> {
+    pub fn build(&self) -> marionette::Result<std::sync::Arc<dyn marionette::session::Engine>> {
         use std::sync::Arc;
         use std::time::Duration;
 
-        use crate::engines::{AnthropicConfig, AnthropicEngine, OpenAiConfig, OpenAiEngine};
+        use marionette::engines::{
+            AnthropicConfig, AnthropicEngine, OpenAiConfig, OpenAiEngine, RetryPolicy,
+        };
+        let network = self.network;
+        let seconds =
+            |s: Option<f64>, default: Duration| s.map_or(default, Duration::from_secs_f64);
+        let retry = |defaults: RetryPolicy| RetryPolicy {
+            max_retries: network.max_retries.unwrap_or(defaults.max_retries),
+            max_retry_wait: seconds(network.max_retry_wait_secs, defaults.max_retry_wait),
+            ..defaults
+        };
         let source = self
             .api_key_env
             .clone()
             .unwrap_or_else(|| "the config file".into());
         Ok(match self.provider {
-            Provider::Echo => Arc::new(crate::session::EchoEngine::new(
+            Provider::Echo => Arc::new(marionette::session::EchoEngine::new(
                 self.reply.clone().unwrap_or_else(|| "READY".into()),
             )),
             Provider::OpenAi => {
@@ -376,10 +454,9 @@ impl EngineSpec {
                     api_key: self.api_key.as_ref().map(|k| k.expose().to_string()),
                     api_key_source: source,
                     model: self.model.clone().unwrap_or(defaults.model.clone()),
-                    timeout: self
-                        .timeout_secs
-                        .map(Duration::from_secs)
-                        .unwrap_or(defaults.timeout),
+                    timeout: seconds(network.timeout_secs, defaults.timeout),
+                    idle_timeout: seconds(network.idle_timeout_secs, defaults.idle_timeout),
+                    retry: retry(defaults.retry.clone()),
                     ..defaults
                 })?)
             }
@@ -390,20 +467,14 @@ impl EngineSpec {
                     api_key: self.api_key.as_ref().map(|k| k.expose().to_string()),
                     api_key_source: source,
                     model: self.model.clone().unwrap_or(defaults.model.clone()),
-                    timeout: self
-                        .timeout_secs
-                        .map(Duration::from_secs)
-                        .unwrap_or(defaults.timeout),
+                    timeout: seconds(network.timeout_secs, defaults.timeout),
+                    idle_timeout: seconds(network.idle_timeout_secs, defaults.idle_timeout),
+                    retry: retry(defaults.retry.clone()),
                     ..defaults
                 })?)
             }
         })
     }
-}
-
-/// Parses a provider name as `--engine` gives it.
-pub fn provider_named(name: &str) -> Option<Provider> {
-    Provider::parse(name)
 }
 
 #[cfg(test)]
@@ -464,6 +535,7 @@ mod tests {
             engine: Some("openai".into()),
             model: Some("flag-model".into()),
             base_url: Some("http://flag".into()),
+            ..EngineFlags::default()
         };
         let r = resolve(&flags, &e, &f).unwrap();
         let openai = engine(&r, "openai");
@@ -476,6 +548,43 @@ mod tests {
             ("openai", Some("http://flag"), Some("flag-model"))
         );
         assert!(!r.built_in_default);
+    }
+
+    #[test]
+    fn timeouts_and_retries_come_from_the_profile_then_the_flags() {
+        let f = file(
+            "[engines.slow]\nprovider = \"openai\"\ntimeout_secs = 600\nidle_timeout_secs = 0.5\nmax_retries = 5\n",
+        );
+        let r = resolve(&EngineFlags::default(), &env(&[]), &f).unwrap();
+        let slow = engine(&r, "slow").network;
+        assert_eq!(
+            (slow.timeout_secs, slow.idle_timeout_secs, slow.max_retries),
+            (Some(600.0), Some(0.5), Some(5))
+        );
+        assert_eq!(engine(&r, "openai").network, Network::default());
+        let flags = EngineFlags {
+            network: Network {
+                max_retries: Some(0),
+                idle_timeout_secs: Some(2.0),
+                ..Network::default()
+            },
+            ..EngineFlags::default()
+        };
+        let r = resolve(&flags, &env(&[]), &f).unwrap();
+        for name in ["slow", "openai", "anthropic"] {
+            let network = engine(&r, name).network;
+            assert_eq!(network.max_retries, Some(0), "{name}");
+            assert_eq!(network.idle_timeout_secs, Some(2.0), "{name}");
+        }
+        assert_eq!(engine(&r, "slow").network.timeout_secs, Some(600.0));
+        let bad = file("[engines.x]\nprovider = \"openai\"\nidle_timeout_secs = 0\n");
+        let error = resolve(&EngineFlags::default(), &env(&[]), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("idle_timeout_secs must be a positive"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,12 +1,23 @@
 //! What `marionette run` shows while a script runs: console lines and live
 //! partial text on stderr, every event as a JSON line on stdout with
 //! `--events`, and a summary at the end.
+//!
+//! Model text and console lines are untrusted: on stderr they pass through
+//! [`terminal`](crate::terminal) first, so only printable text, newlines
+//! and tabs reach a person's terminal. Streamed text of one session is one
+//! line of its own; once a second session streams, every line of streamed
+//! text starts with the label of its session.
 
+use std::collections::HashMap;
 use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use marionette::model::{Event, LogLevel, ToolDefinition};
 use marionette::session::EventKind;
+
+use crate::terminal::{self, Sanitizer};
 
 /// How the run is shown.
 pub struct Display {
@@ -25,8 +36,29 @@ pub struct Tally {
     tokens_out: u64,
     tool_calls: usize,
     tool_errors: usize,
-    /// Whether partial text is mid-line on stderr.
-    streaming: bool,
+    /// The streams of partial text.
+    streams: Streams,
+}
+
+/// The sessions whose text streams to stderr.
+#[derive(Default)]
+struct Streams {
+    /// Each session that streamed: its label number and its sanitizer.
+    sessions: HashMap<String, (usize, Sanitizer)>,
+    /// The session whose text is mid-line on stderr.
+    open: Option<String>,
+    /// Whether a line is open, shared with the Ctrl-C handler so that an
+    /// interrupted stream's line is ended too.
+    mid_line: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streams")
+            .field("sessions", &self.sessions.len())
+            .field("open", &self.open)
+            .finish()
+    }
 }
 
 impl Display {
@@ -34,11 +66,12 @@ impl Display {
     pub fn event(&self, event: &Event, tally: &mut Tally) {
         if self.events {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", event.to_json());
+            let _ = writeln!(out, "{}", terminal::json_line(&event.to_json().to_string()));
         }
         match event {
             Event::Console { level, message } => {
                 tally.end_stream();
+                let message = terminal::clean(message);
                 match level {
                     LogLevel::Debug | LogLevel::Info => eprintln!("{message}"),
                     LogLevel::Warn => {
@@ -50,12 +83,17 @@ impl Display {
                 }
             }
             Event::Session(e) => match &e.kind {
-                EventKind::Start => tally.inferences += 1,
+                EventKind::Start => {
+                    // A new inference starts its own line, even when the
+                    // one before was cancelled mid-stream.
+                    tally.end_stream();
+                    tally.inferences += 1;
+                }
                 EventKind::Partial { delta, .. } => {
+                    let text = tally.streams.text(&e.session_id, delta, self);
                     let mut err = std::io::stderr().lock();
-                    let _ = write!(err, "{delta}");
+                    let _ = write!(err, "{text}");
                     let _ = err.flush();
-                    tally.streaming = true;
                 }
                 EventKind::Final { usage, .. } => {
                     tally.end_stream();
@@ -121,10 +159,58 @@ impl Tally {
 
     /// Ends a line of streamed text, so what follows starts on its own line.
     fn end_stream(&mut self) {
-        if self.streaming {
+        if self.streams.open.take().is_some() {
+            self.streams.mid_line.store(false, Ordering::SeqCst);
             eprintln!();
-            self.streaming = false;
         }
+    }
+
+    /// A flag that is set while streamed text is mid-line on stderr.
+    pub fn mid_line(&self) -> Arc<AtomicBool> {
+        self.streams.mid_line.clone()
+    }
+}
+
+impl Streams {
+    /// What to write for `delta` of `session`: the text cleaned, the open
+    /// line of another session ended first, and each new line labelled once
+    /// more than one session has streamed.
+    fn text(&mut self, session: &str, delta: &str, display: &Display) -> String {
+        let count = self.sessions.len();
+        let (number, sanitizer) = self
+            .sessions
+            .entry(session.to_string())
+            .or_insert_with(|| (count + 1, Sanitizer::default()));
+        let clean = sanitizer.clean(delta);
+        let number = *number;
+        let labelled = self.sessions.len() > 1;
+        let mut out = String::new();
+        if clean.is_empty() {
+            return out;
+        }
+        if self.open.as_deref().is_some_and(|open| open != session) {
+            out.push('\n');
+            self.open = None;
+        }
+        let label = display.paint("2", &format!("[session {number}] "));
+        for (i, piece) in clean.split('\n').enumerate() {
+            if i > 0 {
+                out.push('\n');
+                self.open = None;
+            }
+            if piece.is_empty() {
+                continue;
+            }
+            if self.open.is_none() {
+                if labelled {
+                    out.push_str(&label);
+                }
+                self.open = Some(session.to_string());
+            }
+            out.push_str(piece);
+        }
+        self.mid_line.store(self.open.is_some(), Ordering::SeqCst);
+        out
     }
 }
 
@@ -157,5 +243,34 @@ pub fn print_tools(registry: &str, tools: &[ToolDefinition]) {
                 println!("      {name}: {kind}{req}{about}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_session_streams_its_own_lines_labelled_once_two_have_streamed() {
+        let display = Display {
+            events: false,
+            color: false,
+        };
+        let mut streams = Streams::default();
+        let out: String = [
+            ("a", "one "),
+            ("a", "line\x1b]0;"),
+            ("b", "two\nlines"),
+            ("a", "title\x07 more\n"),
+            ("a", "again"),
+        ]
+        .iter()
+        .map(|(session, delta)| streams.text(session, delta, &display))
+        .collect();
+        assert_eq!(
+            out,
+            "one line\n[session 2] two\n[session 2] lines\n[session 1]  more\n[session 1] again"
+        );
+        assert!(streams.mid_line.load(Ordering::SeqCst));
     }
 }

@@ -6,14 +6,17 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-#[path = "cli/output.rs"]
+mod config;
 mod output;
+mod terminal;
 
 use clap::{Parser, Subcommand};
 use marionette::model::{ExportInfo, ExportKind};
-use marionette::{Error, HostServices, Policy, Runtime, Sandbox, TaskOptions, config};
+use marionette::{Error, HostServices, Policy, Runtime, Sandbox, TaskOptions};
 use tracing_subscriber::EnvFilter;
 
 /// Sandboxed JavaScript for LLM applications.
@@ -82,6 +85,20 @@ struct EngineArgs {
     /// ~/.config/marionette/config.toml when it exists).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Seconds one provider request may take, streaming included (every
+    /// provider engine; default 300, or the profile's timeout_secs).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    request_timeout_secs: Option<f64>,
+    /// Seconds a provider's stream may go without an event (keep-alive
+    /// comments do not count; default 120, or the profile's
+    /// idle_timeout_secs).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    idle_timeout_secs: Option<f64>,
+    /// Retries of a provider request that failed before its answer began
+    /// (HTTP 408, 409, 429, 5xx, connection failures; default 2, or the
+    /// profile's max_retries; 0 turns retrying off).
+    #[arg(long, value_name = "N")]
+    max_retries: Option<u32>,
 }
 
 impl EngineArgs {
@@ -103,6 +120,12 @@ impl EngineArgs {
             engine: self.engine.clone(),
             model: self.model.clone(),
             base_url: self.base_url.clone(),
+            network: config::Network {
+                timeout_secs: self.request_timeout_secs,
+                idle_timeout_secs: self.idle_timeout_secs,
+                max_retries: self.max_retries,
+                max_retry_wait_secs: None,
+            },
         };
         config::resolve(&flags, &env, &file).map_err(|e| {
             eprintln!("marionette: {e:#}");
@@ -129,6 +152,13 @@ impl Limits {
             entry_deadline: Duration::from_millis(self.cpu_ms),
             ..Policy::default()
         }
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(v),
+        _ => Err(format!("not a positive number of seconds: {s:?}")),
     }
 }
 
@@ -245,8 +275,10 @@ async fn run(
     }
     let started = std::time::Instant::now();
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let tally = output::Tally::default();
+    end_line_on_interrupt(tally.mid_line());
     let printer = tokio::spawn(async move {
-        let mut tally = output::Tally::default();
+        let mut tally = tally;
         while let Some(event) = received.recv().await {
             display.event(&event, &mut tally);
         }
@@ -265,7 +297,7 @@ async fn run(
     sandbox.shutdown().await;
     match result {
         Ok(value) => {
-            println!("{value}");
+            println!("{}", terminal::json_line(&value.to_string()));
             ExitCode::SUCCESS
         }
         Err(e) => report(&e),
@@ -310,13 +342,28 @@ async fn tools(script: PathBuf, limits: Limits) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Prints an error the way a person reads it; returns the exit code.
+/// On Ctrl-C, ends the line of a stream that was interrupted mid-line
+/// (the shell's prompt then starts on its own line) and exits 130, as an
+/// interrupted command does.
+fn end_line_on_interrupt(mid_line: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            if mid_line.load(Ordering::SeqCst) {
+                eprintln!();
+            }
+            std::process::exit(130);
+        }
+    });
+}
+
+/// Prints an error the way a person reads it; returns the exit code. What
+/// the script or a provider wrote is cleaned for the terminal.
 fn report(error: &Error) -> ExitCode {
     match error {
         Error::Script { error, .. } => {
-            eprintln!("{error}");
+            eprintln!("{}", terminal::clean(&error.to_string()));
             if let Some(stack) = error.stack.as_deref().filter(|s| !s.trim().is_empty()) {
-                eprintln!("{}", stack.trim_end());
+                eprintln!("{}", terminal::clean(stack.trim_end()));
             }
             ExitCode::from(1)
         }
@@ -328,7 +375,10 @@ fn report(error: &Error) -> ExitCode {
             ExitCode::from(3)
         }
         Error::Limit { limit, detail, .. } => {
-            eprintln!("marionette: limit exceeded: {limit}: {detail}");
+            eprintln!(
+                "marionette: limit exceeded: {limit}: {}",
+                terminal::clean(detail)
+            );
             ExitCode::from(3)
         }
         Error::Trapped { message, .. } => {
@@ -336,7 +386,7 @@ fn report(error: &Error) -> ExitCode {
             ExitCode::from(3)
         }
         other => {
-            eprintln!("marionette: {other}");
+            eprintln!("marionette: {}", terminal::clean(&other.to_string()));
             ExitCode::from(4)
         }
     }
