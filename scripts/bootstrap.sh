@@ -41,14 +41,32 @@ fi
 # the pacing of its cycle collector works in the guest. No header of
 # wasi-libc tests __GLIBC__; in QuickJS it selects <malloc.h> and
 # malloc_usable_size and nothing else.
+#
+# After the caller's arguments, for QuickJS's speed (fib(25) in the guest
+# about 20% faster, see bench/report):
+#   -UEMSCRIPTEN  rquickjs-sys defines EMSCRIPTEN for WASI, and QuickJS then
+#                 turns DIRECT_DISPATCH (its interpreter's computed goto)
+#                 off; nothing else it selects applies to WASI, which
+#                 QuickJS tests as __wasi__.
+#   -mbulk-memory -mnontrapping-fptoint
+#                 memcpy/memset as memory.copy/memory.fill, and double to
+#                 integer conversions without a range check around each;
+#                 the Rust side of the guest has both already (rustc's
+#                 wasm32-wasip2 target enables them), so the component's
+#                 requirements do not change.
+# The C objects are not rebuilt when only this wrapper changes (cargo does
+# not look at the compiler's contents), so a changed wrapper drops the
+# guest's built QuickJS: the next build compiles it again.
 write_clang_wrapper() { # $1: folder, $2: the real clang
   local wrapper="$1/bin/clang" want
-  want=$(printf '#!/bin/sh\n# Written by scripts/bootstrap.sh (see there why).\nexec %s -D__GLIBC__ "$@"\n' "$2")
+  want=$(printf '#!/bin/sh\n# Written by scripts/bootstrap.sh (see there why).\nexec %s -D__GLIBC__ "$@" -UEMSCRIPTEN -mbulk-memory -mnontrapping-fptoint\n' "$2")
   if [ -L "$wrapper" ] || [ ! -f "$wrapper" ] || [ "$(cat "$wrapper")" != "$want" ]; then
     rm -f "$wrapper"
     printf '%s\n' "$want" >"$wrapper"
     chmod +x "$wrapper"
-    say "WASI C toolchain: $wrapper wraps $2 (QuickJS measures its allocations)"
+    rm -rf "$target_dir"/guest/wasm32-wasip2/*/build/rquickjs-sys-* \
+      "$target_dir"/guest/wasm32-wasip2/*/.fingerprint/rquickjs-sys-*
+    say "WASI C toolchain: $wrapper wraps $2 (QuickJS measures its allocations, dispatches directly)"
   fi
 }
 target_dir=${CARGO_TARGET_DIR:-$root/target}
