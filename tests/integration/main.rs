@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod common;
+mod conformance;
 mod examples;
 mod fake_provider;
 mod fuzz;

@@ -187,6 +187,19 @@ def _err(name: str, message: str) -> Variant:
     )
 
 
+def _failure(failure: Variant) -> ScriptError:
+    """A task's ``failure`` (tagged: several cases carry strings) as the
+    exception this host raises: a script's error as itself, a stop from
+    outside the script under a name that says which."""
+    payload = failure.payload
+    if failure.tag == "script":
+        return ScriptError._from_record(payload)
+    if failure.tag == "over-cap":
+        return ScriptError("LimitError", f"{payload.cap}: {payload.detail}")
+    names = {"cancelled": "AbortError", "deadline": "DeadlineError", "out-of-memory": "LimitError"}
+    return ScriptError(names.get(failure.tag, "Error"), str(payload))
+
+
 def _tool_definition(r: Any) -> ToolDefinition:
     return ToolDefinition(r.name, r.description, json.loads(r.parameters))
 
@@ -321,8 +334,10 @@ class MarionetteHost:
         levels = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}
         log.log(levels.get(level, logging.ERROR), "%s", message)
 
-    def _host_should_interrupt(self, _store: Any) -> bool:
-        return False
+    def _host_should_interrupt(self, _store: Any, _task: int) -> Optional[Variant]:
+        # ``option<stop>``: None lets JavaScript run on. This host keeps no
+        # deadlines of its own.
+        return None
 
     def _host_validate_arguments(self, _store: Any, schema: str, arguments: str) -> Optional[str]:
         # ``result<_, string>``: None is ok, a str is the error. This small
@@ -398,7 +413,7 @@ class MarionetteHost:
                 if what.tag == "sleep":
                     due = (self.now_ms if self.virtual_time else time.monotonic() * 1000) + what.payload
                     heapq.heappush(self._timers, (due, next(self._seq), p.op))
-                else:  # next, infer, call-tool, run-session: work this host does not do
+                else:  # next, infer, call-tool, middleware: work this host does not do
                     self._ready.append((p.op, _err("Error", f"this host does not provide {what.tag}")))
             elif tag == "release":
                 if self._pending.pop(p, None) is not None:
@@ -415,10 +430,6 @@ class MarionetteHost:
                     self.on_console(line)
             elif tag == "done":
                 self._done.setdefault(p.task, p.outcome)
-            elif tag == "over-cap":
-                # The guest refused what went past a cap; the task fails with
-                # it (a later `done` of the task is ignored).
-                self._done.setdefault(p.task, _err("LimitError", f"{p.cap}: {p.detail}"))
             else:
                 raise HostError(f"unknown effect {tag!r}")
 
@@ -450,7 +461,7 @@ class MarionetteHost:
             if task in self._done:
                 outcome = self._done.pop(task)
                 if outcome.tag == "err":
-                    raise ScriptError._from_record(outcome.payload)
+                    raise _failure(outcome.payload)
                 return _value_to_python(outcome.payload)
             answer = self._next_answer()
             if answer is None:
