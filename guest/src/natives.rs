@@ -260,7 +260,17 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
         Function::new(
             ctx.clone(),
             |task: f64, kind: String, payload: String, is_turn: bool| {
+                // A task that ran into a cap during this entry fails with
+                // the cap, even when its own code ended it first (the
+                // RangeError it saw, uncaught).
+                let task = id(task);
+                let hit = OVER_CAP.with(|o| {
+                    let mut o = o.borrow_mut();
+                    let at = o.iter().position(|(t, _)| *t == task)?;
+                    Some(o.remove(at).1)
+                });
                 let outcome = match kind.as_str() {
+                    _ if hit.is_some() => Err(Failure::OverCap(hit.expect("checked"))),
                     "ok" if is_turn => convert::turn_from_json(&payload)
                         .map(Value::Turn)
                         .map_err(Failure::Script),
@@ -280,11 +290,8 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
                     })),
                     _ => Err(script_failure(convert::error_from_json(&payload))),
                 };
-                forget(id(task));
-                push(Effect::Done(TaskDone {
-                    task: id(task),
-                    outcome,
-                }))
+                forget(task);
+                push(Effect::Done(TaskDone { task, outcome }))
             },
         )?,
     )?;

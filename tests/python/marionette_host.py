@@ -187,6 +187,9 @@ def _err(name: str, message: str) -> Variant:
     )
 
 
+_FAILURES = ("script", "cancelled", "deadline", "over-cap", "out-of-memory")
+
+
 def _failure(failure: Variant) -> ScriptError:
     """A task's ``failure`` (tagged: several cases carry strings) as the
     exception this host raises: a script's error as itself, a stop from
@@ -460,9 +463,16 @@ class MarionetteHost:
             self._apply(effects)
             if task in self._done:
                 outcome = self._done.pop(task)
-                if outcome.tag == "err":
-                    raise _failure(outcome.payload)
-                return _value_to_python(outcome.payload)
+                # ``task-outcome = result<value, failure>``: its two sides lift
+                # to different classes, so wasmtime-py leaves it untagged: the
+                # value itself, or the ``failure`` (a tagged Variant).
+                if isinstance(outcome, Variant) and outcome.tag in ("ok", "err"):
+                    if outcome.tag == "err":
+                        raise _failure(outcome.payload)
+                    return _value_to_python(outcome.payload)
+                if isinstance(outcome, Variant) and outcome.tag in _FAILURES:
+                    raise _failure(outcome)
+                return _value_to_python(outcome)
             answer = self._next_answer()
             if answer is None:
                 raise HostError(f"task {task} is not done and awaits nothing the host can do")
