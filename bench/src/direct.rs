@@ -22,7 +22,7 @@ use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use bindings::exports::marionette::runtime::vm::{TaskCaps, VmConfig};
-use bindings::marionette::runtime::types::{Effect, LogLevel, Value};
+use bindings::marionette::runtime::types::{Effect, Failure, LogLevel, Stop, Value};
 use bindings::{Marionette, MarionettePre};
 
 /// The WIT world, generated for this crate (the host's bindings are private).
@@ -174,9 +174,10 @@ fn settle(task: u64, effects: Vec<Effect>) -> anyhow::Result<Value> {
     for effect in effects {
         match effect {
             Effect::Done(done) if done.task == task => {
-                return done
-                    .outcome
-                    .map_err(|e| anyhow::anyhow!("{}: {}", e.name, e.message));
+                return done.outcome.map_err(|failure| match failure {
+                    Failure::Script(e) => anyhow::anyhow!("{}: {}", e.name, e.message),
+                    other => anyhow::anyhow!("task {task} failed: {other:?}"),
+                });
             }
             Effect::Request(_) => {
                 bail!("task {task} awaits the host; the direct harness serves no requests")
@@ -205,8 +206,8 @@ impl WasiView for State {
 impl bindings::marionette::runtime::host::Host for State {
     fn log(&mut self, _level: LogLevel, _message: String) {}
 
-    fn should_interrupt(&mut self) -> bool {
-        false
+    fn should_interrupt(&mut self, _task: u64) -> Option<Stop> {
+        None
     }
 
     /// No tool runs here; `Ok` turns validation off, as the WIT allows.

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::marionette::runtime::types::{
-    Block, BlockKind, ExportInfo, ExportKind, HostInference, HostOp, Outcome, ScriptError, Target,
-    ToolCall, ToolDefinition, Turn, Value,
+    Block, BlockKind, ExportInfo, ExportKind, HostInference, HostMiddlewareCall, HostOp,
+    HostToolCall, Outcome, ScriptError, Target, ToolCall, ToolChoice, ToolDefinition, Turn, Value,
 };
 
 /// A `TypeError` with no location: the error is in data, not in a script.
@@ -240,16 +240,26 @@ pub fn host_op_from_json(text: &str) -> Result<HostOp, ScriptError> {
         Next {
             turn: JsonTurn,
         },
+        #[serde(rename_all = "camelCase")]
         Infer {
             engine: Option<String>,
             turn: JsonTurn,
             context: Json,
+            #[serde(default)]
+            tools: Vec<JsonTool>,
+            #[serde(default)]
+            tool_choice: Option<String>,
         },
         CallTool {
             call: Call,
+            #[serde(default)]
+            context: Json,
         },
-        RunSession {
-            spec: Json,
+        Middleware {
+            name: String,
+            options: Json,
+            turn: JsonTurn,
+            context: Json,
         },
     }
     match from_js::<Op>(text) {
@@ -259,18 +269,52 @@ pub fn host_op_from_json(text: &str) -> Result<HostOp, ScriptError> {
             engine,
             turn,
             context,
+            tools,
+            tool_choice,
         }) => Ok(HostOp::Infer(HostInference {
             engine,
             input: turn_from_parsed(turn)?,
             context: context.to_string(),
+            tools: tools.into_iter().map(tool_from_parsed).collect(),
+            tool_choice: match tool_choice.as_deref() {
+                None | Some("auto") => ToolChoice::Auto,
+                Some("none") => ToolChoice::None,
+                Some("required") => ToolChoice::Required,
+                Some(other) => {
+                    return Err(type_error(format!(
+                        "malformed host operation: tool choice {other:?} (expected auto, none or required)"
+                    )));
+                }
+            },
         })),
-        Ok(Op::CallTool { call }) => Ok(HostOp::CallTool(ToolCall {
-            id: call.id,
-            name: call.name,
-            arguments: call.arguments.to_string(),
+        Ok(Op::CallTool { call, context }) => Ok(HostOp::CallTool(HostToolCall {
+            call: ToolCall {
+                id: call.id,
+                name: call.name,
+                arguments: call.arguments.to_string(),
+            },
+            context: object_text(context),
         })),
-        Ok(Op::RunSession { spec }) => Ok(HostOp::RunSession(spec.to_string())),
+        Ok(Op::Middleware {
+            name,
+            options,
+            turn,
+            context,
+        }) => Ok(HostOp::Middleware(HostMiddlewareCall {
+            name,
+            options: object_text(options),
+            input: turn_from_parsed(turn)?,
+            context: object_text(context),
+        })),
         Err(e) => Err(type_error(format!("malformed host operation: {e}"))),
+    }
+}
+
+/// JSON text of an object a script handed over; nothing (`null`) is `{}`.
+fn object_text(value: Json) -> String {
+    match value {
+        Json::Null => "{}".into(),
+        other => other.to_string(),
     }
 }
 
@@ -344,15 +388,16 @@ struct JsonTool {
     parameters: Json,
 }
 
+fn tool_from_parsed(t: JsonTool) -> ToolDefinition {
+    ToolDefinition {
+        name: t.name,
+        description: t.description,
+        parameters: t.parameters.to_string(),
+    }
+}
+
 fn tool_definitions(tools: Vec<JsonTool>) -> Vec<ToolDefinition> {
-    tools
-        .into_iter()
-        .map(|t| ToolDefinition {
-            name: t.name,
-            description: t.description,
-            parameters: t.parameters.to_string(),
-        })
-        .collect()
+    tools.into_iter().map(tool_from_parsed).collect()
 }
 
 /// What `dispatch.listTools` returns.

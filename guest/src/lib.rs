@@ -19,10 +19,9 @@ wit_bindgen::generate!({
     path: "../wit",
 });
 
-use exports::marionette::runtime::hooks::Hook;
 use exports::marionette::runtime::{hooks, inference, middleware, script, tasks, tools};
 use marionette::runtime::types::{
-    Effect, ExportInfo, Outcome, ScriptError, Target, ToolCall, ToolDefinition, Turn,
+    Effect, ExportInfo, Hook, Outcome, ScriptError, Target, ToolCall, ToolDefinition, Turn,
 };
 
 struct Component;
@@ -90,6 +89,13 @@ impl middleware::Guest for Component {
             Err(e) => vm::fail(task, e),
         }
     }
+
+    fn next(task: u64, op: u64, input: Turn) -> Vec<Effect> {
+        match convert::turn_to_json(&input) {
+            Ok(turn) => vm::start(task, "next", (task as f64, op as f64, turn)),
+            Err(e) => vm::fail(task, e),
+        }
+    }
 }
 
 impl tools::Guest for Component {
@@ -137,7 +143,7 @@ impl tasks::Guest for Component {
     }
 
     fn cancel(task: u64, reason: String) -> Vec<Effect> {
-        let effects = vm::dispatch("cancel", (task as f64, reason));
+        let effects = vm::dispatch("stop", (task as f64, "cancelled", reason));
         natives::forget(task);
         effects
     }

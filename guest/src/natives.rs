@@ -14,7 +14,7 @@ use crate::convert;
 use crate::exports::marionette::runtime::vm::TaskCaps;
 use crate::marionette::runtime::host;
 use crate::marionette::runtime::types::{
-    Cap, ConsoleLine, Effect, Event, LogLevel, OverCap, Request, TaskDone, TaskEvent, Value,
+    Cap, CapHit, ConsoleLine, Effect, Event, Failure, LogLevel, Request, TaskDone, TaskEvent, Value,
 };
 
 thread_local! {
@@ -25,6 +25,22 @@ thread_local! {
     static USAGE: RefCell<HashMap<u64, Usage>> = RefCell::new(HashMap::new());
     /// The task of each pending operation.
     static OP_TASK: RefCell<HashMap<u64, u64>> = RefCell::new(HashMap::new());
+    /// The task JavaScript runs for right now (0: none), as the runtime
+    /// last said: what `should-interrupt` is asked about.
+    static CURRENT: Cell<u64> = const { Cell::new(0) };
+    /// Tasks that ran into a cap during this entry, with the cap: the entry
+    /// stops them when JavaScript has nothing left to run.
+    static OVER_CAP: RefCell<Vec<(u64, CapHit)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The task JavaScript runs for right now (0: none).
+pub fn current() -> u64 {
+    CURRENT.with(Cell::get)
+}
+
+/// Takes the tasks that ran into a cap since the last call.
+pub fn take_over_cap() -> Vec<(u64, CapHit)> {
+    OVER_CAP.with(|o| std::mem::take(&mut *o.borrow_mut()))
 }
 
 /// What one task has produced so far.
@@ -59,9 +75,9 @@ pub fn forget(task: u64) {
     USAGE.with(|u| u.borrow_mut().remove(&task));
 }
 
-/// Counts what `task` is about to produce with `count`; past a cap, reports
-/// the task once (an `over-cap` effect) and returns the `RangeError`
-/// message for the script.
+/// Counts what `task` is about to produce with `count`; past a cap, notes
+/// the task once (the entry stops it, see [`take_over_cap`]) and returns
+/// the `RangeError` message for the script.
 fn charge(
     task: u64,
     count: impl FnOnce(&mut Usage, TaskCaps) -> Option<(Cap, String)>,
@@ -77,11 +93,15 @@ fn charge(
             None => Ok(()),
             Some((cap, detail)) => {
                 usage.over = true;
-                push(Effect::OverCap(OverCap {
-                    task,
-                    cap,
-                    detail: detail.clone(),
-                }));
+                OVER_CAP.with(|o| {
+                    o.borrow_mut().push((
+                        task,
+                        CapHit {
+                            cap,
+                            detail: detail.clone(),
+                        },
+                    ))
+                });
                 Err(detail)
             }
         }
@@ -122,6 +142,12 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
     native.set(
         "heapExhausted",
         Function::new(ctx.clone(), |ctx: Ctx<'js>| crate::vm::heap_exhausted(&ctx))?,
+    )?;
+
+    // The runtime says which task its JavaScript runs for.
+    native.set(
+        "current",
+        Function::new(ctx.clone(), |task: f64| CURRENT.with(|c| c.set(id(task))))?,
     )?;
 
     native.set(
@@ -220,27 +246,70 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
     )?;
 
     native.set(
+        "sessionEvent",
+        Function::new(ctx.clone(), |task: f64, json: String| {
+            push(Effect::Event(TaskEvent {
+                task: id(task),
+                event: Event::Session(convert::well_formed(json)),
+            }))
+        })?,
+    )?;
+
+    native.set(
         "done",
         Function::new(
             ctx.clone(),
-            |task: f64, ok: bool, payload: String, is_turn: bool| {
-                let outcome = if !ok {
-                    Err(convert::error_from_json(&payload))
-                } else if is_turn {
-                    convert::turn_from_json(&payload).map(Value::Turn)
-                } else {
+            |task: f64, kind: String, payload: String, is_turn: bool| {
+                // A task that ran into a cap during this entry fails with
+                // the cap, even when its own code ended it first (the
+                // RangeError it saw, uncaught).
+                let task = id(task);
+                let hit = OVER_CAP.with(|o| {
+                    let mut o = o.borrow_mut();
+                    let at = o.iter().position(|(t, _)| *t == task)?;
+                    Some(o.remove(at).1)
+                });
+                let outcome = match kind.as_str() {
+                    _ if hit.is_some() => Err(Failure::OverCap(hit.expect("checked"))),
+                    "ok" if is_turn => convert::turn_from_json(&payload)
+                        .map(Value::Turn)
+                        .map_err(Failure::Script),
                     // The host reads this text itself: JavaScript's lone
                     // surrogates become U+FFFD here, as in all the guest reads.
-                    Ok(Value::Json(convert::well_formed(payload)))
+                    "ok" => Ok(Value::Json(convert::well_formed(payload))),
+                    "cancelled" => Err(Failure::Cancelled(payload)),
+                    "deadline" => Err(Failure::Deadline(payload)),
+                    "out-of-memory" => Err(Failure::OutOfMemory(payload)),
+                    "output" | "operations" => Err(Failure::OverCap(CapHit {
+                        cap: if kind == "output" {
+                            Cap::Output
+                        } else {
+                            Cap::Operations
+                        },
+                        detail: payload,
+                    })),
+                    _ => Err(script_failure(convert::error_from_json(&payload))),
                 };
-                forget(id(task));
-                push(Effect::Done(TaskDone {
-                    task: id(task),
-                    outcome,
-                }))
+                forget(task);
+                push(Effect::Done(TaskDone { task, outcome }))
             },
         )?,
     )?;
 
     Ok(native)
+}
+
+/// A task's error: QuickJS out of memory (its own `InternalError`, or the
+/// `null` it throws when it cannot make one, which the runtime reports as
+/// `InternalError: out of memory`) is the memory limit; anything else the
+/// script's error.
+pub fn script_failure(error: crate::marionette::runtime::types::ScriptError) -> Failure {
+    if error.name == "InternalError" && error.message.contains("out of memory") {
+        Failure::OutOfMemory(format!(
+            "the script's memory reached its limit ({}: {})",
+            error.name, error.message
+        ))
+    } else {
+        Failure::Script(error)
+    }
 }

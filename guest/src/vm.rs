@@ -7,9 +7,16 @@
 //! the host's answer is a later entry (`resume`).
 //!
 //! The host may interrupt running JavaScript through `should-interrupt`
-//! (QuickJS's interrupt handler). An interrupted entry stops running
-//! JavaScript and returns what it has; the host, which asked for the stop,
-//! knows which task it was and cancels it in a later entry.
+//! (QuickJS's interrupt handler), asked about the task the JavaScript runs
+//! for. An interrupted entry stops running JavaScript and fails that task
+//! itself (its operations released, then its `done`): a host never has to
+//! clean up after a stop. So do tasks that ran into a cap or out of memory
+//! during the entry: nothing about a task follows its `done`.
+//!
+//! An entry that did not return (a host import that threw through the wasm
+//! frames, as jco lets JavaScript exceptions do) leaves the VM in the middle
+//! of something: the next entry traps on purpose, so that the host rebuilds
+//! the instance instead of running on inconsistent state.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -23,7 +30,9 @@ use rquickjs::{Ctx, FromJs, Function, Module, Object, Persistent, Value, qjs};
 use crate::convert;
 use crate::loader::{API_MODULE, OnlyMarionette};
 use crate::marionette::runtime::host;
-use crate::marionette::runtime::types::{Cap, Effect, LogLevel, OverCap, ScriptError, TaskDone};
+use crate::marionette::runtime::types::{
+    Cap, Effect, Failure, LogLevel, ScriptError, Stop, TaskDone,
+};
 use crate::{lockdown, natives};
 
 /// The JavaScript runtime: one closure over the natives, assembled from the
@@ -33,6 +42,7 @@ const RUNTIME_JS: &str = concat!(
     include_str!("js/core.js"),
     include_str!("js/console_timers.js"),
     include_str!("js/api.js"),
+    include_str!("js/loop.js"),
     include_str!("js/session.js"),
     include_str!("js/dispatch.js"),
     "\nreturn { api, dispatch };\n})",
@@ -64,6 +74,14 @@ thread_local! {
     static JOBS_LEFT_BY_INTERRUPTS: Cell<u32> = const { Cell::new(0) };
     /// Set when the host's interrupt handler said stop during this entry.
     static INTERRUPTED: Cell<bool> = const { Cell::new(false) };
+    /// The task the host said to stop during this entry, and why.
+    static STOPPED: RefCell<Option<(u64, Stop)>> = const { RefCell::new(None) };
+    /// Set while the runtime fails stopped tasks: its own bounded code runs
+    /// without asking the host again.
+    static UNWINDING: Cell<bool> = const { Cell::new(false) };
+    /// Set from the start of an entry to its end: still set when an entry
+    /// begins, the last one never returned.
+    static IN_ENTRY: Cell<bool> = const { Cell::new(false) };
     /// What the host provides (engines, middleware, tools), as JSON for
     /// `dispatch.configure`.
     static HOST_INFO: RefCell<String> = RefCell::new(r#"{"engines":[],"middlewares":[],"tools":[]}"#.into());
@@ -90,6 +108,7 @@ pub fn lockdown_report() -> lockdown::Report {
 /// Sets QuickJS's heap limit and GC threshold (0 leaves each as it is) and
 /// what the host provides.
 pub fn configure(memory_limit: u64, gc_threshold: u64, host_info: String) {
+    check_last_entry_returned();
     LIMITS.with(|l| l.set((memory_limit, gc_threshold)));
     HOST_INFO.with(|h| *h.borrow_mut() = host_info);
     let booted = VM.with(|vm| {
@@ -128,11 +147,22 @@ fn boot() -> Vm {
     let rt = runtime.context().runtime();
     rt.set_loader(OnlyMarionette, OnlyMarionette);
     rt.set_interrupt_handler(Some(Box::new(|| {
-        let stop = host::should_interrupt();
-        if stop {
-            INTERRUPTED.with(|i| i.set(true));
+        if UNWINDING.with(Cell::get) {
+            return false;
         }
-        stop
+        // Once stopped, everything else this entry would run stops too.
+        if INTERRUPTED.with(Cell::get) {
+            return true;
+        }
+        let task = natives::current();
+        match host::should_interrupt(task) {
+            None => false,
+            Some(stop) => {
+                STOPPED.with(|s| *s.borrow_mut() = Some((task, stop)));
+                INTERRUPTED.with(|i| i.set(true));
+                true
+            }
+        }
     })));
     apply_limits(rt);
     // An out-of-memory error inside promise jobs becomes a rejection; when
@@ -322,7 +352,10 @@ fn entry<F>(task: Option<u64>, body: F) -> Vec<Effect>
 where
     F: for<'js> FnOnce(&Ctx<'js>, Object<'js>) -> rquickjs::Result<()>,
 {
+    check_last_entry_returned();
+    IN_ENTRY.with(|e| e.set(true));
     INTERRUPTED.with(|i| i.set(false));
+    STOPPED.with(|s| s.borrow_mut().take());
     UNHANDLED_OOM.with(|u| u.set(false));
     VM.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -336,7 +369,7 @@ where
                     natives::forget(task);
                     natives::push(Effect::Done(TaskDone {
                         task,
-                        outcome: Err(error),
+                        outcome: Err(natives::script_failure(error)),
                     }))
                 }
                 (Some(error), None) => host::log(
@@ -372,22 +405,75 @@ where
             JOBS_LEFT_BY_INTERRUPTS.with(|n| n.set(0));
         }
         look_after_heap(&vm.runtime);
-        if UNHANDLED_OOM.with(Cell::get) {
-            vm.runtime.context().with(|ctx| {
-                let dispatch = vm.dispatch.clone().restore(&ctx).expect("dispatcher");
-                if let Ok(task) = call_dispatch::<_, f64>(&dispatch, "current", ()) {
-                    natives::push(Effect::OverCap(OverCap {
-                        task: task as u64,
-                        cap: Cap::Memory,
-                        detail: "the task's promise jobs ran out of memory and nothing handled the error".into(),
-                    }));
-                }
-            });
-        }
+        stop_tasks(&vm.runtime, &vm.dispatch);
     });
+    IN_ENTRY.with(|e| e.set(false));
     let mut effects = natives::take();
     name_load_errors(&mut effects);
     effects
+}
+
+/// Traps when the last entry never returned: see the module's docs.
+fn check_last_entry_returned() {
+    if IN_ENTRY.with(Cell::get) {
+        host::log(
+            LogLevel::Error,
+            "an earlier entry into the guest did not return (a host import failed by throwing?); the instance must be rebuilt",
+        );
+        panic!("an earlier entry into the guest did not return");
+    }
+}
+
+/// Fails, in this entry, the tasks that must stop: the one the host
+/// interrupted, those that ran into a cap, the one whose promise jobs ran
+/// out of memory. Each has its operations released and then its `done`;
+/// the rejections their operations get run next (unless JavaScript was
+/// interrupted: then they wait for the next entry).
+fn stop_tasks(runtime: &javy::Runtime, dispatch: &Persistent<Object<'static>>) {
+    let mut stops: Vec<(u64, &'static str, String)> = Vec::new();
+    if let Some((task, stop)) = STOPPED.with(|s| s.borrow_mut().take()) {
+        match stop {
+            _ if task == 0 => host::log(
+                LogLevel::Warn,
+                "the runtime's own code was interrupted, for no task",
+            ),
+            Stop::Cancel(reason) => stops.push((task, "cancelled", reason)),
+            Stop::Deadline(detail) => stops.push((task, "deadline", detail)),
+        }
+    }
+    for (task, hit) in natives::take_over_cap() {
+        let kind = match hit.cap {
+            Cap::Output => "output",
+            Cap::Operations => "operations",
+        };
+        stops.push((task, kind, hit.detail));
+    }
+    if UNHANDLED_OOM.with(Cell::get) {
+        stops.push((
+            natives::current(),
+            "out-of-memory",
+            "the task's promise jobs ran out of memory and nothing handled the error".into(),
+        ));
+    }
+    if stops.is_empty() {
+        return;
+    }
+    UNWINDING.with(|u| u.set(true));
+    runtime.context().with(|ctx| {
+        let dispatch = dispatch.clone().restore(&ctx).expect("dispatcher");
+        for (task, kind, detail) in stops {
+            if let Err(e) = call_dispatch::<_, ()>(&dispatch, "stop", (task as f64, kind, detail)) {
+                let detail = exception_text(&ctx, e);
+                host::log(
+                    LogLevel::Error,
+                    &format!("stopping task {task} failed: {detail}"),
+                );
+            }
+            natives::forget(task);
+        }
+    });
+    UNWINDING.with(|u| u.set(false));
+    drain(runtime);
 }
 
 /// The script error of a failed call, or `None` when JavaScript was
@@ -465,7 +551,7 @@ where
 pub fn fail(task: u64, error: ScriptError) -> Vec<Effect> {
     vec![Effect::Done(TaskDone {
         task,
-        outcome: Err(error),
+        outcome: Err(natives::script_failure(error)),
     })]
 }
 
@@ -506,7 +592,7 @@ fn name_load_errors(effects: &mut [Effect]) {
         let Some(name) = LOADING.with(|l| l.borrow_mut().remove(&done.task)) else {
             continue;
         };
-        if let Err(error) = &mut done.outcome
+        if let Err(Failure::Script(error)) = &mut done.outcome
             && error.file.is_none()
         {
             error.file = Some(name);

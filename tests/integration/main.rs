@@ -2,6 +2,7 @@
 
 mod api;
 mod common;
+mod conformance;
 mod fake_provider;
 mod fuzz;
 mod guest;

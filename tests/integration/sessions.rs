@@ -594,3 +594,88 @@ async fn cancelling_a_rust_run_interrupts_a_js_tool_that_never_yields() {
     );
     assert_eq!(sb.stats().await.unwrap().rebuilds, 0);
 }
+
+/// A session whose JavaScript engine routes to the host's provider engine.
+const ROUTED_AGENT: &str = r#"
+import { createSession, engines, tools, turns } from "marionette";
+
+const router = engines.fromFunction((turn, ctx) => engines.host().infer(turn, ctx));
+const registry = tools.createRegistry()
+  .register({
+    name: "add",
+    description: "the add tool",
+    parameters: { type: "object" },
+    handler: ({ a, b }) => { console.log(`add(${a}, ${b})`); return a + b; },
+  })
+  .register({ name: "weather", description: "the weather tool", parameters: { type: "object" }, handler: () => "sunny" });
+
+export default async function main() {
+  const run = createSession({ engine: router, tools: registry }).start(turns.newTurn({ blocks: [turns.newUserBlock("hi")] }));
+  const partials = [];
+  run.on("partial", (e) => partials.push(e.delta));
+  const out = await run.promise;
+  return { text: out.blocks.at(-1).payload.text, partials };
+}
+"#;
+
+/// Issue 13: `engines.host().infer(turn, ctx)` from a JS engine passes the
+/// session's tools, tool choice and event stream on to the host engine (the
+/// provider's request carries the tools; its partials reach the run), and
+/// `console.*` in a tool handler reaches the task's events.
+#[tokio::test]
+async fn a_js_engine_routing_to_a_provider_passes_tools_and_streams_and_tool_console_is_seen() {
+    use crate::fake_provider::{FakeProvider, Reply};
+    use marionette::engines::{OpenAiConfig, OpenAiEngine};
+
+    let server = FakeProvider::start(vec![
+        Reply::sse_fixture("openai_tool_calls.sse"),
+        Reply::sse_fixture("openai_text.sse"),
+    ])
+    .await;
+    let engine = OpenAiEngine::new(OpenAiConfig {
+        base_url: format!("{}/v1", server.url),
+        api_key: Some("sk-test-key-0123456789".into()),
+        model: "gpt-test".into(),
+        timeout: Duration::from_secs(10),
+        ..OpenAiConfig::default()
+    })
+    .unwrap();
+    let services = HostServices {
+        engines: marionette::session::EngineRegistry::new().register("openai", Arc::new(engine)),
+        ..HostServices::default()
+    };
+    let sb = Sandbox::with_services(Runtime::shared().unwrap(), Policy::default(), services)
+        .await
+        .unwrap();
+    sb.load("routed.js", ROUTED_AGENT).await.unwrap();
+    let (sink, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let options = TaskOptions {
+        events: Some(sink),
+        ..TaskOptions::default()
+    };
+    let out = sb.run_main("routed.js", &json!({}), options).await.unwrap();
+    assert_eq!(out["text"], "Hello, world!");
+    assert_eq!(out["partials"], json!(["Hello", ", world", "!"]));
+
+    let requests = server.requests();
+    let names: Vec<&str> = requests[0].body["tools"]
+        .as_array()
+        .expect("the provider was offered tools")
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["add", "weather"]);
+
+    let mut console = Vec::new();
+    let mut kinds = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        match event {
+            Event::Console { message, .. } => console.push(message),
+            Event::Session(e) => kinds.push(e.kind.name()),
+            _ => {}
+        }
+    }
+    assert_eq!(console, ["add(2, 3)"]);
+    assert!(kinds.contains(&"partial"), "{kinds:?}");
+    assert_eq!(kinds.first(), Some(&"start"), "{kinds:?}");
+}

@@ -109,7 +109,10 @@
     if (record.host !== undefined) {
       let input;
       try { input = normalizeTurn(turn); } catch (e) { return apply(Promise.reject, PromiseCtor, [e]); }
-      return hostPromise({ op: "infer", engine: record.host, turn: input, context: ctx === undefined ? {} : ctx });
+      // A context a session made carries its run's event stream along (see
+      // loop.js): the host engine's partials reach the run's handlers.
+      const emitter = isPlainObject(ctx) ? call(weakGet, contextLinks, ctx) : undefined;
+      return hostInfer(record.host, input, ctx, emitter);
     }
     try {
       return then(promiseResolve(apply(record.run, undefined, [turn, ctx === undefined ? {} : ctx])), (out) => (out === undefined || out === null ? turn : out));
@@ -221,7 +224,7 @@
     }
     for (const h of hostToolsOf(record)) {
       if (h.name === name) {
-        return hostPromise({ op: "call-tool", call: { id: ctx && ctx.callId ? StringCtor(ctx.callId) : uuid(), name, arguments: args === undefined ? {} : args } });
+        return hostPromise({ op: "call-tool", call: { id: ctx && ctx.callId ? StringCtor(ctx.callId) : uuid(), name, arguments: args === undefined ? {} : args }, context: copy(ctx === undefined ? {} : ctx) });
       }
     }
     throw new TypeErrorCtor("unknown tool " + describe(name));

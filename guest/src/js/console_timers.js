@@ -21,7 +21,7 @@
   const consoleObject = {};
   for (const [method, level] of [["log", "info"], ["info", "info"], ["debug", "debug"], ["warn", "warn"], ["error", "error"], ["trace", "debug"]]) {
     consoleObject[method] = function (...args) {
-      native.console(state.current, level, format(args));
+      consoleLine(level, format(args));
     };
   }
   defineProperty(globalThis, "console", { value: freeze(consoleObject), writable: true, configurable: true, enumerable: false });
@@ -44,7 +44,7 @@
         // Cancelled with its task: nothing to say. Refused by the host: the
         // callback will never run, and the script should know why.
         if (value && value.name !== "AbortError") {
-          native.console(state.current, "error", "setTimeout: the host refused the timer: " + value.name + ": " + value.message);
+          consoleLine("error", "setTimeout: the host refused the timer: " + value.name + ": " + value.message);
         }
         return;
       }
@@ -52,7 +52,7 @@
         apply(fn, undefined, args);
       } catch (e) {
         const info = errorInfo(e);
-        native.console(state.current, "error", "uncaught error in a timer callback: " + (info.file ? info.file + ":" + info.line + ":" + info.column + ": " : "") + info.name + ": " + info.message);
+        consoleLine("error", "uncaught error in a timer callback: " + (info.file ? info.file + ":" + info.line + ":" + info.column + ": " : "") + info.name + ": " + info.message);
       }
     });
     if (op !== 0) mset(timers, id, op);

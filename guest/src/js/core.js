@@ -25,6 +25,7 @@
   const TypeErrorCtor = TypeError;
   const StringCtor = String;
   const mathRandom = Math.random;
+  const dateNow = Date.now;
   const mathFloor = Math.floor;
   const mathMax = Math.max;
   const mathMin = Math.min;
@@ -118,16 +119,40 @@
 
   const state = {
     current: 0,          // the task on whose behalf JS runs right now
+    scope: null,         // the cancellation scope of what JS asks now (see loop.js)
     live: new SetCtor(), // tasks started and not yet done
     canceled: new MapCtor(), // task -> reason
     pending: new MapCtor(),  // op -> { task, settle(ok, value), progress?(event) }
   };
 
-  // `isTurn`: the payload is a turn (inference, middleware), not plain JSON.
-  function done(task, ok, payload, isTurn) {
+  // Says which task JavaScript runs for from now on: what console lines and
+  // requests are charged to, and what the host's interrupt poll names.
+  function setCurrent(task) {
+    if (state.current === task) return;
+    state.current = task;
+    native.current(task);
+  }
+
+  // Ends a live task, once: its pending operations are released first
+  // (nothing about a task follows its done), then the done. `kind` is "ok"
+  // or the failure's kind (see natives.rs): "script", "cancelled",
+  // "deadline", "out-of-memory", "output", "operations". `isTurn`: the
+  // payload is a turn (inference, middleware), not plain JSON.
+  function done(task, kind, payload, isTurn) {
     if (!call(setHas, state.live, task)) return; // already done, or cancelled
     call(setDelete, state.live, task);
-    native.done(task, ok, payload, isTurn === true);
+    for (const [op, p] of state.pending) {
+      if (p.task !== task) continue;
+      mdel(state.pending, op);
+      native.release(op);
+    }
+    native.done(task, kind, payload, isTurn === true);
+  }
+
+  // A console line of the task JavaScript runs for; a task that is over
+  // says nothing more.
+  function consoleLine(level, message) {
+    if (call(setHas, state.live, state.current)) native.console(state.current, level, message);
   }
 
   function finish(task, value, kind) {
@@ -136,25 +161,26 @@
       try {
         text = jsonStringify(normalizeTurn(value === undefined || value === null ? undefined : value));
       } catch (e) {
-        return done(task, false, jsonStringify(errorInfo(e)));
+        return done(task, "script", jsonStringify(errorInfo(e)));
       }
-      return done(task, true, text, true);
+      return done(task, "ok", text, true);
     }
     let text;
     try {
       text = jsonStringify(value === undefined ? null : value);
     } catch (e) {
       const err = new TypeErrorCtor("the result is not JSON-serialisable: " + errorInfo(e).message);
-      return done(task, false, jsonStringify(errorInfo(err)));
+      return done(task, "script", jsonStringify(errorInfo(err)));
     }
     if (text === undefined) text = "null"; // functions, symbols
-    done(task, true, text);
+    done(task, "ok", text);
   }
 
   // Makes `task` live and current: what runs now runs on its behalf.
   function begin(task) {
     call(setAdd, state.live, task);
-    state.current = task;
+    setCurrent(task);
+    state.scope = null;
   }
 
   // Starts a task: runs `body` now, settles the task when its promise does.
@@ -166,26 +192,40 @@
     } catch (e) {
       p = apply(Promise.reject, PromiseCtor, [e]);
     }
-    then(p, (v) => finish(task, v, kind), (e) => done(task, false, jsonStringify(errorInfo(e))));
+    // The conversions run for the task: its getters are its code, under its
+    // interrupts.
+    then(p, (v) => { setCurrent(task); finish(task, v, kind); }, (e) => { setCurrent(task); done(task, "script", jsonStringify(errorInfo(e))); });
   }
 
   // Asks the host for `what`; `settle(ok, value)` runs when it answers,
-  // `progress(event)` for each event it reports meanwhile. Returns the op (0
-  // when refused at once because the task was cancelled).
-  function request(what, settle, progress) {
+  // `progress(event)` for each event it reports meanwhile; `next(turn)` is
+  // what a `middleware.next` task for this op runs. The op belongs to the
+  // current task and scope. Returns the op (0 when refused at once: the
+  // task is over or cancelled, or the scope is cancelled).
+  function request(what, settle, progress, next) {
     const task = state.current;
     if (mhas(state.canceled, task)) {
       settle(false, abortError(mget(state.canceled, task)));
       return 0;
     }
+    if (!call(setHas, state.live, task)) {
+      settle(false, abortError("task " + task + " is over: it can start nothing more"));
+      return 0;
+    }
+    const scope = state.scope;
+    const canceled = canceledIn(scope);
+    if (canceled !== null) {
+      settle(false, canceled);
+      return 0;
+    }
     const op = native.request(task, jsonStringify(what));
-    mset(state.pending, op, { task, settle, progress });
+    mset(state.pending, op, { task, scope, settle, progress, next });
     return op;
   }
 
-  function hostPromise(what) {
+  function hostPromise(what, progress) {
     return new PromiseCtor((resolve, reject) => {
-      request(what, (ok, v) => (ok ? resolve(v) : reject(v)));
+      request(what, (ok, v) => (ok ? resolve(v) : reject(v)), progress);
     });
   }
 

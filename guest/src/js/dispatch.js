@@ -106,6 +106,18 @@
         return then(promiseResolve(apply(m.run, undefined, [t, next, context])), (out) => (out === undefined || out === null ? t : out));
       });
     },
+    // The `next(turn)` of the host middleware the pending op `op` runs: the
+    // rest of that chain, in this new task, in the scope of the op.
+    next(task, op, turn) {
+      start(task, "turn", () => {
+        const p = mget(state.pending, op);
+        if (p === undefined || p.next === undefined) {
+          throw new ErrorCtor("middleware.next: operation " + op + " is not a host middleware the guest awaits (answered, released, or never asked)");
+        }
+        state.scope = p.scope;
+        return p.next(jsonParse(turn));
+      });
+    },
     listTools(target) {
       return jsonStringify(definitions(resolve(target, "tool-registry"), false));
     },
@@ -132,22 +144,29 @@
       const p = mget(state.pending, op);
       if (p === undefined) return; // released, or its task was cancelled
       mdel(state.pending, op);
-      state.current = p.task;
+      setCurrent(p.task);
+      state.scope = p.scope;
       p.settle(ok, ok ? jsonParse(value) : hostError(jsonParse(value)));
     },
     notify(op, events) {
       const p = mget(state.pending, op);
       if (p === undefined || p.progress === undefined) return;
-      state.current = p.task;
+      setCurrent(p.task);
+      state.scope = p.scope;
       for (let i = 0; i < events.length; i++) p.progress(jsonParse(events[i]));
     },
     // The task JavaScript last ran for.
     current() {
       return state.current;
     },
-    cancel(task, reason) {
+    // Stops a live task from outside its code: `kind` is the failure
+    // ("cancelled", "deadline", "out-of-memory", "output", "operations"),
+    // `detail` its words. Its pending operations are released and then it
+    // is done; then they reject with an AbortError, and what its code asks
+    // while it unwinds is refused.
+    stop(task, kind, detail) {
       if (!call(setHas, state.live, task)) return;
-      mset(state.canceled, task, reason);
+      mset(state.canceled, task, detail);
       // Remembered so that what the task's code asks for while it unwinds is
       // refused; the oldest go once there are many (a long-lived sandbox
       // cancels without end, and a task cancelled that long ago has nothing
@@ -158,14 +177,16 @@
           break;
         }
       }
-      state.current = task;
-      // Fail the task first so nothing it does while unwinding settles it otherwise.
-      done(task, false, jsonStringify(errorInfo(abortError(reason))));
+      const aborted = [];
       for (const [op, p] of state.pending) {
         if (p.task !== task) continue;
         mdel(state.pending, op);
         native.release(op);
-        p.settle(false, abortError(reason));
+        aborted[aborted.length] = p;
       }
+      done(task, kind, detail);
+      setCurrent(task);
+      state.scope = null;
+      for (let i = 0; i < aborted.length; i++) aborted[i].settle(false, abortError(detail));
     },
   });

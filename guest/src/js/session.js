@@ -1,7 +1,8 @@
-// Sessions: createSession, createBuilder and runs. A run is one host
-// operation (`run-session`): the host runs the tool loop and the middleware
-// chain and calls back the JavaScript parts by handle; the run's events come
-// as progress of that operation. History lives here, as copies.
+// Sessions: createSession, createBuilder and runs. The tool loop, the
+// middleware chain, tool hooks, retries, timeouts and the event stream run
+// here, in the task of the code that started the run (see loop.js); the
+// host is asked only for I/O: host engines, host middleware, host tools,
+// timers. History lives here, as copies.
 
   // Tool loop settings: name -> check(value) returning an error text or "".
   const positiveInt = (v) => (NumberCtor.isInteger(v) && v > 0 ? "" : "must be a positive integer");
@@ -66,31 +67,36 @@
 
   const eventTypes = ["start", "partial", "final", "tool-call", "tool-result", "error", "*"];
 
-  // What the host needs to know of each part: JavaScript parts by handle.
-  const engineSpec = (e) => (e.host !== undefined ? { host: e.host } : { handle: handleOf(e) });
-  const middlewareSpec = (m) => (m.host !== undefined ? { host: m.host.name, options: m.host.options } : { handle: handleOf(m), name: m.name });
-  const registrySpec = (r) => ({ handle: handleOf(r), hostTools: r.hostTools, tools: definitions(r, false) });
+  // The loop settings with their defaults.
+  function loopSettings(given) {
+    const s = {
+      maxIterations: 5, maxParallelTools: 4, executionTimeoutMs: 30000, toolChoice: "auto",
+      toolErrorHandling: "continue", retryMaxRetries: 2, retryBackoffMs: 1000, retryBackoffFactor: 2,
+      allowedTools: undefined, maxHookRetries: 10,
+    };
+    for (const k of objectKeys(given)) s[k] = given[k];
+    return s;
+  }
 
   function makeSession(config) {
     const sessionId = uuid();
     const history = [];
     let active = null;
+    const settings = loopSettings(config.loop);
 
     function start(seed, opts) {
       if (active !== null) throw new ErrorCtor("session " + sessionId + " is already running: one run at a time (cancelActive() stops it)");
       const options = runOptions(opts);
+      // The tools as they are now (a registry may have grown since the
+      // session was built); a name in two registries is an error here.
+      const table = toolTable(config.registries);
       if (seed !== undefined && seed !== null) history[history.length] = normalizeTurn(copy(seed));
       if (history.length === 0) throw new TypeErrorCtor("nothing to run: pass a seed turn, or append() one first");
-      const spec = {
-        sessionId,
-        engine: engineSpec(config.engine),
-        middlewares: config.middlewares.map(middlewareSpec),
-        tools: config.registries.map(registrySpec),
-        toolLoop: config.loop,
-        hooks: config.hooks === undefined ? null : { handle: handleOf(config.hooks), failOpen: config.hooks.failOpen },
-        turn: copy(history[history.length - 1]),
-        options,
-      };
+      const offered = [];
+      for (const entry of table.values()) {
+        if (settings.allowedTools !== undefined && call(arrayIndexOf, settings.allowedTools, entry.definition.name) < 0) continue;
+        offered[offered.length] = copy(entry.definition);
+      }
       const events = [];
       const handlers = [];
       let settled = false;
@@ -106,7 +112,7 @@
           cb(copy(event));
         } catch (e) {
           const info = errorInfo(e);
-          native.console(state.current, "error", "an event handler for " + describe(type) + " threw: " + info.name + ": " + info.message);
+          consoleLine("error", "an event handler for " + describe(type) + " threw: " + info.name + ": " + info.message);
         }
       }
 
@@ -115,11 +121,31 @@
         for (let i = 0; i < handlers.length; i++) deliver(handlers[i][0], handlers[i][1], event);
       }
 
+      const outer = state.scope;
+      const loop = {
+        sessionId,
+        parts: config,
+        settings,
+        tools: table,
+        offered,
+        tags: options.tags === undefined ? {} : options.tags,
+        deadlineMs: options.timeoutMs === undefined ? undefined : dateNow() + options.timeoutMs,
+        scope: newScope(outer),
+        emitter: makeEmitter(sessionId, state.current, emit),
+      };
+      let timer = 0;
+
       function finish(ok, value) {
         if (settled) return;
         settled = true;
         active = null;
-        if (!ok) return rejectRun(value);
+        if (timer !== 0) release(timer);
+        if (!ok) {
+          // What the run awaits (and the tools it runs) stops with it.
+          cancelScope(loop.scope, abortError(errorInfo(value).message));
+          loop.emitter.emit("error", { error: errorText(value) });
+          return rejectRun(value);
+        }
         let turn;
         try {
           turn = normalizeTurn(value);
@@ -130,12 +156,19 @@
         resolveRun(copy(turn));
       }
 
-      const op = request({ op: "run-session", spec }, finish, emit);
+      if (options.timeoutMs !== undefined) {
+        timer = inScope(outer, () => request({ op: "sleep", ms: options.timeoutMs }, (ok) => {
+          timer = 0;
+          if (!ok) return;
+          const e = new ErrorCtor("session " + sessionId + ": run: timed out after " + options.timeoutMs + "ms");
+          e.name = "TimeoutError";
+          finish(false, e);
+        }));
+      }
       const run = {
         promise,
         cancel(reason) {
           if (settled) return;
-          release(op);
           finish(false, abortError(reason === undefined ? "the run was cancelled" : StringCtor(reason)));
         },
         on(type, cb) {
@@ -147,7 +180,8 @@
           return run;
         },
       };
-      if (!settled) active = run;
+      active = run;
+      then(runLoop(loop, history[history.length - 1]), (t) => finish(true, t), (e) => finish(false, e));
       return freeze(run);
     }
 

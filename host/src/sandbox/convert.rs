@@ -180,9 +180,11 @@ pub(crate) fn tool_call_to_wit(call: &ToolCall) -> wit::ToolCall {
     }
 }
 
-pub(crate) fn event(e: wit::Event) -> Event {
+/// A task's event as the host hands it on; `None` for a session event the
+/// guest wrote in a shape this host does not read (logged).
+pub(crate) fn event(e: wit::Event) -> Option<Event> {
     match e {
-        wit::Event::Console(line) => Event::Console {
+        wit::Event::Console(line) => Some(Event::Console {
             level: match line.level {
                 wit::LogLevel::Debug => LogLevel::Debug,
                 wit::LogLevel::Info => LogLevel::Info,
@@ -190,6 +192,13 @@ pub(crate) fn event(e: wit::Event) -> Event {
                 wit::LogLevel::Error => LogLevel::Error,
             },
             message: line.message,
+        }),
+        wit::Event::Session(json) => match serde_json::from_str(&json) {
+            Ok(event) => Some(Event::Session(event)),
+            Err(e) => {
+                tracing::error!(error = %e, event = %json, "a session event of the guest could not be read");
+                None
+            }
         },
     }
 }

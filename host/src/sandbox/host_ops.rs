@@ -1,23 +1,21 @@
 //! The work a script asks of the host beyond timers: running a host engine,
-//! a host tool, or a whole session whose JavaScript parts are called back by
-//! handle. Each returns the outcome `tasks.resume` hands back to the script.
+//! a host tool or a host middleware (whose `next` comes back into the guest
+//! as a task). Each returns the outcome `tasks.resume` hands back to the
+//! script.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
 
-use super::parts::{JsEngine, JsHooks, JsMiddleware, JsTools, Link};
-use super::services::{ChosenTools, HostServices};
+use super::services::HostServices;
 use super::{WeakSandbox, check_nesting, check_turn_nesting, convert};
 use crate::bindings::marionette::runtime::types as wit;
 use crate::error::{Error, Op, ProviderErrorKind};
-use crate::model::{ToolCall, ToolDefinition, Turn};
+use crate::model::{ToolCall, Turn};
 use crate::session::{
-    Engine, EventEmitter, EventSink, InferenceContext, Middleware, RunOptions, Session,
-    ToolContext, ToolLoopSettings, ToolSet,
+    EventEmitter, EventSink, InferenceContext, MiddlewareContext, Next, ToolChoice, ToolContext,
+    ToolSet,
 };
 
 /// How a host failure reaches the script awaiting it: an `Error` with the
@@ -93,10 +91,15 @@ fn field<T: DeserializeOwned + Default>(
     }
 }
 
-/// `engines.host(name).infer(turn, ctx)`.
+/// An inference on a host engine (`infer`): by the guest's session loop, or
+/// by a script's own `engines.host(name).infer(turn, ctx)`. The engine gets
+/// everything the request carries (tools, tool choice, tags, deadline);
+/// its stream events go to `events`, which the owner hands back to the
+/// guest as progress of the op.
 pub(crate) async fn infer(
     services: Arc<HostServices>,
     request: wit::HostInference,
+    events: EventSink,
 ) -> wit::Outcome {
     let engine = services
         .engines
@@ -104,14 +107,22 @@ pub(crate) async fn infer(
         .map_err(|e| error_for_script(&e))?;
     let turn = convert::turn_from_wit(request.input).map_err(|e| type_error(format!("{e:#}")))?;
     let spec = ContextSpec::from_json(&request.context)?;
+    let tools = convert::tool_definitions(request.tools)
+        .map_err(|e| type_error(format!("the tools offered to the engine: {e:#}")))?;
     let ctx = InferenceContext {
-        events: EventEmitter::new(spec.session_id.clone(), Vec::new()),
+        events: EventEmitter::new(spec.session_id.clone(), vec![events])
+            .for_inference(&spec.inference_id, &spec.turn_id),
         session_id: spec.session_id,
         inference_id: spec.inference_id,
         turn_id: spec.turn_id,
         tags: spec.tags,
         deadline_ms: spec.deadline_ms,
-        ..InferenceContext::default()
+        tools: Arc::from(tools),
+        tool_choice: match request.tool_choice {
+            wit::ToolChoice::Auto => ToolChoice::Auto,
+            wit::ToolChoice::None => ToolChoice::None,
+            wit::ToolChoice::Required => ToolChoice::Required,
+        },
     };
     let out = engine
         .infer(turn, ctx)
@@ -122,10 +133,13 @@ pub(crate) async fn infer(
     Ok(wit::Value::Turn(convert::turn_to_wit(&out)))
 }
 
-/// `registry.call(name)` of a host tool the registry uses. The arguments
-/// are checked against the tool's schema here: the guest checks only its
-/// own tools.
-pub(crate) async fn call_tool(services: Arc<HostServices>, call: wit::ToolCall) -> wit::Outcome {
+/// A host tool (`call-tool`). The arguments are checked against the tool's
+/// schema here: the guest checks only its own tools.
+pub(crate) async fn call_tool(
+    services: Arc<HostServices>,
+    request: wit::HostToolCall,
+) -> wit::Outcome {
+    let call = request.call;
     let tools = services.all_tools().map_err(|e| error_for_script(&e))?;
     let arguments: Json = serde_json::from_str(&call.arguments).map_err(|e| {
         type_error(format!(
@@ -143,11 +157,15 @@ pub(crate) async fn call_tool(services: Arc<HostServices>, call: wit::ToolCall) 
             call.name
         ))
     })?;
+    let spec = ToolContextSpec::from_json(&request.context)?;
     let ctx = ToolContext {
         tool_name: call.name.clone(),
         call_id: call.id.clone(),
-        attempt: 1,
-        ..ToolContext::default()
+        session_id: spec.session_id,
+        inference_id: spec.inference_id,
+        tags: spec.tags,
+        deadline_ms: spec.deadline_ms,
+        attempt: spec.attempt.max(1),
     };
     let op: Op = format!("host tool {}", call.name).into();
     let what = format!("the result of tool {:?}", call.name);
@@ -164,172 +182,84 @@ pub(crate) async fn call_tool(services: Arc<HostServices>, call: wit::ToolCall) 
     Ok(wit::Value::Json(value.to_string()))
 }
 
-/// A part of a session: JavaScript by handle, or the host's by name.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum PartSpec {
-    Handle {
-        handle: u64,
-        #[serde(default)]
-        name: Option<String>,
-    },
-    Host {
-        host: Option<String>,
-        #[serde(default)]
-        options: Json,
-    },
-}
-
-/// Which host tools a registry uses: `"all"`, or a list of names.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum HostToolsSpec {
-    All(AllTools),
-    Named(Vec<String>),
-}
-
-#[derive(Deserialize)]
-enum AllTools {
-    #[serde(rename = "all")]
-    All,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RegistrySpec {
-    handle: u64,
-    host_tools: Option<HostToolsSpec>,
-    /// The registry's JavaScript tools, as the script sees them (saves
-    /// asking the guest again).
-    tools: Vec<ToolDefinition>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct HooksSpec {
-    handle: u64,
-    #[serde(default)]
-    fail_open: bool,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct RunSpec {
-    timeout_ms: Option<u64>,
-    tags: Map<String, Json>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SessionSpec {
+/// The fields of a host tool's context (`call-tool`'s `context`).
+#[derive(Default)]
+struct ToolContextSpec {
     session_id: String,
-    engine: PartSpec,
-    #[serde(default)]
-    middlewares: Vec<PartSpec>,
-    #[serde(default)]
-    tools: Vec<RegistrySpec>,
-    #[serde(default)]
-    tool_loop: Option<Json>,
-    #[serde(default)]
-    hooks: Option<HooksSpec>,
-    turn: Turn,
-    #[serde(default)]
-    options: RunSpec,
+    inference_id: String,
+    tags: Map<String, Json>,
+    deadline_ms: Option<u64>,
+    attempt: u32,
 }
 
-/// Builds the session a script described and runs it; its events go to
-/// `events` as they happen.
-pub(crate) async fn run_session(
+impl ToolContextSpec {
+    fn from_json(text: &str) -> Result<ToolContextSpec, wit::ScriptError> {
+        let malformed = |why: String| type_error(format!("malformed tool context: {why}"));
+        let mut fields = match serde_json::from_str::<Json>(text) {
+            Ok(Json::Object(fields)) => fields,
+            Ok(Json::Null) => return Ok(ToolContextSpec::default()),
+            Ok(other) => {
+                let kind = convert::kind_of(&other);
+                return Err(malformed(format!("it must be an object, not {kind}")));
+            }
+            Err(e) => return Err(malformed(format!("not valid JSON: {e}"))),
+        };
+        Ok(ToolContextSpec {
+            session_id: field(&mut fields, "sessionId").map_err(malformed)?,
+            inference_id: field(&mut fields, "inferenceId").map_err(malformed)?,
+            tags: field(&mut fields, "tags").map_err(malformed)?,
+            deadline_ms: field(&mut fields, "deadlineMs").map_err(malformed)?,
+            attempt: field(&mut fields, "attempt").map_err(malformed)?,
+        })
+    }
+}
+
+/// A host middleware (`middleware`). Its `next(turn)` is the rest of the
+/// chain in the guest: a `middleware.next` task naming `op`, started while
+/// the op is pending; its console lines go where those of `events` go.
+pub(crate) async fn middleware(
     services: Arc<HostServices>,
     sandbox: WeakSandbox,
-    spec: String,
-    events: EventSink,
+    request: wit::HostMiddlewareCall,
+    op: u64,
+    events: Option<super::owner::EventSink>,
 ) -> wit::Outcome {
-    let spec: SessionSpec =
-        serde_json::from_str(&spec).map_err(|e| type_error(format!("malformed session: {e}")))?;
-    let link = Link::Weak(sandbox);
-    let op: Op = format!("session {}", spec.session_id).into();
-
-    let engine: Arc<dyn Engine> = match spec.engine {
-        PartSpec::Handle { handle, name } => Arc::new(JsEngine {
-            link: link.clone(),
-            target: wit::Target::Handle(handle),
-            name: name.unwrap_or_else(|| "js engine".into()),
-        }),
-        PartSpec::Host { host, .. } => services
-            .engines
-            .get(host.as_deref())
-            .map_err(|e| error_for_script(&e))?,
-    };
-    let mut builder = Session::builder()
-        .id(spec.session_id.clone())
-        .engine(engine);
-    for m in spec.middlewares {
-        let middleware: Arc<dyn Middleware> = match m {
-            PartSpec::Handle { handle, name } => Arc::new(JsMiddleware {
-                link: link.clone(),
-                target: wit::Target::Handle(handle),
-                name: name.unwrap_or_else(|| "middleware".into()),
-            }),
-            PartSpec::Host { host, options } => {
-                let name = host.ok_or_else(|| type_error("a host middleware needs a name"))?;
-                services
-                    .middlewares
-                    .create(&name, &options)
-                    .map_err(|e| error_for_script(&e))?
-            }
-        };
-        builder = builder.middleware(middleware);
-    }
-    let host_tools = Arc::new(services.all_tools().map_err(|e| error_for_script(&e))?);
-    let mut chosen: Vec<String> = Vec::new();
-    let mut all_host_tools = false;
-    for r in spec.tools {
-        builder = builder.tools(Arc::new(JsTools {
-            link: link.clone(),
-            target: wit::Target::Handle(r.handle),
-            name: format!("registry {}", r.handle),
-            definitions: r.tools,
-        }));
-        match r.host_tools {
-            None => {}
-            Some(HostToolsSpec::All(_)) => all_host_tools = true,
-            Some(HostToolsSpec::Named(names)) => chosen.extend(names),
-        }
-    }
-    if all_host_tools {
-        builder = builder.tools(host_tools.clone() as Arc<dyn ToolSet>);
-    } else if !chosen.is_empty() {
-        chosen.sort();
-        chosen.dedup();
-        builder = builder.tools(Arc::new(ChosenTools {
-            tools: host_tools,
-            names: chosen,
-        }));
-    }
-    if let Some(settings) = spec.tool_loop {
-        let settings =
-            ToolLoopSettings::from_json(&settings).map_err(|e| type_error(e.to_string()))?;
-        builder = builder.tool_loop(settings);
-    }
-    if let Some(h) = spec.hooks {
-        builder = builder.hooks(Arc::new(JsHooks {
-            link: link.clone(),
-            target: wit::Target::Handle(h.handle),
-            fail_open: h.fail_open,
-        }));
-    }
-    let session = builder.build().map_err(|e| error_for_script(&e))?;
-    let options = RunOptions {
-        timeout: spec.options.timeout_ms.map(Duration::from_millis),
-        tags: spec.options.tags,
-        cancel: None,
-        events: Some(events),
-    };
-    let out = session.run(Some(spec.turn), options).await.map_err(|e| {
-        tracing::debug!(%op, error = %e, "a script's session failed");
-        error_for_script(&e)
+    let options: Json = serde_json::from_str(&request.options).map_err(|e| {
+        type_error(format!(
+            "the options of middleware {:?} are not valid JSON: {e}",
+            request.name
+        ))
     })?;
+    let middleware = services
+        .middlewares
+        .create(&request.name, &options)
+        .map_err(|e| error_for_script(&e))?;
+    let turn = convert::turn_from_wit(request.input).map_err(|e| type_error(format!("{e:#}")))?;
+    let spec = ContextSpec::from_json(&request.context)?;
+    let ctx = MiddlewareContext {
+        middleware_name: request.name.clone(),
+        session_id: spec.session_id,
+        inference_id: spec.inference_id,
+        turn_id: spec.turn_id,
+        tags: spec.tags,
+        deadline_ms: spec.deadline_ms,
+    };
+    let name = request.name;
+    let next: Next = Arc::new(move |turn: Turn| {
+        let (sandbox, events, name) = (sandbox.clone(), events.clone(), name.clone());
+        Box::pin(async move {
+            let op_label: Op = format!("next() of host middleware {name}").into();
+            let Some(sandbox) = sandbox.upgrade() else {
+                return Err(Error::Closed { op: op_label });
+            };
+            sandbox.middleware_next(op_label, op, &turn, events).await
+        })
+    });
+    let out = middleware
+        .handle(turn, ctx, next)
+        .await
+        .map_err(|e| error_for_script(&e))?;
+    let op: Op = format!("host middleware {}", middleware.name()).into();
     check_turn_nesting(&op, &out).map_err(|e| error_for_script(&e))?;
     Ok(wit::Value::Turn(convert::turn_to_wit(&out)))
 }

@@ -497,6 +497,38 @@ impl Sandbox {
         turn_value(op, value)
     }
 
+    /// The `next(turn)` of a host middleware the guest awaits as op `op`:
+    /// the rest of the script's chain, run in the guest as a new task
+    /// (`middleware.next`). Its console lines go to `events`, the sink of
+    /// the task that runs the session.
+    pub(crate) async fn middleware_next(
+        &self,
+        op_label: Op,
+        op: u64,
+        turn: &Turn,
+        events: Option<EventSink>,
+    ) -> Result<Turn> {
+        check_turn_nesting(&op_label, turn)?;
+        let t = convert::turn_to_wit(turn);
+        let options = TaskOptions {
+            events,
+            ..TaskOptions::default()
+        };
+        let value = self
+            .task(
+                op_label.clone(),
+                options,
+                TaskKind::Plain,
+                None,
+                Box::new(move |store, b, id| {
+                    b.marionette_runtime_middleware()
+                        .call_next(store, id, op, &t)
+                }),
+            )
+            .await?;
+        turn_value(op_label, value)
+    }
+
     /// The engine exported as `engine` by script `name`, as a session part:
     /// it runs in this sandbox, and can sit in a Rust
     /// [`SessionBuilder`](crate::session::SessionBuilder) beside Rust parts.

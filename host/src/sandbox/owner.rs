@@ -257,12 +257,11 @@ impl Owner {
         task: u64,
         f: impl FnOnce(&mut Store<HostState>, &Marionette, u64) -> wasmtime::Result<Vec<wit::Effect>>,
     ) {
-        // On a trap, call_guest has already failed the tasks and dropped the instance.
-        if let Ok((effects, interrupted)) = self.call_guest(task, |store, b| f(store, b, task)) {
+        // On a trap, call_guest has already failed the tasks and dropped the
+        // instance. A task the host stopped through `should-interrupt` is
+        // done among the effects: the guest fails it itself.
+        if let Ok((effects, _interrupted)) = self.call_guest(task, |store, b| f(store, b, task)) {
             self.process(effects);
-            if interrupted {
-                self.interrupted(task);
-            }
         }
     }
 
@@ -274,9 +273,22 @@ impl Owner {
         f: impl FnOnce(&mut Store<HostState>, &Marionette) -> wasmtime::Result<R>,
     ) -> std::result::Result<(R, bool), TrapFailure> {
         let spent = self.tasks.get(&task).map_or(Duration::ZERO, |t| t.cpu);
-        let soft = match self.policy.run_deadline {
-            Some(run) => self.policy.entry_deadline.min(run.saturating_sub(spent)),
-            None => self.policy.entry_deadline,
+        let entry_deadline = self.policy.entry_deadline;
+        let (soft, late) = match self.policy.run_deadline {
+            Some(run) if run.saturating_sub(spent) < entry_deadline => (
+                run.saturating_sub(spent),
+                format!(
+                    "the task used more than {}ms of CPU time in the guest over all its entries",
+                    run.as_millis()
+                ),
+            ),
+            _ => (
+                entry_deadline,
+                format!(
+                    "the script ran for more than {}ms without waiting for the host",
+                    entry_deadline.as_millis()
+                ),
+            ),
         };
         let vm = self.vm.as_mut().expect("ensure_vm ran before any entry");
         if let Some(fuel) = self.policy.entry_fuel
@@ -287,8 +299,8 @@ impl Owner {
         {
             let data = vm.store.data_mut();
             data.entry = EntryState {
-                task,
                 deadline: Some(Instant::now() + soft),
+                late,
                 interrupted: false,
             };
             data.limits.denied = false;
@@ -353,42 +365,6 @@ impl Owner {
         }
     }
 
-    /// JavaScript of `task` was interrupted: by its caller, or by the deadline.
-    fn interrupted(&mut self, task: u64) {
-        let asked = self.interrupts.asked(task);
-        let spent = self.tasks.get(&task).map(|t| t.cpu);
-        let reason = match (asked, self.policy.run_deadline, spent) {
-            (true, _, _) => "canceled by the caller".to_string(),
-            (false, Some(run), Some(spent)) if spent >= run => format!(
-                "the task used more than {}ms of CPU time in the guest over all its entries",
-                run.as_millis()
-            ),
-            _ => format!(
-                "the script ran for more than {}ms without waiting for the host",
-                self.policy.entry_deadline.as_millis()
-            ),
-        };
-        if let Some(t) = self.tasks.remove(&task) {
-            let error = if asked {
-                Error::Canceled {
-                    op: t.op,
-                    reason: Some(reason.clone()),
-                }
-            } else {
-                tracing::warn!(task, op = %t.op, "cpu deadline reached; the script was interrupted");
-                Error::Limit {
-                    op: t.op,
-                    limit: Limit::Deadline,
-                    detail: reason.clone(),
-                }
-            };
-            if let Some(reply) = t.reply {
-                let _ = reply.send(Err(error));
-            }
-        }
-        self.cancel_in_guest(task, &reason);
-    }
-
     /// Cancels a task a caller stopped waiting for.
     pub(crate) fn cancel(&mut self, task: u64, reason: &str) {
         // The caller has its answer already; this only unwinds the guest side.
@@ -427,7 +403,6 @@ impl Owner {
     }
 
     fn process(&mut self, effects: Vec<wit::Effect>) {
-        let mut over_cap = Vec::new();
         for effect in effects {
             match effect {
                 wit::Effect::Request(r) => self.perform(r),
@@ -436,36 +411,12 @@ impl Owner {
                         p.handle.abort();
                     }
                 }
-                wit::Effect::Event(e) => self.deliver(e.task, convert::event(e.event)),
-                wit::Effect::Done(d) => self.complete(d.task, d.outcome),
-                wit::Effect::OverCap(c) => {
-                    self.fail_over_cap(&c);
-                    over_cap.push(c);
+                wit::Effect::Event(e) => {
+                    if let Some(event) = convert::event(e.event) {
+                        self.deliver(e.task, event);
+                    }
                 }
-            }
-        }
-        // After the batch: the guest releases what the task had pending,
-        // including requests earlier in this batch.
-        for c in over_cap {
-            self.cancel_in_guest(c.task, &c.detail);
-        }
-    }
-
-    /// A task ran into a cap of the policy: its caller gets the limit.
-    fn fail_over_cap(&mut self, c: &wit::OverCap) {
-        let limit = match c.cap {
-            wit::Cap::Output => Limit::Output,
-            wit::Cap::Operations => Limit::Operations,
-            wit::Cap::Memory => Limit::Memory,
-        };
-        if let Some(t) = self.tasks.remove(&c.task) {
-            tracing::warn!(task = c.task, op = %t.op, %limit, "{}", c.detail);
-            if let Some(reply) = t.reply {
-                let _ = reply.send(Err(Error::Limit {
-                    op: t.op,
-                    limit,
-                    detail: c.detail.clone(),
-                }));
+                wit::Effect::Done(d) => self.complete(d.task, d.outcome),
             }
         }
     }
@@ -494,12 +445,6 @@ impl Owner {
                 )))),
             },
             wit::HostOp::Infer(request) => {
-                Box::pin(host_ops::infer(self.services.clone(), request))
-            }
-            wit::HostOp::CallTool(call) => {
-                Box::pin(host_ops::call_tool(self.services.clone(), call))
-            }
-            wit::HostOp::RunSession(spec) => {
                 let Some(sandbox) = self.sandbox.clone() else {
                     return;
                 };
@@ -507,8 +452,8 @@ impl Owner {
                 Box::pin(async move {
                     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
                     let notifier = sandbox.runner.clone();
-                    // Events become `notify` jobs, in order and before the run's
-                    // result; the events ready together travel in one job.
+                    // Stream events become `notify` jobs, in order and before
+                    // the result; the events ready together travel in one job.
                     let forward = move |events: Vec<SessionEvent>| {
                         let notifier = notifier.clone();
                         async move {
@@ -522,7 +467,7 @@ impl Owner {
                             }
                         }
                     };
-                    let run = host_ops::run_session(services, sandbox, spec, events);
+                    let run = host_ops::infer(services, request, events);
                     tokio::pin!(run);
                     loop {
                         tokio::select! {
@@ -547,6 +492,24 @@ impl Owner {
                         }
                     }
                 })
+            }
+            wit::HostOp::CallTool(call) => {
+                Box::pin(host_ops::call_tool(self.services.clone(), call))
+            }
+            wit::HostOp::Middleware(call) => {
+                let Some(sandbox) = self.sandbox.clone() else {
+                    return;
+                };
+                // The chain's `next` runs as new tasks whose console lines
+                // belong with the session's task.
+                let events = self.tasks.get(&task).and_then(|t| t.events.clone());
+                Box::pin(host_ops::middleware(
+                    self.services.clone(),
+                    sandbox,
+                    call,
+                    op,
+                    events,
+                ))
             }
         };
         let Some(weak) = self.sandbox.as_ref().map(|s| s.runner.clone()) else {
@@ -592,31 +555,29 @@ impl Owner {
         });
     }
 
-    /// An event of a session a script started: to the Rust caller's event
-    /// sink, then to the script's `on()` handlers.
+    /// Stream events of a host engine's inference: to the guest, as
+    /// progress of the op (the guest makes them the run's `partial` events).
     fn notify(&mut self, generation: u64, op: u64, events: Vec<SessionEvent>) {
         if generation != self.generation || self.vm.is_none() {
             return;
         }
         let Some(task) = self.ops.get(&op).map(|p| p.task) else {
-            return; // the script stopped waiting for the run
+            return; // the script stopped waiting for the inference
         };
         let mut json = Vec::with_capacity(events.len());
         for event in events {
-            // What the session's engines and tools produced may nest deeper
-            // than the guest's JSON.parse can follow: such an event reaches
-            // the Rust sink but not the script's handlers.
-            let op: Op = "session event".into();
-            match serde_json::to_value(&event) {
-                Ok(value) => match super::check_nesting(&op, "a session event", &value) {
+            // What an engine streamed may nest deeper than the guest's
+            // JSON.parse can follow: such an event is not delivered.
+            let op: Op = "inference event".into();
+            match serde_json::to_value(&event.kind) {
+                Ok(value) => match super::check_nesting(&op, "an inference event", &value) {
                     Ok(()) => json.push(value.to_string()),
                     Err(e) => {
-                        tracing::warn!(error = %e, "a session event is not delivered to the script")
+                        tracing::warn!(error = %e, "an inference event is not delivered to the script")
                     }
                 },
-                Err(e) => tracing::error!(error = %e, "a session event could not be encoded"),
+                Err(e) => tracing::error!(error = %e, "an inference event could not be encoded"),
             }
-            self.deliver(task, Event::Session(event));
         }
         self.enter(task, move |store, b, _| {
             b.marionette_runtime_tasks().call_notify(store, op, &json)
@@ -644,7 +605,9 @@ impl Owner {
         }
     }
 
-    fn complete(&mut self, id: u64, outcome: wit::Outcome) {
+    fn complete(&mut self, id: u64, outcome: wit::TaskOutcome) {
+        // Nothing about the task comes after its done: no interrupt is due.
+        self.interrupts.clear(id);
         let Some(task) = self.tasks.remove(&id) else {
             return; // cancelled, timed out or failed already
         };
@@ -659,7 +622,8 @@ impl Owner {
                     text.len()
                 ),
             }),
-            outcome => outcome.map_err(|e| failure(task.op.clone(), e, memory_refused)),
+            Ok(value) => Ok(value),
+            Err(e) => Err(failure(task.op.clone(), e, memory_refused)),
         };
         match (&task.kind, &result) {
             (TaskKind::Load { name, source }, Ok(_)) => {
@@ -682,31 +646,43 @@ impl Owner {
     }
 }
 
-/// A task's JavaScript error as the caller sees it: QuickJS running out of
-/// memory is the memory limit, anything else the script's own error.
+/// A task's failure as the caller sees it.
 ///
-/// QuickJS says so with `InternalError: out of memory`, or, when it cannot
-/// allocate even that error, by throwing `null` (the runtime reports it as
-/// "uncaught null"). A script may throw `null` too: that counts as the
-/// memory limit only when the guest was refused memory in the same entry.
-fn failure(op: Op, e: wit::ScriptError, memory_refused: bool) -> Error {
-    let out_of_memory = e.name == "InternalError" && e.message.contains("out of memory");
-    let null_thrown = e.name == "Error" && e.message == "uncaught null";
-    if out_of_memory || (memory_refused && null_thrown) {
-        let detail = if out_of_memory {
-            "the script's memory reached the policy's limit (InternalError: out of memory)"
-        } else {
-            "the script's memory reached the policy's limit (QuickJS could not allocate its error and threw null)"
-        };
-        return Error::Limit {
+/// A script error that QuickJS's `null` for out of memory became
+/// (`uncaught null`) counts as the memory limit only when the guest was
+/// refused memory in the same entry: a script may throw `null` too.
+fn failure(op: Op, failure: wit::Failure, memory_refused: bool) -> Error {
+    let limit = |limit: Limit, detail: String| Error::Limit {
+        op: op.clone(),
+        limit,
+        detail,
+    };
+    match failure {
+        wit::Failure::Cancelled(reason) => Error::Canceled {
             op,
-            limit: Limit::Memory,
-            detail: detail.into(),
-        };
-    }
-    Error::Script {
-        op,
-        error: Box::new(convert::script_error(e)),
+            reason: Some(reason),
+        },
+        wit::Failure::Deadline(detail) => {
+            tracing::warn!(op = %op, "cpu deadline reached; the script was interrupted");
+            limit(Limit::Deadline, detail)
+        }
+        wit::Failure::OverCap(hit) => {
+            let kind = match hit.cap {
+                wit::Cap::Output => Limit::Output,
+                wit::Cap::Operations => Limit::Operations,
+            };
+            tracing::warn!(op = %op, limit = %kind, "{}", hit.detail);
+            limit(kind, hit.detail)
+        }
+        wit::Failure::OutOfMemory(detail) => limit(Limit::Memory, detail),
+        wit::Failure::Script(e) if memory_refused && e.name == "Error" && e.message == "uncaught null" => limit(
+            Limit::Memory,
+            "the script's memory reached the policy's limit (QuickJS could not allocate its error and threw null)".into(),
+        ),
+        wit::Failure::Script(e) => Error::Script {
+            op,
+            error: Box::new(convert::script_error(e)),
+        },
     }
 }
 

@@ -9,9 +9,9 @@
 use serde_json::{Value as Json, json};
 
 use super::owner::{Start, TaskKind};
-use super::{Sandbox, TaskOptions, WeakSandbox, check_nesting, check_turn_nesting, convert};
-use crate::bindings::exports::marionette::runtime::hooks::Hook;
+use super::{Sandbox, TaskOptions, check_nesting, check_turn_nesting, convert};
 use crate::bindings::marionette::runtime::types as wit;
+use crate::bindings::marionette::runtime::types::Hook;
 use crate::error::{Error, Op, Result};
 use crate::model::{ToolCall, ToolDefinition, Turn};
 use crate::session::{
@@ -19,25 +19,21 @@ use crate::session::{
     Middleware, MiddlewareContext, Next, ToolContext, ToolHooks, ToolSet, async_trait,
 };
 
-/// How an adapter reaches its sandbox.
+/// How an adapter reaches its sandbox: it keeps the sandbox alive.
 #[derive(Clone)]
 pub(crate) enum Link {
     Strong(Sandbox),
-    Weak(WeakSandbox),
 }
 
 impl Link {
-    fn sandbox(&self, op: &Op) -> Result<Sandbox> {
-        match self {
-            Link::Strong(s) => Ok(s.clone()),
-            Link::Weak(w) => w.upgrade().ok_or_else(|| Error::Closed { op: op.clone() }),
-        }
+    fn sandbox(&self) -> &Sandbox {
+        let Link::Strong(sandbox) = self;
+        sandbox
     }
 
     /// Runs a task in the sandbox and waits for its value.
     async fn task(&self, op: &Op, next: Option<Next>, start: Start) -> Result<wit::Value> {
-        let sandbox = self.sandbox(op)?;
-        sandbox
+        self.sandbox()
             .task(
                 op.clone(),
                 TaskOptions::default(),
@@ -186,7 +182,7 @@ impl JsTools {
     /// Asks the guest for the registry's tools once, at construction.
     pub(crate) async fn new(link: Link, target: wit::Target, name: String) -> Result<JsTools> {
         let op: Op = format!("tools of {name}").into();
-        let sandbox = link.sandbox(&op)?;
+        let sandbox = link.sandbox();
         let t = target.clone();
         let list = sandbox
             .query(op.clone(), move |store, b| {

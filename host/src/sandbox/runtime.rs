@@ -11,7 +11,7 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::marionette::runtime::host;
-use crate::bindings::marionette::runtime::types::LogLevel;
+use crate::bindings::marionette::runtime::types::{LogLevel, Stop};
 use crate::bindings::{Marionette, MarionettePre};
 use crate::policy::Policy;
 
@@ -273,10 +273,10 @@ impl ResourceLimiter for MemoryLimiter {
 /// What the current entry into the guest is, for `should-interrupt`.
 #[derive(Default)]
 pub(crate) struct EntryState {
-    /// The task the entry runs for.
-    pub(crate) task: u64,
     /// When JavaScript must stop (the soft CPU deadline).
     pub(crate) deadline: Option<Instant>,
+    /// Why, in words, when it does (the detail of the `deadline` stop).
+    pub(crate) late: String,
     /// Set when `should-interrupt` said yes during this entry.
     pub(crate) interrupted: bool,
 }
@@ -332,16 +332,18 @@ impl host::Host for HostState {
         }
     }
 
-    fn should_interrupt(&mut self) -> bool {
-        let asked = self
-            .interrupt
-            .as_ref()
-            .is_some_and(|i| i.asked(self.entry.task));
+    fn should_interrupt(&mut self, task: u64) -> Option<Stop> {
+        let asked = self.interrupt.as_ref().is_some_and(|i| i.asked(task));
         let late = self.entry.deadline.is_some_and(|d| Instant::now() >= d);
-        if asked || late {
-            self.entry.interrupted = true;
-        }
-        asked || late
+        let stop = if asked {
+            Stop::Cancel("canceled by the caller".into())
+        } else if late {
+            Stop::Deadline(self.entry.late.clone())
+        } else {
+            return None;
+        };
+        self.entry.interrupted = true;
+        Some(stop)
     }
 
     fn validate_arguments(&mut self, schema: String, arguments: String) -> Result<(), String> {

@@ -5,14 +5,9 @@
 
 use std::sync::Arc;
 
-use serde_json::Value as Json;
-
 use super::runtime::Provides;
-use crate::error::{Error, Result};
-use crate::model::{ToolCall, ToolDefinition};
-use crate::session::{
-    EchoEngine, EngineRegistry, MiddlewareRegistry, ToolContext, ToolSet, Tools, async_trait,
-};
+use crate::error::Result;
+use crate::session::{EchoEngine, EngineRegistry, MiddlewareRegistry, ToolSet, Tools};
 
 /// The engines, middleware and tools a sandbox's scripts may use by name.
 #[derive(Clone)]
@@ -75,36 +70,5 @@ impl HostServices {
     /// When two tool sets define the same name.
     pub(crate) fn all_tools(&self) -> Result<Tools> {
         Tools::new(self.tools.clone())
-    }
-}
-
-/// The host tools one registry chose with `useHostTools(names)`.
-pub(crate) struct ChosenTools {
-    pub(crate) tools: Arc<Tools>,
-    pub(crate) names: Vec<String>,
-}
-
-#[async_trait]
-impl ToolSet for ChosenTools {
-    fn name(&self) -> &str {
-        "host tools"
-    }
-
-    fn definitions(&self) -> Vec<ToolDefinition> {
-        self.tools
-            .definitions()
-            .into_iter()
-            .filter(|d| self.names.contains(&d.name))
-            .collect()
-    }
-
-    async fn call(&self, call: ToolCall, ctx: ToolContext) -> Result<Json> {
-        if !self.names.contains(&call.name) {
-            return Err(Error::host(
-                format!("tool {}", call.name),
-                anyhow::anyhow!("the registry does not use the host tool {:?}", call.name),
-            ));
-        }
-        self.tools.call(call, ctx).await
     }
 }

@@ -1,5 +1,11 @@
-//! Sessions: the tool loop, the middleware chain and the event stream, in
-//! Rust, shared by Rust-driven and JavaScript-driven sessions alike.
+//! Sessions driven from Rust: the tool loop, the middleware chain and the
+//! event stream behind [`Session::builder`].
+//!
+//! A script's own sessions (`createSession` in JavaScript) no longer come
+//! here: they run inside the guest (`guest/src/js/loop.js`), which asks the
+//! host only for I/O (see `docs/protocol.md`). This Rust loop is still the
+//! engine of the Rust API; moving that API onto the guest's loop, so that
+//! there is one implementation, is open work (issue 9).
 //!
 //! A [`Session`] holds a conversation history (a list of [`Turn`]
 //! snapshots) and runs one inference loop at a time over it:

@@ -586,7 +586,7 @@ proptest! {
             wit::LogLevel::Warn => LogLevel::Warn,
             wit::LogLevel::Error => LogLevel::Error,
         };
-        prop_assert_eq!(event, crate::model::Event::Console { level: expected_level, message: e.message });
+        prop_assert_eq!(event, Some(crate::model::Event::Console { level: expected_level, message: e.message }));
     }
 
     /// A task's result (`json_value`, `turn_value`): a value, the output
@@ -783,7 +783,8 @@ proptest! {
         id in odd_string(),
     ) {
         let call = wit::ToolCall { id, name: name.clone(), arguments: arguments.clone() };
-        let outcome = runtime().block_on(host_ops::call_tool(services_with_add(), call));
+        let request = wit::HostToolCall { call, context: "{}".into() };
+        let outcome = runtime().block_on(host_ops::call_tool(services_with_add(), request));
         let parsed = serde_json::from_str::<Json>(&arguments);
         match outcome {
             Ok(wit::Value::Json(text)) => {
@@ -821,8 +822,11 @@ proptest! {
     ) {
         let (bad_turn, bad_context) = (first_bad_field(&input), bad_context(&context));
         let blocks = input.blocks.len();
-        let request = wit::HostInference { engine: engine.clone(), input, context };
-        let outcome = runtime().block_on(host_ops::infer(Arc::new(HostServices::default()), request));
+        let request = wit::HostInference {
+            engine: engine.clone(), input, context, tools: Vec::new(), tool_choice: wit::ToolChoice::Auto,
+        };
+        let (events, _received) = tokio::sync::mpsc::unbounded_channel();
+        let outcome = runtime().block_on(host_ops::infer(Arc::new(HostServices::default()), request, events));
         let known = engine.as_deref().is_none_or(|e| e == "echo");
         match outcome {
             Ok(wit::Value::Turn(out)) => {
@@ -844,159 +848,49 @@ proptest! {
         }
     }
 
-    /// `run-session`: whatever spec a script hands over, the host runs it or
-    /// answers with a script error; a spec it cannot read says "malformed
-    /// session". JavaScript parts fail as `Closed` here (the sandbox is
-    /// gone): decoding is what is under test.
+    /// `middleware`: whatever request a script's session hands over, the
+    /// host runs its middleware or answers with a script error naming what
+    /// is wrong. The middleware's `next` needs the sandbox, which is gone
+    /// here: it fails as closed, and that error reaches the answer.
     #[test]
-    fn session_specs_run_or_say_why(spec in session_spec()) {
-        let rt = runtime();
-        let (events, _received) = tokio::sync::mpsc::unbounded_channel();
-        let started = Instant::now();
-        let outcome = rt.block_on(async {
+    fn host_middleware_requests_run_or_say_why(
+        name in prop_oneof![4 => Just("systemPrompt".to_string()), 1 => odd_string()],
+        options in prop_oneof![4 => odd_string().prop_map(|p| json!({ "prompt": p }).to_string()), 1 => jsonish_text()],
+        input in arb_turn(),
+        context in prop_oneof![3 => Just("{}".to_string()), 1 => jsonish_text()],
+    ) {
+        let request = wit::HostMiddlewareCall { name, options, input: turn_to_wit(&input), context };
+        let outcome = runtime().block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(10),
-                host_ops::run_session(Arc::new(HostServices::default()), dead_sandbox(), spec.clone(), events),
+                host_ops::middleware(Arc::new(HostServices::default()), dead_sandbox(), request, 1, None),
             )
             .await
         });
-        let outcome = outcome.map_err(|_| TestCaseError::fail(format!("hung for {:?}", started.elapsed())))?;
-        let value = serde_json::from_str::<Json>(&spec).ok();
+        let outcome = outcome.map_err(|_| TestCaseError::fail("hung"))?;
         match outcome {
-            Ok(wit::Value::Turn(turn)) => {
-                prop_assert!(turn_from_wit(turn).is_ok());
-            }
-            Ok(other) => prop_assert!(false, "a session answered {:?}", other),
-            Err(e) => {
-                prop_assert!(!e.name.is_empty() && !e.message.is_empty(), "{:?}", e);
-                if !value.as_ref().is_some_and(Json::is_object) {
-                    prop_assert!(e.message.starts_with("malformed session: "), "{:?}", e);
-                }
-            }
+            Ok(other) => prop_assert!(false, "a middleware answered without its next: {:?}", other),
+            Err(e) => prop_assert!(!e.name.is_empty() && !e.message.is_empty(), "{:?}", e),
         }
     }
 }
 
-/// What a script may hand to `run-session`: well-formed specs with odd
-/// parts, specs with fields of the wrong shape, and text that is no spec.
-/// Each field is well formed most of the time, so that a good share of the
-/// specs get past decoding and run.
-fn session_spec() -> impl Strategy<Value = String> {
-    let engine = prop_oneof![
-        6 => Just(json!({ "host": "echo" })),
-        1 => Just(json!({ "host": null })),
-        1 => odd_string().prop_map(|h| json!({ "host": h, "options": {} })),
-        1 => any::<u64>().prop_map(|h| json!({ "handle": h, "name": "js" })),
-        1 => arb_json(),
-    ];
-    let middleware = prop_oneof![
-        4 => odd_string().prop_map(|p| json!({ "host": "systemPrompt", "options": { "prompt": p } })),
-        1 => arb_json().prop_map(|o| json!({ "host": "systemPrompt", "options": o })),
-        1 => any::<u64>().prop_map(|h| json!({ "handle": h })),
-        1 => Just(json!({ "host": null })),
-        1 => arb_json(),
-    ];
-    let registry = (
-        any::<u64>(),
-        prop_oneof![
-            2 => Just(json!(null)),
-            2 => Just(json!("all")),
-            2 => Just(json!(["add", "nope"])),
-            1 => arb_json(),
-        ],
-        prop_oneof![
-            4 => Just(json!([{ "name": "t", "description": "", "parameters": {} }])),
-            1 => arb_json(),
-        ],
-    )
-        .prop_map(|(handle, host_tools, tools)| {
-            json!({ "handle": handle, "hostTools": host_tools, "tools": tools })
-        });
-    let settings = prop_oneof![
-        3 => Just(None),
-        2 => (1u64..5, prop::sample::select(vec!["auto", "none", "required"]), 1.0f64..3.0)
-            .prop_map(|(n, choice, factor)| Some(json!({
-                "maxIterations": n, "toolChoice": choice, "retryBackoffFactor": factor,
-                "allowedTools": ["t"], "executionTimeoutMs": 1000,
-            }))),
-        1 => arb_json().prop_map(Some),
-    ];
-    let hooks = prop_oneof![
-        3 => Just(None),
-        1 => (any::<u64>(), any::<bool>()).prop_map(|(h, f)| Some(json!({ "handle": h, "failOpen": f }))),
-        1 => arb_json().prop_map(Some),
-    ];
-    let turn = prop_oneof![
-        6 => arb_turn().prop_map(|t| serde_json::to_value(t).expect("a turn serializes")),
-        1 => arb_json(),
-    ];
-    let options = prop_oneof![
-        6 => (prop::option::of(1u64..5_000), arb_object())
-            .prop_map(|(t, tags)| json!({ "timeoutMs": t, "tags": tags })),
-        1 => arb_json(),
-    ];
-    let id = prop_oneof![6 => odd_string().prop_map(Json::from), 1 => arb_json()];
-    let spec = (
-        id,
-        engine,
-        prop::collection::vec(middleware, 0..3),
-        prop::collection::vec(registry, 0..2),
-        settings,
-        hooks,
-        turn,
-        options,
-    )
-        .prop_map(
-            |(id, engine, middlewares, tools, tool_loop, hooks, turn, options)| {
-                let mut spec = json!({
-                    "sessionId": id, "engine": engine, "middlewares": middlewares, "tools": tools,
-                    "turn": turn, "options": options,
-                });
-                if let Some(settings) = tool_loop {
-                    spec["toolLoop"] = settings;
-                }
-                if let Some(hooks) = hooks {
-                    spec["hooks"] = hooks;
-                }
-                spec.to_string()
-            },
-        );
-    prop_oneof![6 => spec, 1 => jsonish_text()]
-}
-
-/// The harness of `session_specs_run_or_say_why` really runs sessions: a
-/// well-formed spec on the host's echo engine ends with its answer.
+/// The harness of `host_middleware_requests_run_or_say_why` reaches the
+/// middleware: a well-formed request fails only at its `next`.
 #[test]
-fn a_well_formed_session_spec_runs_on_a_dead_sandbox() {
-    let spec = json!({
-        "sessionId": "s", "engine": { "host": "echo" },
-        "middlewares": [{ "host": "systemPrompt", "options": { "prompt": "be brief" } }],
-        "tools": [{ "handle": 7, "hostTools": "all", "tools": [] }],
-        "toolLoop": { "maxIterations": 2 }, "hooks": { "handle": 8 },
-        "turn": { "id": "t", "blocks": [] }, "options": { "timeoutMs": 1000 },
-    });
-    let (events, _received) = tokio::sync::mpsc::unbounded_channel();
-    let outcome = runtime().block_on(host_ops::run_session(
-        Arc::new(HostServices::default()),
-        dead_sandbox(),
-        spec.to_string(),
-        events,
-    ));
-    let Ok(wit::Value::Turn(turn)) = outcome else {
-        panic!("{outcome:?}");
+fn a_well_formed_host_middleware_request_reaches_next() {
+    let request = wit::HostMiddlewareCall {
+        name: "systemPrompt".into(),
+        options: json!({ "prompt": "be brief" }).to_string(),
+        input: turn_to_wit(&Turn::default()),
+        context: json!({ "sessionId": "s", "tags": { "k": 1 } }).to_string(),
     };
-    let turn = turn_from_wit(turn).unwrap();
-    assert_eq!(turn.blocks.last().unwrap().payload["text"], "READY");
-    // A JavaScript engine needs the sandbox, which is gone: a typed error.
-    let spec = spec
-        .to_string()
-        .replace(r#"{"host":"echo"}"#, r#"{"handle":3}"#);
-    let (events, _received) = tokio::sync::mpsc::unbounded_channel();
-    let outcome = runtime().block_on(host_ops::run_session(
+    let outcome = runtime().block_on(host_ops::middleware(
         Arc::new(HostServices::default()),
         dead_sandbox(),
-        spec,
-        events,
+        request,
+        1,
+        None,
     ));
     let Err(e) = outcome else {
         panic!("{outcome:?}");
@@ -1064,8 +958,11 @@ fn inference_contexts_decode_or_say_why() {
             engine: None,
             input: turn_to_wit(&Turn::default()),
             context: context.to_string(),
+            tools: Vec::new(),
+            tool_choice: wit::ToolChoice::Auto,
         };
-        runtime().block_on(host_ops::infer(services.clone(), request))
+        let (events, _received) = tokio::sync::mpsc::unbounded_channel();
+        runtime().block_on(host_ops::infer(services.clone(), request, events))
     };
 
     let e = infer(json!({ "sessionId": 5, "tags": { "k": "v" } })).unwrap_err();

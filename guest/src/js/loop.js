@@ -1,0 +1,606 @@
+// The session loop: infer through the middleware chain, execute the tool
+// calls the model asked for (hooks, argument validation, timeouts, retries,
+// bounded parallelism), append their results, again. One implementation for
+// every host: the host only answers the I/O operations it asks for.
+//
+// Cancellation works by scopes. Every host operation is requested in the
+// scope JavaScript runs in (`state.scope`, restored when the operation is
+// answered); cancelling a scope releases the operations of it and of the
+// scopes below it, and rejects them with an AbortError. A run has a scope, and
+// each attempt of a tool call one below it.
+
+  // ---------------------------------------------------------------- scopes
+
+  function newScope(parent) {
+    return { parent, canceled: null };
+  }
+
+  // The error a scope (or one above it) was cancelled with, or null.
+  function canceledIn(scope) {
+    for (let s = scope; s !== null && s !== undefined; s = s.parent) if (s.canceled !== null) return s.canceled;
+    return null;
+  }
+
+  function within(scope, ancestor) {
+    for (let s = scope; s !== null && s !== undefined; s = s.parent) if (s === ancestor) return true;
+    return false;
+  }
+
+  // Releases what `scope` awaits from the host and rejects it with `error`;
+  // what is asked in it afterwards is refused with `error`.
+  function cancelScope(scope, error) {
+    if (scope.canceled !== null) return;
+    scope.canceled = error;
+    const hit = [];
+    for (const [op, p] of state.pending) {
+      if (!within(p.scope, scope)) continue;
+      mdel(state.pending, op);
+      native.release(op);
+      hit[hit.length] = p;
+    }
+    for (let i = 0; i < hit.length; i++) hit[i].settle(false, error);
+  }
+
+  // Runs `fn` with `scope` as the scope of what it asks the host for.
+  function inScope(scope, fn) {
+    const saved = state.scope;
+    state.scope = scope;
+    try {
+      return fn();
+    } finally {
+      state.scope = saved;
+    }
+  }
+
+  // Calls user code in `scope`: a promise of what it returns, or of its error.
+  function callIn(scope, fn, self, args) {
+    try {
+      return promiseResolve(inScope(scope, () => apply(fn, self, args)));
+    } catch (e) {
+      return apply(Promise.reject, PromiseCtor, [e]);
+    }
+  }
+
+  function sleepIn(scope, ms) {
+    return inScope(scope, () => hostPromise({ op: "sleep", ms: mathMax(0, mathMin(1e12, mathFloor(ms))) }));
+  }
+
+  // ---------------------------------------------------------------- events
+
+  // A run's events: to the host (a `session` event of the run's task) and to
+  // the script's handlers, kept for handlers registered late.
+  function makeEmitter(sessionId, task, deliver) {
+    let inferenceId = "";
+    let turnId = "";
+    const emitter = {
+      at(inference, turn) {
+        inferenceId = inference;
+        turnId = turn;
+      },
+      emit(type, fields) {
+        const event = { timestampMs: dateNow(), sessionId, inferenceId, turnId, type };
+        if (fields !== undefined) for (const k of objectKeys(fields)) if (fields[k] !== undefined) event[k] = fields[k];
+        let text;
+        try { text = jsonStringify(event); } catch (_) { text = undefined; }
+        if (text !== undefined && call(setHas, state.live, task)) native.sessionEvent(task, text);
+        deliver(event);
+      },
+      // A stream event a host engine reported (`{type: "partial", delta, completion}`).
+      progress(event) {
+        if (!isPlainObject(event) || event.type !== "partial") return;
+        emitter.emit("partial", { delta: StringCtor(event.delta === undefined ? "" : event.delta), completion: StringCtor(event.completion === undefined ? "" : event.completion) });
+      },
+    };
+    return emitter;
+  }
+
+  // ---------------------------------------------------------------- engines and middleware
+
+  // The inference context JavaScript engines get, linked to the run that made
+  // it: a JS engine that hands it to `engines.host().infer(turn, ctx)` passes
+  // the run's tools, tool choice and event stream on to the host engine.
+  const contextLinks = new WeakMapCtor(); // ctx object -> emitter
+
+  // The tools of a context a script handed over, in the shape the host reads.
+  function contextTools(list) {
+    if (!arrayIsArray(list)) return [];
+    const out = [];
+    for (const t of list) {
+      if (!isPlainObject(t) || typeof t.name !== "string") continue;
+      out[out.length] = {
+        name: t.name,
+        description: typeof t.description === "string" ? t.description : "",
+        parameters: isPlainObject(t.parameters) ? copy(t.parameters) : { type: "object", properties: {} },
+      };
+    }
+    return out;
+  }
+
+  // Asks the host engine `engine` (null: its default) for an inference.
+  function hostInfer(engine, turn, ctx, emitter) {
+    const c = isPlainObject(ctx) ? ctx : {};
+    const context = {};
+    for (const key of ["sessionId", "inferenceId", "turnId", "tags", "deadlineMs"]) if (c[key] !== undefined && c[key] !== null) context[key] = copy(c[key]);
+    const toolChoice = c.toolChoice === "none" || c.toolChoice === "required" ? c.toolChoice : "auto";
+    const what = { op: "infer", engine, turn, context, tools: toolChoice === "none" ? [] : contextTools(c.tools), toolChoice };
+    return hostPromise(what, emitter === undefined ? undefined : emitter.progress);
+  }
+
+  // Runs the chain from middleware `index` on: at the end, the engine.
+  function runChain(run, index, turn, ctx) {
+    const parts = run.parts;
+    if (index === parts.middlewares.length) return runEngineIn(run, turn, ctx);
+    const m = parts.middlewares[index];
+    const next = (t) => {
+      let normalized;
+      try {
+        normalized = normalizeTurn(copy(t === undefined || t === null ? turn : t));
+      } catch (e) {
+        return apply(Promise.reject, PromiseCtor, [e]);
+      }
+      return runChain(run, index + 1, normalized, ctx);
+    };
+    const mctx = { sessionId: ctx.sessionId, inferenceId: ctx.inferenceId, turnId: ctx.turnId, tags: copy(ctx.tags), deadlineMs: ctx.deadlineMs, middlewareName: m.name };
+    let out;
+    if (m.host !== undefined) {
+      out = inScope(run.scope, () => new PromiseCtor((resolve, reject) => {
+        const what = { op: "middleware", name: m.host.name, options: m.host.options, turn, context: mctx };
+        request(what, (ok, v) => (ok ? resolve(v) : reject(v)), undefined, next);
+      }));
+    } else {
+      out = callIn(run.scope, m.run, undefined, [copy(turn), next, mctx]);
+    }
+    return then(out, (v) => (v === undefined || v === null ? turn : normalizeTurn(copy(v))));
+  }
+
+  function runEngineIn(run, turn, ctx) {
+    const engine = run.parts.engine;
+    if (engine.host !== undefined) {
+      return inScope(run.scope, () => hostInfer(engine.host, turn, ctx, run.emitter));
+    }
+    const c = copy(ctx);
+    call(weakSet, contextLinks, c, run.emitter);
+    const t = copy(turn);
+    return then(callIn(run.scope, engine.run, undefined, [t, c]), (v) => (v === undefined || v === null ? t : v));
+  }
+
+  // ---------------------------------------------------------------- hooks
+
+  function decisionError(hook, message) {
+    return { error: hook + " returned an invalid decision: " + message };
+  }
+
+  // `null`/`undefined` is no decision; an object may hold only `allowed` keys.
+  function decisionObject(hook, v, allowed) {
+    if (v === undefined || v === null) return { value: null };
+    if (!isPlainObject(v)) return decisionError(hook, "expected an object or null, got " + describeJson(v));
+    for (const k of objectKeys(v)) {
+      if (call(arrayIndexOf, allowed, k) < 0) return decisionError(hook, "unknown key " + jsonStringify(k) + " (expected " + call(arrayJoin, allowed, ", ") + ")");
+    }
+    return { value: v };
+  }
+
+  function decisionAction(hook, o, allowed) {
+    const a = o.action;
+    if (a === undefined || a === null) return { value: null };
+    if (typeof a === "string" && call(arrayIndexOf, allowed, a) >= 0) return { value: a };
+    return decisionError(hook, "action " + describeJson(a) + " (expected " + call(arrayJoin, allowed, " or ") + ")");
+  }
+
+  function decisionText(hook, o, key) {
+    const v = o[key];
+    if (v === undefined || v === null) return { value: null };
+    if (typeof v === "string") return { value: v };
+    return decisionError(hook, key + " must be a string, got " + describeJson(v));
+  }
+
+  function describeJson(v) {
+    let s;
+    try { s = jsonStringify(v); } catch (_) { s = undefined; }
+    return s === undefined ? safeString(v) : s;
+  }
+
+  // What a hook returned, read: `{value}` (a decision) or `{error}`.
+  const readDecision = {
+    beforeToolCall(v) {
+      const H = "beforeToolCall";
+      const o = decisionObject(H, v, ["action", "error", "call"]);
+      if (o.error !== undefined || o.value === null) return o.error !== undefined ? o : { value: { kind: "continue" } };
+      const a = decisionAction(H, o.value, ["abort", "continue"]);
+      if (a.error !== undefined) return a;
+      if (a.value === "abort") {
+        const e = decisionText(H, o.value, "error");
+        return e.error !== undefined ? e : { value: { kind: "abort", error: e.value } };
+      }
+      const c = o.value.call;
+      if (c === undefined || c === null) return { value: { kind: "continue" } };
+      const co = decisionObject(H, c, ["id", "name", "args"]);
+      if (co.error !== undefined) return co;
+      const name = decisionText(H, co.value, "name");
+      if (name.error !== undefined) return name;
+      return { value: { kind: "change", name: name.value, hasArgs: objectHasOwn(co.value, "args"), args: co.value.args } };
+    },
+    afterToolCall(v) {
+      const H = "afterToolCall";
+      const o = decisionObject(H, v, ["action", "result", "error"]);
+      if (o.error !== undefined || o.value === null) return o.error !== undefined ? o : { value: { kind: "keep" } };
+      const a = decisionAction(H, o.value, ["continue"]);
+      if (a.error !== undefined) return a;
+      const e = decisionText(H, o.value, "error");
+      if (e.error !== undefined) return e;
+      const hasResult = objectHasOwn(o.value, "result") && o.value.result !== undefined;
+      if (hasResult && e.value !== null) return decisionError(H, "both result and error: return one of them");
+      if (hasResult) return { value: { kind: "replace", result: o.value.result } };
+      if (e.value !== null) return { value: { kind: "error", error: e.value } };
+      return { value: { kind: "keep" } };
+    },
+    onToolError(v) {
+      const H = "onToolError";
+      const o = decisionObject(H, v, ["action", "backoffMs"]);
+      if (o.error !== undefined || o.value === null) return o.error !== undefined ? o : { value: { kind: "default" } };
+      let backoffMs = null;
+      const b = o.value.backoffMs;
+      if (b !== undefined && b !== null) {
+        if (!(NumberCtor.isInteger(b) && b >= 0)) return decisionError(H, "backoffMs must be a non-negative integer, got " + describeJson(b));
+        backoffMs = b;
+      }
+      const a = decisionAction(H, o.value, ["retry", "abort", "continue"]);
+      if (a.error !== undefined) return a;
+      if (a.value === "retry") return { value: { kind: "retry", backoffMs } };
+      if (backoffMs !== null) return decisionError(H, "backoffMs without action \"retry\"");
+      if (a.value === "abort") return { value: { kind: "abort" } };
+      if (a.value === "continue") return { value: { kind: "continue" } };
+      return { value: { kind: "default" } };
+    },
+  };
+
+  const defaultDecision = { beforeToolCall: { kind: "continue" }, afterToolCall: { kind: "keep" }, onToolError: { kind: "default" } };
+
+  // Calls hook `name` with `payload`: a promise of `{value}` (its decision)
+  // or `{error}` (the call's error, fail-closed). A missing hook decides
+  // nothing; a failing hook under failOpen decides nothing.
+  function callHook(run, name, payload) {
+    const hooks = run.parts.hooks;
+    const f = hooks === undefined ? undefined : hooks.hooks[name];
+    if (typeof f !== "function") return promiseResolve({ value: defaultDecision[name] });
+    const failed = (text) => (hooks.failOpen ? { value: defaultDecision[name] } : { error: "the " + name + " hook failed: " + text });
+    return then(callIn(run.scope, f, hooks.hooks, [copy(payload)]), (v) => {
+      const d = readDecision[name](v);
+      return d.error !== undefined ? failed(d.error) : d;
+    }, (e) => failed(errorText(e)));
+  }
+
+  // What a model (or a hook) sees of a failure: `Name: message`.
+  function errorText(e) {
+    const info = errorInfo(e);
+    return info.name + ": " + info.message;
+  }
+
+  // ---------------------------------------------------------------- tools
+
+  // The tools of a run, by name: `{definition, registry, js}` (a JS tool of
+  // the registry, or a host tool it uses). A name in two registries throws.
+  function toolTable(registries) {
+    const table = new MapCtor();
+    const where = new MapCtor();
+    const add = (registry, definition, js, label) => {
+      if (mhas(table, definition.name)) {
+        const first = mget(where, definition.name);
+        throw new TypeErrorCtor("tool " + jsonStringify(definition.name) + (first === label ? " is defined twice in " + label : " is defined in both " + first + " and " + label));
+      }
+      mset(table, definition.name, { definition, registry, js });
+      mset(where, definition.name, label);
+    };
+    for (let i = 0; i < registries.length; i++) {
+      const r = registries[i];
+      const label = "registry " + (i + 1);
+      for (const t of r.tools.values()) add(r, { name: t.name, description: t.description, parameters: t.parameters }, t, label);
+      for (const h of hostToolsOf(r)) add(r, h, undefined, "the host tools of registry " + (i + 1));
+    }
+    return table;
+  }
+
+  // The tool_call blocks without a tool_use block of the same payload id, in
+  // turn order (a repeated id counts once). Arguments given as JSON text (as
+  // some providers send them) are parsed.
+  function pendingCalls(turn) {
+    const answered = new SetCtor();
+    for (const b of turn.blocks) if (b.kind === "tool_use" && typeof b.payload.id === "string") call(setAdd, answered, b.payload.id);
+    const calls = [];
+    for (const b of turn.blocks) {
+      if (b.kind !== "tool_call") continue;
+      const id = b.payload.id;
+      if (typeof id !== "string" || call(setHas, answered, id)) continue;
+      call(setAdd, answered, id);
+      let args = b.payload.args;
+      if (args === undefined || args === null) args = {};
+      else if (typeof args === "string") {
+        try { args = jsonParse(args); } catch (_) { /* kept as text */ }
+      }
+      calls[calls.length] = { id, name: typeof b.payload.name === "string" ? b.payload.name : "", args };
+    }
+    return calls;
+  }
+
+  // Gives every tool_call block without a string id one, so results can be
+  // matched to calls.
+  function identifyCalls(turn) {
+    for (const b of turn.blocks) if (b.kind === "tool_call" && typeof b.payload.id !== "string") b.payload.id = uuid();
+    return turn;
+  }
+
+  // Whether a call may run at all: "" or why not.
+  function admit(run, name) {
+    const s = run.settings;
+    if (name === "") return "the tool call names no tool";
+    if (s.allowedTools !== undefined && call(arrayIndexOf, s.allowedTools, name) < 0) {
+      return "tool " + jsonStringify(name) + " is not allowed (allowed tools: " + known(s.allowedTools) + ")";
+    }
+    if (!mhas(run.tools, name)) return "unknown tool " + jsonStringify(name) + " (tools: " + known([...run.tools.keys()]) + ")";
+    return "";
+  }
+
+  function outcome(c, result, error, abort) {
+    return { id: c.id, tool: c.name, result: error === null ? result : null, error, abort };
+  }
+
+  const defaultAbort = (run) => (run.settings.toolErrorHandling === "abort" ? "handling" : null);
+
+  function backoff(s, attempt) {
+    const ms = s.retryBackoffMs * (s.retryBackoffFactor ** (attempt - 1));
+    return mathMin(1e12, mathMax(0, ms));
+  }
+
+  function hookPayload(run, c, attempt) {
+    return { call: { id: c.id, name: c.name, args: c.args }, attempt, sessionId: run.sessionId };
+  }
+
+  // One attempt of a call, bounded by executionTimeoutMs: `{ok, value}` or
+  // `{ok: false, message}`. A timed-out attempt's scope is cancelled: what
+  // its handler awaits is released.
+  function attemptOnce(run, c, attempt, inferenceId) {
+    const s = run.settings;
+    const entry = mget(run.tools, c.name);
+    const scope = newScope(run.scope);
+    const own = dateNow() + s.executionTimeoutMs;
+    const ctx = {
+      toolName: c.name, callId: c.id, sessionId: run.sessionId, inferenceId, tags: copy(run.tags),
+      deadlineMs: run.deadlineMs === undefined ? own : mathMin(run.deadlineMs, own), attempt,
+    };
+    let work;
+    if (entry.js !== undefined) {
+      work = callIn(scope, entry.js.handler, undefined, [copy(c.args), ctx]);
+    } else {
+      work = inScope(scope, () => hostPromise({ op: "call-tool", call: { id: c.id, name: c.name, arguments: c.args }, context: ctx }));
+    }
+    return new PromiseCtor((resolve) => {
+      let over = false;
+      const timer = inScope(run.scope, () => request({ op: "sleep", ms: s.executionTimeoutMs }, (ok) => {
+        if (over || !ok) return;
+        over = true;
+        const message = "tool " + jsonStringify(c.name) + " timed out after " + s.executionTimeoutMs + "ms";
+        cancelScope(scope, abortError(message));
+        resolve({ ok: false, message });
+      }));
+      then(work, (v) => {
+        if (over) return;
+        over = true;
+        release(timer);
+        let value;
+        try {
+          value = v === undefined ? null : copy(v);
+          if (value === undefined) value = null; // functions, symbols
+        } catch (e) {
+          return resolve({ ok: false, message: "the result of tool " + jsonStringify(c.name) + " is not JSON-serialisable: " + errorInfo(e).message });
+        }
+        resolve({ ok: true, value });
+      }, (e) => {
+        if (over) return;
+        over = true;
+        release(timer);
+        resolve({ ok: false, message: errorText(e) });
+      });
+    });
+  }
+
+  // The attempts of a call: the first, then the retries the error hook or
+  // the error handling ask for. Resolves `[attempt, outcome]`.
+  async function attempts(run, c, inferenceId) {
+    const s = run.settings;
+    let attempt = 1;
+    let hookRetries = 0;
+    for (;;) {
+      const r = await attemptOnce(run, c, attempt, inferenceId);
+      if (r.ok) return [attempt, outcome(c, r.value, null, null)];
+      const message = r.message;
+      const fail = (error, abort) => [attempt, outcome(c, null, error, abort)];
+      let decision = { kind: "default" };
+      if (run.parts.hooks !== undefined) {
+        const payload = hookPayload(run, c, attempt);
+        payload.error = message;
+        const d = await callHook(run, "onToolError", payload);
+        if (d.error !== undefined) return fail(message + " (" + d.error + ")", defaultAbort(run));
+        decision = d.value;
+      }
+      let wait;
+      if (decision.kind === "retry") {
+        if (hookRetries >= s.maxHookRetries) {
+          return fail(message + " (onToolError asked for more than maxHookRetries (" + s.maxHookRetries + ") retries)", defaultAbort(run));
+        }
+        hookRetries++;
+        wait = decision.backoffMs !== null ? decision.backoffMs : backoff(s, attempt);
+      } else if (decision.kind === "abort") {
+        return fail(message, "hook");
+      } else if (decision.kind === "continue") {
+        return fail(message, null);
+      } else if (s.toolErrorHandling === "abort") {
+        return fail(message, "handling");
+      } else if (s.toolErrorHandling === "retry" && attempt <= s.retryMaxRetries) {
+        wait = backoff(s, attempt);
+      } else if (s.toolErrorHandling === "retry") {
+        return fail(message + " (after " + attempt + " attempts)", null);
+      } else {
+        return fail(message, null);
+      }
+      await sleepIn(run.scope, wait);
+      attempt++;
+    }
+  }
+
+  // Runs one call to its outcome. Never rejects: every failure is an
+  // outcome the model (or the loop) sees.
+  async function execute(run, original, inferenceId) {
+    const started = dateNow();
+    const c = { id: original.id, name: original.name, args: original.args };
+    let problem = admit(run, c.name);
+    if (problem !== "") return outcome(c, null, problem, defaultAbort(run));
+    const hooked = run.parts.hooks !== undefined;
+    if (hooked) {
+      const d = await callHook(run, "beforeToolCall", hookPayload(run, c, 1));
+      if (d.error !== undefined) return outcome(c, null, d.error, defaultAbort(run));
+      const decision = d.value;
+      if (decision.kind === "abort") {
+        const error = decision.error !== null ? decision.error : "tool " + jsonStringify(c.name) + " was not run: the beforeToolCall hook aborted it";
+        return outcome(c, null, error, defaultAbort(run));
+      }
+      if (decision.kind === "change") {
+        if (decision.name !== null && decision.name !== c.name) {
+          problem = admit(run, decision.name);
+          if (problem !== "") return outcome(c, null, problem, defaultAbort(run));
+          c.name = decision.name;
+        }
+        if (decision.hasArgs) c.args = decision.args;
+      }
+    }
+    const entry = mget(run.tools, c.name);
+    if (entry.js !== undefined) {
+      const schema = entry.definition.parameters;
+      if (isPlainObject(schema) && objectKeys(schema).length > 0) {
+        const invalid = native.validate(jsonStringify(schema), jsonStringify(c.args === undefined ? {} : c.args));
+        if (invalid !== null && invalid !== undefined) {
+          return outcome(c, null, "invalid arguments for tool " + jsonStringify(c.name) + ": " + invalid, defaultAbort(run));
+        }
+      }
+    }
+    const [attempt, result] = await attempts(run, c, inferenceId);
+    if (!hooked) return result;
+    const payload = hookPayload(run, c, attempt);
+    if (result.error === null) payload.result = result.result;
+    else payload.error = result.error;
+    payload.durationMs = mathMax(0, dateNow() - started);
+    const d = await callHook(run, "afterToolCall", payload);
+    let replaced = null;
+    if (d.error !== undefined) replaced = d.error;
+    else if (d.value.kind === "replace") {
+      result.result = copy(d.value.result);
+      if (result.result === undefined) result.result = null;
+      result.error = null;
+      result.abort = null;
+    } else if (d.value.kind === "error") replaced = d.value.error;
+    if (replaced !== null) {
+      if (result.error === null) result.abort = defaultAbort(run);
+      result.result = null;
+      result.error = replaced;
+    }
+    return result;
+  }
+
+  function toolUseBlock(o) {
+    const payload = { id: o.id, result: o.result };
+    if (o.error !== null) payload.error = o.error;
+    return block("tool_use", "tool", payload);
+  }
+
+  // Executes one step's calls, at most maxParallelTools at once; appends
+  // their tool_use blocks in call order. A call whose failure aborts the
+  // run cancels the calls still running; resolves the aborting outcome, or
+  // null.
+  function step(run, turn, calls, inferenceId) {
+    for (const c of calls) run.emitter.emit("tool-call", { toolCall: { id: c.id, name: c.name, input: copy(c.args) } });
+    const slots = [];
+    const scopes = [];
+    let next = 0;
+    let running = 0;
+    let aborted = null;
+    return new PromiseCtor((resolve) => {
+      const finish = () => {
+        for (let i = 0; i < slots.length; i++) if (slots[i] !== undefined) turn.blocks[turn.blocks.length] = toolUseBlock(slots[i]);
+        resolve(aborted);
+      };
+      const launch = () => {
+        while (aborted === null && running < run.settings.maxParallelTools && next < calls.length) {
+          const i = next++;
+          running++;
+          // Each call in a scope of its own, so an abort can stop the others.
+          const scope = newScope(run.scope);
+          scopes[i] = scope;
+          const callRun = { ...run, scope };
+          const settle = (o) => {
+            running--;
+            if (aborted !== null) return;
+            run.emitter.emit("tool-result", { toolResult: o.error === null ? { id: o.id, result: o.result } : { id: o.id, result: o.result, error: o.error } });
+            slots[i] = o;
+            if (o.abort !== null) {
+              aborted = o;
+              for (let j = 0; j < scopes.length; j++) if (j !== i && scopes[j] !== undefined) cancelScope(scopes[j], abortError("another tool call aborted the run"));
+              return finish();
+            }
+            if (running === 0 && next >= calls.length) return finish();
+            launch();
+          };
+          // execute() turns every failure into an outcome; anything else is
+          // the runtime's own bug, reported as the call's error.
+          then(execute(callRun, calls[i], inferenceId), settle, (e) => settle(outcome(calls[i], null, "internal error: " + errorText(e), null)));
+        }
+      };
+      if (calls.length === 0) return finish();
+      launch();
+    });
+  }
+
+  // ---------------------------------------------------------------- the loop
+
+  function runFailure(run, message, turn) {
+    const e = new ErrorCtor("session " + run.sessionId + ": run: " + message);
+    if (turn !== undefined) e.turn = copy(turn);
+    return e;
+  }
+
+  // Runs the loop on `turn` to its final turn.
+  async function runLoop(run, seed) {
+    const s = run.settings;
+    let turn = identifyCalls(normalizeTurn(copy(seed)));
+    for (let iteration = 1; iteration <= s.maxIterations; iteration++) {
+      const inferenceId = uuid();
+      run.emitter.at(inferenceId, turn.id);
+      const toolChoice = s.toolChoice === "required" && iteration > 1 ? "auto" : s.toolChoice;
+      const ctx = {
+        sessionId: run.sessionId, inferenceId, turnId: turn.id, tags: copy(run.tags),
+        deadlineMs: run.deadlineMs, tools: toolChoice === "none" ? [] : copy(run.offered), toolChoice,
+      };
+      run.emitter.emit("start");
+      const before = new SetCtor();
+      for (const b of turn.blocks) call(setAdd, before, b.id);
+      turn = identifyCalls(normalizeTurn(await runChain(run, 0, turn, ctx)));
+      const texts = [];
+      let usage;
+      for (const b of turn.blocks) {
+        if (call(setHas, before, b.id)) continue;
+        if (b.kind === "llm_text" && typeof b.payload.text === "string") texts[texts.length] = b.payload.text;
+        if (b.metadata.usage !== undefined && b.metadata.usage !== null) usage = b.metadata.usage;
+      }
+      run.emitter.emit("final", { text: call(arrayJoin, texts, "\n"), usage });
+      if (toolChoice === "none") return turn;
+      const calls = pendingCalls(turn);
+      if (calls.length === 0) return turn;
+      if (iteration === s.maxIterations) {
+        throw runFailure(run, "max iterations (" + s.maxIterations + ") reached with tool calls still pending", turn);
+      }
+      const aborted = await step(run, turn, calls, inferenceId);
+      if (aborted !== null) {
+        const by = aborted.abort === "hook" ? "the onToolError hook aborted the run" : "toolErrorHandling is abort";
+        throw runFailure(run, "tool " + jsonStringify(aborted.tool) + " (call " + aborted.id + ") failed and " + by + ": " + aborted.error, turn);
+      }
+    }
+    throw runFailure(run, "the loop ended without a turn");
+  }
