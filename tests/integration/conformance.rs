@@ -114,11 +114,15 @@ struct Step {
     registry: Option<String>,
     call: Option<CallSpec>,
     cancel_on_console: Option<String>,
+    /// A `load` step's source, relative to the case file.
+    file: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Expect {
+    /// Present (`null` included) or absent: `null` is a result to check.
+    #[serde(default, deserialize_with = "present")]
     result: Option<Value>,
     error: Option<ExpectError>,
     console: Option<Vec<(String, String)>>,
@@ -131,6 +135,13 @@ struct ExpectError {
     kind: String,
     name: Option<String>,
     message_contains: Option<String>,
+    file: Option<String>,
+    line: Option<u32>,
+}
+
+/// Tells a key given as `null` from one left out.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// What the case's host services were asked, in order.
@@ -314,6 +325,7 @@ fn level(level: &LogLevel) -> &'static str {
 /// Runs one step; returns its result and its console lines.
 async fn step(
     sb: &Sandbox,
+    dir: &Path,
     step: &Step,
     limits: &Limits,
 ) -> (marionette::Result<Value>, Vec<(String, String)>) {
@@ -359,6 +371,14 @@ async fn step(
                     arguments: call.arguments,
                 };
                 sb.call_tool(&step.script, registry, &call, options).await
+            }
+            "load" => {
+                let file = step.file.as_deref().expect("a load step names its file");
+                let source = std::fs::read_to_string(dir.join(file))
+                    .unwrap_or_else(|e| panic!("script {file}: {e}"));
+                sb.load_with(&step.script, source, options)
+                    .await
+                    .map(|_| Value::Null)
             }
             other => panic!("unknown step kind {other:?}"),
         }
@@ -418,7 +438,7 @@ async fn run_case(path: &Path) -> Result<(), String> {
     }
     for (i, (s, expect)) in case.steps.iter().zip(&case.expect).enumerate() {
         calls.lock().unwrap().clear();
-        let (result, console) = step(&sb, s, &case.limits).await;
+        let (result, console) = step(&sb, dir, s, &case.limits).await;
         let at = |what: String| format!("step {i}: {what}");
         match (&expect.result, &expect.error, &result) {
             (Some(want), None, Ok(got)) if want == got => {}
@@ -436,6 +456,23 @@ async fn run_case(path: &Path) -> Result<(), String> {
                     && !got.to_string().contains(part.as_str())
                 {
                     return Err(at(format!("expected {part:?} in {got}")));
+                }
+                if want.file.is_some() || want.line.is_some() {
+                    let Error::Script { error, .. } = got else {
+                        return Err(at(format!("expected a located script error, got {got}")));
+                    };
+                    if want.file.is_some() && want.file != error.file {
+                        return Err(at(format!(
+                            "expected file {:?}, got {:?}",
+                            want.file, error.file
+                        )));
+                    }
+                    if want.line.is_some() && want.line != error.line {
+                        return Err(at(format!(
+                            "expected line {:?}, got {:?}",
+                            want.line, error.line
+                        )));
+                    }
                 }
             }
             (None, Some(want), Ok(got)) => {
