@@ -61,7 +61,7 @@ PYTHON ?= python3
 PY_VENV = target/python-venv
 GUEST_WASM = target/guest/wasm32-wasip2/release/marionette_guest.wasm
 
-python-component: build
+python-component: guest
 	cp $(GUEST_WASM) host-python/src/marionette/marionette_guest.wasm
 
 $(PY_VENV)/bin/python:
