@@ -121,7 +121,14 @@
         for (let i = 0; i < handlers.length; i++) deliver(handlers[i][0], handlers[i][1], event);
       }
 
-      const outer = state.scope;
+      // The scope a run belongs to is ambient (QuickJS has no async
+      // context): code that resumed after another run's events may still
+      // hold that run's scope, cancelled since. A new run does not inherit a
+      // cancelled scope; it belongs to its task (cancelling a run and then
+      // starting the next one is ordinary code).
+      // FIXME(issue 9): a nested run started by a cancelled tool escapes that
+      // cancellation (the task's own cancel, timeout and caps still apply).
+      const outer = canceledIn(state.scope) === null ? state.scope : null;
       const loop = {
         sessionId,
         parts: config,
