@@ -63,6 +63,77 @@ fn run_prints_the_result_as_the_last_line_and_console_on_stderr() {
     );
 }
 
+/// Console lines of a session's JavaScript parts (an engine function, a tool
+/// handler) reach stderr, and `--events` as console events, in the order
+/// they happened among the session's events.
+#[test]
+fn console_of_a_sessions_javascript_parts_reaches_stderr_and_events() {
+    let source = r#"import { createSession, engines, tools, turns } from "marionette";
+const calculator = tools.createRegistry().register({
+  name: "add",
+  parameters: { type: "object", properties: { a: { type: "number" } } },
+  handler: ({ a }) => { console.log("tool handler saw", a); return a + 1; },
+});
+const model = engines.fromFunction((turn) => {
+  const used = turn.blocks.some((b) => b.kind === "tool_use");
+  console.warn("engine ran, tool used:", used);
+  turn.blocks.push(used ? turns.newAssistantBlock("done") : turns.newToolCallBlock("c1", "add", { a: 1 }));
+  return turn;
+});
+export default async function main() {
+  const out = await createSession({ engine: model, tools: calculator })
+    .run(turns.newTurn({ blocks: [turns.newUserBlock("hi")] }));
+  return out.blocks.at(-1).payload.text;
+}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let name = script(dir.path(), "parts.js", source);
+    let out = marionette(&["run", &name], dir.path());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "stderr: {err}");
+    assert_eq!(result(&out), json!("done"));
+    for line in [
+        "warn: engine ran, tool used: false",
+        "tool handler saw 1",
+        "warn: engine ran, tool used: true",
+    ] {
+        assert!(err.contains(line), "{line:?} not on stderr: {err}");
+    }
+
+    let out = marionette(&["run", &name, "--events"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let events: Vec<Value> = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e.get("type").is_some())
+        .collect();
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| match e["type"].as_str().unwrap() {
+            "console" => format!("console {}", e["message"].as_str().unwrap()),
+            other => other.to_string(),
+        })
+        .collect();
+    let at = |what: &str| {
+        kinds
+            .iter()
+            .position(|k| k == what)
+            .unwrap_or_else(|| panic!("no {what:?} in {kinds:?}"))
+    };
+    assert!(
+        at("console tool handler saw 1") > at("tool-call"),
+        "{kinds:?}"
+    );
+    assert!(
+        at("console tool handler saw 1") < at("tool-result"),
+        "{kinds:?}"
+    );
+    assert!(
+        at("console engine ran, tool used: false") < at("tool-call"),
+        "{kinds:?}"
+    );
+}
+
 #[test]
 fn the_agent_example_runs_on_the_built_in_default_engine() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
