@@ -9,6 +9,8 @@ CARGO ?= cargo
 SCRIPT ?= examples/agent.js
 INPUT ?= {}
 GUEST_FLAGS = --release -p marionette-guest --target wasm32-wasip2 --target-dir target/guest
+# The component those flags build (host/build.rs builds the same file).
+GUEST_WASM = target/guest/wasm32-wasip2/release/marionette_guest.wasm
 
 .PHONY: all bootstrap build run test layering lint fmt bench soak fuzz clean guest node-guest test-node python-component python-venv python-wheel test-python lint-python
 
@@ -59,7 +61,6 @@ fmt:
 ## folder, ruff, then pytest. Run again, it only reinstalls the package.
 PYTHON ?= python3
 PY_VENV = target/python-venv
-GUEST_WASM = target/guest/wasm32-wasip2/release/marionette_guest.wasm
 
 python-component: guest
 	cp $(GUEST_WASM) host-python/src/marionette/marionette_guest.wasm
@@ -103,7 +104,6 @@ clean:
 ## The Node package (host-node/): the guest transpiled by jco into it, its
 ## dependencies, and its checks and tests. `npm install ./host-node` works
 ## once `make node-guest` has run.
-GUEST_WASM = target/guest/wasm32-wasip2/release/marionette_guest.wasm
 NODE_TEST_DIR = target/node-test
 
 host-node/node_modules/.installed: host-node/package.json host-node/package-lock.json
