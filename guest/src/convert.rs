@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::marionette::runtime::types::{
-    Block, BlockKind, ExportInfo, ExportKind, HostInference, HostMiddlewareCall, HostOp,
-    HostToolCall, Outcome, ScriptError, Target, ToolCall, ToolChoice, ToolDefinition, Turn, Value,
+    Block, BlockKind, ExportInfo, ExportKind, Hook, HostHookCall, HostInference,
+    HostMiddlewareCall, HostOp, HostToolCall, Outcome, ScriptError, Target, ToolCall, ToolChoice,
+    ToolDefinition, Turn, Value,
 };
 
 /// A `TypeError` with no location: the error is in data, not in a script.
@@ -254,6 +255,13 @@ pub fn host_op_from_json(text: &str) -> Result<HostOp, ScriptError> {
             call: Call,
             #[serde(default)]
             context: Json,
+            #[serde(default)]
+            provider: Option<String>,
+        },
+        Hook {
+            provider: String,
+            hook: String,
+            payload: Json,
         },
         Middleware {
             name: String,
@@ -287,13 +295,36 @@ pub fn host_op_from_json(text: &str) -> Result<HostOp, ScriptError> {
                 }
             },
         })),
-        Ok(Op::CallTool { call, context }) => Ok(HostOp::CallTool(HostToolCall {
+        Ok(Op::CallTool {
+            call,
+            context,
+            provider,
+        }) => Ok(HostOp::CallTool(HostToolCall {
             call: ToolCall {
                 id: call.id,
                 name: call.name,
                 arguments: call.arguments.to_string(),
             },
             context: object_text(context),
+            provider,
+        })),
+        Ok(Op::Hook {
+            provider,
+            hook,
+            payload,
+        }) => Ok(HostOp::Hook(HostHookCall {
+            provider,
+            hook: match hook.as_str() {
+                "beforeToolCall" => Hook::BeforeToolCall,
+                "afterToolCall" => Hook::AfterToolCall,
+                "onToolError" => Hook::OnToolError,
+                other => {
+                    return Err(type_error(format!(
+                        "malformed host operation: hook {other:?} (expected beforeToolCall, afterToolCall or onToolError)"
+                    )));
+                }
+            },
+            payload: object_text(payload),
         })),
         Ok(Op::Middleware {
             name,

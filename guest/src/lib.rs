@@ -19,7 +19,7 @@ wit_bindgen::generate!({
     path: "../wit",
 });
 
-use exports::marionette::runtime::{hooks, inference, middleware, script, tasks, tools};
+use exports::marionette::runtime::{hooks, inference, middleware, script, sessions, tasks, tools};
 use marionette::runtime::types::{
     Effect, ExportInfo, Hook, Outcome, ScriptError, Target, ToolCall, ToolDefinition, Turn,
 };
@@ -124,6 +124,15 @@ impl hooks::Guest for Component {
         };
         let target = convert::target_to_json(&hooks);
         vm::start(task, "hook", (task as f64, target, name, payload))
+    }
+}
+
+impl sessions::Guest for Component {
+    fn run(task: u64, spec: String, input: Turn) -> Vec<Effect> {
+        match convert::turn_to_json(&input) {
+            Ok(turn) => vm::start(task, "session", (task as f64, spec, turn)),
+            Err(e) => vm::fail(task, e),
+        }
     }
 }
 

@@ -42,6 +42,35 @@
     return kind === "tool-hooks" ? asHooks(v, "export " + describe(target.name)) : brandOf(v);
   }
 
+  // A list of a session spec (missing: empty).
+  function specList(v, name) {
+    if (v === undefined || v === null) return [];
+    if (!arrayIsArray(v)) throw new TypeErrorCtor("sessions.run: " + name + " must be an array");
+    return v;
+  }
+
+  // A part of a session spec: a script's object of `kind` (`{target}`), or
+  // the host's (`{host: NAME}`), which the loop asks the host to run.
+  function specPart(p, kind, where) {
+    if (!isPlainObject(p)) throw new TypeErrorCtor(where + ": expected {target} or {host}, got " + describe(p));
+    if (p.target !== undefined) return resolve(jsonStringify(p.target), kind);
+    if (typeof p.host !== "string") throw new TypeErrorCtor(where + ": expected {target} or {host: name}, got " + describe(p));
+    const name = typeof p.name === "string" ? p.name : p.host;
+    if (kind === "engine") return { kind, name, host: p.host };
+    if (kind === "middleware") return { kind, name, host: { name: p.host, options: {} } };
+    if (kind === "tool-hooks") return { kind, host: p.host, failOpen: p.failOpen === true };
+    const defs = [];
+    for (const t of specList(p.tools, "the tools of " + where)) {
+      if (!isPlainObject(t) || typeof t.name !== "string") throw new TypeErrorCtor(where + ": a tool definition needs a name, got " + describe(t));
+      defs[defs.length] = {
+        name: t.name,
+        description: typeof t.description === "string" ? t.description : "",
+        parameters: isPlainObject(t.parameters) ? copy(t.parameters) : {},
+      };
+    }
+    return { kind, tools: new MapCtor(), hostTools: null, provider: p.host, providerTools: defs, label: "host tool set " + describe(name) };
+  }
+
   const dispatch = freeze({
     errorInfo: (e) => jsonStringify(errorInfo(e)),
     begin,
@@ -138,6 +167,44 @@
         const f = h.hooks[hook];
         if (typeof f !== "function") return null;
         return apply(f, h.hooks, [jsonParse(payload)]);
+      });
+    },
+    // A session the host started (`sessions.run`) from parts of its own
+    // and of scripts: the loop once, on `input`.
+    session(task, specText, input) {
+      start(task, "json", () => {
+        const spec = jsonParse(specText);
+        if (!isPlainObject(spec)) throw new TypeErrorCtor("sessions.run: the spec must be a JSON object");
+        const sessionId = typeof spec.sessionId === "string" && spec.sessionId !== "" ? spec.sessionId : uuid();
+        const parts = {
+          engine: specPart(spec.engine, "engine", "sessions.run: engine"),
+          middlewares: specList(spec.middlewares, "middlewares").map((p, i) => specPart(p, "middleware", "sessions.run: middlewares[" + i + "]")),
+          registries: specList(spec.tools, "tools").map((p, i) => specPart(p, "tool-registry", "sessions.run: tools[" + i + "]")),
+          hooks: spec.hooks === undefined || spec.hooks === null ? undefined : specPart(spec.hooks, "tool-hooks", "sessions.run: hooks"),
+        };
+        const settings = loopSettings(parseLoop(spec.settings === undefined || spec.settings === null ? {} : spec.settings, "sessions.run: settings").settings);
+        const table = toolTable(parts.registries);
+        const timeoutMs = spec.timeoutMs;
+        if (timeoutMs !== undefined && timeoutMs !== null && !(typeof timeoutMs === "number" && timeoutMs > 0)) {
+          throw new TypeErrorCtor("sessions.run: timeoutMs must be a positive number, got " + describe(timeoutMs));
+        }
+        if (spec.tags !== undefined && spec.tags !== null && !isPlainObject(spec.tags)) throw new TypeErrorCtor("sessions.run: tags must be an object");
+        const run = {
+          sessionId,
+          parts,
+          settings,
+          tools: table,
+          offered: offeredTools(table, settings),
+          tags: isPlainObject(spec.tags) ? copy(spec.tags) : {},
+          deadlineMs: typeof timeoutMs === "number" ? dateNow() + timeoutMs : undefined,
+          scope: newScope(null),
+          emitter: makeEmitter(sessionId, task, () => {}),
+        };
+        return then(runLoop(run, jsonParse(input)), (turn) => ({ turn }), (e) => {
+          const failure = call(weakGet, loopFailures, e);
+          if (failure === undefined) throw e;
+          return { error: failure, turn: e.turn };
+        });
       });
     },
     resume(op, ok, value) {

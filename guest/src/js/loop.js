@@ -261,10 +261,17 @@
   // nothing; a failing hook under failOpen decides nothing.
   function callHook(run, name, payload) {
     const hooks = run.parts.hooks;
-    const f = hooks === undefined ? undefined : hooks.hooks[name];
-    if (typeof f !== "function") return promiseResolve({ value: defaultDecision[name] });
+    let work;
+    if (hooks !== undefined && hooks.host !== undefined) {
+      // The host's hooks (a session the host started): it decides.
+      work = inScope(run.scope, () => hostPromise({ op: "hook", provider: hooks.host, hook: name, payload: copy(payload) }));
+    } else {
+      const f = hooks === undefined ? undefined : hooks.hooks[name];
+      if (typeof f !== "function") return promiseResolve({ value: defaultDecision[name] });
+      work = callIn(run.scope, f, hooks.hooks, [copy(payload)]);
+    }
     const failed = (text) => (hooks.failOpen ? { value: defaultDecision[name] } : { error: "the " + name + " hook failed: " + text });
-    return then(callIn(run.scope, f, hooks.hooks, [copy(payload)]), (v) => {
+    return then(work, (v) => {
       const d = readDecision[name](v);
       return d.error !== undefined ? failed(d.error) : d;
     }, (e) => failed(errorText(e)));
@@ -278,26 +285,43 @@
 
   // ---------------------------------------------------------------- tools
 
-  // The tools of a run, by name: `{definition, registry, js}` (a JS tool of
-  // the registry, or a host tool it uses). A name in two registries throws.
+  // The tools of a run, by name: `{definition, registry, js, provider}` (a
+  // JS tool of the registry, a host tool it uses, or a tool of a host tool
+  // set `provider` of a session the host started). A name in two
+  // registries throws.
   function toolTable(registries) {
     const table = new MapCtor();
     const where = new MapCtor();
-    const add = (registry, definition, js, label) => {
+    const add = (registry, definition, js, label, provider) => {
       if (mhas(table, definition.name)) {
         const first = mget(where, definition.name);
         throw new TypeErrorCtor("tool " + jsonStringify(definition.name) + (first === label ? " is defined twice in " + label : " is defined in both " + first + " and " + label));
       }
-      mset(table, definition.name, { definition, registry, js });
+      mset(table, definition.name, { definition, registry, js, provider });
       mset(where, definition.name, label);
     };
     for (let i = 0; i < registries.length; i++) {
       const r = registries[i];
+      if (r.provider !== undefined) {
+        for (const d of r.providerTools) add(r, d, undefined, r.label, r.provider);
+        continue;
+      }
       const label = "registry " + (i + 1);
       for (const t of r.tools.values()) add(r, { name: t.name, description: t.description, parameters: t.parameters }, t, label);
       for (const h of hostToolsOf(r)) add(r, h, undefined, "the host tools of registry " + (i + 1));
     }
     return table;
+  }
+
+  // The definitions a run offers the model: its tools, as allowedTools
+  // filters them.
+  function offeredTools(table, settings) {
+    const offered = [];
+    for (const entry of table.values()) {
+      if (settings.allowedTools !== undefined && call(arrayIndexOf, settings.allowedTools, entry.definition.name) < 0) continue;
+      offered[offered.length] = copy(entry.definition);
+    }
+    return offered;
   }
 
   // The tool_call blocks without a tool_use block of the same payload id, in
@@ -371,7 +395,7 @@
     if (entry.js !== undefined) {
       work = callIn(scope, entry.js.handler, undefined, [copy(c.args), ctx]);
     } else {
-      work = inScope(scope, () => hostPromise({ op: "call-tool", call: { id: c.id, name: c.name, arguments: c.args }, context: ctx }));
+      work = inScope(scope, () => hostPromise({ op: "call-tool", call: { id: c.id, name: c.name, arguments: c.args }, context: ctx, provider: entry.provider }));
     }
     return new PromiseCtor((resolve) => {
       let over = false;
@@ -473,7 +497,7 @@
       }
     }
     const entry = mget(run.tools, c.name);
-    if (entry.js !== undefined) {
+    if (entry.js !== undefined || entry.provider !== undefined) {
       const schema = entry.definition.parameters;
       if (isPlainObject(schema) && objectKeys(schema).length > 0) {
         const invalid = native.validate(jsonStringify(schema), jsonStringify(c.args === undefined ? {} : c.args));
@@ -560,9 +584,14 @@
 
   // ---------------------------------------------------------------- the loop
 
-  function runFailure(run, message, turn) {
+  // The failures of the loop itself (not an engine's or middleware's error),
+  // by error: what a host that started the session reads as typed fields.
+  const loopFailures = new WeakMapCtor();
+
+  function runFailure(run, message, turn, detail) {
     const e = new ErrorCtor("session " + run.sessionId + ": run: " + message);
     if (turn !== undefined) e.turn = copy(turn);
+    if (detail !== undefined) call(weakSet, loopFailures, e, detail);
     return e;
   }
 
@@ -594,12 +623,14 @@
       const calls = pendingCalls(turn);
       if (calls.length === 0) return turn;
       if (iteration === s.maxIterations) {
-        throw runFailure(run, "max iterations (" + s.maxIterations + ") reached with tool calls still pending", turn);
+        throw runFailure(run, "max iterations (" + s.maxIterations + ") reached with tool calls still pending", turn, { kind: "max-iterations", max: s.maxIterations });
       }
       const aborted = await step(run, turn, calls, inferenceId);
       if (aborted !== null) {
         const by = aborted.abort === "hook" ? "the onToolError hook aborted the run" : "toolErrorHandling is abort";
-        throw runFailure(run, "tool " + jsonStringify(aborted.tool) + " (call " + aborted.id + ") failed and " + by + ": " + aborted.error, turn);
+        throw runFailure(run, "tool " + jsonStringify(aborted.tool) + " (call " + aborted.id + ") failed and " + by + ": " + aborted.error, turn, {
+          kind: "tool-aborted", tool: aborted.tool, callId: aborted.id, error: aborted.error, by: aborted.abort,
+        });
       }
     }
     throw runFailure(run, "the loop ended without a turn");

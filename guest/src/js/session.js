@@ -92,11 +92,7 @@
       const table = toolTable(config.registries);
       if (seed !== undefined && seed !== null) history[history.length] = normalizeTurn(copy(seed));
       if (history.length === 0) throw new TypeErrorCtor("nothing to run: pass a seed turn, or append() one first");
-      const offered = [];
-      for (const entry of table.values()) {
-        if (settings.allowedTools !== undefined && call(arrayIndexOf, settings.allowedTools, entry.definition.name) < 0) continue;
-        offered[offered.length] = copy(entry.definition);
-      }
+      const offered = offeredTools(table, settings);
       const events = [];
       const handlers = [];
       let settled = false;

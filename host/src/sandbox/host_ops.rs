@@ -8,14 +8,15 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
 
+use super::provided::{Part, Provided, Raised};
 use super::services::HostServices;
 use super::{WeakSandbox, check_nesting, check_turn_nesting, convert};
 use crate::bindings::marionette::runtime::types as wit;
 use crate::error::{Error, Op, ProviderErrorKind};
 use crate::model::{ToolCall, Turn};
 use crate::session::{
-    EventEmitter, EventSink, InferenceContext, MiddlewareContext, Next, ToolChoice, ToolContext,
-    ToolSet,
+    AfterDecision, BeforeDecision, Engine, ErrorDecision, EventEmitter, EventSink, HookPayload,
+    InferenceContext, Middleware, MiddlewareContext, Next, ToolChoice, ToolContext, ToolSet,
 };
 
 /// How a host failure reaches the script awaiting it: an `Error` with the
@@ -35,6 +36,9 @@ pub(crate) fn error_for_script(e: &Error) -> wit::ScriptError {
             },
             e.to_string(),
         ),
+        // The cause alone: the `op` label names a Rust operation, which
+        // means nothing to a script or a model.
+        Error::Host { source, .. } => convert::host_error("Error", format!("{source:#}")),
         _ => convert::host_error("Error", e.to_string()),
     }
 }
@@ -98,13 +102,24 @@ fn field<T: DeserializeOwned + Default>(
 /// guest as progress of the op.
 pub(crate) async fn infer(
     services: Arc<HostServices>,
+    provided: Arc<Provided>,
     request: wit::HostInference,
     events: EventSink,
 ) -> wit::Outcome {
-    let engine = services
-        .engines
-        .get(request.engine.as_deref())
-        .map_err(|e| error_for_script(&e))?;
+    let (engine, raised): (Arc<dyn Engine>, _) =
+        match request.engine.as_deref().and_then(|n| provided.get(n)) {
+            Some(entry) => match entry.part {
+                Part::Engine(engine) => (engine, Some(entry.raised)),
+                _ => return Err(type_error("a session's part is not an engine")),
+            },
+            None => (
+                services
+                    .engines
+                    .get(request.engine.as_deref())
+                    .map_err(|e| error_for_script(&e))?,
+                None,
+            ),
+        };
     let turn = convert::turn_from_wit(request.input).map_err(|e| type_error(format!("{e:#}")))?;
     let spec = ContextSpec::from_json(&request.context)?;
     let tools = convert::tool_definitions(request.tools)
@@ -127,7 +142,7 @@ pub(crate) async fn infer(
     let out = engine
         .infer(turn, ctx)
         .await
-        .map_err(|e| error_for_script(&e))?;
+        .map_err(|e| raise(raised.as_deref(), e))?;
     let op: Op = format!("host engine {}", engine.name()).into();
     check_turn_nesting(&op, &out).map_err(|e| error_for_script(&e))?;
     Ok(wit::Value::Turn(convert::turn_to_wit(&out)))
@@ -137,10 +152,26 @@ pub(crate) async fn infer(
 /// schema here: the guest checks only its own tools.
 pub(crate) async fn call_tool(
     services: Arc<HostServices>,
+    provided: Arc<Provided>,
     request: wit::HostToolCall,
 ) -> wit::Outcome {
     let call = request.call;
-    let tools = services.all_tools().map_err(|e| error_for_script(&e))?;
+    // A session's own tool set, or the sandbox's host tools.
+    let (tools, checked) = match request.provider.as_deref() {
+        Some(name) => match provided.get(name).map(|e| e.part) {
+            Some(Part::Tools(tools)) => (tools, true),
+            Some(_) => return Err(type_error(format!("{name:?} is not a tool set"))),
+            None => {
+                return Err(type_error(format!(
+                    "no tool set {name:?}: its session run is over"
+                )));
+            }
+        },
+        None => (
+            services.all_tools().map_err(|e| error_for_script(&e))?,
+            false,
+        ),
+    };
     let arguments: Json = serde_json::from_str(&call.arguments).map_err(|e| {
         type_error(format!(
             "the arguments of tool {:?} are not valid JSON: {e}",
@@ -150,13 +181,17 @@ pub(crate) async fn call_tool(
     let definition = tools
         .get(&call.name)
         .ok_or_else(|| type_error(format!("the host provides no tool named {:?}", call.name)))?;
-    let validator = crate::schema::compile(&definition.parameters).map_err(type_error)?;
-    crate::schema::check(&validator, &arguments).map_err(|problem| {
-        type_error(format!(
-            "invalid arguments for tool {:?}: {problem}",
-            call.name
-        ))
-    })?;
+    // The session loop checked the arguments of its own tools already
+    // (through `validate-arguments`); a script's direct call was not.
+    if !checked {
+        let validator = crate::schema::compile(&definition.parameters).map_err(type_error)?;
+        crate::schema::check(&validator, &arguments).map_err(|problem| {
+            type_error(format!(
+                "invalid arguments for tool {:?}: {problem}",
+                call.name
+            ))
+        })?;
+    }
     let spec = ToolContextSpec::from_json(&request.context)?;
     let ctx = ToolContext {
         tool_name: call.name.clone(),
@@ -219,6 +254,7 @@ impl ToolContextSpec {
 /// the op is pending; its console lines go where those of `events` go.
 pub(crate) async fn middleware(
     services: Arc<HostServices>,
+    provided: Arc<Provided>,
     sandbox: WeakSandbox,
     request: wit::HostMiddlewareCall,
     op: u64,
@@ -230,14 +266,29 @@ pub(crate) async fn middleware(
             request.name
         ))
     })?;
-    let middleware = services
-        .middlewares
-        .create(&request.name, &options)
-        .map_err(|e| error_for_script(&e))?;
+    let (middleware, raised): (Arc<dyn Middleware>, _) = match provided.get(&request.name) {
+        Some(entry) => match entry.part {
+            Part::Middleware(m) => (m, Some(entry.raised)),
+            _ => return Err(type_error("a session's part is not a middleware")),
+        },
+        None => (
+            services
+                .middlewares
+                .create(&request.name, &options)
+                .map_err(|e| error_for_script(&e))?,
+            None,
+        ),
+    };
     let turn = convert::turn_from_wit(request.input).map_err(|e| type_error(format!("{e:#}")))?;
     let spec = ContextSpec::from_json(&request.context)?;
     let ctx = MiddlewareContext {
-        middleware_name: request.name.clone(),
+        // A session's own middleware is known by its name, not by the name
+        // it was registered under for the run.
+        middleware_name: if raised.is_some() {
+            middleware.name().to_string()
+        } else {
+            request.name.clone()
+        },
         session_id: spec.session_id,
         inference_id: spec.inference_id,
         turn_id: spec.turn_id,
@@ -258,8 +309,57 @@ pub(crate) async fn middleware(
     let out = middleware
         .handle(turn, ctx, next)
         .await
-        .map_err(|e| error_for_script(&e))?;
+        .map_err(|e| raise(raised.as_deref(), e))?;
     let op: Op = format!("host middleware {}", middleware.name()).into();
     check_turn_nesting(&op, &out).map_err(|e| error_for_script(&e))?;
     Ok(wit::Value::Turn(convert::turn_to_wit(&out)))
+}
+
+/// A tool hook of a session the host started (`hook`): the hooks' decision
+/// as the JSON a JavaScript hook would return. A failing hook is the op's
+/// error; the guest's loop applies fail-closed or fail-open.
+pub(crate) async fn hook(provided: Arc<Provided>, request: wit::HostHookCall) -> wit::Outcome {
+    let hooks = match provided.get(&request.provider).map(|e| e.part) {
+        Some(Part::Hooks(hooks)) => hooks,
+        Some(_) => {
+            return Err(type_error(format!(
+                "{:?} is not a set of hooks",
+                request.provider
+            )));
+        }
+        None => {
+            return Err(type_error(format!(
+                "no hooks {:?}: their session run is over",
+                request.provider
+            )));
+        }
+    };
+    let payload: HookPayload = serde_json::from_str(&request.payload)
+        .map_err(|e| type_error(format!("malformed hook payload: {e}")))?;
+    let decision = match request.hook {
+        wit::Hook::BeforeToolCall => hooks
+            .before_tool_call(payload)
+            .await
+            .map(|d: BeforeDecision| d.to_json()),
+        wit::Hook::AfterToolCall => hooks
+            .after_tool_call(payload)
+            .await
+            .map(|d: AfterDecision| d.to_json()),
+        wit::Hook::OnToolError => hooks
+            .on_tool_error(payload)
+            .await
+            .map(|d: ErrorDecision| d.to_json()),
+    }
+    .map_err(|e| error_for_script(&e))?;
+    Ok(wit::Value::Json(decision.to_string()))
+}
+
+/// The script's view of a Rust part's error, remembered for the run so that
+/// the run, failing with it, returns the Rust error itself.
+fn raise(raised: Option<&Raised>, error: Error) -> wit::ScriptError {
+    let seen = error_for_script(&error);
+    if let Some(raised) = raised {
+        raised.record(&seen, error);
+    }
+    seen
 }

@@ -24,6 +24,7 @@ mod convert;
 mod host_ops;
 mod owner;
 mod parts;
+mod provided;
 mod runtime;
 mod services;
 
@@ -35,6 +36,7 @@ use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
 pub use owner::{BoxFuture, EventSink, NextFn};
+pub(crate) use provided::{Part, Registration};
 pub(crate) use runtime::GUEST_WASM;
 pub use runtime::{Runtime, RuntimeOptions};
 pub use services::HostServices;
@@ -138,6 +140,7 @@ pub struct Sandbox {
     runner: Runner<Owner>,
     interrupts: Arc<Interrupts>,
     next_task: Arc<AtomicU64>,
+    provided: Arc<provided::Provided>,
 }
 
 /// A [`Sandbox`] that does not keep it alive: what a session a script
@@ -147,6 +150,7 @@ pub(crate) struct WeakSandbox {
     runner: WeakRunner<Owner>,
     interrupts: Arc<Interrupts>,
     next_task: Arc<AtomicU64>,
+    provided: Arc<provided::Provided>,
 }
 
 impl WeakSandbox {
@@ -155,6 +159,7 @@ impl WeakSandbox {
             runner: self.runner.upgrade()?,
             interrupts: self.interrupts.clone(),
             next_task: self.next_task.clone(),
+            provided: self.provided.clone(),
         })
     }
 }
@@ -217,18 +222,21 @@ impl Sandbox {
         })?;
         let interrupts = Arc::new(Interrupts::default());
         let next_task = Arc::new(AtomicU64::new(1));
+        let provided = Arc::new(provided::Provided::default());
         let options = RunnerOptions {
             name: "marionette-sandbox".into(),
             queue_capacity: policy.queue_capacity,
             default_timeout: None,
         };
         let runner = {
-            let (interrupts, next_task) = (interrupts.clone(), next_task.clone());
+            let (interrupts, next_task, provided) =
+                (interrupts.clone(), next_task.clone(), provided.clone());
             Runner::spawn(options, move || {
                 Owner::new(
                     runtime,
                     policy,
                     Arc::new(services),
+                    provided,
                     interrupts,
                     next_task,
                     tokio,
@@ -239,6 +247,7 @@ impl Sandbox {
             runner: runner.downgrade(),
             interrupts: interrupts.clone(),
             next_task: next_task.clone(),
+            provided: provided.clone(),
         };
         runner
             .call("boot", move |owner: &mut Owner| {
@@ -251,6 +260,7 @@ impl Sandbox {
             runner,
             interrupts,
             next_task,
+            provided,
         })
     }
 
@@ -527,6 +537,47 @@ impl Sandbox {
             )
             .await?;
         turn_value(op_label, value)
+    }
+
+    /// Runs the guest's session loop once (`sessions.run`) on `turn`, with
+    /// the parts `spec` names (those of the host registered in
+    /// `registration`); the run's events and console lines go to `events`.
+    /// The task's value: `{turn}`, or `{error, turn}` for a failure of the
+    /// loop itself.
+    pub(crate) async fn run_session(
+        &self,
+        op: Op,
+        spec: String,
+        turn: &Turn,
+        events: EventSink,
+        timeout: Option<Duration>,
+        cancel: CancellationToken,
+    ) -> Result<Json> {
+        check_turn_nesting(&op, turn)?;
+        let t = convert::turn_to_wit(turn);
+        let options = TaskOptions {
+            events: Some(events),
+            timeout,
+            cancel: Some(cancel),
+        };
+        let value = self
+            .task(
+                op.clone(),
+                options,
+                TaskKind::Plain,
+                None,
+                Box::new(move |store, b, id| {
+                    b.marionette_runtime_sessions()
+                        .call_run(store, id, &spec, &t)
+                }),
+            )
+            .await?;
+        json_value(op, value)
+    }
+
+    /// Registers the host's parts of one session run (see `provided`).
+    pub(crate) fn provide(&self) -> provided::Registration {
+        self.provided.register()
     }
 
     /// The engine exported as `engine` by script `name`, as a session part:

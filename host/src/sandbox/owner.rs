@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use wasmtime::Store;
@@ -23,6 +24,7 @@ use wasmtime::Store;
 use super::WeakSandbox;
 use super::convert;
 use super::host_ops::{self, error_for_script};
+use super::provided::Provided;
 use super::runtime::{EntryState, HostState, Runtime, deadline_ticks};
 use super::services::HostServices;
 use crate::bindings::Marionette;
@@ -129,6 +131,8 @@ pub(crate) struct Owner {
     runtime: Arc<Runtime>,
     policy: Policy,
     services: Arc<HostServices>,
+    /// The parts of the sessions the host started, while they run.
+    provided: Arc<Provided>,
     interrupts: Arc<Interrupts>,
     next_task: Arc<AtomicU64>,
     tokio: tokio::runtime::Handle,
@@ -160,6 +164,7 @@ impl Owner {
         runtime: Arc<Runtime>,
         policy: Policy,
         services: Arc<HostServices>,
+        provided: Arc<Provided>,
         interrupts: Arc<Interrupts>,
         next_task: Arc<AtomicU64>,
         tokio: tokio::runtime::Handle,
@@ -168,6 +173,7 @@ impl Owner {
             runtime,
             policy,
             services,
+            provided,
             interrupts,
             next_task,
             tokio,
@@ -448,7 +454,11 @@ impl Owner {
                 let Some(sandbox) = self.sandbox.clone() else {
                     return;
                 };
-                let (services, generation) = (self.services.clone(), self.generation);
+                let (services, provided, generation) = (
+                    self.services.clone(),
+                    self.provided.clone(),
+                    self.generation,
+                );
                 Box::pin(async move {
                     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
                     let notifier = sandbox.runner.clone();
@@ -467,7 +477,7 @@ impl Owner {
                             }
                         }
                     };
-                    let run = host_ops::infer(services, request, events);
+                    let run = host_ops::infer(services, provided, request, events);
                     tokio::pin!(run);
                     loop {
                         tokio::select! {
@@ -493,9 +503,12 @@ impl Owner {
                     }
                 })
             }
-            wit::HostOp::CallTool(call) => {
-                Box::pin(host_ops::call_tool(self.services.clone(), call))
-            }
+            wit::HostOp::CallTool(call) => Box::pin(host_ops::call_tool(
+                self.services.clone(),
+                self.provided.clone(),
+                call,
+            )),
+            wit::HostOp::Hook(call) => Box::pin(host_ops::hook(self.provided.clone(), call)),
             wit::HostOp::Middleware(call) => {
                 let Some(sandbox) = self.sandbox.clone() else {
                     return;
@@ -505,6 +518,7 @@ impl Owner {
                 let events = self.tasks.get(&task).and_then(|t| t.events.clone());
                 Box::pin(host_ops::middleware(
                     self.services.clone(),
+                    self.provided.clone(),
                     sandbox,
                     call,
                     op,
@@ -517,7 +531,23 @@ impl Owner {
         };
         let generation = self.generation;
         let handle = self.tokio.spawn(async move {
-            let outcome = work.await;
+            // A host part that panics fails the operation (the script sees
+            // an error) instead of leaving the guest waiting for ever.
+            let outcome = match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a non-string panic".into());
+                    tracing::error!(op, %message, "a host operation panicked");
+                    Err(convert::host_error(
+                        "Error",
+                        format!("the host operation panicked: {message}"),
+                    ))
+                }
+            };
             let Some(runner) = weak.upgrade() else {
                 return; // the sandbox is gone
             };

@@ -12,9 +12,8 @@ use super::new_id;
 use super::run::LoopParts;
 use super::settings::ToolLoopSettings;
 use super::tools::{ToolSet, Tools};
-use super::validate::Schemas;
 use crate::error::{Error, Result};
-use crate::model::ToolDefinition;
+use crate::sandbox::Sandbox;
 
 /// Builds a [`Session`]. Rust and JavaScript parts mix freely: each is a
 /// trait object.
@@ -40,6 +39,7 @@ pub struct SessionBuilder {
     settings: ToolLoopSettings,
     hooks: Option<Arc<dyn ToolHooks>>,
     sinks: Vec<EventSink>,
+    sandbox: Option<Sandbox>,
 }
 
 impl std::fmt::Debug for SessionBuilder {
@@ -68,6 +68,7 @@ impl std::fmt::Debug for SessionBuilder {
             )
             .field("settings", &self.settings)
             .field("hooks", &self.hooks.is_some())
+            .field("sandbox", &self.sandbox.is_some())
             .finish()
     }
 }
@@ -116,6 +117,17 @@ impl SessionBuilder {
         self
     }
 
+    /// Runs the session's loop in `sandbox`'s guest. Without one, the
+    /// session makes a sandbox of its own (default [`Policy`]) on its first
+    /// run. The parts need not come from this sandbox: a JavaScript part of
+    /// another one runs there, called like any Rust part.
+    ///
+    /// [`Policy`]: crate::Policy
+    pub fn sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
     /// The session, with an empty history.
     ///
     /// # Errors
@@ -138,19 +150,12 @@ impl SessionBuilder {
                 tracing::debug!(tool = %name, "allowedTools names a tool no tool set defines");
             }
         }
-        let offered: Arc<[ToolDefinition]> = tools
-            .definitions()
-            .into_iter()
-            .filter(|d| self.settings.allows(&d.name))
-            .collect();
         let parts = LoopParts {
             engine,
             middlewares: self.middlewares.into(),
             tools,
-            offered,
             settings: Arc::new(self.settings),
             hooks: self.hooks,
-            schemas: Arc::new(Schemas::default()),
         };
         Ok(Session {
             inner: Arc::new(Inner {
@@ -158,6 +163,10 @@ impl SessionBuilder {
                 parts,
                 sinks: self.sinks,
                 state: Mutex::new(State::default()),
+                sandbox: match self.sandbox {
+                    Some(sandbox) => tokio::sync::OnceCell::new_with(Some(sandbox)),
+                    None => tokio::sync::OnceCell::new(),
+                },
             }),
         })
     }

@@ -202,6 +202,72 @@ impl ErrorDecision {
         }
     }
 }
+impl BeforeDecision {
+    /// The JSON a JavaScript `beforeToolCall` would return for this
+    /// decision ([`from_json`](Self::from_json) reads it back).
+    pub fn to_json(&self) -> Value {
+        match self {
+            BeforeDecision::Continue => Value::Null,
+            BeforeDecision::Abort { error } => {
+                let mut o = Map::new();
+                o.insert("action".into(), "abort".into());
+                if let Some(error) = error {
+                    o.insert("error".into(), error.clone().into());
+                }
+                Value::Object(o)
+            }
+            BeforeDecision::Change { name, args } => {
+                let mut call = Map::new();
+                if let Some(name) = name {
+                    call.insert("name".into(), name.clone().into());
+                }
+                if let Some(args) = args {
+                    call.insert("args".into(), args.clone());
+                }
+                let mut o = Map::new();
+                o.insert("call".into(), Value::Object(call));
+                Value::Object(o)
+            }
+        }
+    }
+}
+
+impl AfterDecision {
+    /// The JSON a JavaScript `afterToolCall` would return for this decision.
+    pub fn to_json(&self) -> Value {
+        let mut o = Map::new();
+        match self {
+            AfterDecision::Keep => return Value::Null,
+            AfterDecision::Replace(result) => o.insert("result".into(), result.clone()),
+            AfterDecision::Error(error) => o.insert("error".into(), error.clone().into()),
+        };
+        Value::Object(o)
+    }
+}
+
+impl ErrorDecision {
+    /// The JSON a JavaScript `onToolError` would return for this decision.
+    pub fn to_json(&self) -> Value {
+        let mut o = Map::new();
+        match self {
+            ErrorDecision::Default => return Value::Null,
+            ErrorDecision::Retry { backoff_ms } => {
+                o.insert("action".into(), "retry".into());
+                if let Some(ms) = backoff_ms {
+                    o.insert("backoffMs".into(), (*ms).into());
+                }
+            }
+            ErrorDecision::Abort => {
+                o.insert("action".into(), "abort".into());
+            }
+            ErrorDecision::Continue => {
+                o.insert("action".into(), "continue".into());
+            }
+        }
+        Value::Object(o)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +312,49 @@ mod tests {
             ErrorDecision::from_json(&Value::Null).unwrap(),
             ErrorDecision::Default
         );
+    }
+
+    #[test]
+    fn decisions_round_trip_through_their_javascript_form() {
+        let before = [
+            BeforeDecision::Continue,
+            BeforeDecision::Abort { error: None },
+            BeforeDecision::Abort {
+                error: Some("no".into()),
+            },
+            BeforeDecision::Change {
+                name: Some("mul".into()),
+                args: Some(json!({"a": 1})),
+            },
+            BeforeDecision::Change {
+                name: None,
+                args: Some(Value::Null),
+            },
+        ];
+        for d in before {
+            assert_eq!(BeforeDecision::from_json(&d.to_json()).unwrap(), d);
+        }
+        let after = [
+            AfterDecision::Keep,
+            AfterDecision::Replace(json!(3)),
+            AfterDecision::Replace(Value::Null),
+            AfterDecision::Error("bad".into()),
+        ];
+        for d in after {
+            assert_eq!(AfterDecision::from_json(&d.to_json()).unwrap(), d);
+        }
+        let error = [
+            ErrorDecision::Default,
+            ErrorDecision::Retry { backoff_ms: None },
+            ErrorDecision::Retry {
+                backoff_ms: Some(5),
+            },
+            ErrorDecision::Abort,
+            ErrorDecision::Continue,
+        ];
+        for d in error {
+            assert_eq!(ErrorDecision::from_json(&d.to_json()).unwrap(), d);
+        }
     }
 
     #[test]

@@ -10,11 +10,13 @@ use tracing::Instrument;
 
 use super::builder::SessionBuilder;
 use super::control::{RunHandle, Stop};
-use super::events::{EventEmitter, EventSink};
-use super::run::{LoopParts, RunError, RunScope, run_loop};
+use super::events::{EventKind, EventSink, SessionEvent};
+use super::run::{LoopParts, RunError, RunSpec, ended};
 use super::unix_ms;
 use crate::error::{Error, Op, Result};
-use crate::model::Turn;
+use crate::model::{Event, Turn};
+use crate::policy::Policy;
+use crate::sandbox::Sandbox;
 
 /// How one run goes.
 #[derive(Clone, Default)]
@@ -65,6 +67,9 @@ pub(crate) struct Inner {
     pub parts: LoopParts,
     pub sinks: Vec<EventSink>,
     pub state: Mutex<State>,
+    /// The sandbox whose guest runs the loop: the builder's, or one of the
+    /// session's own, made by the first run.
+    pub sandbox: tokio::sync::OnceCell<Sandbox>,
 }
 
 #[derive(Default)]
@@ -172,7 +177,7 @@ impl Session {
         let (sink, events) = tokio::sync::mpsc::unbounded_channel();
         let run = self.begin(seed, options, Some(sink))?;
         let stop = run.stop.clone();
-        let op = run.scope.op.clone();
+        let op = run.op.clone();
         let join = runtime.spawn(run.execute());
         Ok(RunHandle {
             op,
@@ -223,26 +228,35 @@ impl Session {
         let mut sinks = self.inner.sinks.clone();
         sinks.extend(options.events);
         sinks.extend(sink);
-        let scope = RunScope {
-            op,
-            session_id: self.inner.id.clone(),
-            tags: options.tags,
-            deadline_ms: options
-                .timeout
-                .map(|t| unix_ms().saturating_add(t.as_millis() as u64)),
-            events: EventEmitter::new(self.inner.id.clone(), sinks),
-        };
         Ok(Prepared {
             slot: Slot {
                 session: self.clone(),
                 serial,
             },
+            op,
             turn,
-            scope,
+            tags: options.tags,
+            sinks,
             timeout: options.timeout,
             cancel: options.cancel,
             stop,
         })
+    }
+
+    /// The sandbox that runs the loop (made on first use when the builder
+    /// was given none).
+    async fn sandbox(&self, op: &Op) -> Result<&Sandbox> {
+        self.inner
+            .sandbox
+            .get_or_try_init(|| Sandbox::new(Policy::default()))
+            .await
+            .map_err(|e| match e {
+                Error::Host { source, .. } => Error::host(
+                    op.clone(),
+                    source.context("making the sandbox that runs the session's loop"),
+                ),
+                other => other,
+            })
     }
 }
 
@@ -287,8 +301,10 @@ impl Drop for Slot {
 /// A run with its slot claimed, ready to go.
 struct Prepared {
     slot: Slot,
+    op: Op,
     turn: Turn,
-    scope: RunScope,
+    tags: Map<String, Value>,
+    sinks: Vec<EventSink>,
     timeout: Option<Duration>,
     cancel: Option<CancellationToken>,
     stop: Stop,
@@ -298,43 +314,137 @@ impl Prepared {
     async fn execute(self) -> Result<Turn> {
         let Prepared {
             slot,
+            op,
             turn,
-            scope,
+            tags,
+            sinks,
             timeout,
             cancel,
             stop,
         } = self;
-        let parts = &slot.session.inner.parts;
-        let op = scope.op.clone();
-        let span = tracing::debug_span!("session.run", session = %scope.session_id);
-        let work = run_loop(parts, &scope, turn).instrument(span);
-        let expired = async {
-            match timeout {
-                Some(after) => tokio::time::sleep(after).await,
-                None => std::future::pending().await,
+        let session = slot.session.clone();
+        let session = &session;
+        let mut events = Forward::new(session.inner.id.clone(), sinks);
+        let span = tracing::debug_span!("session.run", session = %session.inner.id);
+        let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+        // Cancelling the run's task: the guest stops it, and the run ends
+        // once it has (what the run awaited is dropped by then).
+        let stopping = CancellationToken::new();
+        let work = async {
+            let sandbox = session.sandbox(&op).await?;
+            let mut registration = sandbox.provide();
+            let spec = session.inner.parts.spec(
+                &op,
+                &RunSpec {
+                    session_id: &session.inner.id,
+                    tags: &tags,
+                    timeout_ms: timeout.map(|t| t.as_millis() as u64),
+                },
+                &mut registration,
+            )?;
+            let outcome = sandbox
+                .run_session(op.clone(), spec, &turn, sender, timeout, stopping.clone())
+                .instrument(span)
+                .await;
+            match outcome {
+                Ok(value) => ended(&op, value),
+                // A Rust part's error that went through the script unchanged
+                // comes back as itself.
+                Err(Error::Script { op, error }) => Err(registration
+                    .raised
+                    .take(&error.name, &error.message)
+                    .unwrap_or(Error::Script { op, error })),
+                Err(e) => Err(e),
             }
         };
+        tokio::pin!(work);
         let canceled = async {
             match &cancel {
                 Some(token) => token.cancelled().await,
                 None => std::future::pending().await,
             }
         };
-        let result = tokio::select! {
-            biased;
-            result = work => result,
-            () = stop.token.cancelled() => Err(Error::Canceled { op, reason: stop.reason() }),
-            () = canceled => Err(Error::Canceled { op, reason: Some("canceled by the caller".into()) }),
-            () = expired => Err(Error::Timeout { op, after: timeout.unwrap_or_default() }),
+        tokio::pin!(canceled);
+        // The run's events reach its sinks as they come, and all of them
+        // before its end: the guest sends a task's events before its done.
+        let mut why: Option<Error> = None;
+        let result = loop {
+            tokio::select! {
+                biased;
+                Some(event) = received.recv() => events.send(event),
+                result = &mut work => break result,
+                () = stop.token.cancelled(), if why.is_none() => {
+                    why = Some(Error::Canceled { op: op.clone(), reason: stop.reason() });
+                    stopping.cancel();
+                }
+                () = &mut canceled, if why.is_none() => {
+                    why = Some(Error::Canceled { op: op.clone(), reason: Some("canceled by the caller".into()) });
+                    stopping.cancel();
+                }
+            }
         };
+        let result = match why {
+            Some(error) => Err(error),
+            None => result,
+        };
+        while let Ok(event) = received.try_recv() {
+            events.send(event);
+        }
         match &result {
             Ok(turn) => slot.finish(Some(turn)),
             Err(error) => {
-                tracing::debug!(session = %scope.session_id, %error, "run failed");
-                scope.events.error(error.to_string());
+                tracing::debug!(session = %session.inner.id, %error, "run failed");
+                events.error(error.to_string());
                 slot.finish(None);
             }
         }
         result
+    }
+}
+
+/// Hands the guest's session events of a run to the run's sinks, and
+/// stamps the run's `error` event with the latest inference it saw.
+struct Forward {
+    session_id: String,
+    sinks: Vec<EventSink>,
+    inference_id: String,
+    turn_id: String,
+}
+
+impl Forward {
+    fn new(session_id: String, sinks: Vec<EventSink>) -> Self {
+        Forward {
+            session_id,
+            sinks,
+            inference_id: String::new(),
+            turn_id: String::new(),
+        }
+    }
+
+    fn send(&mut self, event: Event) {
+        let Event::Session(event) = event else {
+            return; // console lines were logged by the sandbox
+        };
+        self.inference_id.clone_from(&event.inference_id);
+        self.turn_id.clone_from(&event.turn_id);
+        self.deliver(event);
+    }
+
+    fn error(&mut self, error: String) {
+        let event = SessionEvent {
+            timestamp_ms: unix_ms(),
+            session_id: self.session_id.clone(),
+            inference_id: self.inference_id.clone(),
+            turn_id: self.turn_id.clone(),
+            kind: EventKind::Error { error },
+        };
+        self.deliver(event);
+    }
+
+    fn deliver(&self, event: SessionEvent) {
+        for sink in &self.sinks {
+            // A receiver that was dropped just stopped listening.
+            let _ = sink.send(event.clone());
+        }
     }
 }

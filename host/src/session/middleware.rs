@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
-use super::engine::{Engine, InferenceContext};
 use super::new_id;
 use crate::error::{Error, Result};
 use crate::model::{Block, BlockKind, Turn};
@@ -53,40 +52,6 @@ pub trait Middleware: Send + Sync {
     /// Whatever it decides; an error fails the run (unless an outer
     /// middleware handles it).
     async fn handle(&self, turn: Turn, ctx: MiddlewareContext, next: Next) -> Result<Turn>;
-}
-
-/// Nests `middlewares` around `engine` for one inference: the first is the
-/// outermost. Calling the result runs the whole chain on a turn.
-pub fn chain(
-    middlewares: &[Arc<dyn Middleware>],
-    engine: Arc<dyn Engine>,
-    ctx: InferenceContext,
-) -> Next {
-    let base = MiddlewareContext {
-        middleware_name: String::new(),
-        session_id: ctx.session_id.clone(),
-        inference_id: ctx.inference_id.clone(),
-        turn_id: ctx.turn_id.clone(),
-        tags: ctx.tags.clone(),
-        deadline_ms: ctx.deadline_ms,
-    };
-    let mut next: Next = Arc::new(move |turn: Turn| {
-        let (engine, ctx) = (engine.clone(), ctx.clone());
-        Box::pin(async move { engine.infer(turn, ctx).await })
-    });
-    for middleware in middlewares.iter().rev() {
-        let inner = next;
-        let middleware = middleware.clone();
-        let ctx = MiddlewareContext {
-            middleware_name: middleware.name().to_string(),
-            ..base.clone()
-        };
-        next = Arc::new(move |turn: Turn| {
-            let (middleware, ctx, inner) = (middleware.clone(), ctx.clone(), inner.clone());
-            Box::pin(async move { middleware.handle(turn, ctx, inner).await })
-        });
-    }
-    next
 }
 
 /// Host middleware that puts a system prompt at the start of the turn.

@@ -1,17 +1,19 @@
-//! Sessions driven from Rust: the tool loop, the middleware chain and the
-//! event stream behind [`Session::builder`].
+//! Sessions driven from Rust: engines, middleware, tools and hooks written
+//! in Rust or JavaScript, put together by [`Session::builder`].
 //!
-//! A script's own sessions (`createSession` in JavaScript) no longer come
-//! here: they run inside the guest (`guest/src/js/loop.js`), which asks the
-//! host only for I/O (see `docs/protocol.md`). This Rust loop is still the
-//! engine of the Rust API; moving that API onto the guest's loop, so that
-//! there is one implementation, is open work (issue 9).
+//! There is one session loop, the guest's (`guest/src/js/loop.js`), the
+//! same that runs a script's `createSession`. A [`Session`] runs it in a
+//! sandbox's guest (`sessions.run`, see `docs/protocol.md`), and its Rust
+//! parts answer the loop's host operations: the guest asks for an
+//! inference, a middleware, a tool call or a hook decision, and the sandbox
+//! calls the Rust object. What this module keeps is the Rust side of that:
+//! the traits, the history, the run slot, cancellation, and the events.
 //!
 //! A [`Session`] holds a conversation history (a list of [`Turn`]
 //! snapshots) and runs one inference loop at a time over it:
 //!
-//! 1. the [middleware chain](chain) wraps the [`Engine`] call, the first
-//!    middleware added being the outermost; it runs once per iteration;
+//! 1. the middleware chain wraps the [`Engine`] call, the first middleware
+//!    added being the outermost; it runs once per iteration;
 //! 2. the tool calls the model asked for (`tool_call` blocks without a
 //!    `tool_use` block of the same id) are executed through the
 //!    [`ToolSet`]s, with [`ToolHooks`], argument validation against the
@@ -23,15 +25,15 @@
 //! Every engine, middleware, tool set and hook is a trait object, so Rust
 //! implementations and the sandbox's JavaScript adapters mix freely: a JS
 //! middleware may wrap a Rust engine and sit inside a Rust middleware, in
-//! any order and depth. Everything a run awaits is dropped when the run is
-//! cancelled or times out; that drop is what cancels JavaScript work.
+//! any order and depth. A run that is cancelled or times out stops its task
+//! in the guest, and with it everything it awaits.
 //!
 //! Layout: `engine` (the [`Engine`] trait, `echo`, the [`EngineRegistry`])
-//! and `scripted`; `middleware` (the chain, `systemPrompt`, the
-//! [`MiddlewareRegistry`]); `tools`, `validate` (argument schemas);
-//! `hooks` and `decisions`; `events`; `settings`; `run` (the loop) and
-//! `execute` (one tool call); `handle` (the [`Session`] and its history),
-//! `control` (stopping runs, [`RunHandle`]) and `builder`.
+//! and `scripted`; `middleware` (the trait, `systemPrompt`, the
+//! [`MiddlewareRegistry`]); `tools`; `hooks` and `decisions`; `events`;
+//! `settings`; `run` (the spec the guest's loop is given, and how it
+//! ended); `handle` (the [`Session`] and its history), `control` (stopping
+//! runs, [`RunHandle`]) and `builder`.
 //!
 //! ```
 //! # async fn demo() -> marionette::Result<()> {
@@ -55,7 +57,6 @@ mod control;
 mod decisions;
 mod engine;
 mod events;
-mod execute;
 mod handle;
 mod hooks;
 mod middleware;
@@ -63,7 +64,6 @@ mod run;
 mod scripted;
 mod settings;
 mod tools;
-mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -86,7 +86,7 @@ pub use events::{
 pub use handle::{RunOptions, Session};
 pub use hooks::{HookPayload, ToolHooks};
 pub use middleware::{
-    Middleware, MiddlewareContext, MiddlewareFactory, MiddlewareRegistry, Next, SystemPrompt, chain,
+    Middleware, MiddlewareContext, MiddlewareFactory, MiddlewareRegistry, Next, SystemPrompt,
 };
 pub use run::RunError;
 pub use scripted::{ScriptedEngine, ScriptedResponse, ScriptedToolCall};
@@ -114,16 +114,4 @@ pub(crate) fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// The text a model (or a hook) sees for a failure: a script error as
-/// `Name: message`, a host error as its cause chain, anything else as the
-/// error's own words. The `op` label of a host error is left out: it names
-/// a Rust operation, which means nothing to the model.
-pub(crate) fn error_text(error: &crate::Error) -> String {
-    match error {
-        crate::Error::Script { error, .. } => format!("{}: {}", error.name, error.message),
-        crate::Error::Host { source, .. } => format!("{source:#}"),
-        other => other.to_string(),
-    }
 }

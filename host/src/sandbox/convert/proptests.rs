@@ -394,6 +394,7 @@ fn dead_sandbox() -> WeakSandbox {
         runner: runner.downgrade(),
         interrupts: Arc::default(),
         next_task: Arc::new(AtomicU64::new(1)),
+        provided: Arc::default(),
     };
     drop(runner);
     weak
@@ -783,8 +784,8 @@ proptest! {
         id in odd_string(),
     ) {
         let call = wit::ToolCall { id, name: name.clone(), arguments: arguments.clone() };
-        let request = wit::HostToolCall { call, context: "{}".into() };
-        let outcome = runtime().block_on(host_ops::call_tool(services_with_add(), request));
+        let request = wit::HostToolCall { call, context: "{}".into(), provider: None };
+        let outcome = runtime().block_on(host_ops::call_tool(services_with_add(), Default::default(), request));
         let parsed = serde_json::from_str::<Json>(&arguments);
         match outcome {
             Ok(wit::Value::Json(text)) => {
@@ -826,7 +827,7 @@ proptest! {
             engine: engine.clone(), input, context, tools: Vec::new(), tool_choice: wit::ToolChoice::Auto,
         };
         let (events, _received) = tokio::sync::mpsc::unbounded_channel();
-        let outcome = runtime().block_on(host_ops::infer(Arc::new(HostServices::default()), request, events));
+        let outcome = runtime().block_on(host_ops::infer(Arc::new(HostServices::default()), Default::default(), request, events));
         let known = engine.as_deref().is_none_or(|e| e == "echo");
         match outcome {
             Ok(wit::Value::Turn(out)) => {
@@ -863,7 +864,7 @@ proptest! {
         let outcome = runtime().block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(10),
-                host_ops::middleware(Arc::new(HostServices::default()), dead_sandbox(), request, 1, None),
+                host_ops::middleware(Arc::new(HostServices::default()), Default::default(), dead_sandbox(), request, 1, None),
             )
             .await
         });
@@ -887,6 +888,7 @@ fn a_well_formed_host_middleware_request_reaches_next() {
     };
     let outcome = runtime().block_on(host_ops::middleware(
         Arc::new(HostServices::default()),
+        Default::default(),
         dead_sandbox(),
         request,
         1,
@@ -962,7 +964,12 @@ fn inference_contexts_decode_or_say_why() {
             tool_choice: wit::ToolChoice::Auto,
         };
         let (events, _received) = tokio::sync::mpsc::unbounded_channel();
-        runtime().block_on(host_ops::infer(services.clone(), request, events))
+        runtime().block_on(host_ops::infer(
+            services.clone(),
+            Default::default(),
+            request,
+            events,
+        ))
     };
 
     let e = infer(json!({ "sessionId": 5, "tags": { "k": "v" } })).unwrap_err();

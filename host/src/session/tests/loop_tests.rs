@@ -35,7 +35,7 @@ async fn scripted_tool_loop_with_a_rust_tool() {
     assert_eq!(kinds, [User, ToolCall, ToolUse, LlmText]);
     assert_eq!(
         tool_uses(&out)[0],
-        json!({"id": "c1", "result": 3.0})
+        json!({"id": "c1", "result": 3})
             .as_object()
             .unwrap()
             .clone()

@@ -1,5 +1,9 @@
-//! Tests of the session as a whole: Rust engines, middleware, tools and
-//! hooks, no wasm. Time-dependent tests run with tokio's clock paused.
+//! Tests of the Rust session API as a whole: Rust engines, middleware,
+//! tools and hooks, run by the guest's session loop in a sandbox the
+//! session makes for itself. Time runs for real: the loop's timers are
+//! host operations, answered while the guest works on its own thread, and
+//! tokio's paused clock would jump past them. No test asserts an upper
+//! bound on time.
 
 mod hook_tests;
 mod loop_tests;
@@ -176,12 +180,41 @@ impl Engine for Spy {
     }
 }
 
+/// Says whether a future holding one of its guards was dropped.
+#[derive(Clone, Default)]
+struct Dropped(Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>);
+
+impl Dropped {
+    fn guard(&self) -> DropFlag {
+        DropFlag(self.clone())
+    }
+
+    /// Whether a guard was dropped, waiting up to 10 s for it: a tool's
+    /// future is dropped once the guest has released its operation, which
+    /// the run's end does not wait for.
+    async fn wait(&self) -> bool {
+        let dropped = async {
+            loop {
+                let notified = self.0.1.notified();
+                if self.0.0.load(Ordering::SeqCst) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), dropped)
+            .await
+            .is_ok()
+    }
+}
+
 /// Sets its flag when dropped: shows that a future holding it was dropped.
-struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+struct DropFlag(Dropped);
 
 impl Drop for DropFlag {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
+        (self.0).0.0.store(true, Ordering::SeqCst);
+        (self.0).0.1.notify_waiters();
     }
 }
 
@@ -204,10 +237,10 @@ fn shared_types_are_send_and_sync() {
 /// rest of a Rust chain as it is.
 #[test]
 fn next_is_the_sandbox_next_fn() {
-    let next = chain(
-        &[],
-        Arc::new(EchoEngine::default()),
-        InferenceContext::default(),
-    );
+    let engine = Arc::new(EchoEngine::default());
+    let next: Next = Arc::new(move |turn: Turn| {
+        let engine = engine.clone();
+        Box::pin(async move { engine.infer(turn, InferenceContext::default()).await })
+    });
     let _: crate::sandbox::NextFn = next;
 }
