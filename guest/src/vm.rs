@@ -159,11 +159,14 @@ fn apply_limits(rt: &rquickjs::Runtime) {
 }
 
 /// Interrupt polls the jobs left by a stopped entry may take: QuickJS polls
-/// every 10 000 calls and loop iterations, so this allows them a few hundred
-/// thousand, plenty for a task's unwinding (its `finally` blocks, the
-/// rejections of its released operations) and nothing like a chain that does
-/// not end. Counted in polls, not time, so that the outcome is the same on
-/// any machine.
+/// every 10 000 calls and loop iterations, so this allows them 30 000 to
+/// 40 000 (the first poll comes wherever the count stands), plenty for a
+/// task's unwinding (its `finally` blocks, the rejections of its released
+/// operations) and nothing like a chain that does not end. Counted in polls,
+/// not time, so that the outcome is the same on any machine; small, so that
+/// the trap comes well before the epoch's hard stop (a chain that holds its
+/// promises takes about a millisecond per thousand polls once its heap is
+/// large).
 const LEFTOVER_POLL_BUDGET: u32 = 4;
 
 /// QuickJS's interrupt handler: whether the JavaScript running now must stop.
