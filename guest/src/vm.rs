@@ -13,6 +13,17 @@
 //! clean up after a stop. So do tasks that ran into a cap or out of memory
 //! during the entry: nothing about a task follows its `done`.
 //!
+//! A stop that lands while promise jobs run lets the running job finish (it
+//! is killed at the next interrupt poll if it does not) and runs no further
+//! job for anyone: where QuickJS's interrupt lands inside a job is chance,
+//! and a chain of jobs must not live or die by it. The jobs a stopped entry
+//! leaves (its task's unwinding, and any chain it started) then run at once,
+//! in that same entry, for the stopped task, within a budget of interrupt
+//! polls; jobs that outlast it are a chain that does not end, and the guest
+//! traps on purpose (the host rebuilds the instance). No job is left for a
+//! later entry to run on another task's time: every entry returns with the
+//! job queue empty.
+//!
 //! An entry that did not return (a host import that threw through the wasm
 //! frames, as jco lets JavaScript exceptions do) leaves the VM in the middle
 //! of something: the next entry traps on purpose, so that the host rebuilds
@@ -70,10 +81,18 @@ thread_local! {
     /// Set when a promise was rejected for out of memory with no handler
     /// during this entry.
     static UNHANDLED_OOM: Cell<bool> = const { Cell::new(false) };
-    /// Entries in a row that were interrupted and left promise jobs queued.
-    static JOBS_LEFT_BY_INTERRUPTS: Cell<u32> = const { Cell::new(0) };
     /// Set when the host's interrupt handler said stop during this entry.
     static INTERRUPTED: Cell<bool> = const { Cell::new(false) };
+    /// Set while [`drain`] runs a promise job.
+    static IN_JOB: Cell<bool> = const { Cell::new(false) };
+    /// Set when the host said stop while a promise job ran: that job may
+    /// finish, no other job runs (see the module's docs).
+    static STOPPING: Cell<bool> = const { Cell::new(false) };
+    /// While the jobs a stopped entry left run: the interrupt polls they
+    /// may still take (see [`run_leftovers`]).
+    static LEFTOVER_POLLS: Cell<Option<u32>> = const { Cell::new(None) };
+    /// Set when the jobs a stopped entry left outran their budget.
+    static RUNAWAY: Cell<bool> = const { Cell::new(false) };
     /// The task the host said to stop during this entry, and why.
     static STOPPED: RefCell<Option<(u64, Stop)>> = const { RefCell::new(None) };
     /// Set while the runtime fails stopped tasks: its own bounded code runs
@@ -139,6 +158,62 @@ fn apply_limits(rt: &rquickjs::Runtime) {
     rt.set_gc_threshold(gc_threshold as usize);
 }
 
+/// Interrupt polls the jobs left by a stopped entry may take: QuickJS polls
+/// every 10 000 calls and loop iterations, so this allows them 30 000 to
+/// 40 000 (the first poll comes wherever the count stands), plenty for a
+/// task's unwinding (its `finally` blocks, the rejections of its released
+/// operations) and nothing like a chain that does not end. Counted in polls,
+/// not time, so that the outcome is the same on any machine; small, so that
+/// the trap comes well before the epoch's hard stop (a chain that holds its
+/// promises slows down as its heap grows: 32 polls outran the hostile
+/// suite's 300 ms between the soft and the hard stop).
+const LEFTOVER_POLL_BUDGET: u32 = 4;
+
+/// QuickJS's interrupt handler: whether the JavaScript running now must stop.
+fn interrupt_poll() -> bool {
+    if UNWINDING.with(Cell::get) {
+        return false;
+    }
+    if RUNAWAY.with(Cell::get) {
+        return true;
+    }
+    if let Some(left) = LEFTOVER_POLLS.with(Cell::get) {
+        // The host is not asked: the task these jobs ran for is over, and
+        // their budget is the guest's own.
+        if left == 0 {
+            RUNAWAY.with(|r| r.set(true));
+            return true;
+        }
+        LEFTOVER_POLLS.with(|l| l.set(Some(left - 1)));
+        return false;
+    }
+    // Once stopped, everything else this entry would run stops too.
+    if INTERRUPTED.with(Cell::get) {
+        return true;
+    }
+    // Told to stop while a promise job ran, and the job is still running a
+    // poll later: it does not end by itself.
+    if STOPPING.with(Cell::get) {
+        INTERRUPTED.with(|i| i.set(true));
+        return true;
+    }
+    let task = natives::current();
+    match host::should_interrupt(task) {
+        None => false,
+        Some(stop) => {
+            STOPPED.with(|s| *s.borrow_mut() = Some((task, stop)));
+            if IN_JOB.with(Cell::get) {
+                // Let the job reach its end (see the module's docs).
+                STOPPING.with(|s| s.set(true));
+                false
+            } else {
+                INTERRUPTED.with(|i| i.set(true));
+                true
+            }
+        }
+    }
+}
+
 fn boot() -> Vm {
     let mut config = javy::Config::default();
     // No stdin/stdout streams: a script's only output is console events.
@@ -146,24 +221,7 @@ fn boot() -> Vm {
     let runtime = javy::Runtime::new(config).expect("QuickJS runtime");
     let rt = runtime.context().runtime();
     rt.set_loader(OnlyMarionette, OnlyMarionette);
-    rt.set_interrupt_handler(Some(Box::new(|| {
-        if UNWINDING.with(Cell::get) {
-            return false;
-        }
-        // Once stopped, everything else this entry would run stops too.
-        if INTERRUPTED.with(Cell::get) {
-            return true;
-        }
-        let task = natives::current();
-        match host::should_interrupt(task) {
-            None => false,
-            Some(stop) => {
-                STOPPED.with(|s| *s.borrow_mut() = Some((task, stop)));
-                INTERRUPTED.with(|i| i.set(true));
-                true
-            }
-        }
-    })));
+    rt.set_interrupt_handler(Some(Box::new(interrupt_poll)));
     apply_limits(rt);
     // An out-of-memory error inside promise jobs becomes a rejection; when
     // nothing handles it (a chain of jobs the task does not await), the
@@ -321,20 +379,23 @@ fn is_out_of_memory(ctx: &Ctx<'_>, value: &Value<'_>) -> bool {
     })
 }
 
-/// Runs promise jobs until none is left, or JavaScript was interrupted.
+/// Runs promise jobs until none is left, or JavaScript was told to stop.
 fn drain(runtime: &javy::Runtime) {
     let rt = runtime.context().runtime();
     loop {
-        if INTERRUPTED.with(Cell::get) {
+        if INTERRUPTED.with(Cell::get) || STOPPING.with(Cell::get) || RUNAWAY.with(Cell::get) {
             break;
         }
-        match rt.execute_pending_job() {
+        IN_JOB.with(|j| j.set(true));
+        let ran = rt.execute_pending_job();
+        IN_JOB.with(|j| j.set(false));
+        match ran {
             Ok(true) => {}
             Ok(false) => break,
             Err(job) => {
                 let interrupted = job.0.with(|ctx| ctx.catch().is_uncatchable_error());
                 if interrupted {
-                    // The host stopped this entry; it cancels the task next.
+                    // Stopped: the entry fails the task next.
                     break;
                 }
                 // Promise jobs capture exceptions in their promise, so this is
@@ -355,6 +416,9 @@ where
     check_last_entry_returned();
     IN_ENTRY.with(|e| e.set(true));
     INTERRUPTED.with(|i| i.set(false));
+    STOPPING.with(|s| s.set(false));
+    RUNAWAY.with(|r| r.set(false));
+    LEFTOVER_POLLS.with(|l| l.set(None));
     STOPPED.with(|s| s.borrow_mut().take());
     UNHANDLED_OOM.with(|u| u.set(false));
     VM.with(|cell| {
@@ -380,37 +444,43 @@ where
             }
         });
         drain(&vm.runtime);
-        // A promise reaction turns even the interrupt into a rejection, and
-        // QuickJS checks for interrupts only every so many ticks: a chain of
-        // jobs that schedules itself survives the stop and would run again
-        // in every later entry, on other tasks' time. Jobs left by one
-        // interrupted entry may be innocent (a task cancelled while its
-        // entry ran leaves the jobs of the promises it resolved): the next
-        // entry runs them. Left again by the next entry, interrupted too,
-        // they are a chain that does not end: the VM is poisoned; trap, and
-        // the host rebuilds it.
-        if INTERRUPTED.with(Cell::get) && vm.runtime.has_pending_jobs() {
-            let streak = JOBS_LEFT_BY_INTERRUPTS.with(|n| {
-                n.set(n.get() + 1);
-                n.get()
-            });
-            if streak >= 2 {
-                host::log(
-                    LogLevel::Error,
-                    "promise jobs kept scheduling themselves past the cpu deadline; the instance must be rebuilt",
-                );
-                panic!("runaway promise jobs after an interrupt");
-            }
-        } else {
-            JOBS_LEFT_BY_INTERRUPTS.with(|n| n.set(0));
-        }
         look_after_heap(&vm.runtime);
         stop_tasks(&vm.runtime, &vm.dispatch);
+        run_leftovers(&vm.runtime);
     });
     IN_ENTRY.with(|e| e.set(false));
     let mut effects = natives::take();
     name_load_errors(&mut effects);
     effects
+}
+
+/// Runs, within [`LEFTOVER_POLL_BUDGET`], the promise jobs a stopped entry
+/// left; traps when they outrun it.
+///
+/// They run for the stopped task (the runtime's `stop` made it current):
+/// what they print is dropped and what they ask for is refused, since the
+/// task is over. Run in a later entry instead, they would spend another
+/// task's time under its name. A promise reaction turns even the interrupt
+/// into a rejection, so a chain of jobs that schedules itself is not ended
+/// by stopping the job it was in: jobs still running when the budget is
+/// spent are such a chain, and the VM is poisoned; trap, and the host
+/// rebuilds it.
+fn run_leftovers(runtime: &javy::Runtime) {
+    if !runtime.has_pending_jobs() {
+        return;
+    }
+    INTERRUPTED.with(|i| i.set(false));
+    STOPPING.with(|s| s.set(false));
+    LEFTOVER_POLLS.with(|l| l.set(Some(LEFTOVER_POLL_BUDGET)));
+    drain(runtime);
+    LEFTOVER_POLLS.with(|l| l.set(None));
+    if RUNAWAY.with(Cell::get) || runtime.has_pending_jobs() {
+        host::log(
+            LogLevel::Error,
+            "promise jobs of a stopped task kept scheduling themselves; the instance must be rebuilt",
+        );
+        panic!("runaway promise jobs after a stop");
+    }
 }
 
 /// Traps when the last entry never returned: see the module's docs.
@@ -428,8 +498,39 @@ fn check_last_entry_returned() {
 /// interrupted, those that ran into a cap, the one whose promise jobs ran
 /// out of memory. Each has its operations released and then its `done`;
 /// the rejections their operations get run next (unless JavaScript was
-/// interrupted: then they wait for the next entry).
+/// stopped: then they are among the jobs [`run_leftovers`] runs).
 fn stop_tasks(runtime: &javy::Runtime, dispatch: &Persistent<Object<'static>>) {
+    // Their unwinding may meet a stop or a cap of its own: again, until
+    // nothing more is to be stopped (a task is stopped once).
+    loop {
+        let stops = due_stops();
+        if stops.is_empty() {
+            return;
+        }
+        UNWINDING.with(|u| u.set(true));
+        runtime.context().with(|ctx| {
+            let dispatch = dispatch.clone().restore(&ctx).expect("dispatcher");
+            for (task, kind, detail) in stops {
+                if let Err(e) =
+                    call_dispatch::<_, ()>(&dispatch, "stop", (task as f64, kind, detail))
+                {
+                    let detail = exception_text(&ctx, e);
+                    host::log(
+                        LogLevel::Error,
+                        &format!("stopping task {task} failed: {detail}"),
+                    );
+                }
+                natives::forget(task);
+            }
+        });
+        UNWINDING.with(|u| u.set(false));
+        drain(runtime);
+    }
+}
+
+/// The tasks to stop now, with the failure's kind and words (see
+/// [`stop_tasks`]).
+fn due_stops() -> Vec<(u64, &'static str, String)> {
     let mut stops: Vec<(u64, &'static str, String)> = Vec::new();
     if let Some((task, stop)) = STOPPED.with(|s| s.borrow_mut().take()) {
         match stop {
@@ -448,32 +549,14 @@ fn stop_tasks(runtime: &javy::Runtime, dispatch: &Persistent<Object<'static>>) {
         };
         stops.push((task, kind, hit.detail));
     }
-    if UNHANDLED_OOM.with(Cell::get) {
+    if UNHANDLED_OOM.with(|u| u.replace(false)) {
         stops.push((
             natives::current(),
             "out-of-memory",
             "the task's promise jobs ran out of memory and nothing handled the error".into(),
         ));
     }
-    if stops.is_empty() {
-        return;
-    }
-    UNWINDING.with(|u| u.set(true));
-    runtime.context().with(|ctx| {
-        let dispatch = dispatch.clone().restore(&ctx).expect("dispatcher");
-        for (task, kind, detail) in stops {
-            if let Err(e) = call_dispatch::<_, ()>(&dispatch, "stop", (task as f64, kind, detail)) {
-                let detail = exception_text(&ctx, e);
-                host::log(
-                    LogLevel::Error,
-                    &format!("stopping task {task} failed: {detail}"),
-                );
-            }
-            natives::forget(task);
-        }
-    });
-    UNWINDING.with(|u| u.set(false));
-    drain(runtime);
+    stops
 }
 
 /// The script error of a failed call, or `None` when JavaScript was

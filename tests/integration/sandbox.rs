@@ -252,10 +252,9 @@ async fn cancelling_interrupts_running_javascript() {
     ));
     // The owner is free again only if the loop was really interrupted.
     assert_serves_soon(&sb).await;
-    // The looping entry ran, and the promise job it left ran in a later
-    // entry: jobs left by one interrupted entry are innocent until the next
-    // entry, interrupted too, leaves them again (commit 0b34096), so the
-    // instance was kept.
+    // The looping entry ran, and the promise job it left ran in that same
+    // entry, after the stop, among the stopped task's leftover jobs: it
+    // ends well within their budget, so the instance was kept.
     assert_eq!(
         call(&sb, "spinsStarted").await.unwrap(),
         json!({"spins": 1, "jobsRun": 1}),

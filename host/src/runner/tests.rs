@@ -600,11 +600,10 @@ async fn many_concurrent_callers_each_get_exactly_one_answer() {
         }));
     }
 
-    let (mut ok, mut plain) = (0, 0);
+    let (mut ok, mut canceled, mut timed_out) = (0, 0, 0);
     let mut seen = HashSet::new();
     for caller in callers {
         let (kind, answer) = caller.await.expect("no caller panicked");
-        plain += usize::from(kind == "plain");
         match answer {
             Ok(value) => {
                 ok += 1;
@@ -612,14 +611,25 @@ async fn many_concurrent_callers_each_get_exactly_one_answer() {
             }
             // A plain call has nothing that could stop it: only the other
             // kinds may end early, each with its own error.
-            Err(Error::Canceled { op, .. }) if kind == "cancelled" => assert_eq!(op, "cancelled"),
-            Err(Error::Timeout { op, .. }) if kind == "timed" => assert_eq!(op, "timed"),
+            Err(Error::Canceled { op, .. }) if kind == "cancelled" => {
+                assert_eq!(op, "cancelled");
+                canceled += 1;
+            }
+            Err(Error::Timeout { op, .. }) if kind == "timed" => {
+                assert_eq!(op, "timed");
+                timed_out += 1;
+            }
             Err(other) => panic!("a {kind} call failed: {other:?}"),
         }
     }
-    // Some calls of each stoppable kind were stopped (or the test shows
-    // nothing about them), and every plain one was answered.
-    assert!(plain < ok && ok < CALLERS, "{ok} answered of {CALLERS}");
+    // Every plain call was answered, and some calls of each stoppable kind
+    // were stopped (or the test shows nothing about them): 500 jobs of 20µs
+    // queue for 10 ms, far longer than most timeouts (0-3 ms) and than the
+    // few yields before a cancel.
+    assert!(
+        canceled > 0 && timed_out > 0,
+        "stopped: {canceled} cancelled, {timed_out} timed out"
+    );
 
     // Queued after every caller's job (or its skipping): the final count.
     let value = runner.call("read", |c| c.value).await.unwrap();
