@@ -6,7 +6,7 @@
 //!
 //! JavaScript hands these only well-formed strings (`web.js` converts its
 //! arguments as WebIDL's `USVString` does: lone surrogates become U+FFFD)
-//! and typed checks; what is refused comes back as `null` or an error text,
+//! and typed checks; what is refused comes back as `undefined` (`None`),
 //! and `web.js` throws the error the specification names.
 
 use std::cell::Cell;
@@ -79,7 +79,7 @@ fn ascii_whitespace(c: u8) -> bool {
 /// (an `InvalidCharacterError` for `atob`).
 fn forgiving_base64(input: &str) -> Option<Vec<u8>> {
     let mut data: Vec<u8> = input.bytes().filter(|c| !ascii_whitespace(*c)).collect();
-    if data.len() % 4 == 0 {
+    if data.len().is_multiple_of(4) {
         // One or two `=` at the end, and only there.
         for _ in 0..2 {
             if data.last() == Some(&b'=') {
@@ -215,7 +215,7 @@ pub fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> Result<()> {
             base64::engine::general_purpose::STANDARD.encode(bytes)
         })?,
     )?;
-    // `atob`: each byte decoded is one code unit; `null` is failure.
+    // `atob`: each byte decoded is one code unit; `undefined` is failure.
     native.set(
         "base64Decode",
         Function::new(ctx.clone(), |text: String| -> Option<String> {

@@ -8,7 +8,8 @@
 // What needs a parser or the host is native (guest/src/web.rs): URL parsing
 // (the `url` crate), the form encoding of URLSearchParams, base64, UTF-8
 // decoding, randomness and the monotonic clock. Strings cross as WebIDL's
-// USVString: lone surrogates become U+FFFD first.
+// USVString: lone surrogates become U+FFFD first. A native's failure is
+// `undefined` (Rust's `None`).
 //
 // A run's cancellation reaches scripts as an AbortSignal: `scopeSignal`
 // gives the signal of a cancellation scope (loop.js), aborted when the scope
@@ -550,7 +551,7 @@
       if (arguments.length === 0) throw new TypeErrorCtor("URL: a URL is required");
       const input = usv(url);
       const c = native.urlParse(input, base === undefined ? undefined : usv(base));
-      if (c === null) {
+      if (c === undefined) {
         throw new TypeErrorCtor("Invalid URL: " + describe(input) + (base === undefined ? "" : " against base " + describe(usv(base))));
       }
       this.#c = c;
@@ -560,14 +561,14 @@
     }
     static parse(url, base) {
       const c = native.urlParse(usv(url), base === undefined ? undefined : usv(base));
-      return c === null ? null : new URL(c.href);
+      return c === undefined ? null : new URL(c.href);
     }
     static canParse(url, base) {
-      return native.urlParse(usv(url), base === undefined ? undefined : usv(base)) !== null;
+      return native.urlParse(usv(url), base === undefined ? undefined : usv(base)) !== undefined;
     }
     #set(key, value) {
       const c = native.urlSet(this.#c.href, key, usv(value));
-      if (c === null) {
+      if (c === undefined) {
         if (key === "href") throw new TypeErrorCtor("Invalid URL: " + describe(usv(value)));
         return;
       }
@@ -603,7 +604,7 @@
       // "?" at all when empty), set without parsing it back into the list.
       urlUpdateQuery = (url, serialized) => {
         const c = native.urlSet(url.#c.href, "search", serialized);
-        if (c !== null) url.#c = c;
+        if (c !== undefined) url.#c = c;
       };
     }
   }
@@ -621,7 +622,7 @@
   function atob(data) {
     if (arguments.length === 0) throw new TypeErrorCtor("atob: an argument is required");
     const out = native.base64Decode(usv(data));
-    if (out === null) throw domError("atob: the string to be decoded is not correctly encoded", "InvalidCharacterError");
+    if (out === undefined) throw domError("atob: the string to be decoded is not correctly encoded", "InvalidCharacterError");
     return out;
   }
 
