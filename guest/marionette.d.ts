@@ -74,6 +74,8 @@ declare module "marionette" {
     tags?: JsonObject;
     /** Unix milliseconds by which the run must end, when it has a timeout. */
     deadlineMs?: number | null;
+    /** Aborts when the run is cancelled (given to engine functions). */
+    signal?: AbortSignal;
   }
 
   export interface Engine {
@@ -101,6 +103,8 @@ declare module "marionette" {
     turnId?: string;
     tags?: JsonObject;
     deadlineMs?: number | null;
+    /** Aborts when the run is cancelled. */
+    signal?: AbortSignal;
   }
 
   export type Next = (turn?: Turn) => Promise<Turn>;
@@ -126,6 +130,8 @@ declare module "marionette" {
     tags?: JsonObject;
     deadlineMs?: number | null;
     attempt?: number;
+    /** Aborts when the call is cancelled: its run cancelled, or its attempt timed out. */
+    signal?: AbortSignal;
   }
 
   export interface ToolSpec<A = any> {
@@ -206,6 +212,8 @@ declare module "marionette" {
   export interface RunOptions {
     timeoutMs?: number;
     tags?: JsonObject;
+    /** Cancels the run when it aborts (at once, if it already has); the run rejects with its reason. */
+    signal?: AbortSignal;
   }
 
   export interface Run {
@@ -278,3 +286,104 @@ declare const console: {
   error(...args: any[]): void;
   trace(...args: any[]): void;
 };
+
+// The web basics (WinterTC Minimum Common API), for a TypeScript setup
+// without lib.dom.
+declare class DOMException extends Error {
+  constructor(message?: string, name?: string);
+  readonly name: string;
+  readonly code: number;
+}
+declare class Event {
+  constructor(type: string, init?: { bubbles?: boolean; cancelable?: boolean; composed?: boolean });
+  readonly type: string;
+  readonly target: EventTarget | null;
+  readonly currentTarget: EventTarget | null;
+  readonly bubbles: boolean;
+  readonly cancelable: boolean;
+  readonly composed: boolean;
+  readonly defaultPrevented: boolean;
+  readonly isTrusted: boolean;
+  readonly timeStamp: number;
+  preventDefault(): void;
+  stopPropagation(): void;
+  stopImmediatePropagation(): void;
+  composedPath(): EventTarget[];
+}
+type EventListenerOrObject = ((event: Event) => void) | { handleEvent(event: Event): void };
+declare class EventTarget {
+  addEventListener(type: string, listener: EventListenerOrObject | null, options?: boolean | { capture?: boolean; once?: boolean; passive?: boolean; signal?: AbortSignal }): void;
+  removeEventListener(type: string, listener: EventListenerOrObject | null, options?: boolean | { capture?: boolean }): void;
+  dispatchEvent(event: Event): boolean;
+}
+declare class AbortSignal extends EventTarget {
+  private constructor();
+  readonly aborted: boolean;
+  readonly reason: any;
+  onabort: ((event: Event) => void) | null;
+  throwIfAborted(): void;
+  static abort(reason?: any): AbortSignal;
+  static timeout(ms: number): AbortSignal;
+  static any(signals: Iterable<AbortSignal>): AbortSignal;
+}
+declare class AbortController {
+  readonly signal: AbortSignal;
+  abort(reason?: any): void;
+}
+declare class URLSearchParams {
+  constructor(init?: string | Iterable<[string, string]> | Record<string, string> | URLSearchParams);
+  readonly size: number;
+  append(name: string, value: string): void;
+  delete(name: string, value?: string): void;
+  get(name: string): string | null;
+  getAll(name: string): string[];
+  has(name: string, value?: string): boolean;
+  set(name: string, value: string): void;
+  sort(): void;
+  forEach(callback: (value: string, name: string, params: URLSearchParams) => void, thisArg?: any): void;
+  entries(): IterableIterator<[string, string]>;
+  keys(): IterableIterator<string>;
+  values(): IterableIterator<string>;
+  [Symbol.iterator](): IterableIterator<[string, string]>;
+  toString(): string;
+}
+declare class URL {
+  constructor(url: string | URL, base?: string | URL);
+  static parse(url: string | URL, base?: string | URL): URL | null;
+  static canParse(url: string | URL, base?: string | URL): boolean;
+  href: string;
+  readonly origin: string;
+  protocol: string;
+  username: string;
+  password: string;
+  host: string;
+  hostname: string;
+  port: string;
+  pathname: string;
+  search: string;
+  readonly searchParams: URLSearchParams;
+  hash: string;
+  toString(): string;
+  toJSON(): string;
+}
+declare function atob(data: string): string;
+declare function btoa(data: string): string;
+declare function structuredClone<T>(value: T, options?: { transfer?: ArrayBuffer[] }): T;
+declare const performance: { now(): number; readonly timeOrigin: number; toJSON(): { timeOrigin: number } };
+declare class Crypto {
+  private constructor();
+  getRandomValues<T extends Int8Array | Uint8Array | Uint8ClampedArray | Int16Array | Uint16Array | Int32Array | Uint32Array | BigInt64Array | BigUint64Array>(array: T): T;
+  randomUUID(): `${string}-${string}-${string}-${string}-${string}`;
+}
+declare const crypto: Crypto;
+declare class TextDecoder {
+  constructor(label?: string, options?: { fatal?: boolean; ignoreBOM?: boolean });
+  readonly encoding: string;
+  readonly fatal: boolean;
+  readonly ignoreBOM: boolean;
+  decode(input?: ArrayBuffer | ArrayBufferView, options?: { stream?: boolean }): string;
+}
+declare class TextEncoder {
+  readonly encoding: "utf-8";
+  encode(input?: string): Uint8Array;
+}

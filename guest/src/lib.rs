@@ -5,7 +5,8 @@
 //! protocol live in [`vm`], the functions JavaScript calls into Rust in
 //! [`natives`], the JSON <-> WIT conversions in [`convert`], module
 //! resolution in [`loader`], freezing the shared intrinsics and checking
-//! them in [`lockdown`], and the JavaScript side (dispatcher, console,
+//! them in [`lockdown`], the natives of the web basics (`URL`, `atob`,
+//! `crypto`...) in [`web`], and the JavaScript side (dispatcher, console,
 //! timers, the `marionette` module) in `js/` (one closure in fragments).
 
 mod convert;
@@ -13,6 +14,7 @@ mod loader;
 mod lockdown;
 mod natives;
 mod vm;
+mod web;
 
 wit_bindgen::generate!({
     world: "marionette",

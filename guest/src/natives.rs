@@ -296,6 +296,7 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
         )?,
     )?;
 
+    crate::web::install(ctx, &native)?;
     Ok(native)
 }
 

@@ -168,6 +168,7 @@ fn cases() -> Vec<Case> {
         case("pollute_error_hooks", Value(all_type_errors)),
         case("pollute_api", Value(all_type_errors)),
         case("pollute_iterator_wrapper", Value(all_type_errors)),
+        case("pollute_web", Value(all_type_errors)),
         // Not an attack: what a plain freeze would break keeps working.
         case("ordinary_assignments", Value(ordinary_assignments_work)),
     ]
@@ -266,6 +267,20 @@ const ALLOWED_GLOBALS: &[&str] = &[
     "queueMicrotask",
     "TextEncoder",
     "TextDecoder",
+    // the web basics (guest/src/js/web.js)
+    "DOMException",
+    "Event",
+    "EventTarget",
+    "AbortController",
+    "AbortSignal",
+    "URL",
+    "URLSearchParams",
+    "atob",
+    "btoa",
+    "structuredClone",
+    "performance",
+    "crypto",
+    "Crypto",
 ];
 
 fn only_allowed_globals(v: &Json) -> Result<(), String> {

@@ -11,3 +11,4 @@ mod load;
 mod providers;
 mod sandbox;
 mod sessions;
+mod web;

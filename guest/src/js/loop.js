@@ -39,6 +39,7 @@
       hit[hit.length] = p;
     }
     for (let i = 0; i < hit.length; i++) hit[i].settle(false, error);
+    scopeCanceled(scope); // the signals scripts were given (web.js)
   }
 
   // Runs `fn` with `scope` as the scope of what it asks the host for.
@@ -148,7 +149,7 @@
         request(what, (ok, v) => (ok ? resolve(v) : reject(v)), undefined, next);
       }));
     } else {
-      out = callIn(run.scope, m.run, undefined, [copy(turn), next, mctx]);
+      out = callIn(run.scope, m.run, undefined, [copy(turn), next, withSignal(mctx, run.scope)]);
     }
     return then(out, (v) => (v === undefined || v === null ? turn : normalizeTurn(copy(v))));
   }
@@ -158,7 +159,7 @@
     if (engine.host !== undefined) {
       return inScope(run.scope, () => hostInfer(engine.host, turn, ctx, run.emitter));
     }
-    const c = copy(ctx);
+    const c = withSignal(copy(ctx), run.scope);
     call(weakSet, contextLinks, c, run.emitter);
     const t = copy(turn);
     return then(callIn(run.scope, engine.run, undefined, [t, c]), (v) => (v === undefined || v === null ? t : v));
@@ -393,7 +394,7 @@
     };
     let work;
     if (entry.js !== undefined) {
-      work = callIn(scope, entry.js.handler, undefined, [copy(c.args), ctx]);
+      work = callIn(scope, entry.js.handler, undefined, [copy(c.args), withSignal(ctx, scope)]);
     } else {
       work = inScope(scope, () => hostPromise({ op: "call-tool", call: { id: c.id, name: c.name, arguments: c.args }, context: ctx, provider: entry.provider }));
     }

@@ -47,7 +47,7 @@
 
   function runOptions(opts) {
     if (opts === undefined || opts === null) return {};
-    if (!isPlainObject(opts)) throw new TypeErrorCtor("run options must be an object {timeoutMs?, tags?}");
+    if (!isPlainObject(opts)) throw new TypeErrorCtor("run options must be an object {timeoutMs?, tags?, signal?}");
     const out = {};
     for (const key of objectKeys(opts)) {
       const v = opts[key];
@@ -58,8 +58,11 @@
       } else if (key === "tags") {
         if (!isPlainObject(v)) throw new TypeErrorCtor("invalid tags: must be an object");
         out.tags = copy(v);
+      } else if (key === "signal") {
+        if (!isAbortSignal(v)) throw new TypeErrorCtor("invalid signal: must be an AbortSignal");
+        out.signal = v;
       } else {
-        throw new TypeErrorCtor("unknown run option " + describe(key) + " (known: timeoutMs, tags)");
+        throw new TypeErrorCtor("unknown run option " + describe(key) + " (known: timeoutMs, tags, signal)");
       }
     }
     return out;
@@ -137,18 +140,22 @@
         emitter: makeEmitter(sessionId, state.current, emit),
       };
       let timer = 0;
+      let unfollow; // stops following the run's `signal` option
 
       function finish(ok, value) {
         if (settled) return;
         settled = true;
         active = null;
         if (timer !== 0) release(timer);
+        if (unfollow !== undefined) unfollow();
         if (!ok) {
           // What the run awaits (and the tools it runs) stops with it.
           cancelScope(loop.scope, abortError(errorInfo(value).message));
+          scopeClosed(loop.scope);
           loop.emitter.emit("error", { error: errorText(value) });
           return rejectRun(value);
         }
+        scopeClosed(loop.scope);
         let turn;
         try {
           turn = normalizeTurn(value);
@@ -184,7 +191,10 @@
         },
       };
       active = run;
-      then(runLoop(loop, history[history.length - 1]), (t) => finish(true, t), (e) => finish(false, e));
+      // An aborted signal cancels the run with its reason (at once, if it
+      // is aborted already: then the loop never starts).
+      if (options.signal !== undefined) unfollow = signalFollow(options.signal, (reason) => finish(false, reason));
+      if (!settled) then(runLoop(loop, history[history.length - 1]), (t) => finish(true, t), (e) => finish(false, e));
       return freeze(run);
     }
 
