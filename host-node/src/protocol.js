@@ -93,13 +93,13 @@ export class Guest {
 
   infer(task, target, turn, context) {
     return effects(
-      this.#exports.inference.infer(BigInt(task), targetToWit(target), turnToWit(turn), JSON.stringify(context)),
+      this.#exports.inference.infer(BigInt(task), targetToWit(target), lowerTurn(turn), JSON.stringify(context)),
     );
   }
 
   runMiddleware(task, target, turn, context) {
     return effects(
-      this.#exports.middleware.run(BigInt(task), targetToWit(target), turnToWit(turn), JSON.stringify(context)),
+      this.#exports.middleware.run(BigInt(task), targetToWit(target), lowerTurn(turn), JSON.stringify(context)),
     );
   }
 
@@ -120,7 +120,7 @@ export class Guest {
 
   /** The `next(turn)` of the host middleware awaited as op `op`, as task `task`. */
   middlewareNext(task, op, turn) {
-    return effects(this.#exports.middleware.next(BigInt(task), BigInt(op), turnToWit(turn)));
+    return effects(this.#exports.middleware.next(BigInt(task), BigInt(op), lowerTurn(turn)));
   }
 
   callHook(task, target, hook, payload) {
@@ -144,6 +144,18 @@ export class Guest {
 
   cancel(task, reason) {
     return effects(this.#exports.tasks.cancel(BigInt(task), reason));
+  }
+}
+
+/**
+ * A turn from the host's JavaScript as an argument of an export: a malformed
+ * one is a HostError, thrown before the guest is entered (not a trap).
+ */
+function lowerTurn(turn) {
+  try {
+    return turnToWit(turn);
+  } catch (e) {
+    throw new HostError("lower a turn", e.message, { cause: e });
   }
 }
 

@@ -770,7 +770,13 @@ function classifyTrap(e, interrupted) {
     }
     return { message: `wasm trap: ${message}`, limit: undefined };
   }
-  return { message: `the guest failed: ${message}`, limit: undefined };
+  // Not a trap of the wasm: an exception thrown through it (a host import
+  // that threw, which jco passes through the guest's frames). The guest is
+  // left mid-entry, so the instance is lost all the same.
+  return {
+    message: `an exception went through the guest (a host import threw ${e?.name ?? "a value"}: ${message}); the instance was lost`,
+    limit: undefined,
+  };
 }
 
 function reasonOf(signal) {
