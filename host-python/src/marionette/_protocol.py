@@ -15,10 +15,12 @@ How wasmtime-py maps the WIT types (``wasmtime/component/_types.py``):
   attributes can be passed.
 * ``variant``/``result``: *untagged* (just the payload) when the Python
   classes of all cases differ, otherwise ``Variant(tag, payload)``. Here:
-  ``effect``, ``host-op`` and ``outcome`` are tagged; ``value`` (``str`` for
-  json, ``Record`` for a turn), ``target`` (``Record`` export-ref or ``int``
-  handle), ``event`` (one case), ``result<_, string>`` and
-  ``result<list<...>, script-error>`` are untagged.
+  ``effect``, ``host-op``, ``failure``, ``stop`` and ``outcome`` are tagged;
+  ``value`` (``str`` for json, ``Record`` for a turn), ``task-outcome`` (a
+  value, or a tagged ``failure``), ``target`` (``Record`` export-ref or
+  ``int`` handle), ``event`` (``Record`` console line or ``str`` session
+  JSON), ``result<_, string>`` and ``result<list<...>, script-error>`` are
+  untagged.
 """
 
 from __future__ import annotations
