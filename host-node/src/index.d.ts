@@ -263,11 +263,11 @@ export class Sandbox implements AsyncDisposable {
     options?: TaskOptions,
   ): Task<Json>;
   /**
-   * The effect protocol the component speaks: 2 when it runs a script's
-   * sessions itself, 1 for a component that needs its host to run them
-   * (with such a component a script's session fails here).
+   * The version of the effect protocol the sandbox speaks (docs/protocol.md):
+   * a script's sessions run in the component and reach the host as
+   * operations.
    */
-  readonly protocol: 1 | 2;
+  readonly protocol: 2;
   /** What the sandbox holds now. */
   stats(): SandboxStats;
   /** Stops: tasks in flight fail with a `ClosedError`; later calls too. */

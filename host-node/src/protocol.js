@@ -3,18 +3,17 @@
 // `{tag, val}`, u64 as BigInt, results of exports thrown as ComponentError),
 // turned into plain JavaScript for the sandbox, and back.
 //
-// Two versions of the protocol exist, told apart by the component's
-// exports: version 1 (a script's session is one `run-session` request the
-// host must run; a cap hit is an `over-cap` effect; an interrupted task gets
-// no `done`) and version 2 (docs/protocol.md: sessions run in the guest and
-// reach the host as `infer`, `middleware`, `call-tool` and `sleep` ops;
-// every task ends with exactly one typed `done`). Both decode to the same
-// plain effects, so the sandbox differs only where the rules do.
+// The protocol is docs/protocol.md's: sessions run in the guest and reach
+// the host as `infer`, `middleware`, `call-tool` and `sleep` ops; every task
+// ends with exactly one typed `done`.
 //
 // Everything the guest returns is untrusted: decoding never throws on a
 // strange value without saying which field was wrong.
 
 import { HostError } from "./errors.js";
+
+/** The version of the effect protocol this package speaks (docs/protocol.md). */
+export const PROTOCOL = 2;
 
 /** The WIT interfaces the component exports, by short name. */
 const INTERFACES = ["vm", "script", "inference", "middleware", "tools", "hooks", "tasks"];
@@ -47,8 +46,14 @@ export class Guest {
       if (iface === undefined) throw new HostError("instantiate", `the component exports no interface ${name}`);
       this.#exports[name] = iface;
     }
-    /** 2 when sessions run in the guest (docs/protocol.md), else 1. */
-    this.version = typeof this.#exports.middleware.next === "function" ? 2 : 1;
+    // A component of the protocol's first version (no `middleware.next`)
+    // would fail in stranger ways later: refuse it here.
+    if (typeof this.#exports.middleware.next !== "function") {
+      throw new HostError(
+        "instantiate",
+        "the component does not speak the effect protocol of docs/protocol.md (it exports no middleware.next)",
+      );
+    }
   }
 
   configure(config) {
@@ -88,13 +93,13 @@ export class Guest {
 
   infer(task, target, turn, context) {
     return effects(
-      this.#exports.inference.infer(BigInt(task), targetToWit(target), turnToWit(turn), JSON.stringify(context)),
+      this.#exports.inference.infer(BigInt(task), targetToWit(target), lowerTurn(turn), JSON.stringify(context)),
     );
   }
 
   runMiddleware(task, target, turn, context) {
     return effects(
-      this.#exports.middleware.run(BigInt(task), targetToWit(target), turnToWit(turn), JSON.stringify(context)),
+      this.#exports.middleware.run(BigInt(task), targetToWit(target), lowerTurn(turn), JSON.stringify(context)),
     );
   }
 
@@ -113,9 +118,9 @@ export class Guest {
     );
   }
 
-  /** Version 2: the `next(turn)` of the host middleware awaited as op `op`, as task `task`. */
+  /** The `next(turn)` of the host middleware awaited as op `op`, as task `task`. */
   middlewareNext(task, op, turn) {
-    return effects(this.#exports.middleware.next(BigInt(task), BigInt(op), turnToWit(turn)));
+    return effects(this.#exports.middleware.next(BigInt(task), BigInt(op), lowerTurn(turn)));
   }
 
   callHook(task, target, hook, payload) {
@@ -139,6 +144,18 @@ export class Guest {
 
   cancel(task, reason) {
     return effects(this.#exports.tasks.cancel(BigInt(task), reason));
+  }
+}
+
+/**
+ * A turn from the host's JavaScript as an argument of an export: a malformed
+ * one is a HostError, thrown before the guest is entered (not a trap).
+ */
+function lowerTurn(turn) {
+  try {
+    return turnToWit(turn);
+  } catch (e) {
+    throw new HostError("lower a turn", e.message, { cause: e });
   }
 }
 
@@ -182,15 +199,13 @@ function effects(list) {
  *   `{op: "sleep", ms}`, `{op: "next", turn}`,
  *   `{op: "infer", engine, turn, context, tools, toolChoice}`,
  *   `{op: "call-tool", call, context}`,
- *   `{op: "middleware", name, options, turn, context}` (version 2),
- *   `{op: "run-session", spec}` (version 1);
+ *   `{op: "middleware", name, options, turn, context}`;
  * - `{type: "release", op}`;
  * - `{type: "event", task, event}` with `event` `{type: "console", level,
  *   message}` or `{type: "session", event}`;
  * - `{type: "done", task, outcome}` with `outcome` one of `{ok: value}`,
  *   `{script: ScriptErrorInfo}`, `{cancelled: reason}`, `{deadline: detail}`,
- *   `{overCap: {cap, detail}}`, `{outOfMemory: detail}`;
- * - `{type: "over-cap", task, cap, detail}` (version 1).
+ *   `{overCap: {cap, detail}}`, `{outOfMemory: detail}`.
  *
  * A request whose payload does not decode becomes `{op: "malformed", why}`:
  * the host answers it with an error instead of failing everything.
@@ -206,8 +221,6 @@ export function decodeEffect(effect) {
       return { type: "event", task: Number(val.task), event: decodeEvent(val.event) };
     case "done":
       return { type: "done", task: Number(val.task), outcome: decodeOutcome(val.outcome) };
-    case "over-cap":
-      return { type: "over-cap", task: Number(val.task), cap: val.cap, detail: val.detail };
     default:
       throw new HostError("effect", `the guest returned an unknown effect ${JSON.stringify(tag)}`);
   }
@@ -230,12 +243,11 @@ function decodeOp(what) {
           toolChoice: what.val.toolChoice ?? "auto",
         };
       case "call-tool": {
-        // Version 2 wraps the call with its context.
-        const call = what.val.call ?? what.val;
+        const call = what.val.call;
         return {
           op: "call-tool",
           call: { id: call.id, name: call.name, arguments: json(call.arguments, "the tool's arguments") },
-          context: what.val.context === undefined ? {} : json(what.val.context, "the tool's context"),
+          context: json(what.val.context, "the tool's context"),
         };
       }
       case "middleware":
@@ -246,8 +258,6 @@ function decodeOp(what) {
           turn: turnFromWit(what.val.input),
           context: json(what.val.context, "the middleware's context"),
         };
-      case "run-session":
-        return { op: "run-session", spec: json(what.val, "the session") };
       default:
         return { op: "malformed", why: `an unknown host operation ${JSON.stringify(what.tag)}` };
     }
@@ -271,8 +281,6 @@ function decodeEvent(event) {
 function decodeOutcome(outcome) {
   if (outcome.tag === "ok") return { ok: valueFromWit(outcome.val) };
   const f = outcome.val;
-  // Version 1: a script error; version 2: a `failure` variant.
-  if (f.tag === undefined) return { script: scriptErrorFromWit(f) };
   switch (f.tag) {
     case "script":
       return { script: scriptErrorFromWit(f.val) };

@@ -13,9 +13,8 @@
 // deadline, the task's CPU budget, or the task's `timeoutMs`. An
 // `AbortSignal` takes effect between entries: the thread is busy during one.
 //
-// What differs between the two protocol versions (see protocol.js) is kept
-// to three places: who fails an interrupted task (#enter), how a cap hit
-// arrives (#process), and the ops only one version asks for (#perform).
+// The guest fails a task whose JavaScript was stopped, or that ran into a
+// cap, itself: every task's outcome is its one `done` (docs/protocol.md).
 
 import { randomUUID } from "node:crypto";
 import {
@@ -28,7 +27,7 @@ import {
   TimeoutError,
   TrappedError,
 } from "./errors.js";
-import { Guest, GuestScriptError, err, errScript, ok, okTurn } from "./protocol.js";
+import { Guest, GuestScriptError, PROTOCOL, err, errScript, ok, okTurn } from "./protocol.js";
 import { Runtime } from "./runtime.js";
 import { SchemaCache } from "./schema.js";
 import { Task } from "./task.js";
@@ -150,14 +149,13 @@ export class Sandbox {
   }
 
   /**
-   * The version of the effect protocol the component speaks: 2 when it runs
-   * a script's sessions itself (engines, middleware and tools of the host
-   * reached as operations), 1 for a component that asks its host to run them
-   * (only the Rust host can: here a script's session fails).
+   * The version of the effect protocol the sandbox speaks (docs/protocol.md):
+   * a script's sessions run in the component and reach the host as
+   * operations. A component that speaks no other is checked for when an
+   * instance is built.
    */
   get protocol() {
-    this.#ensureVm();
-    return this.#vm.guest.version;
+    return PROTOCOL;
   }
 
   /** What the sandbox holds now. */
@@ -335,11 +333,10 @@ export class Sandbox {
           // A logger that throws must not reach the guest.
         }
       },
-      // Version 1 asks `() -> bool` about the entry's task; version 2 asks
-      // `(task) -> option<stop>` about the task JavaScript runs for.
-      shouldInterrupt: (...args) => {
-        if (args.length === 0) return this.#stopFor(this.#entry?.task ?? 0) !== null;
-        const stop = this.#stopFor(Number(args[0]));
+      // `option<stop>` for the task whose JavaScript runs (not necessarily
+      // the entry's): the guest then fails that task itself.
+      shouldInterrupt: (task) => {
+        const stop = this.#stopFor(Number(task));
         return stop === null ? undefined : { tag: "deadline", val: stop.detail };
       },
       validateArguments: (schema, args) => this.#validate(schema, args),
@@ -442,9 +439,6 @@ export class Sandbox {
     }
     if (result === null) return; // trapped: the tasks failed already
     this.#process(result.value);
-    // Version 2 fails an interrupted task itself (its `done` came with the
-    // effects); version 1 leaves it to the host.
-    if (result.stop !== null && this.#vm?.guest.version === 1) this.#interrupted(task, result.stop);
     this.#checkMemory();
   }
 
@@ -503,12 +497,6 @@ export class Sandbox {
     }
   }
 
-  /** Version 1: JavaScript of task `id` was interrupted; the host fails and cancels it. */
-  #interrupted(id, stop) {
-    if (this.#tasks.has(id)) this.#finish(id, stop.error);
-    this.#cancelInGuest(id, stop.detail);
-  }
-
   /** Tells the guest: pending operations of `task` reject, what it asks next is refused. */
   #cancelInGuest(task, reason) {
     if (this.#vm === null) return;
@@ -529,10 +517,6 @@ export class Sandbox {
   }
 
   #processBatch(effects) {
-    // Version 1 may put a task's over-cap after its done: the cap is why it
-    // failed, so that done is not the task's outcome.
-    const overCap = effects.filter((e) => e.type === "over-cap");
-    const capped = new Set(overCap.map((c) => c.task));
     for (const effect of effects) {
       switch (effect.type) {
         case "request":
@@ -554,23 +538,10 @@ export class Sandbox {
           }
           break;
         case "done":
-          if (!capped.has(effect.task)) this.#complete(effect.task, effect.outcome);
-          break;
-        case "over-cap":
-          this.#failOverCap(effect);
+          this.#complete(effect.task, effect.outcome);
           break;
       }
     }
-    // After the batch: the guest releases what the task had pending,
-    // including requests earlier in this batch.
-    for (const c of overCap) this.#cancelInGuest(c.task, c.detail);
-  }
-
-  #failOverCap(c) {
-    const task = this.#tasks.get(c.task);
-    if (task === undefined) return;
-    const limit = { output: "output", operations: "operations", memory: "memory" }[c.cap] ?? c.cap;
-    this.#finish(c.task, new LimitError(task.op, limit, c.detail));
   }
 
   #complete(id, outcome) {
@@ -646,13 +617,6 @@ export class Sandbox {
         }
         return run(answer, () => next(what.turn, { signal }), okTurn);
       }
-      case "run-session":
-        return run(answer, () => {
-          throw named(
-            "Error",
-            "sessions need the session protocol (host ops for engines, middleware and tools); this guest asks the host to run the whole session, which only the Rust host does",
-          );
-        });
       default:
         return run(answer, () => {
           throw named("TypeError", `malformed request: ${what.why}`);
@@ -705,7 +669,7 @@ export class Sandbox {
   }
 
   /**
-   * Version 2: a host middleware. Its `next(turn)` runs the rest of the
+   * A host middleware. Its `next(turn)` runs the rest of the
    * chain in the guest, as a `middleware.next` task whose events are the
    * awaiting task's.
    */
@@ -723,7 +687,7 @@ export class Sandbox {
     return out ?? what.turn;
   }
 
-  /** Version 2: progress of op `op` (an engine's stream) for the script awaiting it. */
+  /** Progress of op `op` (an engine's stream) for the script awaiting it. */
   #notify(generation, op, events) {
     const deliver = () => {
       const pending = this.#ops.get(op);
@@ -806,7 +770,13 @@ function classifyTrap(e, interrupted) {
     }
     return { message: `wasm trap: ${message}`, limit: undefined };
   }
-  return { message: `the guest failed: ${message}`, limit: undefined };
+  // Not a trap of the wasm: an exception thrown through it (a host import
+  // that threw, which jco passes through the guest's frames). The guest is
+  // left mid-entry, so the instance is lost all the same.
+  return {
+    message: `an exception went through the guest (a host import threw ${e?.name ?? "a value"}: ${message}); the instance was lost`,
+    limit: undefined,
+  };
 }
 
 function reasonOf(signal) {

@@ -2,7 +2,8 @@
 // deadlines, caps, memory, traps and the rebuild after one.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { CanceledError, LimitError, TimeoutError, TrappedError } from "marionette";
+import { CanceledError, LimitError, Runtime, TimeoutError, TrappedError } from "marionette";
+import { Guest } from "../src/protocol.js";
 import { loaded, signal } from "./helpers.js";
 
 const LOOP = "export default function main() { for (;;) {} }";
@@ -146,4 +147,154 @@ test("a trap fails the work in flight; the instance is rebuilt with its scripts 
   assert.equal(await s.call("other.js", "hello"), "hello");
   assert.equal(s.stats().rebuilds, 1);
   assert.equal(s.stats().scripts, 2);
+});
+
+// Converting a task's value runs JavaScript too: a getter of the error it
+// throws, the toJSON of what it returns. That JavaScript is the task's, so
+// the task's timeout stops it, long before the entry's CPU deadline would.
+// The sandbox tests below check this host's part (its should-interrupt
+// answers the task's timeout); the hand-driven one after them, the guest's
+// (it names the task while it converts).
+const CONVERTS = `export function throws() { throw { get message() { for (;;) {} } }; }
+export function returns() { return { toJSON() { for (;;) {} } }; }
+export const ok = () => "fine";`;
+
+for (const fn of ["throws", "returns"]) {
+  test(`timeoutMs stops JavaScript that converts the task's value (${fn}), not the entry deadline`, async (t) => {
+    const s = await loaded(t, CONVERTS, { policy: { entryDeadlineMs: 10_000, runDeadlineMs: null } });
+    const error = await s.call("main.js", fn, [], { timeoutMs: 50 }).catch((e) => e);
+    assert.ok(error instanceof TimeoutError, String(error));
+    assert.equal(error.afterMs, 50);
+    assert.equal(await s.call("main.js", "ok"), "fine");
+    assert.equal(s.stats().rebuilds, 0);
+  });
+}
+
+test("should-interrupt names the task whose value the guest converts (docs/protocol.md, Interrupts)", async () => {
+  // Driven by hand: the host stops whatever JavaScript runs at its 100th
+  // poll, naming the task the guest said it runs for. The loops run only in
+  // the conversions, so the stop must name the task that called.
+  const runtime = await Runtime.shared();
+  let polls = 0;
+  const { exports } = runtime.instantiate({
+    log: () => {},
+    shouldInterrupt: (task) => (++polls > 100 ? { tag: "deadline", val: `stopped task ${task}` } : undefined),
+    validateArguments: () => undefined,
+  });
+  const guest = new Guest(exports);
+  guest.configure({
+    memoryLimit: 64 << 20,
+    consoleLines: 0,
+    consoleBytes: 0,
+    pendingOps: 0,
+    engines: [],
+    middlewares: [],
+    tools: [],
+  });
+  guest.load(1, "main.js", CONVERTS);
+  for (const [task, fn] of [
+    [2, "throws"],
+    [3, "returns"],
+  ]) {
+    polls = 0;
+    const done = guest.call(task, "main.js", fn, []).filter((e) => e.type === "done");
+    assert.deepEqual(done, [{ type: "done", task, outcome: { deadline: `stopped task ${task}` } }], fn);
+  }
+});
+
+/**
+ * The package's runtime, with the host import `name` made to throw once
+ * `armed.on` is set (and only once): host imports are the sandbox's own,
+ * and a bug in one is what this stands for.
+ */
+async function breakable(name) {
+  const real = await Runtime.shared();
+  const armed = { on: false };
+  const runtime = {
+    instantiate: (host) =>
+      real.instantiate({
+        ...host,
+        [name]: (...args) => {
+          if (armed.on) {
+            armed.on = false;
+            throw new Error(`${name} is broken`);
+          }
+          return host[name](...args);
+        },
+      }),
+  };
+  return { runtime, armed };
+}
+
+const RECOVERS = `import { tools } from "marionette";
+let calls = 0;
+export function count() { calls += 1; return calls; }
+export function busy() { let i = 0; while (i < 1e6) i += 1; return i; }
+export const calculator = tools.createRegistry().register({
+  name: "add",
+  parameters: { type: "object", properties: { a: { type: "number" }, b: { type: "number" } } },
+  handler: ({ a, b }) => a + b,
+});`;
+
+for (const name of ["validateArguments", "shouldInterrupt"]) {
+  test(`a host import that throws (${name}) is a trap: the instance is rebuilt, its scripts reloaded`, async (t) => {
+    const { runtime, armed } = await breakable(name);
+    const s = await loaded(t, RECOVERS, { runtime });
+    await s.load("other.js", "export const hello = () => 'hello';");
+    assert.equal(await s.call("main.js", "count"), 1);
+    const add = { name: "add", arguments: { a: 1, b: 2 } };
+    armed.on = true;
+    const failed = name === "validateArguments" ? s.callTool("main.js", "calculator", add) : s.call("main.js", "busy");
+    const error = await failed.catch((e) => e);
+    assert.ok(error instanceof TrappedError, String(error));
+    assert.equal(
+      error.detail,
+      `an exception went through the guest (a host import threw Error: ${name} is broken); the instance was lost`,
+    );
+    assert.equal(error.limit, undefined);
+    assert.equal(await s.call("main.js", "count"), 1, "a fresh instance: the module's state starts over");
+    assert.equal(await s.callTool("main.js", "calculator", add), 3);
+    assert.equal(await s.call("main.js", "busy"), 1_000_000);
+    assert.equal(await s.call("other.js", "hello"), "hello");
+    assert.equal(s.stats().rebuilds, 1);
+  });
+}
+
+test("the guest traps the entry after one a throwing host import left unfinished (docs/protocol.md, Traps)", async () => {
+  const runtime = await Runtime.shared();
+  const logged = [];
+  let broken = false;
+  const { exports } = runtime.instantiate({
+    log: (level, message) => logged.push(message),
+    shouldInterrupt: () => {
+      if (broken) throw new Error("should-interrupt is broken");
+      return undefined;
+    },
+    validateArguments: () => undefined,
+  });
+  const guest = new Guest(exports);
+  guest.configure({
+    memoryLimit: 64 << 20,
+    consoleLines: 0,
+    consoleBytes: 0,
+    pendingOps: 0,
+    engines: [],
+    middlewares: [],
+    tools: [],
+  });
+  const source = "export function busy() { let i = 0; while (i < 1e6) i += 1; return i; }\nexport const ok = () => 1;";
+  const loadedDone = guest.load(1, "main.js", source).find((e) => e.type === "done");
+  assert.deepEqual(loadedDone.outcome, { ok: { kind: "json", value: null, bytes: 4 } });
+  broken = true;
+  assert.throws(() => guest.call(2, "main.js", "busy", []), /should-interrupt is broken/);
+  broken = false;
+  // The next entry does not run on the state the unfinished one left: it traps.
+  assert.throws(
+    () => guest.call(3, "main.js", "ok", []),
+    (e) => e instanceof WebAssembly.RuntimeError,
+  );
+  assert.ok(
+    logged.some((m) => m.includes("an earlier entry into the guest did not return")),
+    `the guest says why it trapped: ${JSON.stringify(logged)}`,
+  );
 });

@@ -1,7 +1,6 @@
 // A script's sessions, with the model a JS function outside the sandbox:
-// the session loop runs in the guest (protocol 2) and reaches this host only
-// as operations. A guest that asks its host to run sessions (protocol 1)
-// cannot do that here: those tests are skipped, saying why.
+// the session loop runs in the guest and reaches this host only as
+// operations (docs/protocol.md).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
@@ -9,14 +8,6 @@ import { CanceledError } from "marionette";
 import { loaded, sandbox, signal } from "./helpers.js";
 
 const AGENT = new URL("../../examples/agent.js", import.meta.url);
-
-/** Skips `t` unless the guest runs sessions itself; returns whether it does. */
-async function sessionsRun(t) {
-  const s = await sandbox(t);
-  if (s.protocol >= 2) return true;
-  t.skip("this guest asks its host to run sessions (protocol 1); sessions need the guest of docs/protocol.md");
-  return false;
-}
 
 /** A model that asks for add(2, 3), then answers with the tool's result. */
 function adder(seen) {
@@ -32,7 +23,6 @@ function adder(seen) {
 }
 
 test("examples/agent.js runs unchanged, with a JS function as the model", async (t) => {
-  if (!(await sessionsRun(t))) return;
   const seen = [];
   const s = await loaded(t, await readFile(AGENT, "utf8"), { engine: adder(seen) });
   const lines = [];
@@ -53,7 +43,6 @@ test("examples/agent.js runs unchanged, with a JS function as the model", async 
 });
 
 test("an engine's partials reach the script's session as partial events, in order", async (t) => {
-  if (!(await sessionsRun(t))) return;
   const s = await loaded(
     t,
     `import { createSession, engines, turns } from "marionette";
@@ -78,7 +67,6 @@ test("an engine's partials reach the script's session as partial events, in orde
 });
 
 test("a host middleware wraps the engine; its next() runs the rest of the chain in the guest", async (t) => {
-  if (!(await sessionsRun(t))) return;
   const order = [];
   const s = await loaded(
     t,
@@ -111,7 +99,6 @@ test("a host middleware wraps the engine; its next() runs the rest of the chain 
 });
 
 test("cancelling a task mid-inference aborts the engine's signal and fails the task", async (t) => {
-  if (!(await sessionsRun(t))) return;
   const started = signal();
   const aborted = signal();
   const s = await loaded(

@@ -150,21 +150,7 @@ async def _run_case(path: Path) -> None:
             host.calls.clear()
             console: List[List[str]] = []
             value, error = await _run_step(sandbox, path, step, timeout, console)
-            if (
-                isinstance(error, ScriptError)
-                and "session loop itself" in error.message
-                and not _runs_sessions(sandbox)
-            ):
-                pytest.xfail(
-                    "this guest asks the host to run sessions (run-session); "
-                    "the Python host runs them only in the guest"
-                )
             _check(f"{path.stem} step {i}", expect, value, error, console, host.calls)
-
-
-def _runs_sessions(sandbox: AsyncSandbox) -> bool:
-    vm = sandbox._vm
-    return vm is not None and vm.guest.runs_sessions
 
 
 async def _run_step(

@@ -1,14 +1,17 @@
-"""The protocol module on values shaped as wasmtime-py lifts them, for both
-the first protocol and the one whose guest runs sessions (no wasm here)."""
+"""The protocol module on values shaped as wasmtime-py lifts them, and the
+host imports (no wasm here)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import pytest
 from wasmtime.component import Record, Variant
 
-from marionette import ConsoleLine, Limit, SessionEvent
+from marionette import ConsoleLine, HostError, Limit, SessionEvent
 from marionette import _protocol as protocol
+from marionette._vm import Entry, Imports
 
 
 def rec(**fields: Any) -> Record:
@@ -31,14 +34,13 @@ def test_turns_cross_with_the_scripts_block_kinds() -> None:
     assert protocol.turn_from_wit(back) == turn
 
 
-def test_first_protocol_effects() -> None:
+def test_effects_in_order() -> None:
     effects = protocol.decode_effects(
         [
             Variant("request", rec(op=1, task=2, what=Variant("sleep", 5))),
             Variant("event", rec(task=2, event=rec(level="warn", message="careful"))),
             Variant("release", 1),
-            Variant("done", rec(task=2, outcome=Variant("ok", '{"a": 1}'))),
-            Variant("over-cap", rec(task=3, cap="operations", detail="too many")),
+            Variant("done", rec(task=2, outcome='{"a": 1}')),
         ]
     )
     assert effects == [
@@ -46,16 +48,19 @@ def test_first_protocol_effects() -> None:
         protocol.TaskEvent(2, ConsoleLine("warn", "careful")),
         protocol.Release(1),
         protocol.Done(2, {"a": 1}, None),
-        protocol.OverCap(3, Limit.OPERATIONS, "too many"),
     ]
 
 
-def test_a_script_error_in_either_protocol() -> None:
+def test_an_effect_this_host_does_not_know_is_an_error() -> None:
+    with pytest.raises(HostError, match="unknown effect 'over-cap'"):
+        protocol.decode_effects([Variant("over-cap", rec(task=3, cap="operations", detail="too many"))])
+
+
+def test_a_script_error_keeps_its_place() -> None:
     error = rec(name="TypeError", message="boom", stack=None, file="a.js", line=3, column=1)
-    first = protocol.decode_effects([Variant("done", rec(task=1, outcome=Variant("err", error)))])
-    second = protocol.decode_effects([Variant("done", rec(task=1, outcome=Variant("script", error)))])
-    assert first == second
-    failure = first[0].failure  # type: ignore[union-attr]
+    (done,) = protocol.decode_effects([Variant("done", rec(task=1, outcome=Variant("script", error)))])
+    assert isinstance(done, protocol.Done)
+    failure = done.failure
     assert failure is not None and failure.kind == "script"
     assert failure.error == {
         "name": "TypeError",
@@ -67,7 +72,7 @@ def test_a_script_error_in_either_protocol() -> None:
     }
 
 
-def test_typed_failures_of_the_session_protocol() -> None:
+def test_typed_failures() -> None:
     done = protocol.decode_effects(
         [
             Variant("done", rec(task=1, outcome='"value"')),
@@ -89,7 +94,7 @@ def test_typed_failures_of_the_session_protocol() -> None:
     assert done[5].value["blocks"][0]["payload"] == {"text": "hi"}  # type: ignore[union-attr]
 
 
-def test_session_protocol_requests_and_events() -> None:
+def test_requests_and_events() -> None:
     tool = rec(name="add", description="adds", parameters='{"type": "object"}')
     effects = protocol.decode_effects(
         [
@@ -138,20 +143,13 @@ def test_session_protocol_requests_and_events() -> None:
     assert event == protocol.TaskEvent(2, SessionEvent("partial", {"type": "partial", "delta": "He"}))
 
 
-def test_should_interrupt_answers_both_protocols() -> None:
-    import time
-
-    from marionette._vm import Entry, Imports
-
+def test_should_interrupt_answers_for_the_task_whose_javascript_runs() -> None:
     imports = Imports({2: ("cancel", "bye")})
     imports.entry = Entry(task=3, deadline=time.monotonic() + 3600)
-    assert imports.should_interrupt() is False  # first protocol: the entry's task
     assert imports.should_interrupt(3) is None
-    stop = imports.should_interrupt(2)  # the task whose JavaScript runs
+    stop = imports.should_interrupt(2)  # task 2's code, run by an entry of task 3
     assert isinstance(stop, Variant) and (stop.tag, stop.payload) == ("cancel", "bye")
-    imports.entry = Entry(task=2, deadline=time.monotonic() + 3600)
-    assert imports.should_interrupt() is True
+    assert imports.entry.interrupted
     imports.entry = Entry(task=3, deadline=time.monotonic() - 1)
-    late = imports.should_interrupt(3)
+    late = imports.should_interrupt(0)  # the entry's CPU deadline stops any code
     assert isinstance(late, Variant) and late.tag == "deadline"
-    assert imports.should_interrupt() is True

@@ -217,7 +217,7 @@ class Core:
                     await self._rebuild()
                 if self._vm is None:
                     raise TrappedError("query", "the new instance trapped while its scripts were reloaded")
-                result, _ = await self._in_owner(self._vm.enter, 0, self._limits.entry_deadline, call)
+                result = await self._in_owner(self._vm.enter, 0, self._limits.entry_deadline, call)
             except Trap as trap:
                 self._lose_instance(trap)
                 future.set_exception(TrappedError("query", trap.message, trap.limit))
@@ -239,24 +239,23 @@ class Core:
                 await self._rebuild()
                 if self._vm is None:
                     return  # lost again while reloading: its tasks failed with the trap
-            effects, interrupted = await self._in_owner(self._vm.enter, task_id, self._limits.entry_deadline, call)
+            effects = await self._in_owner(self._vm.enter, task_id, self._limits.entry_deadline, call)
         except Trap as trap:
             log.warning("the guest trapped (%s); its instance is rebuilt", trap.message)
             self._lose_instance(trap)
             return
-        except MarionetteError as e:  # the component could not be loaded
+        except Exception as e:
+            # The component could not be loaded, or the call's values do not
+            # lower to WIT (a malformed turn): the guest did not run it.
             task = self._tasks.get(task_id)
             if task is not None:
-                self._settle_error(task, e)
+                error = e if isinstance(e, MarionetteError) else HostError(task.op, f"{type(e).__name__}: {e}")
+                self._settle_error(task, error)
             self._live.discard(task_id)
             return
         await self._apply(effects)
-        if interrupted and self._vm is not None and not self._vm.guest.runs_sessions:
-            # The first protocol returns no `done` for an interrupted task.
-            await self._interrupted(task_id)
 
     async def _apply(self, effects: List[protocol.Effect]) -> None:
-        over_cap: List[protocol.OverCap] = []
         for effect in effects:
             if isinstance(effect, protocol.Request):
                 self._perform(effect)
@@ -269,16 +268,6 @@ class Core:
                 self._deliver(effect.task, effect.event)
             elif isinstance(effect, protocol.Done):
                 self._done(effect)
-            elif isinstance(effect, protocol.OverCap):
-                task = self._tasks.get(effect.task)
-                if task is not None:
-                    log.warning("%s: %s", task.op, effect.detail)
-                    self._settle_error(task, LimitError(task.op, effect.limit, effect.detail))
-                over_cap.append(effect)
-        # After the batch: cancelling releases what the task had pending,
-        # requests earlier in this batch included.
-        for c in over_cap:
-            await self._cancel_in_guest(c.task, c.detail)
 
     def _deliver(self, task_id: int, event: Event) -> None:
         task = self._tasks.get(task_id)
@@ -299,7 +288,11 @@ class Core:
         self._interrupts.pop(done.task, None)
         task = self._tasks.get(done.task)
         if task is None:
-            return  # its caller was answered already (cancelled, timed out)
+            # Its caller was answered already (cancelled, timed out); the
+            # guest's word on how it ended is for the log only.
+            if done.failure is not None:
+                log.debug("task %d ended in the guest: %s: %s", done.task, done.failure.kind, done.failure.detail)
+            return
         if done.failure is None:
             if task.script is not None:
                 name, source = task.script
@@ -339,24 +332,6 @@ class Core:
             op, f"the guest failed the task in a way this host does not know: {failure.kind}: {failure.detail}"
         )
 
-    async def _interrupted(self, task_id: int) -> None:
-        """JavaScript of ``task_id`` was interrupted: by its caller, or by the
-        CPU deadline. (Today's guest then returns no `done`: the host cancels.)"""
-        task = self._tasks.get(task_id)
-        asked = task_id in self._interrupts
-        if asked:
-            reason = "canceled by the caller"
-        else:
-            ms = round(self._limits.entry_deadline * 1000)
-            reason = f"the script ran for more than {ms}ms without waiting for the host"
-        if task is not None:
-            if asked:
-                self._settle_error(task, task.stopped or CanceledError(task.op, reason))
-            else:
-                log.warning("%s: cpu deadline reached; the script was interrupted", task.op)
-                self._settle_error(task, LimitError(task.op, Limit.DEADLINE, reason))
-        await self._cancel_in_guest(task_id, reason)
-
     async def _cancel_in_guest(self, task_id: int, reason: str) -> None:
         # The interrupt was for JavaScript that ran before; the unwinding
         # must run, under a fresh deadline.
@@ -365,7 +340,7 @@ class Core:
             return
         self._live.discard(task_id)
         try:
-            effects, _ = await self._in_owner(
+            effects = await self._in_owner(
                 self._vm.enter, task_id, self._limits.entry_deadline, lambda g: g.cancel(task_id, reason)
             )
         except Trap as trap:
@@ -475,12 +450,6 @@ class Core:
             if middleware is None:
                 raise HostFailure("Error", f"the host provides no middleware named {p['name']!r}")
             return protocol.ok_turn(await call_user(middleware, self._middleware_call(request, p)))
-        if what == "run-session":
-            raise HostFailure(
-                "Error",
-                "this host runs sessions only with a guest that runs the session loop itself; "
-                "this guest asks the host to",
-            )
         raise HostFailure("Error", f"this host does not provide {what}")
 
     def _partials(self, op: int, task_id: int) -> Callable[[str], None]:

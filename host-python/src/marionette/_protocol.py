@@ -15,10 +15,12 @@ How wasmtime-py maps the WIT types (``wasmtime/component/_types.py``):
   attributes can be passed.
 * ``variant``/``result``: *untagged* (just the payload) when the Python
   classes of all cases differ, otherwise ``Variant(tag, payload)``. Here:
-  ``effect``, ``host-op`` and ``outcome`` are tagged; ``value`` (``str`` for
-  json, ``Record`` for a turn), ``target`` (``Record`` export-ref or ``int``
-  handle), ``event`` (one case), ``result<_, string>`` and
-  ``result<list<...>, script-error>`` are untagged.
+  ``effect``, ``host-op``, ``failure``, ``stop`` and ``outcome`` are tagged;
+  ``value`` (``str`` for json, ``Record`` for a turn), ``task-outcome`` (a
+  value, or a tagged ``failure``), ``target`` (``Record`` export-ref or
+  ``int`` handle), ``event`` (``Record`` console line or ``str`` session
+  JSON), ``result<_, string>`` and ``result<list<...>, script-error>`` are
+  untagged.
 """
 
 from __future__ import annotations
@@ -56,8 +58,9 @@ class Request:
     """The guest awaits ``what`` for ``task``: answer with ``resume(op, ...)``.
 
     ``what`` is ``sleep`` (payload: milliseconds), ``next`` (a turn),
-    ``infer`` (``{"engine", "turn", "context"}``), ``call-tool``
-    (``{"id", "name", "arguments"}``) or ``run-session`` (the spec, parsed).
+    ``infer`` (``{"engine", "turn", "context", "tools", "tool_choice"}``),
+    ``call-tool`` (``{"id", "name", "arguments", "context"}``) or
+    ``middleware`` (``{"name", "options", "turn", "context"}``).
     """
 
     op: int
@@ -102,18 +105,9 @@ class Done:
     failure: Optional[Failure]
 
 
-@dataclass(frozen=True)
-class OverCap:
-    """A task ran into a cap (first protocol: the host fails it and cancels it)."""
+Effect = Union[Request, Release, TaskEvent, Done]
 
-    task: int
-    limit: Limit
-    detail: str
-
-
-Effect = Union[Request, Release, TaskEvent, Done, OverCap]
-
-_CAPS = {"output": Limit.OUTPUT, "operations": Limit.OPERATIONS, "memory": Limit.MEMORY}
+_CAPS = {"output": Limit.OUTPUT, "operations": Limit.OPERATIONS}
 
 
 def decode_effects(raw: List[Variant]) -> List[Effect]:
@@ -130,18 +124,13 @@ def decode_effects(raw: List[Variant]) -> List[Effect]:
             out.append(TaskEvent(p.task, _decode_event(p.event)))
         elif tag == "done":
             out.append(_decode_done(p.task, p.outcome))
-        elif tag == "over-cap":
-            out.append(OverCap(p.task, _CAPS.get(p.cap, Limit.OUTPUT), p.detail))
         else:
             raise HostError("guest", f"the guest returned an unknown effect {tag!r}")
     return out
 
 
 def _decode_event(ev: Any) -> Union[ConsoleLine, SessionEvent]:
-    # One case (first protocol) or console/session with distinct classes:
-    # untagged either way; tagged only if a later WIT makes them collide.
-    if isinstance(ev, Variant):
-        ev = ev.payload
+    # console (a record) or session (JSON text): distinct classes, untagged.
     if isinstance(ev, str):
         data = json.loads(ev)
         return SessionEvent(str(data.get("type", "")), data)
@@ -149,12 +138,9 @@ def _decode_event(ev: Any) -> Union[ConsoleLine, SessionEvent]:
 
 
 def _decode_done(task: int, o: Any) -> Done:
-    if isinstance(o, Variant) and o.tag in ("ok", "err"):  # result<value, script-error>: tagged
-        if o.tag == "ok":
-            return Done(task, decode_value(o.payload), None)
-        e = cast(Any, o.payload)
-        return Done(task, None, Failure("script", e.message, script_error_fields(e)))
-    if isinstance(o, Variant):  # result<value, failure>: untagged, the failure is tagged
+    # result<value, failure>: untagged (a value is str or Record), the
+    # failure a tagged Variant.
+    if isinstance(o, Variant):
         p = cast(Any, o.payload)
         if o.tag == "script":
             return Done(task, None, Failure("script", p.message, script_error_fields(p)))
@@ -174,15 +160,12 @@ def _decode_op(tag: str, p: Any) -> Any:
             "engine": p.engine,
             "turn": turn_from_wit(p.input),
             "context": json.loads(p.context),
-            "tools": [tool_definition(t) for t in getattr(p, "tools", [])],
-            "tool_choice": getattr(p, "tool-choice", "auto"),
+            "tools": [tool_definition(t) for t in p.tools],
+            "tool_choice": getattr(p, "tool-choice"),
         }
     if tag == "call-tool":
-        if hasattr(p, "call"):  # host-tool-call {call, context}
-            c, context = p.call, json.loads(p.context)
-        else:
-            c, context = p, {}
-        return {"id": c.id, "name": c.name, "arguments": json.loads(c.arguments), "context": context}
+        c = p.call
+        return {"id": c.id, "name": c.name, "arguments": json.loads(c.arguments), "context": json.loads(p.context)}
     if tag == "middleware":
         return {
             "name": p.name,
@@ -190,8 +173,6 @@ def _decode_op(tag: str, p: Any) -> Any:
             "turn": turn_from_wit(p.input),
             "context": json.loads(p.context),
         }
-    if tag == "run-session":
-        return json.loads(p)
     return p
 
 
@@ -366,11 +347,10 @@ class Guest:
         self._store = store
         self._instance = instance
         self._funcs: Dict[str, Callable[..., Any]] = {}
-        iface = instance.get_export_index(store, interface("middleware"))
-        #: Whether the guest runs sessions itself (``middleware.next`` and
-        #: typed failures in ``done``); the first protocol asked the host to
-        #: (``run-session``).
-        self.runs_sessions = bool(iface and instance.get_export_index(store, "next", iface))
+        # The protocol of docs/protocol.md, the only one: its guest runs
+        # sessions itself, and a host middleware's `next` is `middleware.next`.
+        # An older component would fail in stranger ways later.
+        self._func("middleware", "next")
 
     def _func(self, iface: str, name: str) -> Callable[..., Any]:
         key = f"{iface}#{name}"

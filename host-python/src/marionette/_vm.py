@@ -10,7 +10,6 @@ interrupted (a trap: the instance is rebuilt).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -19,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, TypeVar, Union
 
-import jsonschema
 import wasmtime
 from wasmtime.component import Component, Linker
 
 from . import _protocol as protocol
 from ._errors import HostError, Limit
+from ._schema import SchemaCache
 
 log = logging.getLogger("marionette")
 guest_log = logging.getLogger("marionette.guest")
@@ -36,9 +35,6 @@ EPOCH_TICK = 0.01
 
 #: Epoch ticks that stand for "no deadline" between entries (about 350 years).
 NO_DEADLINE = 1 << 40
-
-#: Most schema validators kept compiled at once.
-_SCHEMA_CACHE = 256
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
@@ -100,11 +96,13 @@ class Runtime:
 
 @dataclass
 class Entry:
-    """The guest entry under way: whose, until when, whether it was stopped."""
+    """The guest entry under way: whose, until when, whether it was stopped,
+    and the host import that raised in it, if one did."""
 
     task: int = 0
     deadline: float = 0.0
     interrupted: bool = False
+    failed_import: Optional[str] = None
 
 
 class Trap(Exception):
@@ -119,33 +117,33 @@ class Trap(Exception):
 class Imports:
     """The host imports of one instance (``host`` interface of the WIT).
 
-    An import must never raise: an exception through the guest would leave
-    it inconsistent. Each answers something safe and logs instead.
+    An import must not raise: wasmtime turns the exception into a trap of
+    the entry (the guest is left mid-entry), and the instance is lost. Each
+    answers something safe instead; should one raise all the same (a bug),
+    :meth:`Vm.enter` reports the trap and the sandbox rebuilds.
     """
 
     def __init__(self, interrupts: Dict[int, Tuple[str, str]]) -> None:
         self.entry = Entry()
         self.deadline = 0.0
         self._interrupts = interrupts
-        self._validators: Dict[str, Any] = {}
+        self._schemas = SchemaCache()
 
     def log(self, level: str, message: str) -> None:
         guest_log.log(_LEVELS.get(level, logging.ERROR), "%s", message)
 
-    def should_interrupt(self, *task: int) -> Any:
-        """First protocol: ``() -> bool`` for the entry's task. Since the
-        session loop moved into the guest: ``(task) -> option<stop>`` for the
-        task whose JavaScript runs, which the guest then fails itself."""
+    def should_interrupt(self, task: int) -> Any:
+        """``option<stop>`` for ``task``, whose JavaScript runs (0: the
+        runtime's own code): the stop its caller asked for (a cancel, its
+        timeout), else the entry's CPU deadline. The guest then fails the
+        task itself."""
         entry = self.entry
-        asked = self._interrupts.get(task[0] if task else entry.task)
-        late = time.monotonic() >= entry.deadline
-        if asked is not None or late:
-            entry.interrupted = True
-        if not task:
-            return entry.interrupted
+        asked = self._interrupts.get(task)
         if asked is not None:
+            entry.interrupted = True
             return protocol.stop(*asked)
-        if late:
+        if time.monotonic() >= entry.deadline:
+            entry.interrupted = True
             return protocol.stop(
                 "deadline", f"the script ran for more than {round(self.deadline * 1000)}ms without waiting for the host"
             )
@@ -153,24 +151,7 @@ class Imports:
 
     def validate_arguments(self, schema: str, arguments: str) -> Optional[str]:
         try:
-            validator = self._validators.get(schema)
-            if validator is None:
-                parsed = json.loads(schema)
-                cls = jsonschema.validators.validator_for(parsed)
-                cls.check_schema(parsed)
-                validator = cls(parsed)
-                if len(self._validators) >= _SCHEMA_CACHE:
-                    self._validators.clear()
-                self._validators[schema] = validator
-            problems = []
-            for e in validator.iter_errors(json.loads(arguments)):
-                where = "/" + "/".join(str(p) for p in e.absolute_path)
-                problems.append(e.message if where == "/" else f"{e.message} at {where}")
-                if len(problems) == 5:
-                    break
-            return "; ".join(problems) if problems else None
-        except jsonschema.SchemaError as e:
-            return f"the tool's schema is invalid: {e.message}"
+            return self._schemas.check(schema, arguments)
         except Exception as e:  # never through the guest
             return f"the arguments could not be checked: {e}"
 
@@ -185,7 +166,12 @@ def _dispatch(attr: str) -> Callable[..., Any]:
 
     def call(_store: Any, *args: Any) -> Any:
         imports: Imports = _current.imports
-        return getattr(imports, attr)(*args)
+        try:
+            return getattr(imports, attr)(*args)
+        except BaseException as e:
+            # wasmtime traps the guest and raises `e` again from the export.
+            imports.entry.failed_import = f"{attr.replace('_', '-')} raised {type(e).__name__}: {e}"
+            raise
 
     return call
 
@@ -210,25 +196,27 @@ class Vm:
             raise HostError("instantiate", f"the component cannot be instantiated: {e}") from e
         self.guest = protocol.Guest(self.store, instance)
 
-    def enter(self, task: int, deadline: float, f: Callable[[protocol.Guest], T]) -> Tuple[T, bool]:
+    def enter(self, task: int, deadline: float, f: Callable[[protocol.Guest], T]) -> T:
         """Runs ``f`` for ``task`` under the CPU deadline (seconds).
 
-        Returns its result and whether the script was interrupted.
-
         Raises:
-            Trap: the guest trapped; this instance must not be used again.
+            Trap: the guest trapped (a host import that raised included);
+                this instance must not be used again.
         """
-        self.imports.entry = Entry(task, time.monotonic() + deadline)
+        entry = self.imports.entry = Entry(task, time.monotonic() + deadline)
         self.imports.deadline = deadline
         _current.imports = self.imports
         self.store.set_epoch_deadline(max(1, round(2 * deadline / EPOCH_TICK)))
         try:
-            result = f(self.guest)
+            return f(self.guest)
         except wasmtime.WasmtimeError as e:
-            raise classify(e, self.imports.entry.interrupted, 2 * deadline) from e
+            raise classify(e, entry.interrupted, 2 * deadline) from e
+        except Exception as e:
+            if entry.failed_import is None:
+                raise  # before the guest was entered: a value that does not lower
+            raise Trap(f"the host import {entry.failed_import}; the instance was lost", None) from e
         finally:
             self.store.set_epoch_deadline(NO_DEADLINE)
-        return result, self.imports.entry.interrupted
 
 
 def classify(e: Exception, interrupted: bool, hard: float) -> Trap:
