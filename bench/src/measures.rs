@@ -193,8 +193,8 @@ pub const SESSIONS_ONE: Measure = Measure {
     function: "one",
     path: Path::SandboxApi,
     meaning: "`sandbox.call(\"sessions.js\", \"oneOfMany\", &[i])` awaited, alone in its sandbox: \
-              one session run by the host's tool loop with JavaScript parts. Its model, a JavaScript \
-              engine, sleeps 20 ms (a `setTimeout`, so a host timer) before each of its two \
+              one session run by the guest's session loop (in the task of the call) with JavaScript \
+              parts. Its model, a JavaScript engine, sleeps 20 ms (a `setTimeout`, so a host timer) before each of its two \
               inferences; the first asks for the `add` tool, a JavaScript tool that sleeps 1 ms; the \
               second answers `results: {i + 1000}`. At least 41 ms of waiting, plus every guest \
               entry the session makes (engine, tool, result) and their host operations",
@@ -207,9 +207,9 @@ pub const SESSIONS_TWO_HUNDRED: Measure = Measure {
     path: Path::SandboxApi,
     meaning: "200 `oneOfMany(i)` calls (`i` = 0..199) spawned at once as tokio tasks on the same \
               sandbox, all awaited and each answer checked: 200 sessions interleaved in one VM. \
-              Their JavaScript runs one guest entry at a time on the sandbox's owner thread; every \
-              wait (the model's and the tool's timers, the host's tool loop awaiting a JavaScript \
-              engine or tool) is a host operation, so the waits overlap",
+              Their JavaScript (the session loop included) runs one guest entry at a time on the \
+              sandbox's owner thread; every wait (the model's and the tool's timers) is a host \
+              operation, so the waits overlap",
 };
 
 /// The mixed load against one sandbox.

@@ -124,7 +124,7 @@ pub fn markdown(r: &Report) -> String {
             "\n`all / one` is how much longer the tasks take together than one takes alone: 1× \
              when they overlap completely, the number of tasks when they take turns. The sessions \
              interleave in one VM because every wait is a host operation: while a session's model \
-             or tool sleeps (a host timer) and while the host's tool loop awaits a JavaScript part, \
+             or tool sleeps (a host timer), \
              the guest is free, and the owner thread runs the other sessions' JavaScript. What is \
              above 1× is that JavaScript: every session's guest entries are made one at a time on \
              the one owner thread, so each session beyond the first adds its own share of guest \
