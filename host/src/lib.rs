@@ -10,8 +10,9 @@
 //!   nothing of JavaScript.
 //! - [`Sandbox`]: one guest instance behind a runner; loads scripts, runs
 //!   their `main`, engines, middleware and tools; contains traps.
-//! - [`session`]: the tool loop, the middleware chain and the event stream,
-//!   shared by Rust-driven and JavaScript-driven sessions.
+//! - [`session`]: sessions built in Rust from Rust and JavaScript parts,
+//!   run by the guest's session loop (the one loop, which scripts'
+//!   `createSession` runs too); the traits those parts implement.
 //! - `engines` (feature `providers`, on by default): inference providers
 //!   (OpenAI-compatible, Anthropic) as session engines.
 //!
