@@ -8,6 +8,7 @@
 mod hook_tests;
 mod loop_tests;
 mod run_tests;
+mod spec_tests;
 mod tool_tests;
 
 use std::sync::atomic::{AtomicU32, Ordering};
