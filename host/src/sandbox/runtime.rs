@@ -121,6 +121,20 @@ impl Runtime {
         config.epoch_interruption(true);
         config.max_wasm_stack(options.max_wasm_stack);
         config.consume_fuel(options.fuel);
+        // For profiling the guest with `perf`: `MARIONETTE_PROFILE=perfmap`
+        // writes the compiled wasm functions' addresses to
+        // /tmp/perf-PID.map, where perf looks for them (README,
+        // "Profiling the guest").
+        match std::env::var("MARIONETTE_PROFILE").as_deref() {
+            Ok("perfmap") => {
+                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            }
+            Ok(other) => tracing::warn!(
+                value = other,
+                "MARIONETTE_PROFILE is not perfmap (the one strategy this build has): no profiling"
+            ),
+            Err(_) => {}
+        }
         if options.disk_cache {
             match wasmtime::Cache::from_file(None) {
                 Ok(cache) => {
