@@ -266,29 +266,30 @@ pub(crate) async fn middleware(
             request.name
         ))
     })?;
-    let (middleware, raised): (Arc<dyn Middleware>, _) = match provided.get(&request.name) {
-        Some(entry) => match entry.part {
-            Part::Middleware(m) => (m, Some(entry.raised)),
-            _ => return Err(type_error("a session's part is not a middleware")),
-        },
-        None => (
-            services
-                .middlewares
-                .create(&request.name, &options)
-                .map_err(|e| error_for_script(&e))?,
-            None,
-        ),
-    };
+    // A session's own middleware is known by its own name, not by the
+    // name it was registered under for the run.
+    let (middleware, middleware_name, raised): (Arc<dyn Middleware>, _, _) =
+        match provided.get(&request.name) {
+            Some(entry) => match entry.part {
+                Part::Middleware(m) => {
+                    let name = m.name().to_string();
+                    (m, name, Some(entry.raised))
+                }
+                _ => return Err(type_error("a session's part is not a middleware")),
+            },
+            None => (
+                services
+                    .middlewares
+                    .create(&request.name, &options)
+                    .map_err(|e| error_for_script(&e))?,
+                request.name.clone(),
+                None,
+            ),
+        };
     let turn = convert::turn_from_wit(request.input).map_err(|e| type_error(format!("{e:#}")))?;
     let spec = ContextSpec::from_json(&request.context)?;
     let ctx = MiddlewareContext {
-        // A session's own middleware is known by its name, not by the name
-        // it was registered under for the run.
-        middleware_name: if raised.is_some() {
-            middleware.name().to_string()
-        } else {
-            request.name.clone()
-        },
+        middleware_name,
         session_id: spec.session_id,
         inference_id: spec.inference_id,
         turn_id: spec.turn_id,

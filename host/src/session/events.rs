@@ -202,6 +202,22 @@ impl EventEmitter {
         );
     }
 
+    /// Sends an event made elsewhere (by the guest's session loop) as it is,
+    /// and records its inference as the run's latest, for a later
+    /// [`error`](Self::error).
+    pub(crate) fn forward(&self, event: SessionEvent) {
+        if let Ok(mut latest) = self.latest.lock() {
+            *latest = (
+                Arc::from(event.inference_id.as_str()),
+                Arc::from(event.turn_id.as_str()),
+            );
+        }
+        for sink in self.sinks.iter() {
+            // A receiver that was dropped just stopped listening.
+            let _ = sink.send(event.clone());
+        }
+    }
+
     fn send(&self, inference_id: &str, turn_id: &str, kind: EventKind) {
         if self.sinks.is_empty() {
             return;

@@ -10,9 +10,8 @@ use tracing::Instrument;
 
 use super::builder::SessionBuilder;
 use super::control::{RunHandle, Stop};
-use super::events::{EventKind, EventSink, SessionEvent};
+use super::events::{EventEmitter, EventSink};
 use super::run::{LoopParts, RunError, RunSpec, ended};
-use super::unix_ms;
 use crate::error::{Error, Op, Result};
 use crate::model::{Event, Turn};
 use crate::policy::Policy;
@@ -322,9 +321,8 @@ impl Prepared {
             cancel,
             stop,
         } = self;
-        let session = slot.session.clone();
-        let session = &session;
-        let mut events = Forward::new(session.inner.id.clone(), sinks);
+        let session = &slot.session.clone();
+        let events = EventEmitter::new(session.inner.id.clone(), sinks);
         let span = tracing::debug_span!("session.run", session = %session.inner.id);
         let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
         // Cancelling the run's task: the guest stops it, and the run ends
@@ -371,7 +369,7 @@ impl Prepared {
         let result = loop {
             tokio::select! {
                 biased;
-                Some(event) = received.recv() => events.send(event),
+                Some(event) = received.recv() => forward(&events, event),
                 result = &mut work => break result,
                 () = stop.token.cancelled(), if why.is_none() => {
                     why = Some(Error::Canceled { op: op.clone(), reason: stop.reason() });
@@ -388,7 +386,7 @@ impl Prepared {
             None => result,
         };
         while let Ok(event) = received.try_recv() {
-            events.send(event);
+            forward(&events, event);
         }
         match &result {
             Ok(turn) => slot.finish(Some(turn)),
@@ -402,49 +400,10 @@ impl Prepared {
     }
 }
 
-/// Hands the guest's session events of a run to the run's sinks, and
-/// stamps the run's `error` event with the latest inference it saw.
-struct Forward {
-    session_id: String,
-    sinks: Vec<EventSink>,
-    inference_id: String,
-    turn_id: String,
-}
-
-impl Forward {
-    fn new(session_id: String, sinks: Vec<EventSink>) -> Self {
-        Forward {
-            session_id,
-            sinks,
-            inference_id: String::new(),
-            turn_id: String::new(),
-        }
-    }
-
-    fn send(&mut self, event: Event) {
-        let Event::Session(event) = event else {
-            return; // console lines were logged by the sandbox
-        };
-        self.inference_id.clone_from(&event.inference_id);
-        self.turn_id.clone_from(&event.turn_id);
-        self.deliver(event);
-    }
-
-    fn error(&mut self, error: String) {
-        let event = SessionEvent {
-            timestamp_ms: unix_ms(),
-            session_id: self.session_id.clone(),
-            inference_id: self.inference_id.clone(),
-            turn_id: self.turn_id.clone(),
-            kind: EventKind::Error { error },
-        };
-        self.deliver(event);
-    }
-
-    fn deliver(&self, event: SessionEvent) {
-        for sink in &self.sinks {
-            // A receiver that was dropped just stopped listening.
-            let _ = sink.send(event.clone());
-        }
+/// Hands a session event of the run's task to the run's sinks; console
+/// lines were logged by the sandbox already.
+fn forward(events: &EventEmitter, event: Event) {
+    if let Event::Session(event) = event {
+        events.forward(event);
     }
 }

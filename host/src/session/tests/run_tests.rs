@@ -197,7 +197,12 @@ async fn cancel_stops_a_run_and_drops_its_tool_call() {
     let mut events = handle.events().unwrap();
     until_tool_call(&mut events).await;
     handle.cancel("the user left");
-    let error = handle.result().await.unwrap_err();
+    // Bounded, so that a cancel that does not stop the run fails the test
+    // instead of hanging it (the tool never returns on its own).
+    let error = tokio::time::timeout(Duration::from_secs(60), handle.result())
+        .await
+        .expect("the cancelled run ended")
+        .unwrap_err();
     let Error::Canceled { op, reason } = &error else {
         panic!("{error}")
     };
@@ -225,7 +230,10 @@ async fn a_caller_token_cancels_a_run() {
         until_tool_call(&mut events).await;
         token.cancel();
     };
-    let (result, ()) = tokio::join!(run, cancel);
+    let (result, ()) =
+        tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(run, cancel) })
+            .await
+            .expect("the cancelled run ended");
     assert!(matches!(result, Err(Error::Canceled { .. })));
     assert!(!session.is_running());
 }

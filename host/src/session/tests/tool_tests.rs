@@ -248,3 +248,32 @@ async fn results_are_appended_in_call_order_whatever_finishes_first() {
         "tool-result events come as calls finish"
     );
 }
+
+#[tokio::test]
+async fn a_tool_that_panics_is_a_tool_error_not_a_hung_run() {
+    let tools = HostTools::new("panics").register(def("boom", Value::Null), |_, _| async move {
+        if true {
+            panic!("the tool's own bug");
+        }
+        Ok(Value::Null)
+    });
+    let session = build(
+        call_then_done("boom", json!({})),
+        tools,
+        ToolLoopSettings::default(),
+    );
+    // The timeout only keeps a regression from hanging the suite. Before,
+    // a panicking host part never answered its operation: a tool's call
+    // ended only at its execution timeout (as "timed out", which this test
+    // tells apart), and a panicking middleware hung the run.
+    let options = RunOptions {
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let out = session.run(Some(user_turn("x")), options).await.unwrap();
+    let error = tool_uses(&out)[0]["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("the host operation panicked: the tool's own bug"),
+        "{error}"
+    );
+}
