@@ -31,6 +31,14 @@ thread_local! {
     /// Tasks that ran into a cap during this entry, with the cap: the entry
     /// stops them when JavaScript has nothing left to run.
     static OVER_CAP: RefCell<Vec<(u64, CapHit)>> = const { RefCell::new(Vec::new()) };
+    /// The runtime has a settlement waiting for a turn of its own (see
+    /// `settleInTurn` in core.js and [`crate::vm`]'s `drain`).
+    static DEFERRED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the runtime asked for a turn of its own since the last call.
+pub fn take_deferred() -> bool {
+    DEFERRED.with(|d| d.replace(false))
 }
 
 /// The task JavaScript runs for right now (0: none).
@@ -192,6 +200,13 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
                 host::validate_arguments(&schema, &arguments).err()
             },
         )?,
+    )?;
+
+    // A settlement waits for a turn of its own: the guest's drain gives it
+    // one when the promise jobs before it have run.
+    native.set(
+        "defer",
+        Function::new(ctx.clone(), || DEFERRED.with(|d| d.set(true)))?,
     )?;
 
     native.set(

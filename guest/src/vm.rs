@@ -264,7 +264,7 @@ fn boot() -> Vm {
             panic!("booting the JavaScript runtime failed: {detail}")
         })
     });
-    drain(&runtime);
+    drain(&runtime, &dispatch);
     check_heap_accounting(rt);
     Vm { runtime, dispatch }
 }
@@ -381,7 +381,14 @@ fn is_out_of_memory(ctx: &Ctx<'_>, value: &Value<'_>) -> bool {
 }
 
 /// Runs promise jobs until none is left, or JavaScript was told to stop.
-fn drain(runtime: &javy::Runtime) {
+///
+/// When the queue is empty and the runtime has a settlement waiting for a
+/// turn of its own (a cancelled scope's operations and signals, a run's
+/// end: see `settleInTurn` in core.js), it runs the next one through the
+/// dispatcher's `settleNext`, then the jobs that queued, and so on. Each
+/// such turn starts with its own task and scope set, so that the code it
+/// resumes runs in them rather than in the scope of whatever ran last.
+fn drain(runtime: &javy::Runtime, dispatch: &Persistent<Object<'static>>) {
     let rt = runtime.context().runtime();
     loop {
         if INTERRUPTED.with(Cell::get) || STOPPING.with(Cell::get) || RUNAWAY.with(Cell::get) {
@@ -392,7 +399,11 @@ fn drain(runtime: &javy::Runtime) {
         IN_JOB.with(|j| j.set(false));
         match ran {
             Ok(true) => {}
-            Ok(false) => break,
+            Ok(false) => {
+                if !natives::take_deferred() || !settle_next(runtime, dispatch) {
+                    break;
+                }
+            }
             Err(job) => {
                 let interrupted = job.0.with(|ctx| ctx.catch().is_uncatchable_error());
                 if interrupted {
@@ -405,6 +416,30 @@ fn drain(runtime: &javy::Runtime) {
             }
         }
     }
+}
+
+/// Runs the next settlement that waits for a turn of its own, as a promise
+/// job would run (a stop lets it reach its end); false when JavaScript was
+/// stopped in it.
+fn settle_next(runtime: &javy::Runtime, dispatch: &Persistent<Object<'static>>) -> bool {
+    runtime.context().with(|ctx| {
+        let dispatch = dispatch.clone().restore(&ctx).expect("dispatcher");
+        IN_JOB.with(|j| j.set(true));
+        let settled = call_dispatch::<_, ()>(&dispatch, "settleNext", ());
+        IN_JOB.with(|j| j.set(false));
+        match settled {
+            Ok(()) => true,
+            Err(e) if e.is_exception() && ctx.catch().is_uncatchable_error() => false,
+            Err(e) => {
+                let detail = exception_text(&ctx, e);
+                host::log(
+                    LogLevel::Error,
+                    &format!("a deferred settlement failed: {detail}"),
+                );
+                true
+            }
+        }
+    })
 }
 
 /// One entry: `body` runs with the dispatcher, then queued jobs run; returns
@@ -444,10 +479,10 @@ where
                 (None, _) => {}
             }
         });
-        drain(&vm.runtime);
+        drain(&vm.runtime, &vm.dispatch);
         look_after_heap(&vm.runtime);
         stop_tasks(&vm.runtime, &vm.dispatch);
-        run_leftovers(&vm.runtime);
+        run_leftovers(&vm.runtime, &vm.dispatch);
     });
     IN_ENTRY.with(|e| e.set(false));
     let mut effects = natives::take();
@@ -466,14 +501,14 @@ where
 /// by stopping the job it was in: jobs still running when the budget is
 /// spent are such a chain, and the VM is poisoned; trap, and the host
 /// rebuilds it.
-fn run_leftovers(runtime: &javy::Runtime) {
+fn run_leftovers(runtime: &javy::Runtime, dispatch: &Persistent<Object<'static>>) {
     if !runtime.has_pending_jobs() {
         return;
     }
     INTERRUPTED.with(|i| i.set(false));
     STOPPING.with(|s| s.set(false));
     LEFTOVER_POLLS.with(|l| l.set(Some(LEFTOVER_POLL_BUDGET)));
-    drain(runtime);
+    drain(runtime, dispatch);
     LEFTOVER_POLLS.with(|l| l.set(None));
     if RUNAWAY.with(Cell::get) || runtime.has_pending_jobs() {
         host::log(
@@ -525,7 +560,7 @@ fn stop_tasks(runtime: &javy::Runtime, dispatch: &Persistent<Object<'static>>) {
             }
         });
         UNWINDING.with(|u| u.set(false));
-        drain(runtime);
+        drain(runtime, dispatch);
     }
 }
 

@@ -295,6 +295,33 @@ async fn cancelling_a_run_mid_tool_stops_the_javascript() {
     );
 }
 
+#[tokio::test]
+async fn a_nested_run_started_by_a_cancelled_tool_is_cancelled_with_it() {
+    let out = scenario(&sandbox().await, "nestedRunOfACancelledTool", &[]).await;
+    assert_eq!(
+        out["nested"],
+        json!("AbortError: tool \"spawner\" timed out after 20ms"),
+        "{out}"
+    );
+    // Only the run started afterwards asked the inner model.
+    assert_eq!(out["innerCalls"], json!(1), "{out}");
+    assert_eq!(out["after"], json!("inner answer"), "{out}");
+    assert_eq!(
+        out["result"],
+        json!("results: error: tool \"spawner\" timed out after 20ms"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn code_awaiting_a_run_cancelled_by_its_handler_starts_the_next_run() {
+    let out = scenario(&sandbox().await, "cancelFromAHandlerThenRunAgain", &[]).await;
+    assert_eq!(
+        out,
+        json!({"first": "AbortError: enough", "second": "no tools; tools offered: add,upper,boom"})
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_sessions_share_one_sandbox() {
     let sb = sandbox().await;

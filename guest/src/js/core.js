@@ -233,6 +233,44 @@
     if (mdel(state.pending, op)) native.release(op);
   }
 
+  // Turns of their own. QuickJS has no async context: a promise job runs
+  // with whatever `state.scope` the code before it left, not the scope of
+  // the code it resumes. An entry that answers one operation sets the scope
+  // to that operation's, so what the answer resumes runs in it. Settlements
+  // that answer no operation (a cancelled scope's operations and signals, a
+  // run's end) wait here instead, and each gets a turn of its own: once
+  // every promise job before it has run, the guest's drain calls
+  // `settleNext`, which sets the settlement's task and scope and runs it,
+  // and then the jobs it queued run. So code resumed by a cancellation runs
+  // in the cancelled scope, and code resumed by a run's end in the scope
+  // that started the run. (A promise passed by hand from one scope's code
+  // to another's still resumes its awaiter in the scope of the resolver.)
+  const waiting = [];
+  let waitingHead = 0;
+  function settleInTurn(task, scope, fn) {
+    waiting[waiting.length] = { task, scope, fn };
+    native.defer();
+  }
+  function settleNext() {
+    if (waitingHead >= waiting.length) return;
+    const next = waiting[waitingHead];
+    waiting[waitingHead++] = undefined;
+    if (waitingHead === waiting.length) {
+      waiting.length = 0;
+      waitingHead = 0;
+    } else {
+      native.defer();
+    }
+    setCurrent(next.task);
+    state.scope = next.scope;
+    try {
+      next.fn();
+    } catch (e) {
+      const info = errorInfo(e);
+      consoleLine("error", "a deferred settlement threw: " + info.name + ": " + info.message);
+    }
+  }
+
   // An error the host answered with, as a JavaScript error of the same name.
   function hostError(info) {
     const e = new ErrorCtor(info && info.message ? info.message : "host operation failed");

@@ -222,6 +222,10 @@
       state.scope = p.scope;
       for (let i = 0; i < events.length; i++) p.progress(jsonParse(events[i]));
     },
+    // The next settlement waiting for a turn of its own (core.js).
+    settleNext() {
+      settleNext();
+    },
     // The task JavaScript last ran for.
     current() {
       return state.current;

@@ -11,8 +11,9 @@
 
   // ---------------------------------------------------------------- scopes
 
+  // A scope belongs to the task whose code made it (its run's).
   function newScope(parent) {
-    return { parent, canceled: null };
+    return { parent, canceled: null, task: parent === null || parent === undefined ? state.current : parent.task };
   }
 
   // The error a scope (or one above it) was cancelled with, or null.
@@ -26,19 +27,21 @@
     return false;
   }
 
-  // Releases what `scope` awaits from the host and rejects it with `error`;
-  // what is asked in it afterwards is refused with `error`.
+  // Releases what `scope` awaits from the host, at once; what is asked in it
+  // afterwards is refused with `error`. What it awaited rejects with `error`,
+  // and the signals scripts were given abort, each in a turn of its own in
+  // its own scope (see `settleInTurn`): the code that goes on after a
+  // cancellation runs in the cancelled scope, and what it starts (a nested
+  // run, a timer) is refused or cancelled with it.
   function cancelScope(scope, error) {
     if (scope.canceled !== null) return;
     scope.canceled = error;
-    const hit = [];
     for (const [op, p] of state.pending) {
       if (!within(p.scope, scope)) continue;
       mdel(state.pending, op);
       native.release(op);
-      hit[hit.length] = p;
+      settleInTurn(p.task, p.scope, () => p.settle(false, error));
     }
-    for (let i = 0; i < hit.length; i++) hit[i].settle(false, error);
     scopeCanceled(scope); // the signals scripts were given (web.js)
   }
 

@@ -108,7 +108,8 @@
       function deliver(type, cb, event) {
         if (type !== "*" && type !== event.type) return;
         try {
-          cb(copy(event));
+          // Handlers are the starting code's: they run in its scope.
+          inScope(outer, () => cb(copy(event)));
         } catch (e) {
           const info = errorInfo(e);
           consoleLine("error", "an event handler for " + describe(type) + " threw: " + info.name + ": " + info.message);
@@ -120,14 +121,14 @@
         for (let i = 0; i < handlers.length; i++) deliver(handlers[i][0], handlers[i][1], event);
       }
 
-      // The scope a run belongs to is ambient (QuickJS has no async
-      // context): code that resumed after another run's events may still
-      // hold that run's scope, cancelled since. A new run does not inherit a
-      // cancelled scope; it belongs to its task (cancelling a run and then
-      // starting the next one is ordinary code).
-      // FIXME(issue 9): a nested run started by a cancelled tool escapes that
-      // cancellation (the task's own cancel, timeout and caps still apply).
-      const outer = canceledIn(state.scope) === null ? state.scope : null;
+      // A run belongs to the scope of the code that starts it: a run
+      // started by a tool's code is cancelled with that attempt, and one
+      // started in a scope cancelled already fails at once. (What a run's
+      // end or a cancellation resumes runs in a turn of its own, in its own
+      // scope, so the scope here is that of the code running: see
+      // `settleInTurn` in core.js.)
+      const outer = state.scope;
+      const owner = state.current;
       const loop = {
         sessionId,
         parts: config,
@@ -153,17 +154,18 @@
           cancelScope(loop.scope, abortError(errorInfo(value).message));
           scopeClosed(loop.scope);
           loop.emitter.emit("error", { error: errorText(value) });
-          return rejectRun(value);
+          return settleInTurn(owner, outer, () => rejectRun(value));
         }
         scopeClosed(loop.scope);
         let turn;
         try {
           turn = normalizeTurn(value);
         } catch (e) {
-          return rejectRun(e);
+          return settleInTurn(owner, outer, () => rejectRun(e));
         }
         history[history.length] = turn;
-        resolveRun(copy(turn));
+        const result = copy(turn);
+        settleInTurn(owner, outer, () => resolveRun(result));
       }
 
       if (options.timeoutMs !== undefined) {
@@ -191,9 +193,13 @@
         },
       };
       active = run;
-      // An aborted signal cancels the run with its reason (at once, if it
-      // is aborted already: then the loop never starts).
-      if (options.signal !== undefined) unfollow = signalFollow(options.signal, (reason) => finish(false, reason));
+      // A run started in a cancelled scope fails at once, with that
+      // cancellation's error; an aborted signal cancels the run with its
+      // reason (at once, if it is aborted already: then the loop never
+      // starts).
+      const inherited = canceledIn(outer);
+      if (inherited !== null) finish(false, inherited);
+      else if (options.signal !== undefined) unfollow = signalFollow(options.signal, (reason) => finish(false, reason));
       if (!settled) then(runLoop(loop, history[history.length - 1]), (t) => finish(true, t), (e) => finish(false, e));
       return freeze(run);
     }

@@ -405,15 +405,15 @@
     }
     return s;
   }
-  // `scope` was cancelled (see `cancelScope`).
+  // `scope` was cancelled (see `cancelScope`): each signal of it and of the
+  // scopes below it aborts in a turn of its own, in its scope.
   function scopeCanceled(scope) {
-    const hit = [];
+    const reason = scope.canceled;
     for (const [s, signal] of scopeSignals) {
       if (!within(s, scope)) continue;
       mdel(scopeSignals, s);
-      hit[hit.length] = signal;
+      settleInTurn(s.task, s, () => signalAbort(signal, reason));
     }
-    for (let i = 0; i < hit.length; i++) signalAbort(hit[i], scope.canceled);
   }
   // `scope` (a run's) is over: its signals, and those of the scopes below
   // it, can no longer abort.
