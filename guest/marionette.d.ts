@@ -387,3 +387,78 @@ declare class TextEncoder {
   readonly encoding: "utf-8";
   encode(input?: string): Uint8Array;
 }
+
+// fetch, under the host's network policy (deny by default). Bodies are
+// whole: no streams, Blob or FormData.
+type HeadersInit = Headers | Iterable<[string, string]> | Record<string, string>;
+type BodyInit = string | ArrayBuffer | ArrayBufferView | URLSearchParams;
+declare class Headers {
+  constructor(init?: HeadersInit);
+  append(name: string, value: string): void;
+  delete(name: string): void;
+  get(name: string): string | null;
+  getSetCookie(): string[];
+  has(name: string): boolean;
+  set(name: string, value: string): void;
+  forEach(callback: (value: string, name: string, headers: Headers) => void, thisArg?: any): void;
+  entries(): IterableIterator<[string, string]>;
+  keys(): IterableIterator<string>;
+  values(): IterableIterator<string>;
+  [Symbol.iterator](): IterableIterator<[string, string]>;
+}
+interface RequestInit {
+  method?: string;
+  headers?: HeadersInit;
+  body?: BodyInit | null;
+  signal?: AbortSignal | null;
+  redirect?: "follow" | "error" | "manual";
+}
+interface Body {
+  readonly body: null;
+  readonly bodyUsed: boolean;
+  arrayBuffer(): Promise<ArrayBuffer>;
+  bytes(): Promise<Uint8Array>;
+  text(): Promise<string>;
+  json(): Promise<any>;
+}
+declare class Request implements Body {
+  constructor(input: string | URL | Request, init?: RequestInit);
+  readonly url: string;
+  readonly method: string;
+  readonly headers: Headers;
+  readonly signal: AbortSignal;
+  readonly redirect: "follow" | "error" | "manual";
+  readonly body: null;
+  readonly bodyUsed: boolean;
+  clone(): Request;
+  arrayBuffer(): Promise<ArrayBuffer>;
+  bytes(): Promise<Uint8Array>;
+  text(): Promise<string>;
+  json(): Promise<any>;
+}
+interface ResponseInit {
+  status?: number;
+  statusText?: string;
+  headers?: HeadersInit;
+}
+declare class Response implements Body {
+  constructor(body?: BodyInit | null, init?: ResponseInit);
+  static error(): Response;
+  static redirect(url: string | URL, status?: number): Response;
+  static json(data: any, init?: ResponseInit): Response;
+  readonly type: "basic" | "default" | "error";
+  readonly url: string;
+  readonly redirected: boolean;
+  readonly status: number;
+  readonly ok: boolean;
+  readonly statusText: string;
+  readonly headers: Headers;
+  readonly body: null;
+  readonly bodyUsed: boolean;
+  clone(): Response;
+  arrayBuffer(): Promise<ArrayBuffer>;
+  bytes(): Promise<Uint8Array>;
+  text(): Promise<string>;
+  json(): Promise<any>;
+}
+declare function fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>;

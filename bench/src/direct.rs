@@ -158,7 +158,7 @@ impl DirectGuest {
         )?;
         match settle(task, effects)? {
             Value::Json(text) => Ok(serde_json::from_str(&text)?),
-            Value::Turn(_) => bail!("{function}() returned a turn"),
+            Value::Turn(_) | Value::HttpResponse(_) => bail!("{function}() returned no JSON"),
         }
     }
 

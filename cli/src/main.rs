@@ -16,6 +16,7 @@ mod terminal;
 
 use clap::{Parser, Subcommand};
 use marionette::model::{ExportInfo, ExportKind};
+use marionette::policy::{NetAllow, NetPolicy};
 use marionette::{Error, HostServices, Policy, Runtime, Sandbox, TaskOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -143,13 +144,35 @@ struct Limits {
     /// CPU time one run of the script may take before it waits for the host.
     #[arg(long, value_name = "N", default_value_t = Policy::default().entry_deadline.as_millis() as u64)]
     cpu_ms: u64,
+    /// Let the script's fetch reach this origin: HOST (ports 80 and 443),
+    /// HOST:PORT, or SCHEME://HOST[:PORT]; repeatable. Without it, fetch
+    /// is refused. An IP address given here may be private (127.0.0.1:8080).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    allow_net: Vec<NetAllow>,
+    /// Let allowed names resolve to private, loopback or link-local
+    /// addresses (off: such a fetch is refused after DNS, the SSRF rule).
+    #[arg(long)]
+    allow_private_net: bool,
+    /// The only methods fetch may use (repeatable; default: GET, HEAD,
+    /// POST, PUT, PATCH, DELETE, OPTIONS).
+    #[arg(long, value_name = "METHOD")]
+    allow_method: Vec<String>,
 }
 
 impl Limits {
     fn policy(&self) -> Policy {
+        let mut net = NetPolicy {
+            allow: self.allow_net.clone(),
+            allow_private: self.allow_private_net,
+            ..NetPolicy::default()
+        };
+        if !self.allow_method.is_empty() {
+            net.methods = self.allow_method.clone();
+        }
         Policy {
             memory_limit: self.memory_mib << 20,
             entry_deadline: Duration::from_millis(self.cpu_ms),
+            net,
             ..Policy::default()
         }
     }

@@ -14,8 +14,8 @@ use serde_json::{Map, Value as Json};
 
 use crate::marionette::runtime::types::{
     Block, BlockKind, ExportInfo, ExportKind, Hook, HostHookCall, HostInference,
-    HostMiddlewareCall, HostOp, HostToolCall, Outcome, ScriptError, Target, ToolCall, ToolChoice,
-    ToolDefinition, Turn, Value,
+    HostMiddlewareCall, HostOp, HostToolCall, HttpRequest, HttpResponse, Outcome, RedirectMode,
+    ScriptError, Target, ToolCall, ToolChoice, ToolDefinition, Turn, Value,
 };
 
 /// A `TypeError` with no location: the error is in data, not in a script.
@@ -224,8 +224,9 @@ fn turn_from_parsed(json: JsonTurn) -> Result<Turn, ScriptError> {
     })
 }
 
-/// A host operation a script asked for (`{"op": "sleep", "ms": 10}`, ...).
-pub fn host_op_from_json(text: &str) -> Result<HostOp, ScriptError> {
+/// A host operation a script asked for (`{"op": "sleep", "ms": 10}`, ...);
+/// `body` is the bytes of a `fetch`'s body, which travel beside the JSON.
+pub fn host_op_from_json(text: &str, body: Option<Vec<u8>>) -> Result<HostOp, ScriptError> {
     #[derive(Deserialize)]
     struct Call {
         id: String,
@@ -269,8 +270,35 @@ pub fn host_op_from_json(text: &str) -> Result<HostOp, ScriptError> {
             turn: JsonTurn,
             context: Json,
         },
+        Fetch {
+            method: String,
+            url: String,
+            headers: Vec<(String, String)>,
+            redirect: String,
+        },
     }
     match from_js::<Op>(text) {
+        Ok(Op::Fetch {
+            method,
+            url,
+            headers,
+            redirect,
+        }) => Ok(HostOp::Fetch(HttpRequest {
+            method,
+            url,
+            headers,
+            body,
+            redirect: match redirect.as_str() {
+                "follow" => RedirectMode::Follow,
+                "error" => RedirectMode::Error,
+                "manual" => RedirectMode::Manual,
+                other => {
+                    return Err(type_error(format!(
+                        "malformed host operation: redirect {other:?} (expected follow, error or manual)"
+                    )));
+                }
+            },
+        })),
         Ok(Op::Sleep { ms }) => Ok(HostOp::Sleep(ms)),
         Ok(Op::Next { turn }) => Ok(HostOp::Next(turn_from_parsed(turn)?)),
         Ok(Op::Infer {
@@ -349,6 +377,19 @@ fn object_text(value: Json) -> String {
     }
 }
 
+/// Everything of a response but its body, as the JSON `fetch.js` reads
+/// (`{status, statusText, url, redirected, headers: [[name, value]]}`).
+pub fn response_to_json(r: &HttpResponse) -> String {
+    serde_json::json!({
+        "status": r.status,
+        "statusText": r.status_text,
+        "url": r.url,
+        "redirected": r.redirected,
+        "headers": r.headers,
+    })
+    .to_string()
+}
+
 /// The JSON error objects `runtime.js` produces.
 pub fn error_from_json(text: &str) -> ScriptError {
     match from_js::<JsonError>(text) {
@@ -384,9 +425,11 @@ pub fn error_to_json(e: &ScriptError) -> String {
     .to_string()
 }
 
-/// How `resume` hands an outcome to JavaScript: `(ok, json)`.
+/// How `resume` hands an outcome to JavaScript: `(ok, json)`; an
+/// `http-response` is handed over by [`response_to_json`] instead.
 pub fn outcome_to_json(outcome: &Outcome) -> Result<(bool, String), ScriptError> {
     match outcome {
+        Ok(Value::HttpResponse(r)) => Ok((true, response_to_json(r))),
         Ok(Value::Json(text)) => {
             serde_json::from_str::<serde::de::IgnoredAny>(text)
                 .map_err(|e| type_error(format!("the host's reply is not valid JSON: {e}")))?;

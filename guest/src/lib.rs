@@ -141,6 +141,12 @@ impl sessions::Guest for Component {
 impl tasks::Guest for Component {
     fn resume(op: u64, outcome: Outcome) -> Vec<Effect> {
         natives::settled(op);
+        if let Ok(marionette::runtime::types::Value::HttpResponse(response)) = outcome {
+            // The body travels as an ArrayBuffer beside the rest, as JSON.
+            let meta = convert::response_to_json(&response);
+            let body = natives::Bytes(response.body);
+            return vm::dispatch("resume", (op as f64, true, meta, body));
+        }
         match convert::outcome_to_json(&outcome) {
             Ok((ok, value)) => vm::dispatch("resume", (op as f64, ok, value)),
             // The host sent something the script cannot be given: reject the

@@ -8,7 +8,10 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use rquickjs::{Ctx, Exception, Function, Object, Result};
+use rquickjs::function::Opt;
+use rquickjs::{
+    ArrayBuffer, Ctx, Exception, Function, IntoJs, Object, Result, TypedArray, Value as JsValue,
+};
 
 use crate::convert;
 use crate::exports::marionette::runtime::vm::TaskCaps;
@@ -126,6 +129,16 @@ pub fn take() -> Vec<Effect> {
     EFFECTS.with(|e| std::mem::take(&mut *e.borrow_mut()))
 }
 
+/// Bytes handed to JavaScript as an `ArrayBuffer` (a `fetch` response's
+/// body).
+pub struct Bytes(pub Vec<u8>);
+
+impl<'js> IntoJs<'js> for Bytes {
+    fn into_js(self, ctx: &Ctx<'js>) -> Result<JsValue<'js>> {
+        ArrayBuffer::new(ctx.clone(), self.0).map(ArrayBuffer::into_value)
+    }
+}
+
 /// Task and op ids cross into JavaScript as numbers; the host hands out ids
 /// far below 2^53, where every integer is exact.
 fn id(n: f64) -> u64 {
@@ -158,12 +171,24 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
         Function::new(ctx.clone(), |task: f64| CURRENT.with(|c| c.set(id(task))))?,
     )?;
 
+    // `body`: the bytes of a `fetch`'s body (a `Uint8Array`), beside the JSON.
     native.set(
         "request",
         Function::new(
             ctx.clone(),
-            |ctx: Ctx<'js>, task: f64, what: String| -> Result<f64> {
-                let what = convert::host_op_from_json(&what)
+            |ctx: Ctx<'js>, task: f64, what: String, body: Opt<TypedArray<'js, u8>>| -> Result<f64> {
+                let body = match body.0 {
+                    None => None,
+                    Some(bytes) => Some(
+                        bytes
+                            .as_bytes()
+                            .ok_or_else(|| {
+                                Exception::throw_type(&ctx, "fetch: the body's buffer is detached")
+                            })?
+                            .to_vec(),
+                    ),
+                };
+                let what = convert::host_op_from_json(&what, body)
                     .map_err(|e| Exception::throw_type(&ctx, &e.message))?;
                 let task = id(task);
                 charge(task, |usage, caps| {

@@ -199,7 +199,8 @@ function effects(list) {
  *   `{op: "sleep", ms}`, `{op: "next", turn}`,
  *   `{op: "infer", engine, turn, context, tools, toolChoice}`,
  *   `{op: "call-tool", call, context}`,
- *   `{op: "middleware", name, options, turn, context}`;
+ *   `{op: "middleware", name, options, turn, context}`,
+ *   `{op: "fetch", method, url}` (which this host refuses);
  * - `{type: "release", op}`;
  * - `{type: "event", task, event}` with `event` `{type: "console", level,
  *   message}` or `{type: "session", event}`;
@@ -258,6 +259,8 @@ function decodeOp(what) {
           turn: turnFromWit(what.val.input),
           context: json(what.val.context, "the middleware's context"),
         };
+      case "fetch":
+        return { op: "fetch", method: what.val.method, url: what.val.url };
       default:
         return { op: "malformed", why: `an unknown host operation ${JSON.stringify(what.tag)}` };
     }

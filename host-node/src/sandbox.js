@@ -617,6 +617,14 @@ export class Sandbox {
         }
         return run(answer, () => next(what.turn, { signal }), okTurn);
       }
+      case "fetch":
+        // This host has no network policy to honour: every fetch is refused.
+        return run(answer, () => {
+          throw named(
+            "TypeError",
+            "fetch is not available from this host (the Node package has no network policy; give scripts host tools for HTTP instead)",
+          );
+        });
       default:
         return run(answer, () => {
           throw named("TypeError", `malformed request: ${what.why}`);

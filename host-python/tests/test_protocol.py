@@ -34,13 +34,23 @@ def test_turns_cross_with_the_scripts_block_kinds() -> None:
     assert protocol.turn_from_wit(back) == turn
 
 
+def ok(value: Variant) -> Variant:
+    """A ``task-outcome``'s ``ok``: tagged, since ``value`` and ``failure``
+    are both tagged variants."""
+    return Variant("ok", value)
+
+
+def err(failure: Variant) -> Variant:
+    return Variant("err", failure)
+
+
 def test_effects_in_order() -> None:
     effects = protocol.decode_effects(
         [
             Variant("request", rec(op=1, task=2, what=Variant("sleep", 5))),
             Variant("event", rec(task=2, event=rec(level="warn", message="careful"))),
             Variant("release", 1),
-            Variant("done", rec(task=2, outcome='{"a": 1}')),
+            Variant("done", rec(task=2, outcome=ok(Variant("json", '{"a": 1}')))),
         ]
     )
     assert effects == [
@@ -58,7 +68,7 @@ def test_an_effect_this_host_does_not_know_is_an_error() -> None:
 
 def test_a_script_error_keeps_its_place() -> None:
     error = rec(name="TypeError", message="boom", stack=None, file="a.js", line=3, column=1)
-    (done,) = protocol.decode_effects([Variant("done", rec(task=1, outcome=Variant("script", error)))])
+    (done,) = protocol.decode_effects([Variant("done", rec(task=1, outcome=err(Variant("script", error))))])
     assert isinstance(done, protocol.Done)
     failure = done.failure
     assert failure is not None and failure.kind == "script"
@@ -75,12 +85,12 @@ def test_a_script_error_keeps_its_place() -> None:
 def test_typed_failures() -> None:
     done = protocol.decode_effects(
         [
-            Variant("done", rec(task=1, outcome='"value"')),
-            Variant("done", rec(task=2, outcome=Variant("cancelled", "stop"))),
-            Variant("done", rec(task=3, outcome=Variant("deadline", "too long"))),
-            Variant("done", rec(task=4, outcome=Variant("over-cap", rec(cap="output", detail="lines")))),
-            Variant("done", rec(task=5, outcome=Variant("out-of-memory", "heap"))),
-            Variant("done", rec(task=6, outcome=TURN)),
+            Variant("done", rec(task=1, outcome=ok(Variant("json", '"value"')))),
+            Variant("done", rec(task=2, outcome=err(Variant("cancelled", "stop")))),
+            Variant("done", rec(task=3, outcome=err(Variant("deadline", "too long")))),
+            Variant("done", rec(task=4, outcome=err(Variant("over-cap", rec(cap="output", detail="lines"))))),
+            Variant("done", rec(task=5, outcome=err(Variant("out-of-memory", "heap")))),
+            Variant("done", rec(task=6, outcome=ok(Variant("turn", TURN)))),
         ]
     )
     assert done[0] == protocol.Done(1, "value", None)

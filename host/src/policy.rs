@@ -1,13 +1,21 @@
 //! Limits and capabilities of a sandbox, as plain data.
 //!
-//! Deny by default: a [`Policy`] grants no filesystem, network, environment
-//! or stdio (there is nothing to switch on yet), and bounds memory and CPU.
-//! It holds no wasmtime types; the sandbox turns it into store limits, epoch
-//! deadlines and the guest's configuration in one place.
+//! Deny by default: a [`Policy`] grants no filesystem, environment or stdio
+//! (there is nothing to switch on), no network unless [`Policy::net`]
+//! allows origins for `fetch`, and bounds memory and CPU. It holds no
+//! wasmtime types; the sandbox turns it into store limits, epoch deadlines
+//! and the guest's configuration in one place.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+mod net;
+
+pub use net::{
+    FORBIDDEN_REQUEST_HEADERS, FORBIDDEN_REQUEST_PREFIXES, HIDDEN_RESPONSE_HEADERS, NetAllow,
+    NetPolicy, REFUSED, classify, readable_response_header,
+};
 
 /// The limits a sandbox enforces on the scripts it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +74,9 @@ pub struct Policy {
     /// Bytes of JSON a task may return (0: no cap); past it the task fails
     /// with [`Limit::Output`](crate::Limit::Output).
     pub max_result_bytes: u64,
+    /// What a script's `fetch` may reach: nothing by default. See
+    /// [`NetPolicy`] and SECURITY.md's network rules.
+    pub net: NetPolicy,
 }
 
 impl Policy {
@@ -93,6 +104,7 @@ impl Default for Policy {
             max_console_bytes: 1 << 20,
             max_pending_ops: 1_000,
             max_result_bytes: 16 << 20,
+            net: NetPolicy::default(),
         }
     }
 }

@@ -751,3 +751,55 @@ export default async function main() {
     assert_eq!(result(&out), json!("whole answer"));
     assert!(err.contains("cut \nwhole answer\n"), "{err:?}");
 }
+
+/// `--allow-net` grants fetch an origin; without it fetch is refused with
+/// the rule named, and a malformed origin is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_net_grants_fetch_an_origin() {
+    use crate::fake_provider::{FakeProvider, Reply};
+    let server = FakeProvider::start(vec![Reply::json(200, r#"{"answer": 42}"#)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = script(
+        dir.path(),
+        "fetch.js",
+        r#"export default async function main({ url }) {
+  const res = await fetch(url);
+  return { status: res.status, body: await res.json() };
+}"#,
+    );
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    let input = json!({"url": format!("{}/data", server.url)}).to_string();
+    let run = |extra: Vec<String>| {
+        let (dir, name, input) = (dir.path().to_path_buf(), name.clone(), input.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["run".to_string(), name, "--input".into(), input];
+            args.extend(extra);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            marionette(&args, &dir)
+        })
+    };
+    let out = run(vec![]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("TypeError: fetch refused by the policy")
+            && stderr(&out).contains("--allow-net"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(server.requests().is_empty());
+    let out = run(vec!["--allow-net".into(), format!("127.0.0.1:{port}")])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(result(&out), json!({"status": 200, "body": {"answer": 42}}));
+    assert_eq!(server.requests()[0].path, "/data");
+    let out = run(vec!["--allow-net".into(), "http://x/path".into()])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not an origin to allow"),
+        "{}",
+        stderr(&out)
+    );
+}

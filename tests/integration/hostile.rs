@@ -169,6 +169,9 @@ fn cases() -> Vec<Case> {
         case("pollute_api", Value(all_type_errors)),
         case("pollute_iterator_wrapper", Value(all_type_errors)),
         case("pollute_web", Value(all_type_errors)),
+        // The network: nothing is reachable by default, whatever the URL
+        // or the trick (tests/integration/fetch.rs has the allowed cases).
+        case("fetch_denied", Value(fetch_all_refused)),
         // Not an attack: what a plain freeze would break keeps working.
         case("ordinary_assignments", Value(ordinary_assignments_work)),
     ]
@@ -281,6 +284,11 @@ const ALLOWED_GLOBALS: &[&str] = &[
     "performance",
     "crypto",
     "Crypto",
+    // fetch under the policy's network rules (guest/src/js/fetch.js)
+    "fetch",
+    "Headers",
+    "Request",
+    "Response",
 ];
 
 fn only_allowed_globals(v: &Json) -> Result<(), String> {
@@ -317,7 +325,7 @@ fn eval_reaches_nothing(v: &Json) -> Result<(), String> {
             "std": "ReferenceError",
             "os": "ReferenceError",
             "Deno": "ReferenceError",
-            "fetch": "ReferenceError",
+            "fetch": "function",
             "importInEval": "object",
         }),
     )
@@ -365,6 +373,29 @@ fn everything_made_inherits_frozen(v: &Json) -> Result<(), String> {
 
 /// Every attempt of a `pollute_*` script (a map of attempt to the name of
 /// the error it met, or "allowed") was refused with a TypeError.
+/// Every fetch of `fetch_denied` was refused by the policy, with a
+/// TypeError that names the rule.
+fn fetch_all_refused(v: &Json) -> Result<(), String> {
+    let map = v.as_object().ok_or("not an object")?;
+    let wrong: Vec<_> = map
+        .iter()
+        .filter(|(_, r)| {
+            r["name"] != "TypeError"
+                || !r["message"].as_str().is_some_and(|m| {
+                    m.starts_with("fetch refused by the policy:") || m.starts_with("Request:")
+                })
+        })
+        .collect();
+    if map.len() >= 10 && wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "not refused by the policy: {wrong:?} (of {})",
+            map.len()
+        ))
+    }
+}
+
 fn all_type_errors(v: &Json) -> Result<(), String> {
     let map = v.as_object().ok_or("not an object")?;
     let allowed: Vec<_> = map.iter().filter(|(_, r)| *r != "TypeError").collect();
@@ -610,7 +641,7 @@ async fn global_code_from_eval_declares_nothing_another_script_sees() {
     // what a fresh indirect eval then finds under the name: nothing, or the
     // intrinsic.
     let attempts = json!({
-            "letFetch": "ran/undefined",
+            "letFetch": "ran/intrinsic",
             "constConsole": "ran/intrinsic",
             "classIterator": "ran/intrinsic",
             "letJson": "ran/intrinsic",
@@ -638,7 +669,7 @@ async fn global_code_from_eval_declares_nothing_another_script_sees() {
         .await
         .unwrap();
     let intrinsics = json!({
-        "fetch": "undefined",
+        "fetch": "function",
         "console": "function",
         "Iterator": "function",
         "JSON": 1,
@@ -658,7 +689,7 @@ async fn global_code_from_eval_declares_nothing_another_script_sees() {
         "leakedLetLoad": "undefined",
         "leakedLetMain": "undefined",
         "sameConsole": true,
-        "fetchByEval": "undefined",
+        "fetchByEval": "function",
     });
     for victim in ["victim_before.js", "victim_after.js"] {
         let seen = sb

@@ -4,6 +4,7 @@ mod api;
 mod common;
 mod conformance;
 mod fake_provider;
+mod fetch;
 mod fuzz;
 mod guest;
 mod hostile;

@@ -199,10 +199,11 @@
 
   // Asks the host for `what`; `settle(ok, value)` runs when it answers,
   // `progress(event)` for each event it reports meanwhile; `next(turn)` is
-  // what a `middleware.next` task for this op runs. The op belongs to the
-  // current task and scope. Returns the op (0 when refused at once: the
-  // task is over or cancelled, or the scope is cancelled).
-  function request(what, settle, progress, next) {
+  // what a `middleware.next` task for this op runs; `body` (a Uint8Array)
+  // travels beside `what` (a fetch's body). The op belongs to the current
+  // task and scope. Returns the op (0 when refused at once: the task is
+  // over or cancelled, or the scope is cancelled).
+  function request(what, settle, progress, next, body) {
     const task = state.current;
     if (mhas(state.canceled, task)) {
       settle(false, abortError(mget(state.canceled, task)));
@@ -218,7 +219,8 @@
       settle(false, canceled);
       return 0;
     }
-    const op = native.request(task, jsonStringify(what));
+    const json = jsonStringify(what);
+    const op = body === undefined ? native.request(task, json) : native.request(task, json, body);
     mset(state.pending, op, { task, scope, settle, progress, next });
     return op;
   }

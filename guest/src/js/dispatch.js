@@ -207,13 +207,17 @@
         });
       });
     },
-    resume(op, ok, value) {
+    // `body`: the ArrayBuffer of an HTTP response, whose other parts are
+    // `value`.
+    resume(op, ok, value, body) {
       const p = mget(state.pending, op);
       if (p === undefined) return; // released, or its task was cancelled
       mdel(state.pending, op);
       setCurrent(p.task);
       state.scope = p.scope;
-      p.settle(ok, ok ? jsonParse(value) : hostError(jsonParse(value)));
+      const v = ok ? jsonParse(value) : hostError(jsonParse(value));
+      if (ok && body !== undefined) v.body = body;
+      p.settle(ok, v);
     },
     notify(op, events) {
       const p = mget(state.pending, op);

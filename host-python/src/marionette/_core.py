@@ -450,6 +450,14 @@ class Core:
             if middleware is None:
                 raise HostFailure("Error", f"the host provides no middleware named {p['name']!r}")
             return protocol.ok_turn(await call_user(middleware, self._middleware_call(request, p)))
+        if what == "fetch":
+            # This host has no HTTP client under a network policy: refused,
+            # as the policy of a host that allows nothing refuses it.
+            raise HostFailure(
+                "TypeError",
+                "fetch is not available from this host (the Python package has no network policy; "
+                "give scripts host tools for HTTP instead)",
+            )
         raise HostFailure("Error", f"this host does not provide {what}")
 
     def _partials(self, op: int, task_id: int) -> Callable[[str], None]:

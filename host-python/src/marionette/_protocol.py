@@ -15,10 +15,11 @@ How wasmtime-py maps the WIT types (``wasmtime/component/_types.py``):
   attributes can be passed.
 * ``variant``/``result``: *untagged* (just the payload) when the Python
   classes of all cases differ, otherwise ``Variant(tag, payload)``. Here:
-  ``effect``, ``host-op``, ``failure``, ``stop`` and ``outcome`` are tagged;
-  ``value`` (``str`` for json, ``Record`` for a turn), ``task-outcome`` (a
-  value, or a tagged ``failure``), ``target`` (``Record`` export-ref or
-  ``int`` handle), ``event`` (``Record`` console line or ``str`` session
+  ``effect``, ``host-op``, ``failure``, ``stop``, ``value`` (two of its
+  cases, ``turn`` and ``http-response``, are records) and ``task-outcome``
+  (a tagged value or a tagged failure) are tagged; ``outcome`` (a tagged
+  value, or a ``Record`` script-error), ``target`` (``Record`` export-ref
+  or ``int`` handle), ``event`` (``Record`` console line or ``str`` session
   JSON), ``result<_, string>`` and ``result<list<...>, script-error>`` are
   untagged.
 """
@@ -138,16 +139,16 @@ def _decode_event(ev: Any) -> Union[ConsoleLine, SessionEvent]:
 
 
 def _decode_done(task: int, o: Any) -> Done:
-    # result<value, failure>: untagged (a value is str or Record), the
-    # failure a tagged Variant.
-    if isinstance(o, Variant):
+    # result<value, failure>: tagged (both are tagged variants).
+    if o.tag == "err":
+        o = o.payload
         p = cast(Any, o.payload)
         if o.tag == "script":
             return Done(task, None, Failure("script", p.message, script_error_fields(p)))
         if o.tag == "over-cap":
             return Done(task, None, Failure("over-cap", p.detail, limit=_CAPS.get(p.cap, Limit.OUTPUT)))
         return Done(task, None, Failure(o.tag, str(p)))
-    return Done(task, decode_value(o), None)
+    return Done(task, decode_value(o.payload), None)
 
 
 def _decode_op(tag: str, p: Any) -> Any:
@@ -218,26 +219,33 @@ def _error_record(name: str, message: str) -> Record:
     return record({"name": name, "message": message, "stack": None, "file": None, "line": None, "column": None})
 
 
+# An ``outcome`` is untagged: ``ok`` is the tagged ``value`` itself, ``err``
+# the script-error record.
+
+
 def ok_json(value: Json) -> Variant:
     """The outcome ``ok(json(...))``."""
-    return Variant("ok", json.dumps(value))
+    return Variant("json", json.dumps(value))
 
 
 def ok_turn(turn: Turn) -> Variant:
     """The outcome ``ok(turn(...))``."""
-    return Variant("ok", turn_to_wit(turn))
+    return Variant("turn", turn_to_wit(turn))
 
 
-def err(name: str, message: str) -> Variant:
+def err(name: str, message: str) -> Record:
     """The outcome ``err(script-error)`` for a host failure a script sees."""
-    return Variant("err", _error_record(name, message))
+    return _error_record(name, message)
 
 
-def decode_value(v: Any) -> Any:
-    """A WIT ``value``: ``json`` arrives as ``str``, ``turn`` as a record."""
-    if isinstance(v, str):
-        return json.loads(v)
-    return turn_from_wit(v)
+def decode_value(v: Variant) -> Any:
+    """A WIT ``value`` a task ended with: ``json`` or ``turn`` (a task never
+    ends with an ``http-response``, which only answers a ``fetch``)."""
+    if v.tag == "json":
+        return json.loads(cast(str, v.payload))
+    if v.tag == "turn":
+        return turn_from_wit(v.payload)
+    raise HostError("guest", f"a task ended with a value of kind {v.tag!r}")
 
 
 def turn_from_wit(t: Any) -> Turn:

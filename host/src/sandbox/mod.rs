@@ -21,6 +21,8 @@
 //! ```
 
 mod convert;
+#[cfg(feature = "fetch")]
+mod fetch;
 mod host_ops;
 mod owner;
 mod parts;
@@ -887,9 +889,9 @@ pub(crate) fn json_value(op: Op, value: wit::Value) -> Result<Json> {
                 }
             })
         }
-        wit::Value::Turn(_) => Err(Error::host(
+        wit::Value::Turn(_) | wit::Value::HttpResponse(_) => Err(Error::host(
             op,
-            anyhow::anyhow!("the guest returned a turn where JSON was expected"),
+            anyhow::anyhow!("the guest returned something other than JSON where JSON was expected"),
         )),
     }
 }
@@ -898,9 +900,11 @@ pub(crate) fn turn_value(op: Op, value: wit::Value) -> Result<Turn> {
     match value {
         wit::Value::Turn(turn) => convert::turn_from_wit(turn)
             .map_err(|e| Error::host(op, e.context("decoding the guest's turn"))),
-        wit::Value::Json(_) => Err(Error::host(
+        wit::Value::Json(_) | wit::Value::HttpResponse(_) => Err(Error::host(
             op,
-            anyhow::anyhow!("the guest returned JSON where a turn was expected"),
+            anyhow::anyhow!(
+                "the guest returned something other than a turn where a turn was expected"
+            ),
         )),
     }
 }

@@ -149,6 +149,9 @@ pub(crate) struct Owner {
     /// are being processed: a task that failed then with QuickJS's
     /// out-of-memory signs failed for the memory limit.
     memory_refused: bool,
+    /// The HTTP client of scripts' `fetch`, built on the first one.
+    #[cfg(feature = "fetch")]
+    fetcher: Option<Arc<super::fetch::Fetcher>>,
 }
 
 impl Drop for Owner {
@@ -184,6 +187,8 @@ impl Owner {
             tasks: HashMap::new(),
             ops: HashMap::new(),
             memory_refused: false,
+            #[cfg(feature = "fetch")]
+            fetcher: None,
         }
     }
 
@@ -509,6 +514,7 @@ impl Owner {
                 call,
             )),
             wit::HostOp::Hook(call) => Box::pin(host_ops::hook(self.provided.clone(), call)),
+            wit::HostOp::Fetch(request) => self.fetch(request),
             wit::HostOp::Middleware(call) => {
                 let Some(sandbox) = self.sandbox.clone() else {
                     return;
@@ -567,6 +573,31 @@ impl Owner {
                 handle: handle.abort_handle(),
             },
         );
+    }
+
+    /// A script's `fetch`, under the policy's network rules.
+    #[cfg(feature = "fetch")]
+    fn fetch(&mut self, request: wit::HttpRequest) -> BoxFuture<wit::Outcome> {
+        let fetcher = match &self.fetcher {
+            Some(fetcher) => fetcher.clone(),
+            None => match super::fetch::Fetcher::new(self.policy.net.clone()) {
+                Ok(fetcher) => self.fetcher.insert(Arc::new(fetcher)).clone(),
+                Err(e) => {
+                    return Box::pin(std::future::ready(Err(convert::host_error("TypeError", e))));
+                }
+            },
+        };
+        Box::pin(fetcher.fetch(request))
+    }
+
+    /// Without the `fetch` feature there is no HTTP client: every fetch is
+    /// refused.
+    #[cfg(not(feature = "fetch"))]
+    fn fetch(&mut self, _request: wit::HttpRequest) -> BoxFuture<wit::Outcome> {
+        Box::pin(std::future::ready(Err(convert::host_error(
+            "TypeError",
+            "fetch is not available from this host: it was built without an HTTP client (the marionette crate's `fetch` feature)",
+        ))))
     }
 
     fn resume(&mut self, generation: u64, op: u64, outcome: wit::Outcome) {
