@@ -113,6 +113,8 @@ pub(crate) struct Task {
 struct PendingOp {
     task: u64,
     handle: AbortHandle,
+    /// When the op is a timer (`sleep`): when it is due.
+    due: Option<tokio::time::Instant>,
 }
 
 #[derive(Clone)]
@@ -436,11 +438,16 @@ impl Owner {
     /// to the owner as a `resume` job.
     fn perform(&mut self, request: wit::Request) {
         let wit::Request { op, task, what } = request;
+        let mut due = None;
         let work: BoxFuture<wit::Outcome> = match what {
-            wit::HostOp::Sleep(ms) => Box::pin(async move {
-                tokio::time::sleep(Duration::from_millis(ms).min(MAX_SLEEP)).await;
-                Ok(wit::Value::Json("null".into()))
-            }),
+            wit::HostOp::Sleep(ms) => {
+                let at = tokio::time::Instant::now() + Duration::from_millis(ms).min(MAX_SLEEP);
+                due = Some(at);
+                Box::pin(async move {
+                    tokio::time::sleep_until(at).await;
+                    Ok(wit::Value::Json("null".into()))
+                })
+            }
             wit::HostOp::Next(turn) => match self.tasks.get(&task).and_then(|t| t.next.clone()) {
                 Some(next) => Box::pin(async move {
                     let turn = convert::turn_from_wit(turn)
@@ -571,6 +578,7 @@ impl Owner {
             PendingOp {
                 task,
                 handle: handle.abort_handle(),
+                due,
             },
         );
     }
@@ -605,15 +613,51 @@ impl Owner {
             return; // for an instance that trapped since
         }
         let Some(pending) = self.ops.remove(&op) else {
-            return; // released by the guest meanwhile
+            return; // released by the guest meanwhile, or fired in order below
         };
         if self.vm.is_none() {
             return;
+        }
+        if let Some(due) = pending.due {
+            self.fire_timers_due_before(due, op);
+            if self.vm.is_none() {
+                return; // one of them trapped: this op went with the instance
+            }
         }
         self.enter(pending.task, move |store, b, _| {
             b.marionette_runtime_tasks()
                 .call_resume(store, op, &outcome)
         });
+    }
+
+    /// Timers fire in the order of their deadlines (ties: in the order they
+    /// were asked for), as `setTimeout`'s do in browsers. Each sleep is a
+    /// tokio task of its own, and two that expire together on a busy
+    /// machine may post their answers in either order; so before a timer is
+    /// answered, the pending timers due before it are answered first (their
+    /// own answers, arriving later, find them gone).
+    fn fire_timers_due_before(&mut self, due: tokio::time::Instant, op: u64) {
+        let mut earlier: Vec<(tokio::time::Instant, u64)> = self
+            .ops
+            .iter()
+            .filter_map(|(&other, p)| p.due.map(|d| (d, other)))
+            .filter(|&key| key < (due, op))
+            .collect();
+        earlier.sort_unstable();
+        for (_, other) in earlier {
+            let Some(pending) = self.ops.remove(&other) else {
+                continue; // released by what an earlier timer ran
+            };
+            pending.handle.abort();
+            if self.vm.is_none() {
+                return;
+            }
+            let outcome: wit::Outcome = Ok(wit::Value::Json("null".into()));
+            self.enter(pending.task, move |store, b, _| {
+                b.marionette_runtime_tasks()
+                    .call_resume(store, other, &outcome)
+            });
+        }
     }
 
     /// Stream events of a host engine's inference: to the guest, as
