@@ -56,11 +56,7 @@ impl script::Guest for Component {
         vm::load(task, &name, &source)
     }
 
-    fn load_modules(
-        task: u64,
-        entry: String,
-        modules: Vec<script::ModuleSource>,
-    ) -> Vec<Effect> {
+    fn load_modules(task: u64, entry: String, modules: Vec<script::ModuleSource>) -> Vec<Effect> {
         let modules = modules.into_iter().map(|m| (m.path, m.source)).collect();
         vm::load_modules(task, &entry, modules)
     }

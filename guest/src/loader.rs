@@ -88,7 +88,10 @@ pub fn register(
         if check {
             check_path(&path)?;
         }
-        if sources.insert(path.clone(), Rc::<str>::from(source)).is_some() {
+        if sources
+            .insert(path.clone(), Rc::<str>::from(source))
+            .is_some()
+        {
             return Err(format!("the module path {path:?} is given twice"));
         }
     }
@@ -110,13 +113,10 @@ pub fn register(
         t.next_graph += 1;
         let mut names = HashMap::with_capacity(sources.len());
         for path in sources.keys() {
-            let uses = t.uses.entry(path.clone()).or_insert_with(|| {
-                if TAKEN.contains(&path.as_str()) {
-                    1
-                } else {
-                    0
-                }
-            });
+            let uses = t
+                .uses
+                .entry(path.clone())
+                .or_insert_with(|| if TAKEN.contains(&path.as_str()) { 1 } else { 0 });
             *uses += 1;
             let name = if *uses == 1 {
                 path.clone()
@@ -189,7 +189,10 @@ fn check_path(path: &str) -> std::result::Result<(), String> {
     if path.contains('\0') || path.contains('?') {
         return bad("has a character a module path may not have (NUL or ?)");
     }
-    if path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if path
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return bad("is not normalised (an empty, . or .. segment)");
     }
     Ok(())
@@ -353,7 +356,7 @@ impl Resolver for Graphs {
                 Specifier::Bare => {
                     let entry = importer.map_or("main.js", |(_, p)| p.as_str());
                     return refuse(format!(
-                        "a bare specifier names a package, and a sandbox has no packages (no node_modules, no network). Bundle the script and its packages into one module first, for example with esbuild: `npx esbuild {entry} --bundle --format=esm --platform=neutral --external:{API_MODULE} --outfile=bundle.js`, then run bundle.js"
+                        "a bare specifier names a package, and a sandbox has no packages (no node_modules, no network). Bundle the script and its packages into one module first, for example with esbuild: `npx esbuild {entry} --bundle --format=esm --platform=browser --external:{API_MODULE} --outfile=bundle.js`, then run bundle.js"
                     ));
                 }
             };
@@ -435,7 +438,9 @@ impl Loader for Graphs {
             return Err(throw(
                 ctx,
                 "TypeError",
-                format!("the module {name:?} is not available (its script was loaded again or failed to load)"),
+                format!(
+                    "the module {name:?} is not available (its script was loaded again or failed to load)"
+                ),
                 None,
                 None,
             ));

@@ -659,11 +659,7 @@ pub fn load_modules(task: u64, entry: &str, modules: Vec<(String, String)>) -> V
     load_graph(task, entry, loader::register(entry, modules, true))
 }
 
-fn load_graph(
-    task: u64,
-    name: &str,
-    graph: Result<loader::Registered, String>,
-) -> Vec<Effect> {
+fn load_graph(task: u64, name: &str, graph: Result<loader::Registered, String>) -> Vec<Effect> {
     let graph = match graph {
         Ok(graph) => graph,
         Err(message) => {
