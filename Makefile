@@ -36,15 +36,16 @@ test: bootstrap lint layering
 	$(MAKE) --no-print-directory test-python test-node
 	$(CARGO) test --release --locked -p marionette -p marionette-cli -p marionette-bench --tests
 
-## The library without default features compiles no CLI, config file or
-## HTTP client: an embedder of the sandbox gets none of them. (wasmtime's
+## The library without default features compiles no CLI, config file,
+## HTTP client or TypeScript stripper: an embedder of the sandbox gets none
+## of them. (wasmtime's
 ## compilation cache brings toml 0.9 for its own settings; our config file's
 ## toml 1 must not be there.)
 layering:
 	@if $(CARGO) tree --locked -p marionette --no-default-features -e normal --prefix none \
-		| grep -E '^(clap|reqwest|hyper|tracing-subscriber|vte) |^toml v1\.'; then \
+		| grep -E '^(clap|reqwest|hyper|tracing-subscriber|vte|cap-std|swc_[a-z_]+) |^toml v1\.'; then \
 		echo "layering: the library without default features depends on the crates above"; exit 1; \
-	else echo "layering: marionette --no-default-features has no clap, toml 1, reqwest, hyper, tracing-subscriber or vte"; fi
+	else echo "layering: marionette --no-default-features has no clap, toml 1, reqwest, hyper, tracing-subscriber, vte, cap-std or swc"; fi
 
 lint:
 	@./scripts/bootstrap.sh >/dev/null

@@ -4,13 +4,14 @@
 //! flags, unreadable script, input that is not JSON); 3 a limit, timeout or
 //! trap stopped the script; 4 the host failed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 mod config;
+mod modules;
 mod output;
 mod terminal;
 
@@ -33,8 +34,10 @@ enum Command {
     /// Run a script's default export `main(input)` and print its result as
     /// JSON on the last line of stdout (console output goes to stderr).
     Run {
-        /// The script (an ES module).
+        /// The script (an ES module, JavaScript or TypeScript).
         script: PathBuf,
+        #[command(flatten)]
+        root: Root,
         /// The input handed to `main`, as JSON.
         #[arg(long, default_value = "{}", value_parser = parse_json)]
         input: serde_json::Value,
@@ -52,19 +55,34 @@ enum Command {
     },
     /// List the tools of the script's tool registries, with their parameters.
     Tools {
-        /// The script (an ES module).
+        /// The script (an ES module, JavaScript or TypeScript).
         script: PathBuf,
+        #[command(flatten)]
+        root: Root,
         #[command(flatten)]
         limits: Limits,
     },
     /// Print the script's exports as JSON: the name and kind of each, and
     /// for tool registries each tool's name, description and schema.
     Check {
-        /// The script (an ES module).
+        /// The script (an ES module, JavaScript or TypeScript).
         script: PathBuf,
+        #[command(flatten)]
+        root: Root,
         #[command(flatten)]
         limits: Limits,
     },
+}
+
+/// Where the script's modules come from.
+#[derive(clap::Args)]
+struct Root {
+    /// The folder whose module files (.js .mjs .ts .mts .json; not in
+    /// node_modules or dot-folders) the script may import by relative
+    /// paths; default: the script's folder. Nothing outside it is read,
+    /// and no symlink under it.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
 }
 
 /// Which engine `engines.host()` is (precedence: these flags, then the
@@ -223,6 +241,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run {
                 script,
+                root,
                 input,
                 timeout_ms,
                 events,
@@ -234,33 +253,45 @@ fn main() -> ExitCode {
                     Ok(resolved) => resolved,
                     Err(code) => return code,
                 };
-                run(script, input, timeout_ms, limits, display, resolved).await
+                run(script, root, input, timeout_ms, limits, display, resolved).await
             }
-            Command::Check { script, limits } => check(script, limits).await,
-            Command::Tools { script, limits } => tools(script, limits).await,
+            Command::Check {
+                script,
+                root,
+                limits,
+            } => check(script, root, limits).await,
+            Command::Tools {
+                script,
+                root,
+                limits,
+            } => tools(script, root, limits).await,
         }
     })
 }
 
 /// Reads a script and loads it into a new sandbox with no host services.
 async fn open(
-    script: &PathBuf,
+    script: &Path,
+    root: &Root,
     limits: &Limits,
 ) -> Result<(Sandbox, String, Vec<ExportInfo>), ExitCode> {
-    open_with(script, limits, HostServices::default()).await
+    open_with(script, root, limits, HostServices::default()).await
 }
 
-/// Reads a script and loads it into a new sandbox offering `services`.
+/// Reads a script and the module files it may import (see `modules`) and
+/// loads them into a new sandbox offering `services`. The script's name
+/// is its path under the root.
 async fn open_with(
-    script: &PathBuf,
+    script: &Path,
+    root: &Root,
     limits: &Limits,
     services: HostServices,
 ) -> Result<(Sandbox, String, Vec<ExportInfo>), ExitCode> {
-    let source = std::fs::read_to_string(script).map_err(|e| {
-        eprintln!("marionette: cannot read {}: {e}", script.display());
-        ExitCode::from(2)
-    })?;
-    let name = script.display().to_string();
+    let modules::Collected { entry, modules } = modules::collect(script, root.root.as_deref())
+        .map_err(|e| {
+            eprintln!("marionette: {e}");
+            ExitCode::from(2)
+        })?;
     let runtime = tokio::task::spawn_blocking(Runtime::shared)
         .await
         .map_err(|e| report(&Error::host("runtime", e)))?
@@ -269,14 +300,15 @@ async fn open_with(
         .await
         .map_err(|e| report(&e))?;
     let exports = sandbox
-        .load(name.clone(), source)
+        .load_modules(entry.clone(), modules)
         .await
         .map_err(|e| report(&e))?;
-    Ok((sandbox, name, exports))
+    Ok((sandbox, entry, exports))
 }
 
 async fn run(
     script: PathBuf,
+    root: Root,
     input: serde_json::Value,
     timeout_ms: Option<u64>,
     limits: Limits,
@@ -287,7 +319,7 @@ async fn run(
         Ok(services) => services,
         Err(e) => return report(&e),
     };
-    let (sandbox, name, _) = match open_with(&script, &limits, services).await {
+    let (sandbox, name, _) = match open_with(&script, &root, &limits, services).await {
         Ok(opened) => opened,
         Err(code) => return code,
     };
@@ -327,8 +359,8 @@ async fn run(
     }
 }
 
-async fn check(script: PathBuf, limits: Limits) -> ExitCode {
-    let (sandbox, _, exports) = match open(&script, &limits).await {
+async fn check(script: PathBuf, root: Root, limits: Limits) -> ExitCode {
+    let (sandbox, _, exports) = match open(&script, &root, &limits).await {
         Ok(opened) => opened,
         Err(code) => return code,
     };
@@ -345,8 +377,8 @@ async fn check(script: PathBuf, limits: Limits) -> ExitCode {
     }
 }
 
-async fn tools(script: PathBuf, limits: Limits) -> ExitCode {
-    let (sandbox, name, exports) = match open(&script, &limits).await {
+async fn tools(script: PathBuf, root: Root, limits: Limits) -> ExitCode {
+    let (sandbox, name, exports) = match open(&script, &root, &limits).await {
         Ok(opened) => opened,
         Err(code) => return code,
     };

@@ -4,7 +4,7 @@
 //! This file only implements the generated traits. The VM and its entry
 //! protocol live in [`vm`], the functions JavaScript calls into Rust in
 //! [`natives`], the JSON <-> WIT conversions in [`convert`], module
-//! resolution in [`loader`], freezing the shared intrinsics and checking
+//! resolution among a script's modules in [`loader`], freezing the shared intrinsics and checking
 //! them in [`lockdown`], the natives of the web basics (`URL`, `atob`,
 //! `crypto`...) in [`web`], and the JavaScript side (dispatcher, console,
 //! timers, the `marionette` module) in `js/` (one closure in fragments).
@@ -54,6 +54,11 @@ impl exports::marionette::runtime::vm::Guest for Component {
 impl script::Guest for Component {
     fn load(task: u64, name: String, source: String) -> Vec<Effect> {
         vm::load(task, &name, &source)
+    }
+
+    fn load_modules(task: u64, entry: String, modules: Vec<script::ModuleSource>) -> Vec<Effect> {
+        let modules = modules.into_iter().map(|m| (m.path, m.source)).collect();
+        vm::load_modules(task, &entry, modules)
     }
 
     fn exports(name: String) -> Result<Vec<ExportInfo>, ScriptError> {

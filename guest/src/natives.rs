@@ -165,6 +165,13 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
         Function::new(ctx.clone(), |ctx: Ctx<'js>| crate::vm::heap_exhausted(&ctx))?,
     )?;
 
+    // The path of a script's module QuickJS knows by another name (see
+    // `loader`), for the errors the host sees.
+    native.set(
+        "modulePath",
+        Function::new(ctx.clone(), |name: String| crate::loader::display(&name))?,
+    )?;
+
     // The runtime says which task its JavaScript runs for.
     native.set(
         "current",

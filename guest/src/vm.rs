@@ -39,7 +39,7 @@ use rquickjs::function::IntoArgs;
 use rquickjs::{Ctx, FromJs, Function, Module, Object, Persistent, Value, qjs};
 
 use crate::convert;
-use crate::loader::{API_MODULE, OnlyMarionette};
+use crate::loader::{self, API_MODULE, Graphs};
 use crate::marionette::runtime::host;
 use crate::marionette::runtime::types::{
     Cap, Effect, Failure, LogLevel, ScriptError, Stop, TaskDone,
@@ -222,7 +222,7 @@ fn boot() -> Vm {
     config.javy_stream_io(false).text_encoding(true);
     let runtime = javy::Runtime::new(config).expect("QuickJS runtime");
     let rt = runtime.context().runtime();
-    rt.set_loader(OnlyMarionette, OnlyMarionette);
+    rt.set_loader(Graphs, Graphs);
     rt.set_interrupt_handler(Some(Box::new(interrupt_poll)));
     apply_limits(rt);
     // An out-of-memory error inside promise jobs becomes a rejection; when
@@ -676,20 +676,48 @@ pub fn fail(task: u64, error: ScriptError) -> Vec<Effect> {
 }
 
 thread_local! {
-    /// The module each load task in flight loads: see [`name_load_errors`].
-    static LOADING: RefCell<HashMap<u64, String>> = RefCell::new(HashMap::new());
+    /// The script each load task in flight loads, and its module graph: see
+    /// [`name_load_errors`].
+    static LOADING: RefCell<HashMap<u64, (String, u64)>> = RefCell::new(HashMap::new());
     /// The source [`declare`] hands QuickJS next, NUL-terminated.
     static SOURCE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 
 /// Compiles and evaluates a module; see `script.load` in the WIT.
 pub fn load(task: u64, name: &str, source: &str) -> Vec<Effect> {
-    LOADING.with(|l| l.borrow_mut().insert(task, name.to_string()));
+    let graph = loader::register(name, vec![(name.to_string(), source.to_string())], false);
+    load_graph(task, name, graph)
+}
+
+/// Compiles the entry of a module graph and evaluates it, its imports
+/// first; see `script.load-modules` in the WIT.
+pub fn load_modules(task: u64, entry: &str, modules: Vec<(String, String)>) -> Vec<Effect> {
+    load_graph(task, entry, loader::register(entry, modules, true))
+}
+
+fn load_graph(task: u64, name: &str, graph: Result<loader::Registered, String>) -> Vec<Effect> {
+    let graph = match graph {
+        Ok(graph) => graph,
+        Err(message) => {
+            return fail(
+                task,
+                ScriptError {
+                    name: "TypeError".into(),
+                    message,
+                    stack: None,
+                    file: Some(name.to_string()),
+                    line: None,
+                    column: None,
+                },
+            );
+        }
+    };
+    LOADING.with(|l| l.borrow_mut().insert(task, (name.to_string(), graph.graph)));
     entry(Some(task), |ctx, dispatch| {
         // The module's top-level code runs for this task (its console lines,
         // its timers), so the task exists before the code runs.
         call_dispatch::<_, ()>(&dispatch, "begin", (task as f64,))?;
-        let (module, evaluated) = declare(ctx, name, source)?.eval()?;
+        let (module, evaluated) = declare(ctx, &graph.name, &graph.source)?.eval()?;
         let namespace = module.namespace()?;
         call_dispatch(&dispatch, "load", (task as f64, name, namespace, evaluated))
     })
@@ -700,7 +728,8 @@ pub fn load(task: u64, name: &str, source: &str) -> Vec<Effect> {
 /// expression that does not compile) nor those of linking (an export of
 /// nothing), and a top-level `throw 1` has no location at all. Runs on the
 /// effects of every entry: a load whose top level awaits ends in a later
-/// one.
+/// one. Tells the loader how each load ended (a graph replaced or failed
+/// is retired).
 fn name_load_errors(effects: &mut [Effect]) {
     if LOADING.with(|l| l.borrow().is_empty()) {
         return;
@@ -709,9 +738,10 @@ fn name_load_errors(effects: &mut [Effect]) {
         let Effect::Done(done) = effect else {
             continue;
         };
-        let Some(name) = LOADING.with(|l| l.borrow_mut().remove(&done.task)) else {
+        let Some((name, graph)) = LOADING.with(|l| l.borrow_mut().remove(&done.task)) else {
             continue;
         };
+        loader::loaded(&name, graph, done.outcome.is_ok());
         if let Err(Failure::Script(error)) = &mut done.outcome
             && error.file.is_none()
         {
@@ -728,7 +758,11 @@ fn name_load_errors(effects: &mut [Effect]) {
 /// it over that way. rquickjs builds a module from raw QuickJS only through
 /// a module loader function, which takes no data of its own: the source
 /// waits for it in [`SOURCE`].
-fn declare<'js>(ctx: &Ctx<'js>, name: &str, source: &str) -> rquickjs::Result<Module<'js>> {
+pub(crate) fn declare<'js>(
+    ctx: &Ctx<'js>,
+    name: &str,
+    source: &str,
+) -> rquickjs::Result<Module<'js>> {
     unsafe extern "C" fn compile(
         ctx: *mut qjs::JSContext,
         name: *const c_char,

@@ -224,6 +224,11 @@ export class Sandbox implements AsyncDisposable {
   static create(options?: SandboxOptions): Promise<Sandbox>;
   /** Compiles `source` as the ES module `name` and evaluates it; a script of that name is replaced. */
   load(name: string, source: string, options?: TaskOptions): Task<void>;
+  /**
+   * Loads a script of several modules (path -> source); `entry` is the one
+   * that is the script. Relative imports resolve among them only.
+   */
+  loadModules(entry: string, modules: Record<string, string> | Map<string, string>, options?: TaskOptions): Task<void>;
   /** The exports of a loaded script. */
   exports(name: string): Promise<ExportInfo[]>;
   /** Runs the default export `main(input, ctx)`; resolves to what it returned. */

@@ -75,6 +75,11 @@ export class Guest {
     return effects(this.#exports.script.load(BigInt(task), name, source));
   }
 
+  /** `modules`: `[{path, source}]`. */
+  loadModules(task, entry, modules) {
+    return effects(this.#exports.script.loadModules(BigInt(task), entry, modules));
+  }
+
   exports(name) {
     return unwrap(() => this.#exports.script.exports(name)).map((e) => ({
       name: e.name,

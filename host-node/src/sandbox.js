@@ -99,6 +99,28 @@ export class Sandbox {
     });
   }
 
+  /**
+   * Loads a script of several modules: `modules` maps each path (`main.js`,
+   * `lib/util.js`, `data/d.json`; a Map or an object) to its source, and
+   * `entry` names the module that is the script. Relative imports resolve
+   * among `modules` only (docs/protocol.md, "Module graphs").
+   */
+  loadModules(entry, modules, options = {}) {
+    const pairs = modules instanceof Map ? [...modules] : Object.entries(modules ?? {});
+    const list = [];
+    for (const [path, source] of pairs) {
+      if (typeof path !== "string" || typeof source !== "string") {
+        throw new TypeError(`loadModules: module ${JSON.stringify(path)} must map a path to its source text`);
+      }
+      list.push({ path, source });
+    }
+    return this.#start(`load ${entry}`, options, (g, id) => g.loadModules(id, entry, list), {
+      type: "load",
+      name: entry,
+      modules: list,
+    });
+  }
+
   /** The exports of a loaded script. */
   async exports(name) {
     return this.#query(`exports ${name}`, (g) => g.exports(name));
@@ -313,7 +335,11 @@ export class Sandbox {
           cpuMs: 0,
           started: true,
         });
-        this.#enter(id, (g) => g.load(id, script.name, script.source));
+        this.#enter(id, (g) =>
+          script.modules === undefined
+            ? g.load(id, script.name, script.source)
+            : g.loadModules(id, script.name, script.modules),
+        );
         if (this.#generation !== generation) {
           // Reloading it trapped: drop it, start over without it.
           this.#scripts = this.#scripts.filter((s) => s.name !== script.name);
@@ -574,7 +600,7 @@ export class Sandbox {
     const kind = task.kind;
     if (kind.type === "load" && !(result instanceof Error)) {
       this.#scripts = this.#scripts.filter((s) => s.name !== kind.name);
-      this.#scripts.push({ name: kind.name, source: kind.source });
+      this.#scripts.push({ name: kind.name, source: kind.source, modules: kind.modules });
       result = undefined;
     } else if (kind.type === "reload" && result instanceof Error) {
       this.#scripts = this.#scripts.filter((s) => s.name !== kind.name);

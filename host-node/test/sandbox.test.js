@@ -245,3 +245,24 @@ test("a closed sandbox refuses work with a ClosedError, and fails what was in fl
   await assert.rejects(inFlight, ClosedError);
   await assert.rejects(s.runMain("main.js"), ClosedError);
 });
+
+test("a script of several modules: relative imports, JSON, import(), errors that name the module", async (t) => {
+  const s = await sandbox(t);
+  await s.loadModules("main.js", {
+    "main.js": `import { double } from "./lib/util.js";
+import data from "./data.json" with { type: "json" };
+export default async () => [double(data.n), (await import("./lib/late.js")).late];
+export const fail = () => double(-1);`,
+    "lib/util.js": "export function double(n) {\n  if (n < 0) throw new RangeError('negative');\n  return 2 * n;\n}",
+    "lib/late.js": "export const late = 'late';",
+    "data.json": '{"n": 21}',
+  });
+  assert.deepEqual(await s.runMain("main.js", {}), [42, "late"]);
+  const error = await s.call("main.js", "fail", []).catch((e) => e);
+  assert.ok(error instanceof ScriptError, String(error));
+  assert.equal(error.script.file, "lib/util.js");
+  assert.equal(error.script.line, 2);
+  const bare = await s.loadModules("b.js", { "b.js": 'import _ from "lodash";' }).catch((e) => e);
+  assert.ok(bare instanceof ScriptError, String(bare));
+  assert.match(bare.script.message, /esbuild/);
+});

@@ -576,3 +576,29 @@ def test_sync_host_middleware_runs_the_rest_of_the_chain_in_the_guest() -> None:
         sandbox.load("session.js", SESSION)
         result = sandbox.run_main("session.js", {"label": "py"})
     assert result == {"text": "hello", "metadata": {"label": "py"}}
+
+
+def test_a_script_of_several_modules_resolves_its_imports_among_them() -> None:
+    with Sandbox() as sb:
+        sb.load_modules(
+            "main.js",
+            {
+                "main.js": (
+                    'import { double } from "./lib/util.js";\n'
+                    'import data from "./data.json" with { type: "json" };\n'
+                    'export default async () => [double(data.n), (await import("./lib/late.js")).late];\n'
+                    "export const fail = () => double(-1);\n"
+                ),
+                "lib/util.js": (
+                    "export function double(n) {\n  if (n < 0) throw new RangeError('negative');\n  return 2 * n;\n}\n"
+                ),
+                "lib/late.js": "export const late = 'late';",
+                "data.json": '{"n": 21}',
+            },
+        )
+        assert sb.run_main("main.js", {}) == [42, "late"]
+        with pytest.raises(ScriptError) as failed:
+            sb.call("main.js", "fail")
+        assert (failed.value.file, failed.value.line) == ("lib/util.js", 2)
+        with pytest.raises(ScriptError, match="esbuild"):
+            sb.load_modules("b.js", {"b.js": 'import _ from "lodash";'})

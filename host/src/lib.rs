@@ -10,6 +10,9 @@
 //!   nothing of JavaScript.
 //! - [`Sandbox`]: one guest instance behind a runner; loads scripts, runs
 //!   their `main`, engines, middleware and tools; contains traps.
+//! - [`Modules`]: a script's modules by path, loaded together so that
+//!   their relative imports resolve among them; TypeScript among them has
+//!   its types erased (feature `typescript`, on by default).
 //! - [`session`]: sessions built in Rust from Rust and JavaScript parts,
 //!   run by the guest's session loop (the one loop, which scripts'
 //!   `createSession` runs too); the traits those parts implement.
@@ -29,13 +32,17 @@ mod bindings;
 pub mod engines;
 pub mod error;
 pub mod model;
+pub mod modules;
 pub mod policy;
 pub mod runner;
 pub mod sandbox;
 mod schema;
 pub mod session;
+#[cfg(feature = "typescript")]
+mod typescript;
 
 pub use error::{Error, Limit, Op, ProviderErrorKind, Result, ScriptError};
+pub use modules::Modules;
 pub use policy::Policy;
 pub use sandbox::{
     HostServices, LockdownReport, Runtime, RuntimeOptions, Sandbox, SandboxStats, TaskOptions,

@@ -9,6 +9,7 @@ mod fuzz;
 mod guest;
 mod hostile;
 mod load;
+mod modules;
 mod providers;
 mod sandbox;
 mod sessions;

@@ -59,10 +59,23 @@
     for (let i = 0; i < lines.length; i++) {
       const m = call(stringMatch, lines[i], /^\s*at (?:.*? \()?(.+?):(\d+):(\d+)\)?\s*$/);
       if (m && m[1] !== "marionette" && m[1] !== "<marionette>" && m[1] !== "native") {
-        return { file: m[1], line: NumberCtor(m[2]), column: NumberCtor(m[3]) };
+        return { file: modulePath(m[1]), line: NumberCtor(m[2]), column: NumberCtor(m[3]) };
       }
     }
     return {};
+  }
+
+  // A script's module is known to QuickJS as `path?2`, `path?3`... when an
+  // earlier module of the VM had its path (loader.rs); errors show the path.
+  function modulePath(file) {
+    const path = native.modulePath(file);
+    return path === undefined ? file : path;
+  }
+
+  function displayFrame(line) {
+    if (call(stringIndexOf, line, "?") < 0) return line;
+    const m = call(stringMatch, line, /^(\s*at (?:.*? \()?)(.+?)(:\d+:\d+\)?\s*)$/);
+    return m ? m[1] + modulePath(m[2]) + m[3] : line;
   }
 
   // The stack without the runtime's own frames (and the `apply` that calls
@@ -74,7 +87,7 @@
       const line = lines[i];
       if (call(stringIndexOf, line, "<marionette>") >= 0) continue;
       if (call(stringIndexOf, line, "at apply (native)") >= 0 && i + 1 < lines.length && call(stringIndexOf, lines[i + 1], "<marionette>") >= 0) continue;
-      out[out.length] = line;
+      out[out.length] = displayFrame(line);
     }
     return call(arrayJoin, out, "\n");
   }
@@ -94,8 +107,14 @@
       // A SyntaxError from the parser carries its location in fileName/lineNumber.
       if (where.file === undefined) {
         try {
-          if (typeof e.fileName === "string" && typeof e.lineNumber === "number") {
-            where = { file: e.fileName, line: e.lineNumber, column: typeof e.columnNumber === "number" ? e.columnNumber : undefined };
+          // (An import that resolves to nothing: its importer, and where it
+          // is written when that could be found.)
+          if (typeof e.fileName === "string") {
+            where = {
+              file: modulePath(e.fileName),
+              line: typeof e.lineNumber === "number" ? e.lineNumber : undefined,
+              column: typeof e.lineNumber === "number" && typeof e.columnNumber === "number" ? e.columnNumber : undefined,
+            };
           }
         } catch (_) { /* ignore */ }
       }

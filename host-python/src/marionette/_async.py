@@ -144,6 +144,26 @@ class AsyncSandbox(Core):
         self._start(task, lambda g: g.load(task.id, name, source))
         await self._wait(task, timeout)
 
+    async def load_modules(self, entry: str, modules: Mapping[str, str], *, timeout: Optional[float] = None) -> None:
+        """Loads a script of several modules: ``modules`` maps each path
+        (``main.js``, ``lib/util.js``, ``data/d.json``) to its source, and
+        ``entry`` is the one that is the script. Relative imports
+        (``./util.js``) resolve among them only; a ``.json`` module is
+        imported ``with { type: "json" }``.
+
+        Raises:
+            ScriptError: a bad path, a syntax error or an unresolved import
+                (naming the module and line), or a module threw.
+        """
+        pairs = tuple(modules.items())
+        for path, source in pairs:
+            if not isinstance(path, str) or not isinstance(source, str):
+                raise TypeError(f"load_modules: module {path!r} must map a path to its source text")
+        task = self._new_task(f"load {entry}")
+        task.script = (entry, pairs)
+        self._start(task, lambda g: g.load_modules(task.id, entry, pairs))
+        await self._wait(task, timeout)
+
     async def exports(self, name: str) -> List[ExportInfo]:
         """The exports of a loaded script, with their kinds."""
         return await self._query(lambda g: g.exports(name))

@@ -46,6 +46,10 @@ from ._types import (
 )
 from ._vm import Runtime, Trap, Vm
 
+#: What a script was loaded from: its source, or a module graph's
+#: ``(path, source)`` pairs.
+ScriptSource = Union[str, Tuple[Tuple[str, str], ...]]
+
 log = logging.getLogger("marionette")
 
 T = TypeVar("T")
@@ -66,8 +70,9 @@ class TaskState:
     on_event: Optional[EventCallback] = None
     queue: Optional[asyncio.Queue[Optional[Event]]] = None
     next: Optional[Callable[[Turn], Awaitable[Turn]]] = None
-    #: For a load: the script to keep (and reload after a trap) on success.
-    script: Optional[Tuple[str, str]] = None
+    #: For a load: the script to keep (and reload after a trap) on success,
+    #: its source or, for a module graph, its modules.
+    script: Optional[Tuple[str, ScriptSource]] = None
     #: For a reload after a trap: the script to drop on failure.
     reload: Optional[str] = None
     #: Set when the caller stopped the task: the error its caller got.
@@ -96,7 +101,7 @@ class Core:
         self._on_event = on_event
         self._owner = ThreadPoolExecutor(1, thread_name_prefix="marionette-owner")
         self._vm: Optional[Vm] = None
-        self._scripts: Dict[str, str] = {}
+        self._scripts: Dict[str, ScriptSource] = {}
         self._tasks: Dict[int, TaskState] = {}
         #: Tasks the guest considers live (started, no `done` seen yet).
         self._live: Set[int] = set()
@@ -513,9 +518,13 @@ class Core:
         return MiddlewareCall(p["name"], p["turn"], p["options"], p["context"], next_turn, next_blocking)
 
 
-def _loader(task: int, name: str, source: str) -> Callable[[protocol.Guest], List[protocol.Effect]]:
-    """The entry that loads ``source`` as ``name`` for ``task``."""
-    return lambda g: g.load(task, name, source)
+def _loader(task: int, name: str, source: ScriptSource) -> Callable[[protocol.Guest], List[protocol.Effect]]:
+    """The entry that loads ``source`` (one module, or a graph's modules) as ``name`` for ``task``."""
+    if isinstance(source, str):
+        text = source
+        return lambda g: g.load(task, name, text)
+    modules = source
+    return lambda g: g.load_modules(task, name, modules)
 
 
 async def call_user(fn: Callable[..., Any], *args: Any) -> Any:

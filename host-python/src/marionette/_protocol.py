@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Union, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 from wasmtime.component import Record, Variant
 
@@ -382,6 +382,10 @@ class Guest:
 
     def load(self, task: int, name: str, source: str) -> List[Effect]:
         return decode_effects(self._func("script", "load")(task, name, source))
+
+    def load_modules(self, task: int, entry: str, modules: Sequence[Tuple[str, str]]) -> List[Effect]:
+        wit = [record({"path": path, "source": source}) for path, source in modules]
+        return decode_effects(self._func("script", "load-modules")(task, entry, wit))
 
     def exports(self, name: str) -> List[ExportInfo]:
         result = unwrap(f"exports {name}", self._func("script", "exports")(name), list)

@@ -101,6 +101,10 @@ class Sandbox:
         """See :meth:`AsyncSandbox.load`."""
         self._run(self._inner.load(name, source, timeout=timeout))
 
+    def load_modules(self, entry: str, modules: Mapping[str, str], *, timeout: Optional[float] = None) -> None:
+        """See :meth:`AsyncSandbox.load_modules`."""
+        self._run(self._inner.load_modules(entry, modules, timeout=timeout))
+
     def exports(self, name: str) -> List[ExportInfo]:
         """See :meth:`AsyncSandbox.exports`."""
         return self._run(self._inner.exports(name))

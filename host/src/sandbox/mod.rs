@@ -46,6 +46,7 @@ pub use services::HostServices;
 use crate::bindings::marionette::runtime::types as wit;
 use crate::error::{Error, Op, Result};
 use crate::model::{ExportInfo, ToolCall, ToolDefinition, Turn};
+use crate::modules::{self, Modules};
 use crate::policy::Policy;
 use crate::runner::{Runner, RunnerOptions, WeakRunner};
 use owner::{Interrupts, Owner, Start, Task, TaskKind};
@@ -267,7 +268,11 @@ impl Sandbox {
     }
 
     /// Loads `source` as the ES module `name` and runs its top-level code;
-    /// returns its exports. Loading a name again replaces that script.
+    /// returns its exports. Loading a name again replaces that script. The
+    /// module imports only `marionette`: a script of several modules is
+    /// loaded with [`load_modules`](Self::load_modules). A name ending in
+    /// `.ts` or `.mts` is TypeScript: its types are erased first (feature
+    /// `typescript`), lines and columns kept.
     ///
     /// # Errors
     /// [`Error::Script`] for a syntax error, a failed import or a throwing
@@ -290,21 +295,80 @@ impl Sandbox {
         source: impl Into<String>,
         options: TaskOptions,
     ) -> Result<Vec<ExportInfo>> {
-        let (name, source) = (name.into(), source.into());
+        let name = name.into();
+        let op: Op = format!("load {name}").into();
+        let source = modules::prepare(&name, source.into()).map_err(|e| Error::Script {
+            op: op.clone(),
+            error: Box::new(e),
+        })?;
+        self.load_source(op, name, owner::Source::One(source), options)
+            .await
+    }
+
+    /// Loads the module graph `modules` as the script `entry` (the path of
+    /// one of them, which names the script for [`run_main`](Self::run_main)
+    /// and the rest), and runs the top-level code of the modules the entry
+    /// imports, then of the entry; returns the entry's exports.
+    ///
+    /// The modules' relative imports (`./util.js`, `../data/d.json`),
+    /// static and dynamic, resolve among `modules`, never above their root
+    /// (see [`Modules`]); a bare specifier (`lodash`) is refused with an
+    /// error that says how to bundle. Each load evaluates its graph afresh:
+    /// loading `entry` again replaces the script, and two scripts share no
+    /// module. After a trap, the rebuilt instance loads every module again.
+    ///
+    /// # Errors
+    /// [`Error::Script`] naming the file (and line, when known): a path
+    /// that is not normalised, an entry not among the modules, a syntax
+    /// error in any module (TypeScript that cannot be erased included), an
+    /// import that resolves to nothing, a throwing top level.
+    pub async fn load_modules(
+        &self,
+        entry: impl Into<String>,
+        modules: Modules,
+    ) -> Result<Vec<ExportInfo>> {
+        self.load_modules_with(entry, modules, TaskOptions::default())
+            .await
+    }
+
+    /// [`load_modules`](Self::load_modules) with options.
+    ///
+    /// # Errors
+    /// As [`load_modules`](Self::load_modules).
+    pub async fn load_modules_with(
+        &self,
+        entry: impl Into<String>,
+        modules: Modules,
+        options: TaskOptions,
+    ) -> Result<Vec<ExportInfo>> {
+        let entry = entry.into();
+        let op: Op = format!("load {entry}").into();
+        let modules = modules.prepared().map_err(|e| Error::Script {
+            op: op.clone(),
+            error: Box::new(e),
+        })?;
+        self.load_source(op, entry, owner::Source::Graph(modules.into()), options)
+            .await
+    }
+
+    async fn load_source(
+        &self,
+        op: Op,
+        name: String,
+        source: owner::Source,
+        options: TaskOptions,
+    ) -> Result<Vec<ExportInfo>> {
         let kind = TaskKind::Load {
             name: name.clone(),
             source: source.clone(),
         };
         let load_name = name.clone();
         self.task(
-            format!("load {name}").into(),
+            op,
             options,
             kind,
             None,
-            Box::new(move |store, b, id| {
-                b.marionette_runtime_script()
-                    .call_load(store, id, &load_name, &source)
-            }),
+            Box::new(move |store, b, id| source.load(store, b, id, &load_name)),
         )
         .await?;
         self.exports(&name).await

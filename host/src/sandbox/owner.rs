@@ -28,6 +28,7 @@ use super::provided::Provided;
 use super::runtime::{EntryState, HostState, Runtime, deadline_ticks};
 use super::services::HostServices;
 use crate::bindings::Marionette;
+use crate::bindings::exports::marionette::runtime::script::ModuleSource;
 use crate::bindings::marionette::runtime::types as wit;
 use crate::error::{Error, Limit, Op, Result};
 use crate::model::{Event, LogLevel, Turn};
@@ -91,8 +92,9 @@ impl Interrupts {
 pub(crate) enum TaskKind {
     /// Any task.
     Plain,
-    /// `script.load`: on success the script joins those reloaded after a trap.
-    Load { name: String, source: String },
+    /// `script.load` or `script.load-modules`: on success the script joins
+    /// those reloaded after a trap.
+    Load { name: String, source: Source },
     /// A reload after a trap: on failure the script is dropped.
     Reload { name: String },
 }
@@ -120,7 +122,43 @@ struct PendingOp {
 #[derive(Clone)]
 struct Script {
     name: String,
-    source: String,
+    source: Source,
+}
+
+/// What a script was loaded from, as the guest got it (TypeScript
+/// stripped): what a rebuilt instance loads again, every module of a graph.
+#[derive(Clone)]
+pub(crate) enum Source {
+    /// One module (`script.load`).
+    One(String),
+    /// A module graph (`script.load-modules`): paths and sources.
+    Graph(Arc<[(String, String)]>),
+}
+
+impl Source {
+    /// Loads the script `name` from this source as task `id`.
+    pub(crate) fn load(
+        &self,
+        store: &mut Store<HostState>,
+        b: &Marionette,
+        id: u64,
+        name: &str,
+    ) -> wasmtime::Result<Vec<wit::Effect>> {
+        let script = b.marionette_runtime_script();
+        match self {
+            Source::One(source) => script.call_load(store, id, name, source),
+            Source::Graph(modules) => {
+                let modules: Vec<ModuleSource> = modules
+                    .iter()
+                    .map(|(path, source)| ModuleSource {
+                        path: path.clone(),
+                        source: source.clone(),
+                    })
+                    .collect();
+                script.call_load_modules(store, id, name, &modules)
+            }
+        }
+    }
 }
 
 struct Vm {
@@ -220,10 +258,7 @@ impl Owner {
                     },
                 );
                 let (name, source) = (script.name.clone(), script.source.clone());
-                self.enter(id, move |store, b, id| {
-                    b.marionette_runtime_script()
-                        .call_load(store, id, &name, &source)
-                });
+                self.enter(id, move |store, b, id| source.load(store, b, id, &name));
                 if self.generation != generation {
                     // Reloading it trapped: drop it, start over without it.
                     tracing::error!(script = %script.name, "reloading the script trapped; it is dropped from the sandbox");
