@@ -219,12 +219,14 @@ test("tool hooks are called by name", async (t) => {
   });
 });
 
-test("the script sees no Node: no process, no require, no fetch", async (t) => {
+test("the script sees no Node: no process, no require, and its fetch is refused", async (t) => {
   const s = await loaded(
     t,
-    "export default () => [typeof process, typeof require, typeof fetch, typeof Deno, typeof globalThis.Buffer];",
+    "export default async () => [typeof process, typeof require, await fetch('https://example.com/').then(() => 'fetched', (e) => e instanceof TypeError && e.message), typeof Deno, typeof globalThis.Buffer];",
   );
-  assert.deepEqual(await s.runMain("main.js"), ["undefined", "undefined", "undefined", "undefined", "undefined"]);
+  const [process, require, refused, deno, buffer] = await s.runMain("main.js");
+  assert.deepEqual([process, require, deno, buffer], ["undefined", "undefined", "undefined", "undefined"]);
+  assert.match(refused, /^fetch is not available from this host/);
 });
 
 test("two sandboxes share nothing", async (t) => {
