@@ -1,8 +1,9 @@
 //! The `marionette` command: run a script's `main`, or describe its exports.
 //!
 //! Exit codes: 0 success; 1 the script threw or rejected; 2 usage (bad
-//! flags, unreadable script, input that is not JSON); 3 a limit, timeout or
-//! trap stopped the script; 4 the host failed.
+//! flags, unreadable script, input that is not JSON, a cassette refused);
+//! 3 a limit, timeout or trap stopped the script; 4 the host failed; 5 a
+//! replay diverged from its cassette.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,11 +13,12 @@ use std::time::Duration;
 
 mod config;
 mod output;
+mod replay;
 mod terminal;
 
 use clap::{Parser, Subcommand};
 use marionette::model::{ExportInfo, ExportKind};
-use marionette::{Error, HostServices, Policy, Runtime, Sandbox, TaskOptions};
+use marionette::{Error, HostServices, Policy, Runtime, Sandbox, SandboxOptions, TaskOptions};
 use tracing_subscriber::EnvFilter;
 
 /// Sandboxed JavaScript for LLM applications.
@@ -44,10 +46,41 @@ enum Command {
         /// on stdout, before the result.
         #[arg(long)]
         events: bool,
+        /// Record the run into a cassette (JSON lines, docs/cassette.md),
+        /// for `marionette replay`. The run is deterministic: its clock and
+        /// randomness are seeded (the seed is in the cassette).
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
         #[command(flatten)]
         engine: EngineArgs,
         #[command(flatten)]
         limits: Limits,
+    },
+    /// Run a recorded cassette again, offline: the guest gets the recorded
+    /// answers, and must ask for what it asked then. Prints what the run
+    /// printed; stops at the first divergence with a diff (exit 5).
+    Replay {
+        /// The cassette (`marionette run --record FILE`).
+        cassette: PathBuf,
+        /// The script to replay instead of the recorded one (default: the
+        /// recorded script's file as it is now, when it exists).
+        #[arg(long, value_name = "PATH")]
+        script: Option<PathBuf>,
+        /// Replay only these operations from the cassette (comma-separated
+        /// kinds: infer, call-tool, middleware, hook, sleep) and perform the
+        /// rest for real; the models' answers alone by default.
+        #[arg(long, value_name = "KINDS", num_args = 0..=1, default_missing_value = "infer", value_delimiter = ',')]
+        partial: Option<Vec<String>>,
+        /// Record the cassette again: run the recorded script and input live
+        /// (with the engine flags, the environment, the config file) and
+        /// write the new recording over FILE.
+        #[arg(long)]
+        re_record: bool,
+        /// Print every event as a JSON line on stdout, as `run --events`.
+        #[arg(long)]
+        events: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// List the tools of the script's tool registries, with their parameters.
     Tools {
@@ -203,6 +236,7 @@ fn main() -> ExitCode {
                 input,
                 timeout_ms,
                 events,
+                record,
                 engine,
                 limits,
             } => {
@@ -211,7 +245,30 @@ fn main() -> ExitCode {
                     Ok(resolved) => resolved,
                     Err(code) => return code,
                 };
-                run(script, input, timeout_ms, limits, display, resolved).await
+                let live = Live {
+                    script,
+                    input,
+                    timeout_ms,
+                    policy: limits.policy(),
+                    record,
+                };
+                run(live, display, resolved).await
+            }
+            Command::Replay {
+                cassette,
+                script,
+                partial,
+                re_record,
+                events,
+                engine,
+            } => {
+                let display = output::Display { events, color };
+                let how = replay::How {
+                    script,
+                    partial,
+                    re_record,
+                };
+                replay::command(cassette, how, engine, display).await
             }
             Command::Check { script, limits } => check(script, limits).await,
             Command::Tools { script, limits } => tools(script, limits).await,
@@ -224,14 +281,21 @@ async fn open(
     script: &PathBuf,
     limits: &Limits,
 ) -> Result<(Sandbox, String, Vec<ExportInfo>), ExitCode> {
-    open_with(script, limits, HostServices::default()).await
+    open_with(
+        script,
+        limits.policy(),
+        HostServices::default(),
+        SandboxOptions::default(),
+    )
+    .await
 }
 
 /// Reads a script and loads it into a new sandbox offering `services`.
 async fn open_with(
     script: &PathBuf,
-    limits: &Limits,
+    policy: Policy,
     services: HostServices,
+    options: SandboxOptions,
 ) -> Result<(Sandbox, String, Vec<ExportInfo>), ExitCode> {
     let source = std::fs::read_to_string(script).map_err(|e| {
         eprintln!("marionette: cannot read {}: {e}", script.display());
@@ -242,7 +306,7 @@ async fn open_with(
         .await
         .map_err(|e| report(&Error::host("runtime", e)))?
         .map_err(|e| report(&Error::host("runtime", e)))?;
-    let sandbox = Sandbox::with_services(runtime, limits.policy(), services)
+    let sandbox = Sandbox::with_options(runtime, policy, services, options)
         .await
         .map_err(|e| report(&e))?;
     let exports = sandbox
@@ -252,19 +316,38 @@ async fn open_with(
     Ok((sandbox, name, exports))
 }
 
-async fn run(
+/// A live run of `marionette run` (or of `replay --re-record`).
+struct Live {
     script: PathBuf,
     input: serde_json::Value,
     timeout_ms: Option<u64>,
-    limits: Limits,
-    display: output::Display,
-    engines: config::Resolved,
-) -> ExitCode {
+    policy: Policy,
+    /// Where to write the cassette, when the run is recorded.
+    record: Option<PathBuf>,
+}
+
+async fn run(live: Live, display: output::Display, engines: config::Resolved) -> ExitCode {
+    let Live {
+        script,
+        input,
+        timeout_ms,
+        policy,
+        record,
+    } = live;
     let services = match engines.services() {
         Ok(services) => services,
         Err(e) => return report(&e),
     };
-    let (sandbox, name, _) = match open_with(&script, &limits, services).await {
+    let recorder = record.as_ref().map(|_| {
+        let recorder = marionette::cassette::Recorder::new();
+        recorder.note(serde_json::json!({"command": "marionette run", "script": script.display().to_string()}));
+        recorder
+    });
+    let options = match &recorder {
+        Some(recorder) => SandboxOptions::record(recorder.clone()),
+        None => SandboxOptions::default(),
+    };
+    let (sandbox, name, _) = match open_with(&script, policy, services, options).await {
         Ok(opened) => opened,
         Err(code) => return code,
     };
@@ -295,6 +378,26 @@ async fn run(
         display.summary(&mut tally, started.elapsed());
     }
     sandbox.shutdown().await;
+    if let (Some(path), Some(recorder)) = (&record, &recorder) {
+        let cassette = recorder.finish();
+        match cassette.save(path) {
+            Ok(()) => eprintln!(
+                "marionette: recorded {} entries into {} (replay: marionette replay {})",
+                cassette.len(),
+                path.display(),
+                path.display()
+            ),
+            Err(e) => {
+                eprintln!("marionette: {}: {e}", path.display());
+                return ExitCode::from(4);
+            }
+        }
+    }
+    finish(result)
+}
+
+/// Prints a run's result as the last line of stdout, or its error.
+fn finish(result: marionette::Result<serde_json::Value>) -> ExitCode {
     match result {
         Ok(value) => {
             println!("{}", terminal::json_line(&value.to_string()));

@@ -10,3 +10,4 @@ mod common;
 mod examples;
 #[path = "../integration/fake_provider.rs"]
 mod fake_provider;
+mod replay;

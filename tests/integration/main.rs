@@ -9,6 +9,7 @@ mod guest;
 mod hostile;
 mod load;
 mod providers;
+mod replay;
 mod sandbox;
 mod sessions;
 mod web;

@@ -37,7 +37,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use owner::{BoxFuture, EventSink, NextFn};
 pub(crate) use provided::{Part, Registration};
-pub(crate) use runtime::GUEST_WASM;
+pub(crate) use runtime::{GUEST_WASM, HostState};
+#[cfg(test)]
+pub(crate) use runtime::{Provides, vm_config};
 pub use runtime::{Runtime, RuntimeOptions};
 pub use services::HostServices;
 
@@ -46,7 +48,8 @@ use crate::error::{Error, Op, Result};
 use crate::model::{ExportInfo, ToolCall, ToolDefinition, Turn};
 use crate::policy::Policy;
 use crate::runner::{Runner, RunnerOptions, WeakRunner};
-use owner::{Interrupts, Owner, Start, Task, TaskKind};
+use crate::cassette::{Answers, Call, Recorder};
+use owner::{Interrupts, Owner, Task, TaskKind};
 
 /// How one task runs: how long its caller waits, how it can be cancelled,
 /// where its events go.
@@ -79,6 +82,36 @@ impl std::fmt::Debug for TaskOptions {
             .field("timeout", &self.timeout)
             .field("cancel", &self.cancel.is_some())
             .field("events", &self.events.is_some())
+            .finish()
+    }
+}
+
+/// What a sandbox does besides running scripts under its policy.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct SandboxOptions {
+    /// Records every entry into the guest, from the instance's
+    /// `configure` on, into a cassette (see [`crate::cassette`]).
+    pub recorder: Option<Recorder>,
+    /// A partial replay's recorded answers.
+    pub(crate) answers: Option<Arc<Answers>>,
+}
+
+impl SandboxOptions {
+    /// Options that record into `recorder`.
+    pub fn record(recorder: Recorder) -> Self {
+        SandboxOptions {
+            recorder: Some(recorder),
+            ..SandboxOptions::default()
+        }
+    }
+}
+
+impl std::fmt::Debug for SandboxOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxOptions")
+            .field("recorder", &self.recorder)
+            .field("answers", &self.answers.is_some())
             .finish()
     }
 }
@@ -213,7 +246,33 @@ impl Sandbox {
         policy: Policy,
         services: HostServices,
     ) -> Result<Sandbox> {
+        Sandbox::with_options(runtime, policy, services, SandboxOptions::default()).await
+    }
+
+    /// A sandbox with `services` and `options` (a recorder). Must be called
+    /// inside a tokio runtime, which then runs the sandbox's host
+    /// operations.
+    ///
+    /// A sandbox that records and whose policy names no
+    /// [`determinism`](Policy::determinism) gets a fresh one
+    /// ([`Determinism::fresh`](crate::policy::Determinism::fresh)): a
+    /// cassette is of a deterministic run.
+    ///
+    /// # Errors
+    /// As [`with_services`](Self::with_services).
+    pub async fn with_options(
+        runtime: Arc<Runtime>,
+        mut policy: Policy,
+        services: HostServices,
+        options: SandboxOptions,
+    ) -> Result<Sandbox> {
         services.all_tools()?;
+        if let Some(recorder) = &options.recorder {
+            policy
+                .determinism
+                .get_or_insert_with(crate::policy::Determinism::fresh);
+            recorder.start(&policy);
+        }
         let tokio = tokio::runtime::Handle::try_current().map_err(|e| {
             Error::host(
                 "sandbox",
@@ -223,7 +282,7 @@ impl Sandbox {
         let interrupts = Arc::new(Interrupts::default());
         let next_task = Arc::new(AtomicU64::new(1));
         let provided = Arc::new(provided::Provided::default());
-        let options = RunnerOptions {
+        let runner_options = RunnerOptions {
             name: "marionette-sandbox".into(),
             queue_capacity: policy.queue_capacity,
             default_timeout: None,
@@ -231,7 +290,7 @@ impl Sandbox {
         let runner = {
             let (interrupts, next_task, provided) =
                 (interrupts.clone(), next_task.clone(), provided.clone());
-            Runner::spawn(options, move || {
+            Runner::spawn(runner_options, move || {
                 Owner::new(
                     runtime,
                     policy,
@@ -240,6 +299,8 @@ impl Sandbox {
                     interrupts,
                     next_task,
                     tokio,
+                    options.recorder,
+                    options.answers,
                 )
             })?
         };
@@ -299,10 +360,10 @@ impl Sandbox {
             options,
             kind,
             None,
-            Box::new(move |store, b, id| {
-                b.marionette_runtime_script()
-                    .call_load(store, id, &load_name, &source)
-            }),
+            Call::Load {
+                name: load_name,
+                source,
+            },
         )
         .await?;
         self.exports(&name).await
@@ -350,10 +411,7 @@ impl Sandbox {
                 options,
                 TaskKind::Plain,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_script()
-                        .call_run_main(store, id, &n, &input)
-                }),
+                Call::RunMain { name: n, input },
             )
             .await?;
         json_value(op, value)
@@ -385,10 +443,11 @@ impl Sandbox {
                 options,
                 TaskKind::Plain,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_script()
-                        .call_call(store, id, &n, &f, &args)
-                }),
+                Call::Call {
+                    name: n,
+                    function: f,
+                    args,
+                },
             )
             .await?;
         json_value(op, value)
@@ -437,10 +496,11 @@ impl Sandbox {
                 options,
                 TaskKind::Plain,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_tools()
-                        .call_call(store, id, &target, &c, "{}")
-                }),
+                Call::ToolsCall {
+                    registry: target,
+                    call: c,
+                    context: "{}".into(),
+                },
             )
             .await?;
         json_value(op, value)
@@ -466,10 +526,11 @@ impl Sandbox {
                 options,
                 TaskKind::Plain,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_inference()
-                        .call_infer(store, id, &target, &t, "{}")
-                }),
+                Call::Infer {
+                    engine: target,
+                    input: t,
+                    context: "{}".into(),
+                },
             )
             .await?;
         turn_value(op, value)
@@ -498,10 +559,11 @@ impl Sandbox {
                 options,
                 TaskKind::Plain,
                 Some(next),
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_middleware()
-                        .call_run(store, id, &target, &t, "{}")
-                }),
+                Call::MiddlewareRun {
+                    middleware: target,
+                    input: t,
+                    context: "{}".into(),
+                },
             )
             .await?;
         turn_value(op, value)
@@ -530,10 +592,7 @@ impl Sandbox {
                 options,
                 TaskKind::Plain,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_middleware()
-                        .call_next(store, id, op, &t)
-                }),
+                Call::MiddlewareNext { op, input: t },
             )
             .await?;
         turn_value(op_label, value)
@@ -566,10 +625,7 @@ impl Sandbox {
                 options,
                 TaskKind::Plain,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_sessions()
-                        .call_run(store, id, &spec, &t)
-                }),
+                Call::SessionsRun { spec, input: t },
             )
             .await?;
         json_value(op, value)
@@ -664,6 +720,23 @@ impl Sandbox {
         })
     }
 
+    /// Makes the recorded `entries` again, one by one, into fresh
+    /// instances, comparing what each returns with what was recorded (a
+    /// strict replay, see [`crate::cassette::replay()`]). Runs on the owner
+    /// as one job.
+    pub(crate) async fn replay_entries(
+        &self,
+        entries: Vec<crate::cassette::Entry>,
+        sources: std::collections::HashMap<String, String>,
+        events: Option<EventSink>,
+    ) -> Result<std::result::Result<crate::cassette::Replayed, crate::cassette::ReplayError>> {
+        self.runner
+            .call("replay", move |owner: &mut Owner| {
+                owner.replay(&entries, &sources, events)
+            })
+            .await
+    }
+
     /// Stops the sandbox: refuses new calls, lets queued ones run, then drops
     /// the instance. Calls still waiting for their tasks get
     /// [`Error::Closed`].
@@ -704,7 +777,7 @@ impl Sandbox {
         options: TaskOptions,
         kind: TaskKind,
         next: Option<NextFn>,
-        start: Start,
+        start: Call,
     ) -> Result<wit::Value> {
         let id = self.next_task.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = tokio::sync::oneshot::channel();
