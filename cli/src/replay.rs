@@ -55,7 +55,10 @@ pub async fn command(
     let current = std::fs::read_to_string(&file).ok();
     if how.re_record {
         let Some(_) = current else {
-            eprintln!("marionette: cannot read {} to record it again", file.display());
+            eprintln!(
+                "marionette: cannot read {} to record it again",
+                file.display()
+            );
             return ExitCode::from(2);
         };
         let resolved = match engine.resolve() {
@@ -118,7 +121,10 @@ pub async fn command(
         cassette.header().marionette
     );
     if how.partial.is_some() {
-        match engine.resolve().and_then(|r| r.services().map_err(|e| report(&e))) {
+        match engine
+            .resolve()
+            .and_then(|r| r.services().map_err(|e| report(&e)))
+        {
             Ok(services) => options.services = services,
             Err(code) => return code,
         }

@@ -129,15 +129,26 @@ async fn a_recorded_agent_run_replays_offline_with_the_same_output() {
 
     // No key, no provider: the same result, console lines and stream.
     let replayed = marionette(replay_args(&cassette, &[]), None).await;
-    assert_eq!(replayed.status.code(), Some(0), "stderr: {}", stderr(&replayed));
+    assert_eq!(
+        replayed.status.code(),
+        Some(0),
+        "stderr: {}",
+        stderr(&replayed)
+    );
     assert_eq!(last_line(&replayed), result);
     assert_eq!(shown(&replayed), shown(&live));
     let notes = stderr(&replayed);
     assert!(notes.contains("REPLAY of"), "{notes}");
-    assert!(notes.contains("the replay matched the recording"), "{notes}");
+    assert!(
+        notes.contains("the replay matched the recording"),
+        "{notes}"
+    );
     let console = shown(&live).join("\n");
     assert!(console.contains("-> add({\"a\":2,\"b\":3})"), "{console}");
-    assert!(console.contains("delete_everything is not allowed"), "{console}");
+    assert!(
+        console.contains("delete_everything is not allowed"),
+        "{console}"
+    );
     assert!(console.contains("2 inferences, 2 tool calls"), "{console}");
     assert!(console.contains("299 tokens in, 58 out"), "{console}");
 
@@ -151,7 +162,12 @@ async fn a_recorded_agent_run_replays_offline_with_the_same_output() {
 
     // The partial mode replays the model and runs the rest live.
     let partial = marionette(replay_args(&cassette, &["--partial"]), None).await;
-    assert_eq!(partial.status.code(), Some(0), "stderr: {}", stderr(&partial));
+    assert_eq!(
+        partial.status.code(),
+        Some(0),
+        "stderr: {}",
+        stderr(&partial)
+    );
     assert_eq!(last_line(&partial), result);
     assert!(stderr(&partial).contains("infer from the recording, the rest live"));
 }
@@ -171,16 +187,27 @@ async fn a_changed_prompt_or_tool_is_a_divergence_naming_the_operation() {
     let cassette = dir.path().join("agent.jsonl");
     record(&cassette).await;
 
+    // Each change, and the operation each mode names: strictly, the first
+    // request that differs (the system prompt travels in the host
+    // middleware's options); partially (the model replayed, the
+    // middleware live), the inference it feeds.
     let cases = [
-        // The system prompt the script gives its middleware.
-        ("You are a careful assistant.", "You are a careless assistant."),
+        (
+            "You are a careful assistant.",
+            "You are a careless assistant.",
+            ["middleware", "infer"],
+        ),
         // A tool's definition, as the model is offered it.
-        ("Adds two numbers.", "Adds two integers."),
+        (
+            "Adds two numbers.",
+            "Adds two integers.",
+            ["infer", "infer"],
+        ),
     ];
-    for (from, to) in cases {
+    for (from, to, names) in cases {
         let script = changed_agent(dir.path(), from, to);
         let script = script.display().to_string();
-        for mode in [vec![], vec!["--partial"]] {
+        for (mode, name) in [vec![], vec!["--partial"]].into_iter().zip(names) {
             let mut more = vec!["--script", script.as_str()];
             more.extend(mode.iter().copied());
             let out = marionette(replay_args(&cassette, &more), None).await;
@@ -189,13 +216,15 @@ async fn a_changed_prompt_or_tool_is_a_divergence_naming_the_operation() {
             assert!(text.contains("changed since the recording"), "{text}");
             assert!(text.contains("the replay diverged at entry"), "{text}");
             assert!(
-                text.contains("infer"),
-                "{mode:?}: the divergence names the operation: {text}"
+                text.contains(&format!("request for {name} (op"))
+                    || text.contains(&format!("request of {name} operation")),
+                "{mode:?}: the divergence names the operation {name}: {text}"
             );
             // The diff: what was recorded, what was asked.
             let to_word = to.split(' ').nth(1).unwrap();
             assert!(
-                text.lines().any(|l| l.starts_with("+ ") && l.contains(to_word)),
+                text.lines()
+                    .any(|l| l.starts_with("+ ") && l.contains(to_word)),
                 "{mode:?}: {text}"
             );
             assert!(text.lines().any(|l| l.starts_with("- ")), "{text}");
@@ -252,7 +281,10 @@ async fn the_shipped_example_replays_and_says_so() {
         Some(0),
         "{text}\n(after a change of the guest: make example-cassette)"
     );
-    assert!(text.contains("REPLAY of examples/agent.cassette.jsonl"), "{text}");
+    assert!(
+        text.contains("REPLAY of examples/agent.cassette.jsonl"),
+        "{text}"
+    );
     assert!(text.contains("-> add({\"a\":2,\"b\":3})"), "{text}");
     assert!(text.contains("delete_everything is not allowed"), "{text}");
     assert!(text.contains("tokens in"), "{text}");

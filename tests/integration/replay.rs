@@ -53,7 +53,8 @@ impl Engine for Stamper {
                 ));
             }
         } else {
-            ctx.events.partial(String::from("stamped"), String::from("stamped"));
+            ctx.events
+                .partial(String::from("stamped"), String::from("stamped"));
             turn.blocks
                 .push(block(BlockKind::LlmText, json!({"text": "stamped"})));
         }

@@ -97,10 +97,9 @@ impl Call {
                 .marionette_runtime_vm()
                 .call_configure(store, config)
                 .map(|()| Vec::new()),
-            Call::Load { name, source } => {
-                b.marionette_runtime_script()
-                    .call_load(store, task, name, source)
-            }
+            Call::Load { name, source } => b
+                .marionette_runtime_script()
+                .call_load(store, task, name, source),
             Call::RunMain { name, input } => b
                 .marionette_runtime_script()
                 .call_run_main(store, task, name, input),
@@ -148,9 +147,9 @@ impl Call {
             Call::Resume { op, outcome } => b
                 .marionette_runtime_tasks()
                 .call_resume(store, *op, outcome),
-            Call::Notify { op, events } => b
-                .marionette_runtime_tasks()
-                .call_notify(store, *op, events),
+            Call::Notify { op, events } => {
+                b.marionette_runtime_tasks().call_notify(store, *op, events)
+            }
             Call::Cancel { reason } => b
                 .marionette_runtime_tasks()
                 .call_cancel(store, task, reason),

@@ -84,7 +84,9 @@ pub(crate) fn compare(
         }
         let what = match (r, a) {
             (_, Some(a)) => describe(a),
-            (Some(r), None) => format!("the end of the entry's effects (recorded: {})", describe(r)),
+            (Some(r), None) => {
+                format!("the end of the entry's effects (recorded: {})", describe(r))
+            }
             (None, None) => unreachable!("i < n"),
         };
         let (r, a) = (pretty(r), pretty(a));

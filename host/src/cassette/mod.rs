@@ -39,8 +39,8 @@ use sha2::{Digest, Sha256};
 pub(crate) use call::Call;
 pub use diff::Divergence;
 pub(crate) use diff::compare;
-pub use replay::{Mode, ReplayError, ReplayOptions, Replayed, replay};
 pub(crate) use replay::Answers;
+pub use replay::{Mode, ReplayError, ReplayOptions, Replayed, replay};
 
 use crate::bindings::marionette::runtime::types as wit;
 use crate::policy::Policy;
@@ -375,10 +375,11 @@ impl Cassette {
                 continue;
             };
             if text.starts_with(r#"{"end":"#) {
-                let end: EndLine = serde_json::from_str(text).map_err(|e| CassetteError::Malformed {
-                    line: number,
-                    detail: format!("not a trailer: {e}"),
-                })?;
+                let end: EndLine =
+                    serde_json::from_str(text).map_err(|e| CassetteError::Malformed {
+                        line: number,
+                        detail: format!("not a trailer: {e}"),
+                    })?;
                 let mut rest = Vec::new();
                 input.read_to_end(&mut rest)?;
                 if !rest.is_empty() {
@@ -408,10 +409,11 @@ impl Cassette {
                     ),
                 });
             }
-            let entry: Entry = serde_json::from_str(text).map_err(|e| CassetteError::Malformed {
-                line: number,
-                detail: format!("not an entry: {e}"),
-            })?;
+            let entry: Entry =
+                serde_json::from_str(text).map_err(|e| CassetteError::Malformed {
+                    line: number,
+                    detail: format!("not an entry: {e}"),
+                })?;
             if entry.n != entries.len() {
                 return Err(CassetteError::Edited {
                     detail: format!(

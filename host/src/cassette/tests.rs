@@ -42,7 +42,8 @@ fn answer(what: &wit::HostOp, inferences: &mut u32) -> (Vec<String>, wit::Outcom
                     wit::BlockKind::LlmText,
                     json!({"text": "stamped"}),
                 ));
-                let partial = json!({"type": "partial", "delta": "stamped", "completion": "stamped"});
+                let partial =
+                    json!({"type": "partial", "delta": "stamped", "completion": "stamped"});
                 (vec![partial.to_string()], Ok(wit::Value::Turn(turn)))
             }
         }
@@ -212,7 +213,10 @@ fn an_enormous_cassette_is_refused_before_it_is_read_whole() {
     // One endless line: never held past the limit.
     let endless = std::io::repeat(b'x').take(u64::MAX);
     let error = super::Cassette::read(std::io::BufReader::new(endless), limits).unwrap_err();
-    assert!(matches!(error, super::CassetteError::TooLarge { .. }), "{error}");
+    assert!(
+        matches!(error, super::CassetteError::TooLarge { .. }),
+        "{error}"
+    );
     let limits = super::ReadLimits {
         max_entries: 1,
         ..super::ReadLimits::default()
@@ -229,7 +233,12 @@ fn deep_nesting_and_garbage_are_malformed_lines_not_crashes() {
     let text = String::from_utf8(bytes).unwrap();
     let header = text.lines().next().unwrap();
     let deep = "[".repeat(100_000) + &"]".repeat(100_000);
-    for line in [deep.as_str(), "{\"n\": 0", "\u{0}\u{1}", "{\"n\":0,\"task\":0,\"call\":{\"nope\":1},\"effects\":[]}"] {
+    for line in [
+        deep.as_str(),
+        "{\"n\": 0",
+        "\u{0}\u{1}",
+        "{\"n\":0,\"task\":0,\"call\":{\"nope\":1},\"effects\":[]}",
+    ] {
         let input = format!("{header}\n{line}\n");
         let error = read(input.as_bytes(), super::ReadLimits::default()).unwrap_err();
         assert!(
@@ -238,8 +247,15 @@ fn deep_nesting_and_garbage_are_malformed_lines_not_crashes() {
         );
     }
     let version = header.replace("\"version\":1", "\"version\":2");
-    let error = read(format!("{version}\n").as_bytes(), super::ReadLimits::default()).unwrap_err();
-    assert!(matches!(error, super::CassetteError::Version { found: 2 }), "{error}");
+    let error = read(
+        format!("{version}\n").as_bytes(),
+        super::ReadLimits::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, super::CassetteError::Version { found: 2 }),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

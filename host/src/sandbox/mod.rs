@@ -44,11 +44,11 @@ pub use runtime::{Runtime, RuntimeOptions};
 pub use services::HostServices;
 
 use crate::bindings::marionette::runtime::types as wit;
+use crate::cassette::{Answers, Call, Recorder};
 use crate::error::{Error, Op, Result};
 use crate::model::{ExportInfo, ToolCall, ToolDefinition, Turn};
 use crate::policy::Policy;
 use crate::runner::{Runner, RunnerOptions, WeakRunner};
-use crate::cassette::{Answers, Call, Recorder};
 use owner::{Interrupts, Owner, Task, TaskKind};
 
 /// How one task runs: how long its caller waits, how it can be cancelled,

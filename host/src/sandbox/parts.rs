@@ -9,10 +9,10 @@
 use serde_json::{Value as Json, json};
 
 use super::owner::TaskKind;
-use crate::cassette::Call;
 use super::{Sandbox, TaskOptions, check_nesting, check_turn_nesting, convert};
 use crate::bindings::marionette::runtime::types as wit;
 use crate::bindings::marionette::runtime::types::Hook;
+use crate::cassette::Call;
 use crate::error::{Error, Op, Result};
 use crate::model::{ToolCall, ToolDefinition, Turn};
 use crate::session::{

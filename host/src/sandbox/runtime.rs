@@ -10,9 +10,9 @@ use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::bindings::exports::marionette::runtime::vm::{Determinism, TaskCaps, VmConfig};
 use crate::bindings::marionette::runtime::host;
 use crate::bindings::marionette::runtime::types::{LogLevel, Stop};
-use crate::bindings::exports::marionette::runtime::vm::{Determinism, TaskCaps, VmConfig};
 use crate::bindings::{Marionette, MarionettePre};
 use crate::policy::Policy;
 
@@ -203,31 +203,31 @@ impl Runtime {
 /// The guest's configuration under `policy`, offering `provides`.
 pub(crate) fn vm_config(policy: &Policy, provides: &Provides) -> VmConfig {
     VmConfig {
-            memory_limit: policy.quickjs_memory_limit(),
-            gc_threshold: 0,
-            task_caps: TaskCaps {
-                console_lines: policy.max_console_lines,
-                console_bytes: policy.max_console_bytes,
-                pending_ops: policy.max_pending_ops,
-            },
-            host_engines: provides.engines.clone(),
-            host_middlewares: provides.middlewares.clone(),
-            host_tools: provides
-                .tools
-                .iter()
-                .map(
-                    |t| crate::bindings::marionette::runtime::types::ToolDefinition {
-                        name: t.name.clone(),
-                        description: t.description.clone(),
-                        parameters: t.parameters.to_string(),
-                    },
-                )
-                .collect(),
-            determinism: policy.determinism.map(|d| Determinism {
-                seed: d.seed,
-                start_ms: d.start_ms,
-            }),
-        }
+        memory_limit: policy.quickjs_memory_limit(),
+        gc_threshold: 0,
+        task_caps: TaskCaps {
+            console_lines: policy.max_console_lines,
+            console_bytes: policy.max_console_bytes,
+            pending_ops: policy.max_pending_ops,
+        },
+        host_engines: provides.engines.clone(),
+        host_middlewares: provides.middlewares.clone(),
+        host_tools: provides
+            .tools
+            .iter()
+            .map(
+                |t| crate::bindings::marionette::runtime::types::ToolDefinition {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    parameters: t.parameters.to_string(),
+                },
+            )
+            .collect(),
+        determinism: policy.determinism.map(|d| Determinism {
+            seed: d.seed,
+            start_ms: d.start_ms,
+        }),
+    }
 }
 
 /// What the host offers scripts by name: `engines.host(name)`,
