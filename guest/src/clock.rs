@@ -102,9 +102,7 @@ pub fn random() -> f64 {
 /// # Errors
 /// The host's randomness failed (outside a deterministic run).
 pub fn fill(bytes: &mut [u8]) -> Result<(), String> {
-    let seeded = VIRTUAL.with(|v| {
-        v.borrow_mut().as_mut().map(|v| v.rng.fill(bytes)).is_some()
-    });
+    let seeded = VIRTUAL.with(|v| v.borrow_mut().as_mut().map(|v| v.rng.fill(bytes)).is_some());
     if seeded {
         return Ok(());
     }

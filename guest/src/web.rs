@@ -264,7 +264,10 @@ pub fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> Result<()> {
     // `performance.now()`: milliseconds on the host's monotonic clock (WASI
     // `monotonic-clock`) in whole microseconds, or a deterministic run's
     // virtual clock (see `clock.rs`).
-    native.set("monotonicMs", Function::new(ctx.clone(), clock::monotonic_ms)?)?;
+    native.set(
+        "monotonicMs",
+        Function::new(ctx.clone(), clock::monotonic_ms)?,
+    )?;
     // `structuredClone`: a proxy is not cloneable (its traps are code), and
     // only QuickJS can tell one from its target.
     native.set(

@@ -14,6 +14,9 @@ use crate::sandbox::HostState;
 /// entries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+// The variants are the exports' names (`script.call`, `tools.call`,
+// `hooks.call`), which a cassette writes.
+#[allow(clippy::enum_variant_names)]
 pub(crate) enum Call {
     /// A fresh instance, then `vm.configure(config)`: the first entry of
     /// every instance (a trap makes a new one).

@@ -147,8 +147,10 @@ async fn partial(
     kinds: Vec<String>,
 ) -> Result<Replayed, ReplayError> {
     let answers = Arc::new(Answers::new(cassette, &kinds));
-    let mut sandbox_options = SandboxOptions::default();
-    sandbox_options.answers = Some(answers.clone());
+    let sandbox_options = SandboxOptions {
+        answers: Some(answers.clone()),
+        ..SandboxOptions::default()
+    };
     let sandbox = Sandbox::with_options(
         runtime,
         cassette.header.policy.clone(),

@@ -161,6 +161,9 @@ impl Drop for Owner {
 }
 
 impl Owner {
+    // Each is a part of the sandbox the owner serves; a struct of them
+    // would only be taken apart here.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         runtime: Arc<Runtime>,
         policy: Policy,
