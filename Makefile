@@ -12,7 +12,7 @@ GUEST_FLAGS = --release -p marionette-guest --target wasm32-wasip2 --target-dir 
 # The component those flags build (host/build.rs builds the same file).
 GUEST_WASM = target/guest/wasm32-wasip2/release/marionette_guest.wasm
 
-.PHONY: all bootstrap build run test layering lint fmt bench soak fuzz clean guest node-guest test-node python-component python-venv python-wheel test-python lint-python
+.PHONY: all bootstrap build run example-cassette test layering lint fmt bench soak fuzz clean guest node-guest test-node python-component python-venv python-wheel test-python lint-python
 
 all: build
 
@@ -23,9 +23,26 @@ build:
 	@./scripts/bootstrap.sh >/dev/null
 	$(CARGO) build --release --locked -p marionette-cli
 
-## The main job: run a script (SCRIPT=..., INPUT='{"k": 1}').
+## The main job: run a script (SCRIPT=..., INPUT='{"k": 1}', ENGINE=...).
+## With no key (OPENAI_API_KEY, ANTHROPIC_API_KEY), no ENGINE, no
+## MARIONETTE_CONFIG and the default script and input, it replays the
+## recorded run of examples/agent.js (EXAMPLE_CASSETTE) and says so;
+## otherwise it runs live.
+EXAMPLE_CASSETTE = examples/agent.cassette.jsonl
 run: build
-	./target/release/marionette run $(SCRIPT) --input '$(INPUT)'
+	@if [ -z "$(ENGINE)$$OPENAI_API_KEY$$ANTHROPIC_API_KEY$$MARIONETTE_CONFIG" ] \
+		&& [ "$(SCRIPT)" = "examples/agent.js" ] && [ '$(INPUT)' = '{}' ]; then \
+		echo "make run: no key and no ENGINE: replaying $(EXAMPLE_CASSETTE), a recorded run of examples/agent.js (set OPENAI_API_KEY or ENGINE=... to run it live)" >&2; \
+		./target/release/marionette replay $(EXAMPLE_CASSETTE); \
+	else \
+		./target/release/marionette run $(SCRIPT) --input '$(INPUT)' $(if $(ENGINE),--engine $(ENGINE)); \
+	fi
+
+## Records $(EXAMPLE_CASSETTE) again, against the local fake provider of the
+## tests (tests/cli/replay.rs), never a network: after a change of the guest
+## or of examples/agent.js.
+example-cassette: bootstrap
+	$(CARGO) test --release --locked -p marionette -p marionette-cli -p marionette-bench --test cli replay::record_the_example_cassette -- --ignored --exact
 
 ## Every check and every test; ends with the test runner's summary
 ## (doctests first: their report does not end on a summary line; then the

@@ -104,6 +104,7 @@ impl DirectRuntime {
             host_engines: Vec::new(),
             host_middlewares: Vec::new(),
             host_tools: Vec::new(),
+            determinism: None,
         };
         bindings
             .marionette_runtime_vm()

@@ -1,8 +1,9 @@
 //! The `marionette` command: run a script's `main`, or describe its exports.
 //!
 //! Exit codes: 0 success; 1 the script threw or rejected; 2 usage (bad
-//! flags, unreadable script, input that is not JSON); 3 a limit, timeout or
-//! trap stopped the script; 4 the host failed.
+//! flags, unreadable script, input that is not JSON, a cassette refused);
+//! 3 a limit, timeout or trap stopped the script; 4 the host failed; 5 a
+//! replay diverged from its cassette.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,12 +14,13 @@ use std::time::Duration;
 mod config;
 mod modules;
 mod output;
+mod replay;
 mod terminal;
 
 use clap::{Parser, Subcommand};
 use marionette::model::{ExportInfo, ExportKind};
 use marionette::policy::{NetAllow, NetPolicy};
-use marionette::{Error, HostServices, Policy, Runtime, Sandbox, TaskOptions};
+use marionette::{Error, HostServices, Policy, Runtime, Sandbox, SandboxOptions, TaskOptions};
 use tracing_subscriber::EnvFilter;
 
 /// Sandboxed JavaScript for LLM applications.
@@ -48,10 +50,41 @@ enum Command {
         /// on stdout, before the result.
         #[arg(long)]
         events: bool,
+        /// Record the run into a cassette (JSON lines, docs/cassette.md),
+        /// for `marionette replay`. The run is deterministic: its clock and
+        /// randomness are seeded (the seed is in the cassette).
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
         #[command(flatten)]
         engine: EngineArgs,
         #[command(flatten)]
         limits: Limits,
+    },
+    /// Run a recorded cassette again, offline: the guest gets the recorded
+    /// answers, and must ask for what it asked then. Prints what the run
+    /// printed; stops at the first divergence with a diff (exit 5).
+    Replay {
+        /// The cassette (`marionette run --record FILE`).
+        cassette: PathBuf,
+        /// The script to replay instead of the recorded one (default: the
+        /// recorded script's file as it is now, when it exists).
+        #[arg(long, value_name = "PATH")]
+        script: Option<PathBuf>,
+        /// Replay only these operations from the cassette (comma-separated
+        /// kinds: infer, call-tool, middleware, hook, sleep) and perform the
+        /// rest for real; the models' answers alone by default.
+        #[arg(long, value_name = "KINDS", num_args = 0..=1, default_missing_value = "infer", value_delimiter = ',')]
+        partial: Option<Vec<String>>,
+        /// Record the cassette again: run the recorded script and input live
+        /// (with the engine flags, the environment, the config file) and
+        /// write the new recording over FILE.
+        #[arg(long)]
+        re_record: bool,
+        /// Print every event as a JSON line on stdout, as `run --events`.
+        #[arg(long)]
+        events: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// List the tools of the script's tool registries, with their parameters.
     Tools {
@@ -75,8 +108,8 @@ enum Command {
 }
 
 /// Where the script's modules come from.
-#[derive(clap::Args)]
-struct Root {
+#[derive(clap::Args, Default)]
+pub(crate) struct Root {
     /// The folder whose module files (.js .mjs .ts .mts .json; not in
     /// node_modules or dot-folders) the script may import by relative
     /// paths; default: the script's folder. Nothing outside it is read,
@@ -245,6 +278,7 @@ fn main() -> ExitCode {
                 input,
                 timeout_ms,
                 events,
+                record,
                 engine,
                 limits,
             } => {
@@ -253,7 +287,31 @@ fn main() -> ExitCode {
                     Ok(resolved) => resolved,
                     Err(code) => return code,
                 };
-                run(script, root, input, timeout_ms, limits, display, resolved).await
+                let live = Live {
+                    script,
+                    root,
+                    input,
+                    timeout_ms,
+                    policy: limits.policy(),
+                    record,
+                };
+                run(live, display, resolved).await
+            }
+            Command::Replay {
+                cassette,
+                script,
+                partial,
+                re_record,
+                events,
+                engine,
+            } => {
+                let display = output::Display { events, color };
+                let how = replay::How {
+                    script,
+                    partial,
+                    re_record,
+                };
+                replay::command(cassette, how, engine, display).await
             }
             Command::Check {
                 script,
@@ -275,7 +333,14 @@ async fn open(
     root: &Root,
     limits: &Limits,
 ) -> Result<(Sandbox, String, Vec<ExportInfo>), ExitCode> {
-    open_with(script, root, limits, HostServices::default()).await
+    open_with(
+        script,
+        root,
+        limits.policy(),
+        HostServices::default(),
+        SandboxOptions::default(),
+    )
+    .await
 }
 
 /// Reads a script and the module files it may import (see `modules`) and
@@ -284,8 +349,9 @@ async fn open(
 async fn open_with(
     script: &Path,
     root: &Root,
-    limits: &Limits,
+    policy: Policy,
     services: HostServices,
+    options: SandboxOptions,
 ) -> Result<(Sandbox, String, Vec<ExportInfo>), ExitCode> {
     let modules::Collected { entry, modules } = modules::collect(script, root.root.as_deref())
         .map_err(|e| {
@@ -296,7 +362,7 @@ async fn open_with(
         .await
         .map_err(|e| report(&Error::host("runtime", e)))?
         .map_err(|e| report(&Error::host("runtime", e)))?;
-    let sandbox = Sandbox::with_services(runtime, limits.policy(), services)
+    let sandbox = Sandbox::with_options(runtime, policy, services, options)
         .await
         .map_err(|e| report(&e))?;
     let exports = sandbox
@@ -306,20 +372,40 @@ async fn open_with(
     Ok((sandbox, entry, exports))
 }
 
-async fn run(
+/// A live run of `marionette run` (or of `replay --re-record`).
+struct Live {
     script: PathBuf,
     root: Root,
     input: serde_json::Value,
     timeout_ms: Option<u64>,
-    limits: Limits,
-    display: output::Display,
-    engines: config::Resolved,
-) -> ExitCode {
+    policy: Policy,
+    /// Where to write the cassette, when the run is recorded.
+    record: Option<PathBuf>,
+}
+
+async fn run(live: Live, display: output::Display, engines: config::Resolved) -> ExitCode {
+    let Live {
+        script,
+        root,
+        input,
+        timeout_ms,
+        policy,
+        record,
+    } = live;
     let services = match engines.services() {
         Ok(services) => services,
         Err(e) => return report(&e),
     };
-    let (sandbox, name, _) = match open_with(&script, &root, &limits, services).await {
+    let recorder = record.as_ref().map(|_| {
+        let recorder = marionette::cassette::Recorder::new();
+        recorder.note(serde_json::json!({"command": "marionette run", "script": script.display().to_string()}));
+        recorder
+    });
+    let options = match &recorder {
+        Some(recorder) => SandboxOptions::record(recorder.clone()),
+        None => SandboxOptions::default(),
+    };
+    let (sandbox, name, _) = match open_with(&script, &root, policy, services, options).await {
         Ok(opened) => opened,
         Err(code) => return code,
     };
@@ -350,6 +436,26 @@ async fn run(
         display.summary(&mut tally, started.elapsed());
     }
     sandbox.shutdown().await;
+    if let (Some(path), Some(recorder)) = (&record, &recorder) {
+        let cassette = recorder.finish();
+        match cassette.save(path) {
+            Ok(()) => eprintln!(
+                "marionette: recorded {} entries into {} (replay: marionette replay {})",
+                cassette.len(),
+                path.display(),
+                path.display()
+            ),
+            Err(e) => {
+                eprintln!("marionette: {}: {e}", path.display());
+                return ExitCode::from(4);
+            }
+        }
+    }
+    finish(result)
+}
+
+/// Prints a run's result as the last line of stdout, or its error.
+fn finish(result: marionette::Result<serde_json::Value>) -> ExitCode {
     match result {
         Ok(value) => {
             println!("{}", terminal::json_line(&value.to_string()));

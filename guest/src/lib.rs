@@ -3,12 +3,14 @@
 //!
 //! This file only implements the generated traits. The VM and its entry
 //! protocol live in [`vm`], the functions JavaScript calls into Rust in
-//! [`natives`], the JSON <-> WIT conversions in [`convert`], module
-//! resolution among a script's modules in [`loader`], freezing the shared intrinsics and checking
-//! them in [`lockdown`], the natives of the web basics (`URL`, `atob`,
+//! [`natives`], time and randomness (deterministic runs) in [`clock`], the
+//! JSON <-> WIT conversions in [`convert`], module resolution among a
+//! script's modules in [`loader`], freezing the shared intrinsics and
+//! checking them in [`lockdown`], the natives of the web basics (`URL`, `atob`,
 //! `crypto`...) in [`web`], and the JavaScript side (dispatcher, console,
 //! timers, the `marionette` module) in `js/` (one closure in fragments).
 
+mod clock;
 mod convert;
 mod loader;
 mod lockdown;
@@ -47,6 +49,7 @@ impl exports::marionette::runtime::vm::Guest for Component {
             &config.host_tools,
         );
         natives::set_caps(config.task_caps);
+        clock::configure(config.determinism);
         vm::configure(config.memory_limit, config.gc_threshold, info);
     }
 }
@@ -145,6 +148,9 @@ impl sessions::Guest for Component {
 
 impl tasks::Guest for Component {
     fn resume(op: u64, outcome: Outcome) -> Vec<Effect> {
+        // A timer's answer moves a deterministic run's clock before the
+        // script sees it.
+        clock::resumed(op);
         natives::settled(op);
         if let Ok(marionette::runtime::types::Value::HttpResponse(response)) = outcome {
             // The body travels as an ArrayBuffer beside the rest, as JSON.

@@ -72,6 +72,7 @@ pub fn set_caps(caps: TaskCaps) {
 
 /// An operation was answered or released: it no longer counts.
 pub fn settled(op: u64) {
+    crate::clock::settled(op);
     if let Some(task) = OP_TASK.with(|o| o.borrow_mut().remove(&op)) {
         USAGE.with(|u| {
             if let Some(usage) = u.borrow_mut().get_mut(&task) {
@@ -171,6 +172,9 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
         "modulePath",
         Function::new(ctx.clone(), |name: String| crate::loader::display(&name))?,
     )?;
+    // `Date.now()` and `Math.random()` (see `clock.rs` and `js/clock.js`).
+    native.set("now", Function::new(ctx.clone(), crate::clock::now_ms)?)?;
+    native.set("random", Function::new(ctx.clone(), crate::clock::random)?)?;
 
     // The runtime says which task its JavaScript runs for.
     native.set(
@@ -218,6 +222,7 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
                     op
                 });
                 OP_TASK.with(|o| o.borrow_mut().insert(op, task));
+                crate::clock::requested(op, &what);
                 push(Effect::Request(Request { op, task, what }));
                 Ok(op as f64)
             },

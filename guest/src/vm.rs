@@ -54,6 +54,7 @@ const RUNTIME_JS: &str = concat!(
     include_str!("js/console_timers.js"),
     include_str!("js/web.js"),
     include_str!("js/fetch.js"),
+    include_str!("js/clock.js"),
     include_str!("js/api.js"),
     include_str!("js/loop.js"),
     include_str!("js/session.js"),

@@ -2,18 +2,19 @@
 //! crate, the WHATWG URL standard as Servo and Firefox implement it), the
 //! `application/x-www-form-urlencoded` format of `URLSearchParams`, the
 //! forgiving base64 of `atob`/`btoa`, UTF-8 decoding for `TextDecoder`, the
-//! host's randomness for `crypto` and a monotonic clock for `performance`.
+//! randomness for `crypto` and the monotonic clock for `performance`
+//! (the host's, or a deterministic run's: see `clock.rs`).
 //!
 //! JavaScript hands these only well-formed strings (`web.js` converts its
 //! arguments as WebIDL's `USVString` does: lone surrogates become U+FFFD)
 //! and typed checks; what is refused comes back as `undefined` (`None`),
 //! and `web.js` throws the error the specification names.
 
-use std::cell::Cell;
-
 use base64::Engine as _;
 use rquickjs::{ArrayBuffer, Ctx, Exception, Function, Object, Result, TypedArray, Value, qjs};
 use url::{Url, quirks};
+
+use crate::clock;
 
 /// The components of a parsed URL, as the getters of `URL` return them.
 fn components<'js>(ctx: &Ctx<'js>, url: &Url) -> Result<Object<'js>> {
@@ -150,13 +151,6 @@ fn decode_utf8(
     }
 }
 
-thread_local! {
-    /// Where `performance.now()` counts from: the first time it is asked
-    /// in this instance (not at boot: a VM snapshot made at boot must not
-    /// carry a clock reading of the machine that made it).
-    static ORIGIN: Cell<Option<std::time::Instant>> = const { Cell::new(None) };
-}
-
 /// Adds the web natives to `native` (see `js/web.js`).
 pub fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> Result<()> {
     native.set(
@@ -252,15 +246,15 @@ pub fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> Result<()> {
         )?,
     )?;
     // `crypto`: `n` bytes (at most 65536, checked by the caller) of the
-    // host's randomness (WASI `random`). A seeded deterministic run
-    // (issue 10) replaces this source.
+    // host's randomness (WASI `random`), or of a deterministic run's
+    // generator (see `clock.rs`).
     native.set(
         "randomBytes",
         Function::new(
             ctx.clone(),
             |ctx: Ctx<'js>, n: f64| -> Result<ArrayBuffer<'js>> {
                 let mut bytes = vec![0u8; (n.max(0.0) as usize).min(65536)];
-                getrandom::fill(&mut bytes).map_err(|e| {
+                clock::fill(&mut bytes).map_err(|e| {
                     Exception::throw_internal(&ctx, &format!("the host gave no randomness: {e}"))
                 })?;
                 ArrayBuffer::new(ctx, bytes)
@@ -268,19 +262,11 @@ pub fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> Result<()> {
         )?,
     )?;
     // `performance.now()`: milliseconds on the host's monotonic clock (WASI
-    // `monotonic-clock`), in whole microseconds. A seeded deterministic run
-    // (issue 10) replaces this clock.
+    // `monotonic-clock`) in whole microseconds, or a deterministic run's
+    // virtual clock (see `clock.rs`).
     native.set(
         "monotonicMs",
-        Function::new(ctx.clone(), || -> f64 {
-            let now = std::time::Instant::now();
-            let origin = ORIGIN.with(|o| {
-                let origin = o.get().unwrap_or(now);
-                o.set(Some(origin));
-                origin
-            });
-            now.duration_since(origin).as_micros() as f64 / 1000.0
-        })?,
+        Function::new(ctx.clone(), clock::monotonic_ms)?,
     )?;
     // `structuredClone`: a proxy is not cloneable (its traps are code), and
     // only QuickJS can tell one from its target.

@@ -68,6 +68,9 @@ export class Guest {
       hostEngines: config.engines,
       hostMiddlewares: config.middlewares,
       hostTools: config.tools.map(toolDefinitionToWit),
+      // The host's clocks and randomness (a deterministic run would give a
+      // seed and a start time: docs/cassette.md).
+      determinism: undefined,
     });
   }
 

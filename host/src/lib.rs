@@ -22,12 +22,16 @@
 //! The `marionette` command is the `marionette-cli` crate (`cli/`): an
 //! embedder compiles neither its argument parser nor its config file, and
 //! without default features no HTTP client either.
-//! - [`Policy`]: limits, as plain data.
+//! - [`Policy`]: limits, as plain data; its [`Determinism`] makes a run's
+//!   time and randomness seeded.
+//! - [`cassette`]: a run recorded at the guest's boundary, replayed offline
+//!   (strict, or partial), with the first divergence as a diff.
 //! - [`model`]: turns, blocks, tools, exports.
 //! - [`Error`]: the one error type, labelled with the failed operation.
 #![deny(missing_docs)]
 
 mod bindings;
+pub mod cassette;
 #[cfg(feature = "providers")]
 pub mod engines;
 pub mod error;
@@ -43,9 +47,10 @@ mod typescript;
 
 pub use error::{Error, Limit, Op, ProviderErrorKind, Result, ScriptError};
 pub use modules::Modules;
-pub use policy::Policy;
+pub use policy::{Determinism, Policy};
 pub use sandbox::{
-    HostServices, LockdownReport, Runtime, RuntimeOptions, Sandbox, SandboxStats, TaskOptions,
+    HostServices, LockdownReport, Runtime, RuntimeOptions, Sandbox, SandboxOptions, SandboxStats,
+    TaskOptions,
 };
 pub use session::{Session, SessionBuilder};
 

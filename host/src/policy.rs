@@ -77,6 +77,63 @@ pub struct Policy {
     /// What a script's `fetch` may reach: nothing by default. See
     /// [`NetPolicy`] and SECURITY.md's network rules.
     pub net: NetPolicy,
+    /// A deterministic run: the scripts' clocks and randomness come from a
+    /// seed and a virtual clock instead of the machine (see
+    /// [`Determinism`]). `None` (the default): the machine's. A sandbox
+    /// that records a cassette settles one when this is `None`.
+    pub determinism: Option<Determinism>,
+}
+
+/// The time and randomness of a deterministic run (`vm-config.determinism`,
+/// docs/cassette.md).
+///
+/// `Math.random`, `crypto.getRandomValues` and `crypto.randomUUID` draw from
+/// one generator seeded with `seed`. `Date` and `performance.now` read a
+/// virtual clock that starts at `start_ms` and moves only when a timer the
+/// script set (`setTimeout`, a tool timeout, a retry's backoff) fires, to
+/// the time it was due, as a Temporal workflow's time does: time spent
+/// waiting for a model or a tool does not show. Two runs with the same
+/// determinism, the same scripts and the same answers to their operations
+/// produce the same effects, byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Determinism {
+    /// Seeds the generator.
+    pub seed: u64,
+    /// What `Date.now()` says first: milliseconds since the Unix epoch.
+    pub start_ms: u64,
+}
+
+impl Determinism {
+    /// Where [`seeded`](Self::seeded) starts the clock: 2025-01-01T00:00:00Z.
+    pub const EPOCH_MS: u64 = 1_735_689_600_000;
+
+    /// A run seeded with `seed` whose clock starts at [`Self::EPOCH_MS`]:
+    /// the same on every machine, whenever it runs.
+    pub fn seeded(seed: u64) -> Self {
+        Determinism {
+            seed,
+            start_ms: Self::EPOCH_MS,
+        }
+    }
+
+    /// A run with a fresh seed (below 2^53, so that every JSON reader keeps
+    /// it whole) whose clock starts now: what a recording uses when its
+    /// policy names none.
+    pub fn fresh() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        // The standard library's per-process random keys: enough to tell
+        // runs apart, which is all a recording's seed is for.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(now.as_nanos());
+        Determinism {
+            seed: hasher.finish() >> 11,
+            start_ms: now.as_millis() as u64,
+        }
+    }
 }
 
 impl Policy {
@@ -105,6 +162,7 @@ impl Default for Policy {
             max_pending_ops: 1_000,
             max_result_bytes: 16 << 20,
             net: NetPolicy::default(),
+            determinism: None,
         }
     }
 }

@@ -11,3 +11,4 @@ mod examples;
 #[path = "../integration/fake_provider.rs"]
 mod fake_provider;
 mod modules;
+mod replay;

@@ -11,6 +11,7 @@ mod hostile;
 mod load;
 mod modules;
 mod providers;
+mod replay;
 mod sandbox;
 mod sessions;
 mod web;

@@ -24,8 +24,10 @@
   const ErrorCtor = Error;
   const TypeErrorCtor = TypeError;
   const StringCtor = String;
-  const mathRandom = Math.random;
-  const dateNow = Date.now;
+  // The guest's clock and generator (clock.rs), which `js/clock.js` also
+  // gives `Date` and `Math.random`.
+  const mathRandom = () => native.random();
+  const dateNow = () => native.now();
   const mathFloor = Math.floor;
   const mathMax = Math.max;
   const mathMin = Math.min;

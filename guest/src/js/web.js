@@ -747,8 +747,8 @@
   // ---------------------------------------------------------------- performance
 
   // Milliseconds on the host's monotonic clock, from the first reading in
-  // this instance (web.rs). A seeded deterministic run (issue 10) will
-  // hook in here and in `timeOrigin`.
+  // this instance, or since the start of a deterministic run's virtual
+  // clock (clock.rs).
   function performanceNow() {
     return native.monotonicMs();
   }
@@ -768,8 +768,8 @@
 
   const integerArrays = ["Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array", "Uint16Array", "Int32Array", "Uint32Array", "BigInt64Array", "BigUint64Array"];
 
-  // The host's randomness (WASI random, web.rs). A seeded deterministic
-  // run (issue 10) will hook in here.
+  // The host's randomness (WASI random), or a deterministic run's seeded
+  // generator (clock.rs).
   function randomBytes(n) {
     return new Uint8ArrayCtor(native.randomBytes(n));
   }

@@ -337,6 +337,9 @@ def vm_config(limits: Limits, engines: List[str], middlewares: List[str], tools:
                 record({"name": t.name, "description": t.description, "parameters": json.dumps(t.parameters)})
                 for t in tools
             ],
+            # The host's clocks and randomness (a deterministic run would
+            # give a seed and a start time: docs/cassette.md).
+            "determinism": None,
         }
     )
 

@@ -39,17 +39,20 @@ use tokio_util::sync::CancellationToken;
 
 pub use owner::{BoxFuture, EventSink, NextFn};
 pub(crate) use provided::{Part, Registration};
-pub(crate) use runtime::GUEST_WASM;
+pub(crate) use runtime::{GUEST_WASM, HostState};
+#[cfg(test)]
+pub(crate) use runtime::{Provides, vm_config};
 pub use runtime::{Runtime, RuntimeOptions};
 pub use services::HostServices;
 
 use crate::bindings::marionette::runtime::types as wit;
+use crate::cassette::{Answers, Call, Recorder};
 use crate::error::{Error, Op, Result};
 use crate::model::{ExportInfo, ToolCall, ToolDefinition, Turn};
 use crate::modules::{self, Modules};
 use crate::policy::Policy;
 use crate::runner::{Runner, RunnerOptions, WeakRunner};
-use owner::{Interrupts, Owner, Start, Task, TaskKind};
+use owner::{Interrupts, Owner, Task, TaskKind};
 
 /// How one task runs: how long its caller waits, how it can be cancelled,
 /// where its events go.
@@ -82,6 +85,36 @@ impl std::fmt::Debug for TaskOptions {
             .field("timeout", &self.timeout)
             .field("cancel", &self.cancel.is_some())
             .field("events", &self.events.is_some())
+            .finish()
+    }
+}
+
+/// What a sandbox does besides running scripts under its policy.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct SandboxOptions {
+    /// Records every entry into the guest, from the instance's
+    /// `configure` on, into a cassette (see [`crate::cassette`]).
+    pub recorder: Option<Recorder>,
+    /// A partial replay's recorded answers.
+    pub(crate) answers: Option<Arc<Answers>>,
+}
+
+impl SandboxOptions {
+    /// Options that record into `recorder`.
+    pub fn record(recorder: Recorder) -> Self {
+        SandboxOptions {
+            recorder: Some(recorder),
+            ..SandboxOptions::default()
+        }
+    }
+}
+
+impl std::fmt::Debug for SandboxOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxOptions")
+            .field("recorder", &self.recorder)
+            .field("answers", &self.answers.is_some())
             .finish()
     }
 }
@@ -216,7 +249,33 @@ impl Sandbox {
         policy: Policy,
         services: HostServices,
     ) -> Result<Sandbox> {
+        Sandbox::with_options(runtime, policy, services, SandboxOptions::default()).await
+    }
+
+    /// A sandbox with `services` and `options` (a recorder). Must be called
+    /// inside a tokio runtime, which then runs the sandbox's host
+    /// operations.
+    ///
+    /// A sandbox that records and whose policy names no
+    /// [`determinism`](Policy::determinism) gets a fresh one
+    /// ([`Determinism::fresh`](crate::policy::Determinism::fresh)): a
+    /// cassette is of a deterministic run.
+    ///
+    /// # Errors
+    /// As [`with_services`](Self::with_services).
+    pub async fn with_options(
+        runtime: Arc<Runtime>,
+        mut policy: Policy,
+        services: HostServices,
+        options: SandboxOptions,
+    ) -> Result<Sandbox> {
         services.all_tools()?;
+        if let Some(recorder) = &options.recorder {
+            policy
+                .determinism
+                .get_or_insert_with(crate::policy::Determinism::fresh);
+            recorder.start(&policy);
+        }
         let tokio = tokio::runtime::Handle::try_current().map_err(|e| {
             Error::host(
                 "sandbox",
@@ -226,7 +285,7 @@ impl Sandbox {
         let interrupts = Arc::new(Interrupts::default());
         let next_task = Arc::new(AtomicU64::new(1));
         let provided = Arc::new(provided::Provided::default());
-        let options = RunnerOptions {
+        let runner_options = RunnerOptions {
             name: "marionette-sandbox".into(),
             queue_capacity: policy.queue_capacity,
             default_timeout: None,
@@ -234,7 +293,7 @@ impl Sandbox {
         let runner = {
             let (interrupts, next_task, provided) =
                 (interrupts.clone(), next_task.clone(), provided.clone());
-            Runner::spawn(options, move || {
+            Runner::spawn(runner_options, move || {
                 Owner::new(
                     runtime,
                     policy,
@@ -243,6 +302,8 @@ impl Sandbox {
                     interrupts,
                     next_task,
                     tokio,
+                    options.recorder,
+                    options.answers,
                 )
             })?
         };
@@ -368,7 +429,7 @@ impl Sandbox {
             options,
             kind,
             None,
-            Box::new(move |store, b, id| source.load(store, b, id, &load_name)),
+            source.call(load_name),
         )
         .await?;
         self.exports(&name).await
@@ -416,10 +477,7 @@ impl Sandbox {
                 options,
                 TaskKind::Plain,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_script()
-                        .call_run_main(store, id, &n, &input)
-                }),
+                Call::RunMain { name: n, input },
             )
             .await?;
         json_value(op, value)
@@ -451,10 +509,11 @@ impl Sandbox {
                 options,
                 TaskKind::Plain,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_script()
-                        .call_call(store, id, &n, &f, &args)
-                }),
+                Call::Call {
+                    name: n,
+                    function: f,
+                    args,
+                },
             )
             .await?;
         json_value(op, value)
@@ -503,10 +562,11 @@ impl Sandbox {
                 options,
                 TaskKind::Plain,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_tools()
-                        .call_call(store, id, &target, &c, "{}")
-                }),
+                Call::ToolsCall {
+                    registry: target,
+                    call: c,
+                    context: "{}".into(),
+                },
             )
             .await?;
         json_value(op, value)
@@ -532,10 +592,11 @@ impl Sandbox {
                 options,
                 TaskKind::Plain,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_inference()
-                        .call_infer(store, id, &target, &t, "{}")
-                }),
+                Call::Infer {
+                    engine: target,
+                    input: t,
+                    context: "{}".into(),
+                },
             )
             .await?;
         turn_value(op, value)
@@ -564,10 +625,11 @@ impl Sandbox {
                 options,
                 TaskKind::Plain,
                 Some(next),
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_middleware()
-                        .call_run(store, id, &target, &t, "{}")
-                }),
+                Call::MiddlewareRun {
+                    middleware: target,
+                    input: t,
+                    context: "{}".into(),
+                },
             )
             .await?;
         turn_value(op, value)
@@ -596,10 +658,7 @@ impl Sandbox {
                 options,
                 TaskKind::Plain,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_middleware()
-                        .call_next(store, id, op, &t)
-                }),
+                Call::MiddlewareNext { op, input: t },
             )
             .await?;
         turn_value(op_label, value)
@@ -632,10 +691,7 @@ impl Sandbox {
                 options,
                 TaskKind::Plain,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_sessions()
-                        .call_run(store, id, &spec, &t)
-                }),
+                Call::SessionsRun { spec, input: t },
             )
             .await?;
         json_value(op, value)
@@ -730,6 +786,23 @@ impl Sandbox {
         })
     }
 
+    /// Makes the recorded `entries` again, one by one, into fresh
+    /// instances, comparing what each returns with what was recorded (a
+    /// strict replay, see [`crate::cassette::replay()`]). Runs on the owner
+    /// as one job.
+    pub(crate) async fn replay_entries(
+        &self,
+        entries: Vec<crate::cassette::Entry>,
+        sources: std::collections::HashMap<String, String>,
+        events: Option<EventSink>,
+    ) -> Result<std::result::Result<crate::cassette::Replayed, crate::cassette::ReplayError>> {
+        self.runner
+            .call("replay", move |owner: &mut Owner| {
+                owner.replay(&entries, &sources, events)
+            })
+            .await
+    }
+
     /// Stops the sandbox: refuses new calls, lets queued ones run, then drops
     /// the instance. Calls still waiting for their tasks get
     /// [`Error::Closed`].
@@ -770,7 +843,7 @@ impl Sandbox {
         options: TaskOptions,
         kind: TaskKind,
         next: Option<NextFn>,
-        start: Start,
+        start: Call,
     ) -> Result<wit::Value> {
         let id = self.next_task.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = tokio::sync::oneshot::channel();

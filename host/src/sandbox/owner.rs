@@ -9,6 +9,8 @@
 //! fails the tasks that lived in the instance, and the next entry finds a
 //! fresh instance with the scripts reloaded.
 
+mod replay;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -25,11 +27,11 @@ use super::WeakSandbox;
 use super::convert;
 use super::host_ops::{self, error_for_script};
 use super::provided::Provided;
-use super::runtime::{EntryState, HostState, Runtime, deadline_ticks};
+use super::runtime::{EntryState, HostState, Runtime, deadline_ticks, vm_config};
 use super::services::HostServices;
 use crate::bindings::Marionette;
-use crate::bindings::exports::marionette::runtime::script::ModuleSource;
 use crate::bindings::marionette::runtime::types as wit;
+use crate::cassette::{Answers, Call, Recorder};
 use crate::error::{Error, Limit, Op, Result};
 use crate::model::{Event, LogLevel, Turn};
 use crate::policy::Policy;
@@ -47,12 +49,6 @@ pub type EventSink = tokio::sync::mpsc::UnboundedSender<Event>;
 
 /// The longest sleep a script may ask for; a longer `setTimeout` waits this long.
 const MAX_SLEEP: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// A guest entry that starts task `id`.
-pub(crate) type Start = Box<
-    dyn FnOnce(&mut Store<HostState>, &Marionette, u64) -> wasmtime::Result<Vec<wit::Effect>>
-        + Send,
->;
 
 /// The tasks whose running JavaScript a caller asked to stop. Shared by the
 /// sandbox's handles (which add) and its store (`should-interrupt` reads).
@@ -136,27 +132,17 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    /// Loads the script `name` from this source as task `id`.
-    pub(crate) fn load(
-        &self,
-        store: &mut Store<HostState>,
-        b: &Marionette,
-        id: u64,
-        name: &str,
-    ) -> wasmtime::Result<Vec<wit::Effect>> {
-        let script = b.marionette_runtime_script();
+    /// The entry that loads the script `name` from this source.
+    pub(crate) fn call(&self, name: String) -> Call {
         match self {
-            Source::One(source) => script.call_load(store, id, name, source),
-            Source::Graph(modules) => {
-                let modules: Vec<ModuleSource> = modules
-                    .iter()
-                    .map(|(path, source)| ModuleSource {
-                        path: path.clone(),
-                        source: source.clone(),
-                    })
-                    .collect();
-                script.call_load_modules(store, id, name, &modules)
-            }
+            Source::One(source) => Call::Load {
+                name,
+                source: source.clone(),
+            },
+            Source::Graph(modules) => Call::LoadModules {
+                name,
+                modules: modules.to_vec(),
+            },
         }
     }
 }
@@ -192,6 +178,10 @@ pub(crate) struct Owner {
     /// The HTTP client of scripts' `fetch`, built on the first one.
     #[cfg(feature = "fetch")]
     fetcher: Option<Arc<super::fetch::Fetcher>>,
+    /// Takes every entry, when the sandbox records a cassette.
+    recorder: Option<Recorder>,
+    /// The operations a partial replay answers from its cassette.
+    answers: Option<Arc<Answers>>,
 }
 
 impl Drop for Owner {
@@ -203,6 +193,9 @@ impl Drop for Owner {
 }
 
 impl Owner {
+    // Each is a part of the sandbox the owner serves; a struct of them
+    // would only be taken apart here.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         runtime: Arc<Runtime>,
         policy: Policy,
@@ -211,6 +204,8 @@ impl Owner {
         interrupts: Arc<Interrupts>,
         next_task: Arc<AtomicU64>,
         tokio: tokio::runtime::Handle,
+        recorder: Option<Recorder>,
+        answers: Option<Arc<Answers>>,
     ) -> Self {
         Owner {
             runtime,
@@ -229,6 +224,8 @@ impl Owner {
             memory_refused: false,
             #[cfg(feature = "fetch")]
             fetcher: None,
+            recorder,
+            answers,
         }
     }
 
@@ -236,11 +233,13 @@ impl Owner {
     /// reloads the scripts (a script whose reload fails is dropped).
     pub(crate) fn ensure_vm(&mut self) -> anyhow::Result<()> {
         while self.vm.is_none() {
-            let (mut store, bindings) = self
-                .runtime
-                .instantiate(&self.policy, &self.services.provides())?;
+            let config = vm_config(&self.policy, &self.services.provides());
+            let (mut store, bindings) = self.runtime.instantiate_with(&self.policy, &config)?;
             store.data_mut().interrupt = Some(self.interrupts.clone());
             self.vm = Some(Vm { store, bindings });
+            if let Some(recorder) = &self.recorder {
+                recorder.entry(0, &Call::Configure(config), Ok(&[]));
+            }
             let generation = self.generation;
             for script in self.scripts.clone() {
                 let id = self.next_task.fetch_add(1, Ordering::Relaxed);
@@ -257,8 +256,7 @@ impl Owner {
                         cpu: Duration::ZERO,
                     },
                 );
-                let (name, source) = (script.name.clone(), script.source.clone());
-                self.enter(id, move |store, b, id| source.load(store, b, id, &name));
+                self.enter(id, script.source.call(script.name.clone()));
                 if self.generation != generation {
                     // Reloading it trapped: drop it, start over without it.
                     tracing::error!(script = %script.name, "reloading the script trapped; it is dropped from the sandbox");
@@ -271,7 +269,7 @@ impl Owner {
     }
 
     /// Starts a task: registers it and makes its first entry.
-    pub(crate) fn start(&mut self, id: u64, task: Task, start: Start) {
+    pub(crate) fn start(&mut self, id: u64, task: Task, start: Call) {
         if let Err(e) = self.ensure_vm() {
             if let Some(reply) = task.reply {
                 let _ = reply.send(Err(Error::host(task.op, e)));
@@ -299,16 +297,20 @@ impl Owner {
         }
     }
 
-    /// One entry for `task`: runs `f`, then what it produced.
-    fn enter(
-        &mut self,
-        task: u64,
-        f: impl FnOnce(&mut Store<HostState>, &Marionette, u64) -> wasmtime::Result<Vec<wit::Effect>>,
-    ) {
+    /// One entry for `task`: makes the call, records it when the sandbox
+    /// records, then runs what it produced.
+    fn enter(&mut self, task: u64, call: Call) {
         // On a trap, call_guest has already failed the tasks and dropped the
         // instance. A task the host stopped through `should-interrupt` is
         // done among the effects: the guest fails it itself.
-        if let Ok((effects, _interrupted)) = self.call_guest(task, |store, b| f(store, b, task)) {
+        let result = self.call_guest(task, |store, b| call.invoke(store, b, task));
+        if let Some(recorder) = &self.recorder {
+            match &result {
+                Ok((effects, _)) => recorder.entry(task, &call, Ok(effects)),
+                Err(trap) => recorder.entry(task, &call, Err(&trap.message)),
+            }
+        }
+        if let Ok((effects, _interrupted)) = result {
             self.process(effects);
         }
     }
@@ -435,10 +437,16 @@ impl Owner {
         // unwinding must run. It does so under a fresh deadline; if it is
         // interrupted again, nothing more is done for it.
         self.interrupts.clear(task);
-        let unwound = self.call_guest(task, |store, b| {
-            b.marionette_runtime_tasks()
-                .call_cancel(store, task, reason)
-        });
+        let call = Call::Cancel {
+            reason: reason.to_string(),
+        };
+        let unwound = self.call_guest(task, |store, b| call.invoke(store, b, task));
+        if let Some(recorder) = &self.recorder {
+            match &unwound {
+                Ok((effects, _)) => recorder.entry(task, &call, Ok(effects)),
+                Err(trap) => recorder.entry(task, &call, Err(&trap.message)),
+            }
+        }
         if let Ok((effects, interrupted)) = unwound {
             self.process(effects);
             if interrupted {
@@ -474,7 +482,34 @@ impl Owner {
     fn perform(&mut self, request: wit::Request) {
         let wit::Request { op, task, what } = request;
         let mut due = None;
+        let replayed = match &self.answers {
+            Some(answers) => answers.answer(task, &what),
+            None => None,
+        };
         let work: BoxFuture<wit::Outcome> = match what {
+            // A partial replay answers this kind from its cassette.
+            _ if replayed.is_some() => {
+                let Some(answer) = replayed else {
+                    unreachable!("matched on is_some")
+                };
+                let notifier = self.sandbox.as_ref().map(|s| s.runner.clone());
+                let generation = self.generation;
+                Box::pin(async move {
+                    let answer = answer?;
+                    for events in answer.notifies {
+                        let Some(runner) = notifier.as_ref().and_then(|n| n.upgrade()) else {
+                            break;
+                        };
+                        let _ = runner
+                            .post_wait("notify", move |owner: &mut Owner| {
+                                owner.notify_json(generation, op, events);
+                                Ok(())
+                            })
+                            .await;
+                    }
+                    answer.outcome
+                })
+            }
             wit::HostOp::Sleep(ms) => {
                 let at = tokio::time::Instant::now() + Duration::from_millis(ms).min(MAX_SLEEP);
                 due = Some(at);
@@ -659,10 +694,7 @@ impl Owner {
                 return; // one of them trapped: this op went with the instance
             }
         }
-        self.enter(pending.task, move |store, b, _| {
-            b.marionette_runtime_tasks()
-                .call_resume(store, op, &outcome)
-        });
+        self.enter(pending.task, Call::Resume { op, outcome });
     }
 
     /// Timers fire in the order of their deadlines (ties: in the order they
@@ -688,10 +720,7 @@ impl Owner {
                 return;
             }
             let outcome: wit::Outcome = Ok(wit::Value::Json("null".into()));
-            self.enter(pending.task, move |store, b, _| {
-                b.marionette_runtime_tasks()
-                    .call_resume(store, other, &outcome)
-            });
+            self.enter(pending.task, Call::Resume { op: other, outcome });
         }
     }
 
@@ -701,9 +730,9 @@ impl Owner {
         if generation != self.generation || self.vm.is_none() {
             return;
         }
-        let Some(task) = self.ops.get(&op).map(|p| p.task) else {
+        if !self.ops.contains_key(&op) {
             return; // the script stopped waiting for the inference
-        };
+        }
         let mut json = Vec::with_capacity(events.len());
         for event in events {
             // What an engine streamed may nest deeper than the guest's
@@ -719,9 +748,18 @@ impl Owner {
                 Err(e) => tracing::error!(error = %e, "an inference event could not be encoded"),
             }
         }
-        self.enter(task, move |store, b, _| {
-            b.marionette_runtime_tasks().call_notify(store, op, &json)
-        });
+        self.notify_json(generation, op, json);
+    }
+
+    /// Stream events, as the JSON the guest takes, of op `op`.
+    fn notify_json(&mut self, generation: u64, op: u64, events: Vec<String>) {
+        if generation != self.generation || self.vm.is_none() {
+            return;
+        }
+        let Some(task) = self.ops.get(&op).map(|p| p.task) else {
+            return; // the script stopped waiting for the inference
+        };
+        self.enter(task, Call::Notify { op, events });
     }
 
     fn deliver(&mut self, task: u64, event: Event) {

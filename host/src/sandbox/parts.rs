@@ -8,10 +8,11 @@
 
 use serde_json::{Value as Json, json};
 
-use super::owner::{Start, TaskKind};
+use super::owner::TaskKind;
 use super::{Sandbox, TaskOptions, check_nesting, check_turn_nesting, convert};
 use crate::bindings::marionette::runtime::types as wit;
 use crate::bindings::marionette::runtime::types::Hook;
+use crate::cassette::Call;
 use crate::error::{Error, Op, Result};
 use crate::model::{ToolCall, ToolDefinition, Turn};
 use crate::session::{
@@ -32,7 +33,7 @@ impl Link {
     }
 
     /// Runs a task in the sandbox and waits for its value.
-    async fn task(&self, op: &Op, next: Option<Next>, start: Start) -> Result<wit::Value> {
+    async fn task(&self, op: &Op, next: Option<Next>, start: Call) -> Result<wit::Value> {
         self.sandbox()
             .task(
                 op.clone(),
@@ -123,10 +124,11 @@ impl Engine for JsEngine {
             .task(
                 &op,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_inference()
-                        .call_infer(store, id, &target, &input, &context)
-                }),
+                Call::Infer {
+                    engine: target,
+                    input,
+                    context,
+                },
             )
             .await?;
         super::turn_value(op, value)
@@ -159,10 +161,11 @@ impl Middleware for JsMiddleware {
             .task(
                 &op,
                 Some(next),
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_middleware()
-                        .call_run(store, id, &target, &input, &context)
-                }),
+                Call::MiddlewareRun {
+                    middleware: target,
+                    input,
+                    context,
+                },
             )
             .await?;
         super::turn_value(op, value)
@@ -223,10 +226,11 @@ impl ToolSet for JsTools {
             .task(
                 &op,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_tools()
-                        .call_call(store, id, &target, &c, &context)
-                }),
+                Call::ToolsCall {
+                    registry: target,
+                    call: c,
+                    context,
+                },
             )
             .await?;
         super::json_value(op, value)
@@ -253,10 +257,11 @@ impl JsHooks {
             .task(
                 &op,
                 None,
-                Box::new(move |store, b, id| {
-                    b.marionette_runtime_hooks()
-                        .call_call(store, id, &target, hook, &payload)
-                }),
+                Call::HooksCall {
+                    hooks: target,
+                    hook,
+                    payload,
+                },
             )
             .await?;
         super::json_value(op, value)

@@ -10,6 +10,7 @@ use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::bindings::exports::marionette::runtime::vm::{Determinism, TaskCaps, VmConfig};
 use crate::bindings::marionette::runtime::host;
 use crate::bindings::marionette::runtime::types::{LogLevel, Stop};
 use crate::bindings::{Marionette, MarionettePre};
@@ -167,11 +168,12 @@ impl Runtime {
         }))
     }
 
-    /// A fresh instance in a fresh store, configured by `policy`.
-    pub(crate) fn instantiate(
+    /// A fresh instance in a fresh store, limited by `policy` and
+    /// configured with `config` ([`vm_config`], or a replay's recorded one).
+    pub(crate) fn instantiate_with(
         &self,
         policy: &Policy,
-        provides: &Provides,
+        config: &VmConfig,
     ) -> anyhow::Result<(Store<HostState>, Marionette)> {
         if policy.entry_fuel.is_some() && !self.fuel {
             anyhow::bail!(
@@ -190,33 +192,41 @@ impl Runtime {
             .pre
             .instantiate(&mut store)
             .context("instantiating the guest")?;
-        let config = crate::bindings::exports::marionette::runtime::vm::VmConfig {
-            memory_limit: policy.quickjs_memory_limit(),
-            gc_threshold: 0,
-            task_caps: crate::bindings::exports::marionette::runtime::vm::TaskCaps {
-                console_lines: policy.max_console_lines,
-                console_bytes: policy.max_console_bytes,
-                pending_ops: policy.max_pending_ops,
-            },
-            host_engines: provides.engines.clone(),
-            host_middlewares: provides.middlewares.clone(),
-            host_tools: provides
-                .tools
-                .iter()
-                .map(
-                    |t| crate::bindings::marionette::runtime::types::ToolDefinition {
-                        name: t.name.clone(),
-                        description: t.description.clone(),
-                        parameters: t.parameters.to_string(),
-                    },
-                )
-                .collect(),
-        };
         bindings
             .marionette_runtime_vm()
-            .call_configure(&mut store, &config)
+            .call_configure(&mut store, config)
             .context("configuring the guest")?;
         Ok((store, bindings))
+    }
+}
+
+/// The guest's configuration under `policy`, offering `provides`.
+pub(crate) fn vm_config(policy: &Policy, provides: &Provides) -> VmConfig {
+    VmConfig {
+        memory_limit: policy.quickjs_memory_limit(),
+        gc_threshold: 0,
+        task_caps: TaskCaps {
+            console_lines: policy.max_console_lines,
+            console_bytes: policy.max_console_bytes,
+            pending_ops: policy.max_pending_ops,
+        },
+        host_engines: provides.engines.clone(),
+        host_middlewares: provides.middlewares.clone(),
+        host_tools: provides
+            .tools
+            .iter()
+            .map(
+                |t| crate::bindings::marionette::runtime::types::ToolDefinition {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    parameters: t.parameters.to_string(),
+                },
+            )
+            .collect(),
+        determinism: policy.determinism.map(|d| Determinism {
+            seed: d.seed,
+            start_ms: d.start_ms,
+        }),
     }
 }
 
