@@ -21,7 +21,7 @@ pub struct How {
 }
 
 /// The kinds a partial replay may take from a cassette.
-const KINDS: [&str; 5] = ["infer", "call-tool", "middleware", "hook", "sleep"];
+const KINDS: [&str; 6] = ["infer", "call-tool", "middleware", "hook", "sleep", "fetch"];
 
 pub async fn command(
     path: PathBuf,

@@ -67,6 +67,7 @@ pub(crate) fn op_kind(op: &wit::HostOp) -> &'static str {
         wit::HostOp::CallTool(_) => "call-tool",
         wit::HostOp::Middleware(_) => "middleware",
         wit::HostOp::Hook(_) => "hook",
+        wit::HostOp::Fetch(_) => "fetch",
     }
 }
 

@@ -424,14 +424,8 @@ impl Sandbox {
             source: source.clone(),
         };
         let load_name = name.clone();
-        self.task(
-            op,
-            options,
-            kind,
-            None,
-            source.call(load_name),
-        )
-        .await?;
+        self.task(op, options, kind, None, source.call(load_name))
+            .await?;
         self.exports(&name).await
     }
 

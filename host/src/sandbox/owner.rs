@@ -112,7 +112,7 @@ struct PendingOp {
     task: u64,
     handle: AbortHandle,
     /// When the op is a timer (`sleep`): when it is due.
-    due: Option<tokio::time::Instant>,
+    due: Option<Instant>,
 }
 
 #[derive(Clone)]
@@ -511,10 +511,12 @@ impl Owner {
                 })
             }
             wit::HostOp::Sleep(ms) => {
-                let at = tokio::time::Instant::now() + Duration::from_millis(ms).min(MAX_SLEEP);
-                due = Some(at);
+                let wait = Duration::from_millis(ms).min(MAX_SLEEP);
+                // For the order of answers only: the sleep itself runs on the
+                // caller's runtime and clock (tokio's, which a test may pause).
+                due = Some(Instant::now() + wait);
                 Box::pin(async move {
-                    tokio::time::sleep_until(at).await;
+                    tokio::time::sleep(wait).await;
                     Ok(wit::Value::Json("null".into()))
                 })
             }
@@ -703,8 +705,8 @@ impl Owner {
     /// machine may post their answers in either order; so before a timer is
     /// answered, the pending timers due before it are answered first (their
     /// own answers, arriving later, find them gone).
-    fn fire_timers_due_before(&mut self, due: tokio::time::Instant, op: u64) {
-        let mut earlier: Vec<(tokio::time::Instant, u64)> = self
+    fn fire_timers_due_before(&mut self, due: Instant, op: u64) {
+        let mut earlier: Vec<(Instant, u64)> = self
             .ops
             .iter()
             .filter_map(|(&other, p)| p.due.map(|d| (d, other)))

@@ -181,13 +181,27 @@ impl Engine for Spy {
     }
 }
 
-/// Says whether a future holding one of its guards was dropped.
+/// Says whether a future holding one of its guards was dropped (and
+/// whether one was made: a tool's future that is aborted before it first
+/// runs never makes its guard, so a test cancels only once one exists).
 #[derive(Clone, Default)]
-struct Dropped(Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>);
+struct Dropped(
+    Arc<(
+        std::sync::atomic::AtomicBool,
+        tokio::sync::Notify,
+        tokio::sync::Notify,
+    )>,
+);
 
 impl Dropped {
     fn guard(&self) -> DropFlag {
+        self.0.2.notify_one();
         DropFlag(self.clone())
+    }
+
+    /// Waits until a guard was made (the tool started running).
+    async fn started(&self) {
+        self.0.2.notified().await;
     }
 
     /// Whether a guard was dropped, waiting up to 10 s for it: a tool's

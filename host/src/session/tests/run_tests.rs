@@ -196,6 +196,7 @@ async fn cancel_stops_a_run_and_drops_its_tool_call() {
         .unwrap();
     let mut events = handle.events().unwrap();
     until_tool_call(&mut events).await;
+    dropped.started().await;
     handle.cancel("the user left");
     // Bounded, so that a cancel that does not stop the run fails the test
     // instead of hanging it (the tool never returns on its own).
@@ -273,7 +274,10 @@ async fn dropping_the_run_future_frees_the_session() {
     // The run is dropped once it waits in its hanging tool.
     tokio::select! {
         ended = run => panic!("the run ended on its own: {ended:?}"),
-        () = until_tool_call(&mut events) => {}
+        () = async {
+            until_tool_call(&mut events).await;
+            dropped.started().await;
+        } => {}
     }
     assert!(dropped.wait().await, "the tool's future was dropped");
     assert!(!session.is_running());
