@@ -80,9 +80,12 @@ pub(crate) fn strip(path: &str, source: &str) -> Result<String, ScriptError> {
     })
 }
 
-/// Keeps the stripper's diagnostics: their words and where they start.
+/// A diagnostic of the stripper: its words and where it starts.
+type Diagnostic = (String, Option<swc_common::BytePos>);
+
+/// Keeps the stripper's diagnostics.
 struct Collect {
-    found: Arc<Mutex<Vec<(String, Option<swc_common::BytePos>)>>>,
+    found: Arc<Mutex<Vec<Diagnostic>>>,
 }
 
 impl Emitter for Collect {
