@@ -38,7 +38,8 @@ pub mod session;
 pub use error::{Error, Limit, Op, ProviderErrorKind, Result, ScriptError};
 pub use policy::Policy;
 pub use sandbox::{
-    HostServices, LockdownReport, Runtime, RuntimeOptions, Sandbox, SandboxStats, TaskOptions,
+    GuestOrigin, HostServices, LockdownReport, Runtime, RuntimeOptions, Sandbox, SandboxStats,
+    TaskOptions,
 };
 pub use session::{Session, SessionBuilder};
 

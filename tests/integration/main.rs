@@ -11,4 +11,5 @@ mod load;
 mod providers;
 mod sandbox;
 mod sessions;
+mod start;
 mod web;

@@ -21,6 +21,7 @@
 //! ```
 
 mod convert;
+mod engine_config;
 mod host_ops;
 mod owner;
 mod parts;
@@ -38,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 pub use owner::{BoxFuture, EventSink, NextFn};
 pub(crate) use provided::{Part, Registration};
 pub(crate) use runtime::GUEST_WASM;
-pub use runtime::{Runtime, RuntimeOptions};
+pub use runtime::{GuestOrigin, Runtime, RuntimeOptions};
 pub use services::HostServices;
 
 use crate::bindings::marionette::runtime::types as wit;
