@@ -437,7 +437,7 @@ fn recovery(s: &mut String, r: &Report) {
         s,
         "\nFrom the moment a deep recursion has answered `Trapped` to the answer of the next call: \
          that call builds a fresh instance from the `InstancePre`, reloads every script the sandbox \
-         holds (QuickJS boots in the first), then runs. Only the calls in flight in the trapped \
+         holds (QuickJS comes booted in the snapshot), then runs. Only the calls in flight in the trapped \
          instance failed; the others queue meanwhile."
     );
     let cold = r
