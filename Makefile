@@ -11,8 +11,14 @@ INPUT ?= {}
 GUEST_FLAGS = --release -p marionette-guest --target wasm32-wasip2 --target-dir target/guest
 # The component those flags build (host/build.rs builds the same file).
 GUEST_WASM = target/guest/wasm32-wasip2/release/marionette_guest.wasm
+# The component every host loads: the guest booted and snapshotted by
+# host/build.rs (Wizer), beside the guest as built.
+GUEST_SNAPSHOT = target/guest/wasm32-wasip2/release/marionette_guest.snapshot.wasm
+# The Rust build every target shares (the same packages as `make test`'s,
+# so that features unify the same way and nothing rebuilds).
+RUST_BUILD = $(CARGO) test --release --locked -p marionette -p marionette-cli -p marionette-bench --tests --no-run
 
-.PHONY: all bootstrap build run example-cassette test layering lint fmt bench soak fuzz clean guest node-guest test-node python-component python-venv python-wheel test-python lint-python
+.PHONY: all bootstrap build run example-cassette test layering lint fmt bench soak fuzz clean guest snapshot node-guest test-node python-component python-venv python-wheel test-python lint-python
 
 all: build
 
@@ -80,8 +86,8 @@ fmt:
 PYTHON ?= python3
 PY_VENV = target/python-venv
 
-python-component: guest
-	cp $(GUEST_WASM) host-python/src/marionette/marionette_guest.wasm
+python-component: snapshot
+	cp $(GUEST_SNAPSHOT) host-python/src/marionette/marionette_guest.wasm
 
 $(PY_VENV)/bin/python:
 	$(PYTHON) -m venv $(PY_VENV)
@@ -128,9 +134,9 @@ host-node/node_modules/.installed: host-node/package.json host-node/package-lock
 	cd host-node && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-host-node/guest/marionette_guest.js: $(GUEST_WASM) host-node/node_modules/.installed
+host-node/guest/marionette_guest.js: $(GUEST_SNAPSHOT) host-node/node_modules/.installed
 	rm -rf host-node/guest
-	cd host-node && npx jco transpile ../$(GUEST_WASM) --instantiation sync --no-wasi-shim --quiet -o guest
+	cd host-node && npx jco transpile ../$(GUEST_SNAPSHOT) --instantiation sync --no-wasi-shim --quiet -o guest
 
 ## The guest alone, built exactly as the host's build.rs builds it (same
 ## folder, same profile settings), so neither build invalidates the other.
@@ -139,7 +145,13 @@ guest:
 	WASI_SDK="$$(./scripts/bootstrap.sh 2>/dev/null)" CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true \
 		$(CARGO) build --locked $(GUEST_FLAGS)
 
-node-guest: guest host-node/guest/marionette_guest.js
+## The guest booted and snapshotted (host/build.rs makes it while building
+## the host; this runs that build).
+$(GUEST_SNAPSHOT): snapshot
+snapshot: guest
+	$(RUST_BUILD)
+
+node-guest: snapshot host-node/guest/marionette_guest.js
 
 ## Lint (tsc over the types, prettier), then `node --test` over host-node/test
 ## with the package also installed, as a user would, into target/node-test.

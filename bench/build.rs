@@ -1,4 +1,5 @@
-//! Records the compiler that builds the benchmarks, for the report.
+//! Records the compiler that builds the benchmarks, for the report, and
+//! where the guest as built (before its snapshot) is.
 
 use std::process::Command;
 
@@ -13,4 +14,9 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=MARIONETTE_BENCH_RUSTC={version}");
     println!("cargo:rerun-if-env-changed=RUSTC");
+    // The guest as built, before its snapshot (from marionette's build
+    // script): `cold/guest_direct_booting` boots it.
+    let as_built = std::env::var("DEP_MARIONETTE_GUEST_AS_BUILT")
+        .expect("marionette's build script names the guest as built");
+    println!("cargo:rustc-env=MARIONETTE_GUEST_AS_BUILT={as_built}");
 }

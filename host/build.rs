@@ -1,6 +1,17 @@
-//! Builds the guest component (`guest/`, wasm32-wasip2, release) and hands
-//! its path to the host crate, which embeds it: `target/release/marionette`
-//! is one self-contained binary.
+//! Builds the guest component (`guest/`, wasm32-wasip2, release), boots it
+//! once and snapshots it (Wizer, see `build/snapshot.rs`), compiles the
+//! snapshot for this machine (wasmtime's precompiled form), and hands both
+//! to the host crate, which embeds them: `target/release/marionette` is one
+//! self-contained binary that neither boots QuickJS nor runs Cranelift when
+//! it starts.
+//!
+//! Outputs, beside the guest as built in `target/guest/.../release/`:
+//! `marionette_guest.snapshot.wasm`, the component every host loads
+//! (Python's and Node's packages too), and in `OUT_DIR`
+//! `marionette_guest.cwasm`, precompiled for the engine settings of
+//! `src/sandbox/engine_config.rs` (empty when cross-compiling: the runtime
+//! then compiles the snapshot itself). `MARIONETTE_NO_SNAPSHOT=1` embeds the
+//! guest as built instead, with nothing precompiled (for comparing).
 //!
 //! The guest is built by a nested cargo with its own target directory, so
 //! the outer build's lock and flags stay out of it. It always builds in
@@ -11,8 +22,15 @@
 //! `target/wasi-sdk`.
 
 use std::env;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+#[path = "src/sandbox/engine_config.rs"]
+#[allow(dead_code)]
+mod engine_config;
+#[path = "build/snapshot.rs"]
+mod snapshot;
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -26,11 +44,14 @@ fn main() {
         "wit",
         "Cargo.toml",
         "Cargo.lock",
+        "host/build",
+        "host/src/sandbox/engine_config.rs",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
     println!("cargo:rerun-if-env-changed=WASI_SDK");
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    println!("cargo:rerun-if-env-changed=MARIONETTE_NO_SNAPSHOT");
 
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -75,7 +96,48 @@ fn main() {
         "the guest build produced no {}",
         wasm.display()
     );
-    println!("cargo:rustc-env=MARIONETTE_GUEST_WASM={}", wasm.display());
+    // For the tests and the benchmarks, which compare a boot with a
+    // snapshot's start.
+    println!("cargo:as_built={}", wasm.display());
+    println!(
+        "cargo:rustc-env=MARIONETTE_GUEST_AS_BUILT={}",
+        wasm.display()
+    );
+    prepare(&wasm);
+}
+
+/// Snapshots and precompiles the guest (see the file's docs) and tells the
+/// host crate where both are.
+fn prepare(wasm: &Path) {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let cwasm = out.join("marionette_guest.cwasm");
+    if env::var_os("MARIONETTE_NO_SNAPSHOT").is_some_and(|v| v != "0") {
+        fs::write(&cwasm, b"").expect("writing OUT_DIR");
+        println!("cargo:rustc-env=MARIONETTE_GUEST_WASM={}", wasm.display());
+        println!("cargo:rustc-env=MARIONETTE_GUEST_CWASM={}", cwasm.display());
+        return;
+    }
+    let guest = fs::read(wasm).expect("reading the guest component");
+    let engine = wasmtime::Engine::new(&engine_config::engine_config(false))
+        .expect("configuring wasmtime for the build");
+    let snapshot = snapshot::snapshot(&engine, &guest)
+        .unwrap_or_else(|e| panic!("pre-initialising the guest failed: {e:?}"));
+    let snapshot_path = wasm.with_file_name("marionette_guest.snapshot.wasm");
+    fs::write(&snapshot_path, &snapshot).expect("writing the guest's snapshot");
+    // Code for this machine only: a cross-compiled host compiles at start.
+    let precompiled = if env::var("TARGET").ok() == env::var("HOST").ok() {
+        engine
+            .precompile_component(&snapshot)
+            .unwrap_or_else(|e| panic!("precompiling the guest's snapshot failed: {e:?}"))
+    } else {
+        Vec::new()
+    };
+    fs::write(&cwasm, precompiled).expect("writing the precompiled guest");
+    println!(
+        "cargo:rustc-env=MARIONETTE_GUEST_WASM={}",
+        snapshot_path.display()
+    );
+    println!("cargo:rustc-env=MARIONETTE_GUEST_CWASM={}", cwasm.display());
 }
 
 /// The WASI C toolchain for QuickJS: `$WASI_SDK`, else the bootstrap's layout.

@@ -36,6 +36,7 @@ use marionette_bench::machine::Machine;
 use marionette_bench::measures::{self as m, Measure};
 use marionette_bench::native::NativeQuickJs;
 use marionette_bench::report::{self, GroupSettings, OneOffResult};
+use marionette_bench::scale;
 use marionette_bench::wake::PingPong;
 use serde_json::Value as Json;
 
@@ -119,6 +120,7 @@ fn main() -> anyhow::Result<()> {
     // Compiled once, outside every measurement (a disk-cache hit by now).
     let runtime = Runtime::new(&RuntimeOptions::default())?;
     let direct = DirectRuntime::new()?;
+    let booting = DirectRuntime::as_built()?;
     let sandbox = tokio.block_on(async {
         let sandbox = Sandbox::with_runtime(runtime.clone(), Policy::default()).await?;
         sandbox.load(SCRIPT, fixture::BENCH_JS).await?;
@@ -171,17 +173,34 @@ fn main() -> anyhow::Result<()> {
         &native,
     )?;
     tokio.block_on(fueled.shutdown());
+    // Right after `call/*` and `fib25/*`, so that the machine is in the
+    // same state for both.
+    let peer = measuring.then(|| {
+        eprintln!("running the peer (quickjs-emscripten under Node)...");
+        marionette_bench::peer::run()
+    });
     bench_instantiate(&mut criterion, &mut settings, &tokio, &runtime, &direct);
-    bench_cold(&mut criterion, &mut settings, &tokio, &runtime, &direct);
+    bench_cold(
+        &mut criterion,
+        &mut settings,
+        &tokio,
+        &runtime,
+        [&direct, &booting],
+    );
     bench_sessions(&mut criterion, &mut settings, &tokio, &sessions);
     tokio.block_on(sandbox.shutdown());
     tokio.block_on(sessions.shutdown());
     let tallies = bench_load(&mut criterion, &mut settings, &tokio, &runtime)?;
     bench_recovery(&mut criterion, &mut settings, &tokio, &runtime)?;
     criterion.final_summary();
+    let (scale, scale_skipped) = if measuring {
+        scale_rows(&tokio, &runtime)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
 
     if measuring {
-        let report = report::build(
+        let mut report = report::build(
             &report::criterion_dir(),
             started,
             machine,
@@ -189,6 +208,9 @@ fn main() -> anyhow::Result<()> {
             one_off,
             tallies.clone(),
         );
+        report.scale = scale;
+        report.scale_skipped = scale_skipped;
+        report.peer = peer;
         let dir = report::report_dir();
         let md = report::write(&report, &dir)?;
         println!("\n{md}");
@@ -503,7 +525,7 @@ fn bench_cold(
     settings: &mut Vec<GroupSettings>,
     tokio: &tokio::runtime::Runtime,
     runtime: &Arc<Runtime>,
-    direct: &DirectRuntime,
+    [direct, booting]: [&DirectRuntime; 2],
 ) {
     let args = &fixture::add_args_json();
     let mut g = group(c, settings, m::COLD_API.group, SLOW);
@@ -527,21 +549,23 @@ fn bench_cold(
             timed
         })
     });
-    g.bench_function(m::COLD_DIRECT.function, |b| {
-        b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iters {
-                let start = Instant::now();
-                let mut guest = direct.instantiate().expect("instantiate");
-                guest.load(SCRIPT, fixture::BENCH_JS).expect("load");
-                let out = guest.call(SCRIPT, "add", args).expect("add");
-                timed += start.elapsed();
-                black_box(out);
-                drop(guest);
-            }
-            timed
-        })
-    });
+    for (measure, direct) in [(m::COLD_DIRECT, direct), (m::COLD_DIRECT_BOOTING, booting)] {
+        g.bench_function(measure.function, |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let mut guest = direct.instantiate().expect("instantiate");
+                    guest.load(SCRIPT, fixture::BENCH_JS).expect("load");
+                    let out = guest.call(SCRIPT, "add", args).expect("add");
+                    timed += start.elapsed();
+                    black_box(out);
+                    drop(guest);
+                }
+                timed
+            })
+        });
+    }
     g.bench_function(m::COLD_NATIVE.function, |b| {
         b.iter_custom(|iters| {
             let mut timed = Duration::ZERO;
@@ -766,11 +790,45 @@ fn bench_recovery(
     Ok(())
 }
 
+/// `scale`: 1 000 sandboxes, then 10 000 when a third of the memory
+/// available holds them at the first count's size each.
+#[allow(clippy::type_complexity)]
+fn scale_rows(
+    tokio: &tokio::runtime::Runtime,
+    runtime: &Arc<Runtime>,
+) -> anyhow::Result<(Vec<scale::ScaleResult>, Vec<scale::ScaleSkipped>)> {
+    let mut done: Vec<scale::ScaleResult> = Vec::new();
+    let mut skipped = Vec::new();
+    for count in SCALE_COUNTS {
+        if let Some(before) = done.last()
+            && let Err(reason) = scale::fits(count, before.rss_per_sandbox)
+        {
+            skipped.push(scale::ScaleSkipped {
+                sandboxes: count,
+                reason,
+            });
+            continue;
+        }
+        eprintln!("making {count} sandboxes...");
+        match tokio.block_on(scale::measure(runtime, count)) {
+            Ok(result) => done.push(result),
+            Err(e) => skipped.push(scale::ScaleSkipped {
+                sandboxes: count,
+                reason: format!("{e:#}"),
+            }),
+        }
+    }
+    Ok((done, skipped))
+}
+
+/// The counts of sandboxes `scale` makes.
+const SCALE_COUNTS: [usize; 2] = [1_000, 10_000];
+
 /// The component's compile time: cold (no cache), then from wasmtime's
 /// disk cache (filled first, untimed, if it was empty).
 fn compile_timings() -> anyhow::Result<Vec<OneOffResult>> {
     eprintln!(
-        "timing {COMPILE_RUNS} uncached and {CACHED_COMPILE_RUNS} cached compiles of the guest component..."
+        "timing {COMPILE_RUNS} uncached and {CACHED_COMPILE_RUNS} cached compiles of the guest component, and {CACHED_COMPILE_RUNS} loads of the precompiled one..."
     );
     let uncached = RuntimeOptions {
         disk_cache: false,
@@ -783,16 +841,33 @@ fn compile_timings() -> anyhow::Result<Vec<OneOffResult>> {
         cold.push(start.elapsed());
         drop(runtime);
     }
-    drop(Runtime::new(&RuntimeOptions::default())?);
+    let cache = RuntimeOptions::default();
+    drop(Runtime::from_component(
+        marionette::guest_component(),
+        &cache,
+    )?);
     let mut cached = Vec::new();
     for _ in 0..CACHED_COMPILE_RUNS {
         let start = Instant::now();
-        let runtime = Runtime::new(&RuntimeOptions::default())?;
+        let runtime = Runtime::from_component(marionette::guest_component(), &cache)?;
         cached.push(start.elapsed());
+        drop(runtime);
+    }
+    let mut precompiled = Vec::new();
+    for _ in 0..CACHED_COMPILE_RUNS {
+        let start = Instant::now();
+        let runtime = Runtime::new(&RuntimeOptions::default())?;
+        precompiled.push(start.elapsed());
+        ensure!(
+            *runtime.origin() == marionette::GuestOrigin::Precompiled,
+            "the default runtime compiled: {:?}",
+            runtime.origin()
+        );
         drop(runtime);
     }
     Ok(vec![
         OneOffResult::new(m::COMPILE_UNCACHED, &cold),
         OneOffResult::new(m::COMPILE_CACHED, &cached),
+        OneOffResult::new(m::COMPILE_PRECOMPILED, &precompiled),
     ])
 }

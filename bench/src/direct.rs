@@ -1,11 +1,10 @@
 //! The guest component driven directly: wasmtime on the calling thread, no
 //! runner, no sandbox, no tokio.
 //!
-//! This is the floor under [`marionette::Sandbox`]: the same component
-//! ([`marionette::guest_component`]), compiled with the engine settings the
-//! sandbox's [`marionette::Runtime`] uses (epoch interruption on, the same
-//! wasm stack), so the generated code is the same and the difference between
-//! the two paths is the host's plumbing. What it leaves out: the owner thread
+//! This is the floor under [`marionette::Sandbox`]: the same compiled
+//! component on the same engine as a sandbox's [`marionette::Runtime`]
+//! (the precompiled snapshot of the guest), so the generated code is the
+//! same and the difference between the two paths is the host's plumbing. What it leaves out: the owner thread
 //! and its queue, the task table, the per-entry CPU deadline (a clock read
 //! and an epoch deadline per entry), the memory limiter, `should-interrupt`'s
 //! clock read (here a constant `false`) and the conversion of the result
@@ -16,9 +15,11 @@
 
 use anyhow::bail;
 use serde_json::Value as Json;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::error::Context as _;
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use bindings::exports::marionette::runtime::vm::{TaskCaps, VmConfig};
@@ -43,35 +44,51 @@ const NO_DEADLINE: u64 = 1 << 40;
 pub struct DirectRuntime {
     engine: Engine,
     pre: MarionettePre<State>,
+    /// Holds the engine's epoch ticker and the compiled component.
+    _runtime: Arc<marionette::Runtime>,
 }
 
 impl DirectRuntime {
-    /// Compiles the embedded guest. Uses wasmtime's disk cache like the
-    /// sandbox's default runtime, so after that one has compiled, this is a
-    /// cache hit.
+    /// The embedded guest, as [`marionette::Runtime::new`] loads it (the
+    /// precompiled snapshot).
+    ///
+    /// # Errors
+    /// When the component does not load or link.
+    pub fn new() -> anyhow::Result<DirectRuntime> {
+        Self::on(marionette::Runtime::new(
+            &marionette::RuntimeOptions::default(),
+        )?)
+    }
+
+    /// The guest as its build made it, before its snapshot: its VM boots in
+    /// its first entry. Compiled here (wasmtime's disk cache helps after
+    /// the first time).
     ///
     /// # Errors
     /// When the component does not compile or link.
-    pub fn new() -> anyhow::Result<DirectRuntime> {
-        let defaults = marionette::RuntimeOptions::default();
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.max_wasm_stack(defaults.max_wasm_stack);
-        if defaults.disk_cache
-            && let Ok(cache) = wasmtime::Cache::from_file(None)
-        {
-            config.cache(Some(cache));
-        }
-        let engine = Engine::new(&config).context("configuring wasmtime")?;
-        let component = Component::new(&engine, marionette::guest_component())
-            .context("compiling the guest component")?;
+    pub fn as_built() -> anyhow::Result<DirectRuntime> {
+        let wasm = std::fs::read(env!("MARIONETTE_GUEST_AS_BUILT"))
+            .context("reading the guest as built")?;
+        Self::on(marionette::Runtime::from_component(
+            &wasm,
+            &marionette::RuntimeOptions::default(),
+        )?)
+    }
+
+    fn on(runtime: Arc<marionette::Runtime>) -> anyhow::Result<DirectRuntime> {
+        let engine = runtime.engine().clone();
+        let component = runtime.component();
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).context("linking WASI")?;
         Marionette::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .context("linking the host interface")?;
-        let pre = MarionettePre::new(linker.instantiate_pre(&component)?)
+        let pre = MarionettePre::new(linker.instantiate_pre(component)?)
             .context("pre-instantiating the guest")?;
-        Ok(DirectRuntime { engine, pre })
+        Ok(DirectRuntime {
+            engine,
+            pre,
+            _runtime: runtime,
+        })
     }
 
     /// A fresh instance in a fresh store, configured with the default

@@ -42,7 +42,13 @@
 //!   rebuilt instance, with one script loaded and with ten: the instance
 //!   rebuild and the scripts' reload.
 //! - one-off timings, outside criterion: compiling the component, without
-//!   and with wasmtime's disk cache.
+//!   and with wasmtime's disk cache, and loading the precompiled one.
+//! - `scale`: many sandboxes in one process ([`scale`]): made per second,
+//!   and the resident memory and OS threads of each idle one, at 1 000 and
+//!   (when the machine's memory allows) 10 000.
+//! - the peer ([`peer`]): the same QuickJS compiled by Emscripten
+//!   (`quickjs-emscripten`) under Node, measured in the same run, when
+//!   `node` is there.
 //!
 //! Layout: [`fixture`] (the JavaScript and the expected answers),
 //! [`direct`] and [`native`] (the two baselines), [`load`] (the mixed load
@@ -58,5 +64,7 @@ pub mod load;
 pub mod machine;
 pub mod measures;
 pub mod native;
+pub mod peer;
 pub mod report;
+pub mod scale;
 pub mod wake;

@@ -146,10 +146,10 @@ pub const INSTANTIATE_API: Measure = Measure {
     group: "instantiate",
     function: "sandbox_api",
     path: Path::SandboxApi,
-    meaning: "`Sandbox::with_runtime(runtime.clone(), Policy::default())` with the component compiled \
-              beforehand: the owner thread spawned, a store and instance made from the `InstancePre`, \
-              the guest configured, the boot job answered. Its shutdown is not timed. QuickJS itself \
-              boots lazily, at the first entry (see `cold/*`)",
+    meaning: "`Sandbox::with_runtime(runtime.clone(), Policy::default())` with the component loaded \
+              beforehand: the owner thread spawned, a store and instance made from the `InstancePre` \
+              (the snapshot's memory mapped copy-on-write), the guest configured, the boot job \
+              answered. Its shutdown is not timed. QuickJS comes booted in the snapshot",
 };
 
 /// A fresh guest instance.
@@ -166,8 +166,9 @@ pub const COLD_API: Measure = Measure {
     group: "cold",
     function: "sandbox_api",
     path: Path::SandboxApi,
-    meaning: "cold start: a fresh sandbox, `load(\"bench.js\")` (which boots QuickJS in the guest and \
-              evaluates the module), then the first `call(\"add\", [1, 2])`; shutdown not timed",
+    meaning: "cold start: a fresh sandbox, `load(\"bench.js\")` (QuickJS comes booted in the snapshot; \
+              the load compiles and evaluates the module), then the first `call(\"add\", [1, 2])`; \
+              shutdown not timed",
 };
 
 /// A fresh guest instance to its first result.
@@ -175,7 +176,18 @@ pub const COLD_DIRECT: Measure = Measure {
     group: "cold",
     function: "guest_direct",
     path: Path::GuestDirect,
-    meaning: "cold start on a directly driven instance: instantiate, load the module, first `add` call",
+    meaning: "cold start on a directly driven instance of the snapshot: instantiate, load the module, \
+              first `add` call",
+};
+
+/// A fresh instance of the guest as built (no snapshot) to its first result.
+pub const COLD_DIRECT_BOOTING: Measure = Measure {
+    group: "cold",
+    function: "guest_direct_booting",
+    path: Path::GuestDirect,
+    meaning: "as `cold/guest_direct`, on the guest as its build made it, before the snapshot: the \
+              load's entry first boots QuickJS (its intrinsics, the runtime's JavaScript, the \
+              lockdown). What the snapshot saves is the difference with `cold/guest_direct`",
 };
 
 /// A fresh native QuickJS to its first result.
@@ -246,7 +258,7 @@ pub const RECOVERY_ONE: Measure = Measure {
     meaning: "from the moment `recurse()` (deep recursion, in a sandbox holding only \
               `recovery.js`) has answered `Trapped` to the answer of the next `add(1, 2)`: the \
               next call finds no instance, so it builds one from the `InstancePre`, reloads every \
-              script the sandbox holds (QuickJS boots in the first reload), then runs. The \
+              script the sandbox holds (QuickJS comes booted in the snapshot), then runs. The \
               recursion up to the trap is not timed",
 };
 
@@ -274,6 +286,7 @@ pub const MEASURES: &[Measure] = &[
     INSTANTIATE_DIRECT,
     COLD_API,
     COLD_DIRECT,
+    COLD_DIRECT_BOOTING,
     COLD_NATIVE,
     SESSIONS_ONE,
     SESSIONS_TWO_HUNDRED,
@@ -432,8 +445,19 @@ pub const COMPILE_UNCACHED: OneOff = OneOff {
 /// Compiling the component from wasmtime's disk cache.
 pub const COMPILE_CACHED: OneOff = OneOff {
     id: "compile/cached",
-    meaning: "`Runtime::new(&RuntimeOptions::default())` with wasmtime's disk cache already holding \
-              the component: what a CLI start pays after the first",
+    meaning: "`Runtime::from_component(guest_component(), RuntimeOptions::default())` with \
+              wasmtime's disk cache already holding the component: what a start paid before the \
+              build precompiled the guest, and what a runtime that cannot use the precompiled code \
+              (fuel) pays after its first",
+};
+
+/// Loading the precompiled component.
+pub const COMPILE_PRECOMPILED: OneOff = OneOff {
+    id: "compile/precompiled",
+    meaning: "`Runtime::new(&RuntimeOptions::default())`: the code the build precompiled, embedded \
+              in the binary, checked against the engine and loaded (`Component::deserialize`), \
+              then linked and pre-instantiated; no compiler runs and no cache folder is read. What \
+              every process start pays",
 };
 
 #[cfg(test)]

@@ -257,6 +257,12 @@ pub struct Report {
     pub missing: Vec<String>,
     /// Timings outside criterion.
     pub one_off: Vec<OneOffResult>,
+    /// Many sandboxes in one process, as far as measured.
+    pub scale: Vec<crate::scale::ScaleResult>,
+    /// Counts of sandboxes not made, and why.
+    pub scale_skipped: Vec<crate::scale::ScaleSkipped>,
+    /// The peer's figures from this run, or why there are none.
+    pub peer: Option<Result<crate::peer::PeerResult, String>>,
     /// What to keep in mind reading the figures.
     pub notes: Vec<String>,
 }
@@ -389,6 +395,9 @@ pub fn build(
         measures,
         missing,
         one_off,
+        scale: Vec::new(),
+        scale_skipped: Vec::new(),
+        peer: None,
         notes,
     }
 }

@@ -52,6 +52,10 @@ pub fn configure(determinism: Option<Determinism>) {
         due: HashMap::new(),
     });
     VIRTUAL.with(|v| *v.borrow_mut() = state);
+    // Whatever a boot drew is forgotten: an instance made from the build's
+    // snapshot seeds `Math.random` from its own host's randomness, at its
+    // first draw, never from the build machine's stubs.
+    HOST_RNG.with(|r| *r.borrow_mut() = None);
 }
 
 /// `Date.now()`: whole milliseconds since the Unix epoch.

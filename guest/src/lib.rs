@@ -19,7 +19,8 @@ mod vm;
 mod web;
 
 wit_bindgen::generate!({
-    world: "marionette",
+    // `marionette` plus the boot export the build's snapshot calls.
+    world: "guest",
     path: "../wit",
 });
 
@@ -31,6 +32,14 @@ use marionette::runtime::types::{
 struct Component;
 
 export!(Component);
+
+impl Guest for Component {
+    /// Boots the VM, so that the build's snapshot holds it booted and
+    /// locked down (see `world guest` in the WIT).
+    fn wizer_initialize() {
+        vm::boot_now();
+    }
+}
 
 impl exports::marionette::runtime::vm::Guest for Component {
     fn check_lockdown() -> exports::marionette::runtime::vm::LockdownReport {

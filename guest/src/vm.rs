@@ -127,6 +127,16 @@ pub fn lockdown_report() -> lockdown::Report {
     })
 }
 
+/// Boots the VM now if nothing has (the build's pre-initialisation calls
+/// this, see `world guest` in the WIT). Nothing in the boot depends on the
+/// host's configuration: `configure` applies it to a booted VM, so a
+/// snapshot taken here serves every policy.
+pub fn boot_now() {
+    VM.with(|cell| {
+        cell.borrow_mut().get_or_insert_with(boot);
+    });
+}
+
 /// Sets QuickJS's heap limit and GC threshold (0 leaves each as it is) and
 /// what the host provides.
 pub fn configure(memory_limit: u64, gc_threshold: u64, host_info: String) {

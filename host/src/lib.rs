@@ -49,7 +49,8 @@ pub use error::{Error, Limit, Op, ProviderErrorKind, Result, ScriptError};
 pub use modules::Modules;
 pub use policy::{Determinism, Policy};
 pub use sandbox::{
-    HostServices, LockdownReport, Runtime, RuntimeOptions, Sandbox, SandboxOptions, SandboxStats,
+    GuestOrigin, HostServices, LockdownReport, Runtime, RuntimeOptions, Sandbox, SandboxOptions,
+    SandboxStats,
     TaskOptions,
 };
 pub use session::{Session, SessionBuilder};

@@ -14,4 +14,5 @@ mod providers;
 mod replay;
 mod sandbox;
 mod sessions;
+mod start;
 mod web;

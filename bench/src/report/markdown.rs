@@ -148,6 +148,8 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(s);
     }
 
+    peer(&mut s, r);
+    scale(&mut s, r);
     load(&mut s, r);
     recovery(&mut s, r);
 
@@ -216,7 +218,132 @@ pub fn markdown(r: &Report) -> String {
     for n in &r.notes {
         let _ = writeln!(s, "- {n}");
     }
+    reproduce(&mut s);
     s
+}
+
+/// The peer's row: the same QuickJS under Node, beside the guest's
+/// figures of this run.
+fn peer(s: &mut String, r: &Report) {
+    let Some(peer) = &r.peer else {
+        return;
+    };
+    let _ = writeln!(s, "## The peer: quickjs-emscripten under Node (same run)\n");
+    let p = match peer {
+        Ok(p) => p,
+        Err(why) => {
+            let _ = writeln!(s, "Not measured: {why}.\n");
+            return;
+        }
+    };
+    let find = |id: &str| {
+        r.measures
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.median.estimate_ns)
+    };
+    let _ = writeln!(
+        s,
+        "quickjs-emscripten {} on Node {}: the same QuickJS, compiled to Wasm by Emscripten, run \
+         by V8's Wasm engine; each figure the median of its runs (bench/peer/peer.mjs).\n",
+        p.version, p.node
+    );
+    let _ = writeln!(
+        s,
+        "| workload | peer | guest direct | sandbox API | guest direct / peer | sandbox API / peer |"
+    );
+    let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|");
+    for (name, peer_ns, direct, api) in [
+        (
+            "round trip `add(1, 2)`",
+            p.add_ns,
+            "call/guest_direct",
+            "call/sandbox_api",
+        ),
+        (
+            "`fib(25)`",
+            p.fib25_ns,
+            "fib25/guest_direct",
+            "fib25/sandbox_api",
+        ),
+        (
+            "fresh VM to first result",
+            p.cold_ns,
+            "cold/guest_direct",
+            "cold/sandbox_api",
+        ),
+    ] {
+        let (direct, api) = (find(direct), find(api));
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {} | {} |",
+            ns(peer_ns),
+            opt_ns(direct),
+            opt_ns(api),
+            direct.map_or("–".into(), |d| times(d / peer_ns)),
+            api.map_or("–".into(), |a| times(a / peer_ns)),
+        );
+    }
+    let _ = writeln!(s);
+}
+
+/// Many sandboxes in one process.
+fn scale(s: &mut String, r: &Report) {
+    if r.scale.is_empty() && r.scale_skipped.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "## Many sandboxes in one process\n");
+    let _ = writeln!(
+        s,
+        "| sandboxes | made per second | load + first call per second | resident memory each | OS threads each | resident memory, all idle |"
+    );
+    let _ = writeln!(s, "|--:|--:|--:|--:|--:|--:|");
+    for x in &r.scale {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.0} | {:.0} KiB | {:.2} | {:.0} MiB |",
+            x.sandboxes,
+            x.created_per_second,
+            x.loaded_per_second,
+            x.rss_per_sandbox / 1024.0,
+            x.threads_per_sandbox,
+            x.rss_total as f64 / (1u64 << 20) as f64,
+        );
+    }
+    for x in &r.scale_skipped {
+        let _ = writeln!(
+            s,
+            "| {} | not measured: {} | | | | |",
+            x.sandboxes, x.reason
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nEach sandbox is made with `Sandbox::with_runtime` (the only part counted as \"made\"), \
+         loads a one-line script and answers `add(1, 2)`; the figures are read from \
+         `/proc/self/status` (VmRSS, Threads) with all of them idle, less what the process held \
+         before, and then every sandbox answers once more.\n"
+    );
+}
+
+/// How to reproduce each figure and which tools profile it.
+fn reproduce(s: &mut String) {
+    let _ = writeln!(s, "\n## Reproducing and profiling\n");
+    for line in [
+        "Everything: `make bench` (criterion groups, the one-off timings, `scale`, the peer). One \
+         group: `cargo bench --locked -p marionette-bench --bench marionette -- GROUP` (for \
+         example `cold`; the report then marks the others as from an earlier run).",
+        "The peer alone: `cd target/bench-peer && node peer.mjs` (installed there by the first \
+         `make bench`).",
+        "Where the guest spends its time: `MARIONETTE_PROFILE=perfmap perf record -g -F 999 -- \
+         target/release/marionette run SCRIPT` then `perf report` (wasmtime writes \
+         /tmp/perf-PID.map so the guest's functions have names; README, \"Profiling the guest\").",
+        "The guest without its snapshot, for comparison: `cold/guest_direct_booting` in every \
+         run; or build with `MARIONETTE_NO_SNAPSHOT=1` (the host then embeds the guest as built \
+         and compiles it at start).",
+    ] {
+        let _ = writeln!(s, "- {line}");
+    }
 }
 
 /// The load table, when a load measure has figures.
@@ -310,7 +437,7 @@ fn recovery(s: &mut String, r: &Report) {
         s,
         "\nFrom the moment a deep recursion has answered `Trapped` to the answer of the next call: \
          that call builds a fresh instance from the `InstancePre`, reloads every script the sandbox \
-         holds (QuickJS boots in the first), then runs. Only the calls in flight in the trapped \
+         holds (QuickJS comes booted in the snapshot), then runs. Only the calls in flight in the trapped \
          instance failed; the others queue meanwhile."
     );
     let cold = r

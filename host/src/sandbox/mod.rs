@@ -21,6 +21,7 @@
 //! ```
 
 mod convert;
+mod engine_config;
 #[cfg(feature = "fetch")]
 mod fetch;
 mod host_ops;
@@ -42,7 +43,7 @@ pub(crate) use provided::{Part, Registration};
 pub(crate) use runtime::{GUEST_WASM, HostState};
 #[cfg(test)]
 pub(crate) use runtime::{Provides, vm_config};
-pub use runtime::{Runtime, RuntimeOptions};
+pub use runtime::{GuestOrigin, Runtime, RuntimeOptions};
 pub use services::HostServices;
 
 use crate::bindings::marionette::runtime::types as wit;

@@ -16,8 +16,15 @@ use crate::bindings::marionette::runtime::types::{LogLevel, Stop};
 use crate::bindings::{Marionette, MarionettePre};
 use crate::policy::Policy;
 
-/// The guest component, built by `build.rs` and embedded in the binary.
+use super::engine_config::engine_config;
+
+/// The guest component, built, booted and snapshotted by `build.rs` and
+/// embedded in the binary: every instance starts with its VM booted.
 pub(crate) static GUEST_WASM: &[u8] = include_bytes!(env!("MARIONETTE_GUEST_WASM"));
+
+/// [`GUEST_WASM`] compiled by `build.rs` for the engine settings of
+/// [`engine_config`] without fuel; empty when the build made none.
+static GUEST_PRECOMPILED: &[u8] = include_bytes!(env!("MARIONETTE_GUEST_CWASM"));
 
 /// How often the epoch advances: the resolution of the hard CPU stop.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -29,7 +36,10 @@ pub struct RuntimeOptions {
     /// traps (and the instance is rebuilt).
     pub max_wasm_stack: usize,
     /// Cache compiled code on disk (wasmtime's cache, in the user's cache
-    /// folder), so a CLI start does not compile the component every time.
+    /// folder). The embedded guest comes precompiled and needs no cache;
+    /// this serves a runtime that compiles: one that meters fuel, one made
+    /// [`from_component`](Runtime::from_component), or one whose machine
+    /// does not fit the precompiled code.
     pub disk_cache: bool,
     /// Meter fuel, for policies with
     /// [`Policy::entry_fuel`](crate::Policy::entry_fuel). The guest runs
@@ -50,8 +60,20 @@ impl Default for RuntimeOptions {
 /// The engine and the compiled guest, shared by every sandbox made from it.
 pub struct Runtime {
     engine: Engine,
+    component: Component,
     pre: MarionettePre<HostState>,
     fuel: bool,
+    origin: GuestOrigin,
+}
+
+/// Where a runtime's compiled guest came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestOrigin {
+    /// The code the build precompiled, loaded as it is.
+    Precompiled,
+    /// Compiled when the runtime was made (or taken from wasmtime's disk
+    /// cache), with the reason the precompiled code was not used.
+    Compiled(String),
 }
 
 impl std::fmt::Debug for Runtime {
@@ -67,7 +89,34 @@ impl Runtime {
     /// When the engine cannot be configured or the component does not compile
     /// or link (a host built against another WIT).
     pub fn new(options: &RuntimeOptions) -> anyhow::Result<Arc<Runtime>> {
-        Self::from_component(GUEST_WASM, options)
+        let engine = Self::new_engine(options)?;
+        let (component, origin) = if GUEST_PRECOMPILED.is_empty() {
+            let why =
+                "this build made no precompiled guest (cross-compiled, or MARIONETTE_NO_SNAPSHOT)";
+            let component =
+                Component::new(&engine, GUEST_WASM).context("compiling the guest component")?;
+            (component, GuestOrigin::Compiled(why.into()))
+        } else {
+            // SAFETY: the bytes are what `Engine::precompile_component` made
+            // in this crate's build script, embedded unchanged; wasmtime
+            // checks that they fit this engine (version, settings, CPU)
+            // before using them.
+            match unsafe { Component::deserialize(&engine, GUEST_PRECOMPILED) } {
+                Ok(component) => (component, GuestOrigin::Precompiled),
+                Err(e) => {
+                    let why = format!("the precompiled guest does not fit this engine: {e:#}");
+                    if !options.fuel {
+                        // Only fuel is expected to differ (the build
+                        // precompiles without it).
+                        tracing::warn!("{why}; compiling the guest instead");
+                    }
+                    let component = Component::new(&engine, GUEST_WASM)
+                        .context("compiling the guest component")?;
+                    (component, GuestOrigin::Compiled(why))
+                }
+            }
+        };
+        Self::with_component(engine, component, origin, options)
     }
 
     /// The process-wide runtime with default options, compiled on first use.
@@ -112,16 +161,40 @@ impl Runtime {
         self.fuel
     }
 
+    /// The engine, for a host that drives the guest itself (its own linker
+    /// and store) on the same compiled code, as the benchmarks do.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The compiled guest component (see [`Runtime::engine`]).
+    pub fn component(&self) -> &Component {
+        &self.component
+    }
+
+    /// Where this runtime's compiled guest came from: the build's
+    /// precompiled code, or a compilation (and why).
+    pub fn origin(&self) -> &GuestOrigin {
+        &self.origin
+    }
+
     /// Compiles a guest component given as bytes (the embedded one, or a
     /// build of `guest/` elsewhere).
     ///
     /// # Errors
     /// As [`Runtime::new`].
     pub fn from_component(wasm: &[u8], options: &RuntimeOptions) -> anyhow::Result<Arc<Runtime>> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
+        let engine = Self::new_engine(options)?;
+        let component = Component::new(&engine, wasm).context("compiling the guest component")?;
+        let origin = GuestOrigin::Compiled("made from a component given as bytes".into());
+        Self::with_component(engine, component, origin, options)
+    }
+
+    /// The engine for `options`: [`engine_config`] plus the settings that
+    /// change nothing in compiled code.
+    fn new_engine(options: &RuntimeOptions) -> anyhow::Result<Engine> {
+        let mut config: Config = engine_config(options.fuel);
         config.max_wasm_stack(options.max_wasm_stack);
-        config.consume_fuel(options.fuel);
         // For profiling the guest with `perf`: `MARIONETTE_PROFILE=perfmap`
         // writes the compiled wasm functions' addresses to
         // /tmp/perf-PID.map, where perf looks for them (README,
@@ -144,9 +217,15 @@ impl Runtime {
                 Err(e) => tracing::debug!("wasmtime's compilation cache is off: {e:#}"),
             }
         }
-        let engine = Engine::new(&config).context("configuring wasmtime")?;
-        let component = Component::new(&engine, wasm).context("compiling the guest component")?;
+        Ok(Engine::new(&config).context("configuring wasmtime")?)
+    }
 
+    fn with_component(
+        engine: Engine,
+        component: Component,
+        origin: GuestOrigin,
+        options: &RuntimeOptions,
+    ) -> anyhow::Result<Arc<Runtime>> {
         let mut linker = Linker::<HostState>::new(&engine);
         // WASI is linked because the guest's standard library imports it; the
         // context behind it grants nothing (see `HostState::new`).
@@ -163,8 +242,10 @@ impl Runtime {
         spawn_epoch_ticker(&engine);
         Ok(Arc::new(Runtime {
             engine,
+            component,
             pre,
             fuel: options.fuel,
+            origin,
         }))
     }
 
