@@ -247,7 +247,10 @@ function readHeader(text) {
     throw new CassetteError("not-a-cassette", `not a marionette cassette: its first line (${start}...) is no header`);
   }
   if (header.format !== FORMAT) {
-    throw new CassetteError("not-a-cassette", `not a marionette cassette: its format is ${JSON.stringify(header.format)}`);
+    throw new CassetteError(
+      "not-a-cassette",
+      `not a marionette cassette: its format is ${JSON.stringify(header.format)}`,
+    );
   }
   if (header.version !== VERSION) {
     throw new CassetteError(
@@ -658,10 +661,7 @@ export function diffLines(recorded, asked) {
   let prefix = 0;
   while (prefix < Math.min(r.length, a.length) && r[prefix] === a[prefix]) prefix++;
   let suffix = 0;
-  while (
-    suffix < Math.min(r.length, a.length) - prefix &&
-    r[r.length - 1 - suffix] === a[a.length - 1 - suffix]
-  ) {
+  while (suffix < Math.min(r.length, a.length) - prefix && r[r.length - 1 - suffix] === a[a.length - 1 - suffix]) {
     suffix++;
   }
   const out = [];

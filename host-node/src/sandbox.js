@@ -83,7 +83,10 @@ export class Sandbox {
     if (this.#recorder !== undefined) {
       if (!(this.#recorder instanceof Recorder)) throw new TypeError("options.record must be a Recorder");
       if (runtime.sha256 === undefined) {
-        throw new HostError("record", "the component's SHA-256 is unknown (guest/component.sha256): run `make node-guest`");
+        throw new HostError(
+          "record",
+          "the component's SHA-256 is unknown (guest/component.sha256): run `make node-guest`",
+        );
       }
       // A recording is replayed with the same clock and randomness.
       this.#policy.determinism ??= freshDeterminism();

@@ -30,7 +30,13 @@ const list = (t) => ({ k: "list", t });
 const tuple = (...ts) => ({ k: "tuple", ts });
 const result = (ok, err) => ({ k: "result", ok, err });
 
-const BLOCK = record(["id", STRING], ["kind", ENUM], ["role", option(STRING)], ["payload", STRING], ["metadata", STRING]);
+const BLOCK = record(
+  ["id", STRING],
+  ["kind", ENUM],
+  ["role", option(STRING)],
+  ["payload", STRING],
+  ["metadata", STRING],
+);
 const TURN = record(["id", STRING], ["blocks", list(BLOCK)], ["metadata", STRING], ["data", STRING]);
 const TOOL_DEFINITION = record(["name", STRING], ["description", STRING], ["parameters", STRING]);
 const TOOL_CALL = record(["id", STRING], ["name", STRING], ["arguments", STRING]);
@@ -111,18 +117,119 @@ const MODULES = list(record(["path", STRING], ["source", STRING]));
  * arguments as [cassette field, type].
  */
 export const CALLS = {
-  load: ["script", "load", true, [["name", STRING], ["source", STRING]]],
-  "load-modules": ["script", "loadModules", true, [["name", STRING], ["modules", MODULES]]],
-  "run-main": ["script", "runMain", true, [["name", STRING], ["input", STRING]]],
-  call: ["script", "call", true, [["name", STRING], ["function", STRING], ["args", STRING]]],
-  infer: ["inference", "infer", true, [["engine", TARGET], ["input", TURN], ["context", STRING]]],
-  "middleware-run": ["middleware", "run", true, [["middleware", TARGET], ["input", TURN], ["context", STRING]]],
-  "middleware-next": ["middleware", "next", true, [["op", U64], ["input", TURN]]],
-  "tools-call": ["tools", "call", true, [["registry", TARGET], ["call", TOOL_CALL], ["context", STRING]]],
-  "hooks-call": ["hooks", "call", true, [["hooks", TARGET], ["hook", ENUM], ["payload", STRING]]],
-  "sessions-run": ["sessions", "run", true, [["spec", STRING], ["input", TURN]]],
-  resume: ["tasks", "resume", false, [["op", U64], ["outcome", OUTCOME]]],
-  notify: ["tasks", "notify", false, [["op", U64], ["events", list(STRING)]]],
+  load: [
+    "script",
+    "load",
+    true,
+    [
+      ["name", STRING],
+      ["source", STRING],
+    ],
+  ],
+  "load-modules": [
+    "script",
+    "loadModules",
+    true,
+    [
+      ["name", STRING],
+      ["modules", MODULES],
+    ],
+  ],
+  "run-main": [
+    "script",
+    "runMain",
+    true,
+    [
+      ["name", STRING],
+      ["input", STRING],
+    ],
+  ],
+  call: [
+    "script",
+    "call",
+    true,
+    [
+      ["name", STRING],
+      ["function", STRING],
+      ["args", STRING],
+    ],
+  ],
+  infer: [
+    "inference",
+    "infer",
+    true,
+    [
+      ["engine", TARGET],
+      ["input", TURN],
+      ["context", STRING],
+    ],
+  ],
+  "middleware-run": [
+    "middleware",
+    "run",
+    true,
+    [
+      ["middleware", TARGET],
+      ["input", TURN],
+      ["context", STRING],
+    ],
+  ],
+  "middleware-next": [
+    "middleware",
+    "next",
+    true,
+    [
+      ["op", U64],
+      ["input", TURN],
+    ],
+  ],
+  "tools-call": [
+    "tools",
+    "call",
+    true,
+    [
+      ["registry", TARGET],
+      ["call", TOOL_CALL],
+      ["context", STRING],
+    ],
+  ],
+  "hooks-call": [
+    "hooks",
+    "call",
+    true,
+    [
+      ["hooks", TARGET],
+      ["hook", ENUM],
+      ["payload", STRING],
+    ],
+  ],
+  "sessions-run": [
+    "sessions",
+    "run",
+    true,
+    [
+      ["spec", STRING],
+      ["input", TURN],
+    ],
+  ],
+  resume: [
+    "tasks",
+    "resume",
+    false,
+    [
+      ["op", U64],
+      ["outcome", OUTCOME],
+    ],
+  ],
+  notify: [
+    "tasks",
+    "notify",
+    false,
+    [
+      ["op", U64],
+      ["events", list(STRING)],
+    ],
+  ],
   cancel: ["tasks", "cancel", true, [["reason", STRING]]],
 };
 
@@ -284,7 +391,8 @@ export function callToJson(key, args) {
   const rest = takesTask ? args.slice(1) : args;
   const fields = {};
   params.forEach(([name, t], i) => {
-    fields[name] = key === "load-modules" && name === "modules" ? rest[i].map((m) => [m.path, m.source]) : toJson(t, rest[i]);
+    fields[name] =
+      key === "load-modules" && name === "modules" ? rest[i].map((m) => [m.path, m.source]) : toJson(t, rest[i]);
   });
   return { [key]: fields };
 }

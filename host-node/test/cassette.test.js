@@ -29,7 +29,13 @@ function fakeEngine() {
   return async (turn, ctx) => {
     assert.ok(headers.Authorization.endsWith(KEY));
     calls += 1;
-    const block = (kind, payload) => ({ id: `b${calls}-${turn.blocks.length}`, kind, role: "assistant", payload, metadata: {} });
+    const block = (kind, payload) => ({
+      id: `b${calls}-${turn.blocks.length}`,
+      kind,
+      role: "assistant",
+      payload,
+      metadata: {},
+    });
     if (calls === 1) {
       return {
         ...turn,
@@ -76,8 +82,11 @@ function cli(args, cwd) {
     Object.entries(process.env).filter(([k]) => !/^(OPENAI|ANTHROPIC|MARIONETTE)/.test(k)),
   );
   return new Promise((resolve) => {
-    execFile(CLI, args, { cwd, env: { ...env, NO_COLOR: "1", HOME: cwd }, maxBuffer: 64 << 20 }, (error, stdout, stderr) =>
-      resolve({ code: error ? error.code : 0, stdout, stderr }),
+    execFile(
+      CLI,
+      args,
+      { cwd, env: { ...env, NO_COLOR: "1", HOME: cwd }, maxBuffer: 64 << 20 },
+      (error, stdout, stderr) => resolve({ code: error ? error.code : 0, stdout, stderr }),
     );
   });
 }
@@ -130,7 +139,10 @@ test("a changed prompt or tool is a divergence naming the operation, with a diff
     assert.ok(e instanceof DivergenceError, e.stack);
     assert.equal(e.export, "script.run-main");
     assert.match(e.what, /the request for middleware/);
-    assert.ok(e.diff.split("\n").some((l) => l.startsWith("+ ") && l.includes("careless")), e.diff);
+    assert.ok(
+      e.diff.split("\n").some((l) => l.startsWith("+ ") && l.includes("careless")),
+      e.diff,
+    );
     assert.ok(e.recorded.includes("careful"));
     return true;
   });
@@ -190,8 +202,14 @@ test("hostile cassettes are refused with a typed error", async (t) => {
 
   const cassette = await Cassette.load(path);
   await refused(new Cassette({ ...cassette.header, version: 2 }, cassette.entries).toBuffer(), "version");
-  await writeFile(hostile, new Cassette({ ...cassette.header, component: "0".repeat(64) }, cassette.entries).toBuffer());
-  await assert.rejects(replay(hostile), (e) => e instanceof CassetteError && e.kind === "component" && e.recorded === "0".repeat(64));
+  await writeFile(
+    hostile,
+    new Cassette({ ...cassette.header, component: "0".repeat(64) }, cassette.entries).toBuffer(),
+  );
+  await assert.rejects(
+    replay(hostile),
+    (e) => e instanceof CassetteError && e.kind === "component" && e.recorded === "0".repeat(64),
+  );
   // Valid JSON and a good checksum, but not an entry of the format.
   const bad = cassette.entries.map((e) => ({ ...e }));
   bad[1].call = { "launch-missiles": {} };

@@ -39,8 +39,6 @@ from marionette import (
     Turn,
 )
 
-
-
 #: The repository root.
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "examples" / "agent.js"
@@ -192,9 +190,7 @@ def _rewrite(cassette: Cassette, path: Path) -> Path:
     return path
 
 
-def test_hostile_cassettes_are_refused_with_typed_errors(
-    recorded: Tuple[Path, Any, List[Any]], tmp_path: Path
-) -> None:
+def test_hostile_cassettes_are_refused_with_typed_errors(recorded: Tuple[Path, Any, List[Any]], tmp_path: Path) -> None:
     data = recorded[0].read_bytes()
     lines = data.splitlines(keepends=True)
 
@@ -285,7 +281,9 @@ def test_an_async_sandbox_records_too(tmp_path: Path) -> None:
     async def main() -> Any:
         recorder = Recorder(note={"test": "async"})
         async with AsyncSandbox(record=recorder, limits=Limits(determinism=Determinism(42))) as sandbox:
-            await sandbox.load("t.js", "export default async () => { await new Promise(r => setTimeout(r, 5)); return Date.now(); }")
+            await sandbox.load(
+                "t.js", "export default async () => { await new Promise(r => setTimeout(r, 5)); return Date.now(); }"
+            )
             value = await sandbox.run_main("t.js", None)
         return value, recorder.finish()
 

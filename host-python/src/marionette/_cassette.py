@@ -491,7 +491,7 @@ def replay(
         if key == "configure":
             try:
                 vm = Vm(runtime, memory, {})
-                vm.enter(0, deadline, lambda g: g.configure(args[0]))
+                vm.enter(0, deadline, _configure(args[0]))
                 raw = []
             except Trap as t:
                 vm, trap = None, t.message
@@ -499,24 +499,25 @@ def replay(
             trap = "no instance: an earlier entry trapped"
         else:
             try:
-                raw = vm.enter(task, deadline, lambda g: g.raw(key, task, args))
+                raw = vm.enter(task, deadline, _raw(key, task, args))
             except Trap as t:
                 vm, trap = None, t.message
         recorded = entry.get("effects")
-
-        def diverged(what: str, r: str, a: str, diff: str) -> DivergenceError:
-            return DivergenceError(int(entry["n"]), export, task, what, r, a, diff)
-
+        difference: Optional[Tuple[str, str, str, str]] = None
         if recorded is not None and raw is not None:
-            asked = wj.to_json(wj.EFFECTS, raw)
-            difference = compare(recorded, asked)
-            if difference is not None:
-                raise diverged(*difference)
+            difference = compare(recorded, wj.to_json(wj.EFFECTS, raw))
         elif recorded is not None:
-            raise diverged("the entry", "(its effects)", f"a trap: {trap}", f"+ the entry trapped: {trap}")
+            difference = ("the entry", "(its effects)", f"a trap: {trap}", f"+ the entry trapped: {trap}")
         elif raw is not None:
-            t = entry.get("trap", "")
-            raise diverged("the entry", f"a trap: {t}", "(its effects)", f"- the entry trapped: {t}\n+ the entry returned")
+            was = entry.get("trap", "")
+            difference = (
+                "the entry",
+                f"a trap: {was}",
+                "(its effects)",
+                f"- the entry trapped: {was}\n+ the entry returned",
+            )
+        if difference is not None:
+            raise DivergenceError(int(entry["n"]), export, task, *difference)
         for effect in protocol.decode_effects(raw or []):
             if isinstance(effect, protocol.TaskEvent) and effect.task not in loads and on_event is not None:
                 on_event(effect.event)
@@ -527,6 +528,14 @@ def replay(
                 else:
                     out.result, out.error = None, _failure("main (replayed)", effect.failure)
     return out
+
+
+def _configure(config: Any) -> Callable[[protocol.Guest], None]:
+    return lambda g: g.configure(config)
+
+
+def _raw(key: str, task: int, args: List[Any]) -> Callable[[protocol.Guest], Any]:
+    return lambda g: g.raw(key, task, args)
 
 
 def _with_sources(call: Dict[str, Any], sources: Mapping[str, str]) -> Dict[str, Any]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 from . import _protocol as protocol
+from ._cassette import Recorder, policy_json
 from ._errors import (
     CanceledError,
     ClosedError,
@@ -34,7 +35,6 @@ from ._errors import (
     TimeoutError,
     TrappedError,
 )
-from ._cassette import Recorder, policy_json
 from ._types import (
     Determinism,
     EngineFn,

@@ -414,7 +414,9 @@ class Guest:
             raw = func(store, *args)
         except BaseException as e:
             if call is not None and self._is_trap(e):
-                recorder._entry(task, call, None, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                recorder._entry(
+                    task, call, None, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                )
             raise
         if call is not None:
             recorder._entry(task, call, [] if raw is None else witjson.to_json(witjson.EFFECTS, raw), None)

@@ -352,9 +352,14 @@ def call_from_json(call: Any) -> Tuple[str, Optional[List[Any]]]:
         if key == "load-modules" and name == "modules":
             modules = []
             for path, source in value:
-                m = Record()
-                m.path, m.source = path, source
-                modules.append(m)
+                modules.append(_module(path, source))
             value = modules
         args.append(value)
     return key, args
+
+
+def _module(path: str, source: str) -> Record:
+    """A ``module-source`` record."""
+    m = Record()
+    m.__dict__.update(path=path, source=source)
+    return m
