@@ -83,9 +83,9 @@ async def system_prompt(call: MiddlewareCall) -> Turn:
 def record_agent(path: Path, source: str = "") -> Tuple[Any, List[Any]]:
     """Records a run of the example agent into ``path``: its result and events."""
     events: List[Any] = []
-    recorder = Recorder()
     os.environ["OPENAI_API_KEY"] = KEY
     try:
+        recorder = Recorder()
         with Sandbox(
             engines={"": fake_engine()},
             middlewares={"systemPrompt": system_prompt},
@@ -94,9 +94,9 @@ def record_agent(path: Path, source: str = "") -> Tuple[Any, List[Any]]:
         ) as sandbox:
             sandbox.load("agent.js", source or AGENT.read_text())
             result = sandbox.run_main("agent.js", {"prompt": PROMPT})
+        recorder.finish().save(path)
     finally:
         del os.environ["OPENAI_API_KEY"]
-    recorder.finish().save(path)
     return result, events
 
 
