@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, writeFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, writeFile, rm } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -242,7 +242,10 @@ test("a recording made here replays through the Rust CLI, and a changed script d
 test("a recording made by the Rust CLI replays here", async (t) => {
   const dir = await tempDir(t);
   const path = join(dir, "cli.jsonl");
-  const script = join(ROOT, "tests", "fixtures", "deterministic.js");
+  // Alone in its folder: the CLI loads a script's folder as its module graph.
+  const script = join(dir, "script", "deterministic.js");
+  await mkdir(join(dir, "script"));
+  await writeFile(script, await readFile(join(ROOT, "tests", "fixtures", "deterministic.js")));
   // The built-in echo engine: no key, no network; timers, randomness, the clock, a session.
   const out = await cli(["run", script, "--record", path, "--input", "{}"], dir);
   assert.equal(out.code, 0, out.stderr);
@@ -252,8 +255,14 @@ test("a recording made by the Rust CLI replays here", async (t) => {
   assert.deepEqual(replayed.result, live);
   assert.ok(events.some((e) => e.type === "session" && e.event.type === "final"));
 
+  const cassette = await Cassette.load(path);
+  assert.deepEqual(
+    cassette.header.scripts.map((s) => s.name),
+    ["deterministic.js"],
+  );
+  const name = cassette.mainCall().name;
   const changed = (await readFile(script, "utf8")).replace("await sleep(250);", "await sleep(260);");
-  await assert.rejects(replay(path, { sources: { [script]: changed } }), (e) => {
+  await assert.rejects(replay(path, { sources: { [name]: changed } }), (e) => {
     assert.ok(e instanceof DivergenceError, e.stack);
     assert.match(e.what, /sleep/);
     return true;

@@ -260,11 +260,19 @@ def test_a_cli_recording_replays_here(tmp_path: Path) -> None:
     # The built-in echo engine: no key, no network. Timers, randomness,
     # the clock and a session's ids are all in the run.
     path = tmp_path / "cli.jsonl"
-    script = ROOT / "tests" / "fixtures" / "deterministic.js"
+    # Alone in its folder: the CLI loads a script's folder as its module graph.
+    script = tmp_path / "script" / "deterministic.js"
+    script.parent.mkdir()
+    script.write_text((ROOT / "tests" / "fixtures" / "deterministic.js").read_text())
     out = cli(["run", str(script), "--record", str(path), "--input", "{}"], tmp_path)
     assert out.returncode == 0, out.stderr
     live = json.loads(out.stdout.strip().splitlines()[-1])
-    assert Cassette.load(path).header["note"]["command"] == "marionette run"
+    cassette = Cassette.load(path)
+    assert cassette.header["note"]["command"] == "marionette run"
+    assert [s["name"] for s in cassette.header["scripts"]] == ["deterministic.js"]
+    main = cassette.main_call()
+    assert main is not None
+    name = main[0]
 
     events: List[Any] = []
     replayed = marionette.replay(path, on_event=events.append)
@@ -273,7 +281,7 @@ def test_a_cli_recording_replays_here(tmp_path: Path) -> None:
 
     changed = script.read_text().replace("await sleep(250);", "await sleep(260);")
     with pytest.raises(DivergenceError) as caught:
-        marionette.replay(path, sources={str(script): changed})
+        marionette.replay(path, sources={name: changed})
     assert "sleep" in caught.value.what
 
 
