@@ -101,6 +101,8 @@ class Core:
         self._limits = limits if limits is not None else Limits()
         self._recorder = record
         if record is not None:
+            if not isinstance(record, Recorder):
+                raise TypeError(f"record must be a marionette.Recorder, not {type(record).__name__}")
             # A recording is replayed with the same clock and randomness.
             if self._limits.determinism is None:
                 self._limits = dataclasses.replace(self._limits, determinism=Determinism.fresh())
