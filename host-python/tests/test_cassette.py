@@ -300,3 +300,29 @@ def test_an_async_sandbox_records_too(tmp_path: Path) -> None:
     assert cassette.header["note"] == {"test": "async"}
     assert cassette.header["policy"]["determinism"] == {"seed": 42, "start_ms": Determinism(42).start_ms}
     assert marionette.replay(cassette).result == value
+
+
+def test_a_trap_and_the_rebuilt_instance_are_recorded_and_replayed(tmp_path: Path) -> None:
+    # A built-in looping in C cannot be interrupted: the hard stop traps,
+    # the instance is rebuilt (a new `configure`, the scripts reloaded).
+    stuck = (ROOT / "tests" / "fixtures" / "hostile" / "stuck_in_native.js").read_text()
+    recorder = Recorder()
+    with Sandbox(limits=Limits(entry_deadline=0.05, determinism=Determinism(3)), record=recorder) as sandbox:
+        sandbox.load("stuck.js", stuck)
+        sandbox.load("ok.js", "export default (input) => ({ twice: input * 2, at: Date.now() });")
+        with pytest.raises(marionette.TrappedError):
+            sandbox.run_main("stuck.js", None)
+        value = sandbox.run_main("ok.js", 21)
+    cassette = recorder.finish()
+    traps = [e for e in cassette.entries if "trap" in e]
+    assert len(traps) == 1 and list(traps[0]["call"]) == ["run-main"]
+    assert [list(e["call"])[0] for e in cassette.entries].count("configure") == 2
+    path = tmp_path / "trap.jsonl"
+    cassette.save(path)
+
+    replayed = marionette.replay(path)
+    assert replayed.result == value == {"twice": 42, "at": Determinism(3).start_ms}
+
+    out = cli(["replay", str(path)], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == value
