@@ -136,7 +136,11 @@ host-node/node_modules/.installed: host-node/package.json host-node/package-lock
 
 host-node/guest/marionette_guest.js: $(GUEST_SNAPSHOT) host-node/node_modules/.installed
 	rm -rf host-node/guest
-	cd host-node && npx jco transpile ../$(GUEST_SNAPSHOT) --instantiation sync --no-wasi-shim --quiet -o guest
+	cd host-node && npx jco transpile ../$(GUEST_SNAPSHOT) --name marionette_guest --instantiation sync --no-wasi-shim --quiet -o guest
+	# The component's SHA-256, which a cassette's header names (the Rust and
+	# Python hosts hash the same file).
+	node -e 'const f = require("fs"); f.writeFileSync(process.argv[2], require("crypto").createHash("sha256").update(f.readFileSync(process.argv[1])).digest("hex") + "\n")' \
+		$(GUEST_SNAPSHOT) host-node/guest/component.sha256
 
 ## The guest alone, built exactly as the host's build.rs builds it (same
 ## folder, same profile settings), so neither build invalidates the other.

@@ -1,5 +1,6 @@
 // Types of the marionette Node package.
 
+import { MarionetteError } from "./errors.js";
 export * from "./errors.js";
 
 /** Any JSON value. */
@@ -97,6 +98,21 @@ export interface Policy {
   maxPendingOps: number;
   /** Bytes of JSON a task may return (0: no cap). */
   maxResultBytes: number;
+  /**
+   * A deterministic run (docs/cassette.md): `Math.random`, `crypto` and the
+   * ids of sessions draw from one generator seeded with `seed`; `Date` and
+   * `performance.now` read a virtual clock that starts at `startMs` and
+   * moves only when a timer is resumed. `null`/absent: the machine's clocks
+   * and randomness. A seed above 2^53 must be a BigInt.
+   */
+  determinism?: Determinism | null;
+}
+
+/** The seed and start time of a deterministic run. */
+export interface Determinism {
+  seed: number | bigint;
+  /** Milliseconds since the Unix epoch. */
+  startMs: number;
 }
 
 /** The Rust host's defaults: 256 MiB, 5 s per entry, 60 s per task, ... */
@@ -169,6 +185,13 @@ export interface SandboxOptions {
   onLog?: (level: "debug" | "info" | "warn" | "error", message: string) => void;
   /** The compiled component to instantiate; default {@link Runtime.shared}. */
   runtime?: Runtime;
+  /**
+   * Takes every entry into the guest: the run as a cassette
+   * (docs/cassette.md), replayed by {@link replay}, `marionette replay` and
+   * the Python package. Without `policy.determinism` the run gets a fresh
+   * seed and clock.
+   */
+  record?: Recorder;
 }
 
 /** How one task runs. */
@@ -286,7 +309,138 @@ export class Runtime {
   static shared(): Promise<Runtime>;
   /** Compiles the transpiled component in `dir` (jco's output). */
   static load(dir?: string | URL): Promise<Runtime>;
+  /** The SHA-256 of the component (what a cassette's header names); undefined without `guest/component.sha256`. */
+  readonly sha256: string | undefined;
 }
+
+/** A cassette's first line (docs/cassette.md, "Header"). */
+export interface CassetteHeader {
+  format: "marionette-cassette";
+  version: 1;
+  /** The SHA-256 of the component that recorded it. */
+  component: string;
+  /** The version of the marionette host that recorded it. */
+  marionette: string;
+  /** The recording sandbox's policy (the Rust host's `Policy` fields, snake_case), its determinism included. */
+  policy: { determinism?: { seed: number; start_ms: number } | null; [key: string]: Json | undefined };
+  scripts: { name: string; sha256: string; bytes: number }[];
+  note?: Json;
+}
+
+/** One recorded entry into the guest: `effects` it returned, or its `trap`. */
+export interface CassetteEntry {
+  n: number;
+  task: number;
+  /** `{[export]: arguments}`: `{"run-main": {name, input}}`, `{"resume": {op, outcome}}`, ... */
+  call: { [call: string]: Json };
+  effects?: Json[];
+  trap?: string;
+}
+
+/** What {@link Cassette.read} accepts at most. */
+export interface ReadLimits {
+  maxBytes: number;
+  maxEntries: number;
+}
+
+/** 256 MiB, a million entries. */
+export const DEFAULT_READ_LIMITS: Readonly<ReadLimits>;
+
+/** A recorded run: its header and entries. */
+export class Cassette {
+  constructor(header: CassetteHeader, entries: CassetteEntry[]);
+  readonly header: CassetteHeader;
+  readonly entries: CassetteEntry[];
+  /** The SHA-256 of the component that recorded it. */
+  readonly component: string;
+  /** The source a script (or a module of a graph, by path) was loaded with, the last time it was. */
+  scriptSource(name: string): string | undefined;
+  /** The script and input of the last `main` the run called. */
+  mainCall(): { name: string; input: Json } | undefined;
+  /** The JSON lines, with the trailer's checksum. */
+  toBuffer(): Buffer;
+  save(path: string): Promise<void>;
+  /** Reads and checks the cassette at `path`; rejects with a {@link CassetteError}. */
+  static load(path: string, limits?: ReadLimits): Promise<Cassette>;
+  /** Reads and checks a cassette; throws a {@link CassetteError}. */
+  static read(data: Uint8Array | string, limits?: ReadLimits): Cassette;
+}
+
+/**
+ * Takes the entries of one sandbox's run (`Sandbox.create({record})`);
+ * {@link Recorder.finish} makes the cassette.
+ */
+export class Recorder {
+  /** `note`: what the header says of the run (default `{host: "node"}`). */
+  constructor(note?: Json);
+  note(note: Json): void;
+  /** Entries taken so far. */
+  readonly length: number;
+  /** The cassette of what was recorded so far (the recording goes on). */
+  finish(): Cassette;
+}
+
+/** Why a cassette was refused before anything ran. */
+export class CassetteError extends MarionetteError {
+  readonly name: "CassetteError";
+  readonly kind: "io" | "not-a-cassette" | "version" | "malformed" | "truncated" | "edited" | "too-large" | "component";
+  readonly detail: string;
+  /** `malformed`: the 1-based line. */
+  readonly line?: number;
+  /** `version`: the version the header names. */
+  readonly found?: unknown;
+  /** `component`: the recorded component's SHA-256, and this runtime's. */
+  readonly recorded?: string;
+  readonly running?: string;
+}
+
+/** The replay did or asked something else than what was recorded. */
+export class DivergenceError extends MarionetteError {
+  readonly name: "DivergenceError";
+  /** The recorded entry, from 0. */
+  readonly entry: number;
+  /** Its export: `script.run-main`, `tasks.resume`, ... */
+  readonly export: string;
+  readonly task: number;
+  /** What differs, in words: `the request for infer (op 3)`, `a console line of task 2`, ... */
+  readonly what: string;
+  /** Both sides as indented JSON (`(nothing)` when one side has none). */
+  readonly recorded: string;
+  readonly asked: string;
+  /** The lines that differ: `-` recorded, `+` asked, with context. */
+  readonly diff: string;
+}
+
+/** How {@link replay} runs. */
+export interface ReplayOptions {
+  /** Default: the package's component. */
+  runtime?: Runtime;
+  /** Sources to load instead of the recorded ones, by script name (or a graph's module path): the script as it is now. */
+  sources?: { [name: string]: string };
+  /** The run's console lines and session events (not those of loading). */
+  onEvent?: (event: TaskEvent) => void;
+  limits?: ReadLimits;
+}
+
+/** What a replay that matched its cassette produced. */
+export interface Replayed {
+  /** Entries made. */
+  entries: number;
+  /** Whether the run called a `main`. */
+  ranMain: boolean;
+  /** What the last `main` returned. */
+  result: Json | undefined;
+  /** Or the error its caller got. */
+  error: MarionetteError | undefined;
+}
+
+/**
+ * Replays a cassette strictly: every recorded entry again into a fresh
+ * instance, each one's effects compared with the recorded ones; nothing is
+ * performed (timers, models, tools answer from the cassette). Rejects with
+ * a {@link CassetteError} or, at the first difference, a {@link DivergenceError}.
+ */
+export function replay(cassette: string | Cassette, options?: ReplayOptions): Promise<Replayed>;
 
 /** What {@link execute} resolves to (Cloudflare Code Mode's `ExecuteResult`). */
 export interface ExecuteResult {

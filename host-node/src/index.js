@@ -6,6 +6,7 @@ export { Sandbox, DEFAULT_POLICY } from "./sandbox.js";
 export { Runtime } from "./runtime.js";
 export { Task } from "./task.js";
 export { execute } from "./execute.js";
+export { Recorder, Cassette, CassetteError, DivergenceError, replay, DEFAULT_READ_LIMITS } from "./cassette.js";
 export {
   MarionetteError,
   ClosedError,

@@ -70,7 +70,11 @@ export class Guest {
       hostTools: config.tools.map(toolDefinitionToWit),
       // The host's clocks and randomness (a deterministic run would give a
       // seed and a start time: docs/cassette.md).
-      determinism: undefined,
+      // A deterministic run's seed and start (docs/cassette.md), or the host's clocks and randomness.
+      determinism:
+        config.determinism == null
+          ? undefined
+          : { seed: BigInt(config.determinism.seed), startMs: BigInt(config.determinism.startMs) },
     });
   }
 

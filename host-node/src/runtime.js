@@ -14,6 +14,9 @@ const ENTRY = "marionette_guest.js";
 
 const HOST = "marionette:runtime/host";
 
+/** The SHA-256 of the component, beside jco's output. */
+const SHA256 = "component.sha256";
+
 let shared;
 
 /** The compiled component, shared by the sandboxes that use it. */
@@ -22,9 +25,15 @@ export class Runtime {
   #modules;
 
   /** @internal Use {@link Runtime.load} or {@link Runtime.shared}. */
-  constructor(instantiate, modules) {
+  constructor(instantiate, modules, sha256) {
     this.#instantiate = instantiate;
     this.#modules = modules;
+    /**
+     * The SHA-256 of the component jco transpiled (`guest/component.sha256`,
+     * written by `make node-guest`), as a cassette's header names the
+     * component that recorded it: the Rust and Python hosts hash the same file.
+     */
+    this.sha256 = sha256;
   }
 
   /** The package's component, compiled once per process (compiled code only: no state). */
@@ -57,7 +66,9 @@ export class Runtime {
       modules.set(file, await WebAssembly.compile(await readFile(new URL(file, base))));
     }
     const { instantiate } = await import(new URL(ENTRY, base).href);
-    return new Runtime(instantiate, modules);
+    let sha256;
+    if (files.includes(SHA256)) sha256 = (await readFile(new URL(SHA256, base), "utf8")).trim();
+    return new Runtime(instantiate, modules, sha256);
   }
 
   /**

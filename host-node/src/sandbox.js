@@ -28,6 +28,7 @@ import {
   TrappedError,
 } from "./errors.js";
 import { Guest, GuestScriptError, PROTOCOL, err, errScript, ok, okTurn } from "./protocol.js";
+import { Recorder, freshDeterminism, policyJson, recordingExports } from "./cassette.js";
 import { Runtime } from "./runtime.js";
 import { SchemaCache } from "./schema.js";
 import { Task } from "./task.js";
@@ -57,6 +58,7 @@ export class Sandbox {
   #onConsole;
   #onLog;
   #schemas = new SchemaCache();
+  #recorder;
 
   /** The live instance: `{guest, memory}`, or null after a trap until the next entry. */
   #vm = null;
@@ -77,6 +79,20 @@ export class Sandbox {
   constructor(runtime, options = {}) {
     this.#runtime = runtime;
     this.#policy = { ...DEFAULT_POLICY, ...options.policy };
+    this.#recorder = options.record;
+    if (this.#recorder !== undefined) {
+      if (!(this.#recorder instanceof Recorder)) throw new TypeError("options.record must be a Recorder");
+      if (runtime.sha256 === undefined) {
+        throw new HostError(
+          "record",
+          "the component's SHA-256 is unknown (guest/component.sha256): run `make node-guest`",
+        );
+      }
+      // A recording is replayed with the same clock and randomness.
+      this.#policy.determinism ??= freshDeterminism();
+      this.#recorder.component = runtime.sha256;
+      this.#recorder.start(policyJson(this.#policy));
+    }
     this.#services = services(options);
     this.#onConsole = options.onConsole;
     this.#onLog = options.onLog;
@@ -367,9 +383,12 @@ export class Sandbox {
       },
       validateArguments: (schema, args) => this.#validate(schema, args),
     });
-    const guest = new Guest(exports);
+    const entries =
+      this.#recorder === undefined ? exports : recordingExports(exports, this.#recorder, () => this.#entry?.task ?? 0);
+    const guest = new Guest(entries);
     const p = this.#policy;
     guest.configure({
+      determinism: p.determinism,
       memoryLimit: Math.max(p.memoryLimit - QUICKJS_RESERVE, QUICKJS_RESERVE),
       consoleLines: p.maxConsoleLines,
       consoleBytes: p.maxConsoleBytes,

@@ -1,5 +1,17 @@
 // Type-checked (`tsc`), never run: the public types as a user writes them.
-import { Sandbox, execute, ScriptError, LimitError, type Turn, type HostTool } from "marionette";
+import {
+  Sandbox,
+  execute,
+  ScriptError,
+  LimitError,
+  Recorder,
+  Cassette,
+  CassetteError,
+  DivergenceError,
+  replay,
+  type Turn,
+  type HostTool,
+} from "marionette";
 
 const add: HostTool = {
   name: "add",
@@ -31,4 +43,24 @@ export async function example(): Promise<void> {
   const { result, error, logs } = await execute("async () => codemode.add({ a: 1 })", { add: ({ a }) => a + 1 });
   console.log(result, error, logs?.length);
   await sandbox.close();
+}
+
+// Recording and replaying a run (docs/cassette.md).
+export async function cassettes(): Promise<void> {
+  const recorder = new Recorder({ test: "types" });
+  const sandbox = await Sandbox.create({ record: recorder, policy: { determinism: { seed: 7, startMs: 0 } } });
+  await sandbox.load("a.js", "export default () => Date.now()");
+  await sandbox.runMain("a.js");
+  await sandbox.close();
+  const cassette: Cassette = recorder.finish();
+  await cassette.save("a.jsonl");
+  const seed: number | undefined = cassette.header.policy.determinism?.seed;
+  console.log(seed, recorder.length, cassette.mainCall()?.name);
+  try {
+    const replayed = await replay("a.jsonl", { sources: { "a.js": "export default () => 0" }, onEvent: (e) => e.task });
+    console.log(replayed.entries, replayed.ranMain, replayed.result);
+  } catch (e) {
+    if (e instanceof DivergenceError) console.log(e.entry, e.export, e.task, e.what, e.diff);
+    if (e instanceof CassetteError && e.kind === "component") console.log(e.recorded, e.running);
+  }
 }

@@ -16,6 +16,22 @@ logger (the guest's own diagnostics to ``marionette.guest``).
 """
 
 from ._async import AsyncSandbox, TaskHandle
+from ._cassette import (
+    Cassette,
+    CassetteEditedError,
+    CassetteError,
+    CassetteTooLargeError,
+    CassetteTruncatedError,
+    CassetteVersionError,
+    ComponentMismatchError,
+    DivergenceError,
+    MalformedCassetteError,
+    NotACassetteError,
+    ReadLimits,
+    Recorder,
+    Replayed,
+    replay,
+)
 from ._errors import (
     CanceledError,
     ClosedError,
@@ -32,6 +48,7 @@ from ._errors import (
 from ._sync import Sandbox
 from ._types import (
     ConsoleLine,
+    Determinism,
     EngineFn,
     Event,
     ExportInfo,
@@ -50,8 +67,17 @@ from ._types import (
 __all__ = [
     "AsyncSandbox",
     "CanceledError",
+    "Cassette",
+    "CassetteEditedError",
+    "CassetteError",
+    "CassetteTooLargeError",
+    "CassetteTruncatedError",
+    "CassetteVersionError",
     "ClosedError",
+    "ComponentMismatchError",
     "ConsoleLine",
+    "Determinism",
+    "DivergenceError",
     "EngineFn",
     "Event",
     "ExportInfo",
@@ -63,11 +89,16 @@ __all__ = [
     "Limit",
     "LimitError",
     "Limits",
+    "MalformedCassetteError",
     "MarionetteError",
     "MiddlewareCall",
     "MiddlewareFn",
     "NextFn",
+    "NotACassetteError",
+    "ReadLimits",
+    "Recorder",
     "RejectedError",
+    "Replayed",
     "Sandbox",
     "ScriptError",
     "SessionEvent",
@@ -76,4 +107,5 @@ __all__ = [
     "ToolDefinition",
     "TrappedError",
     "Turn",
+    "replay",
 ]

@@ -6,6 +6,7 @@ import asyncio
 import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
+from ._cassette import Recorder
 from ._core import Core, EventCallback, TaskState, call_user
 from ._errors import (
     CanceledError,
@@ -90,6 +91,11 @@ class AsyncSandbox(Core):
         middlewares: host middleware by name (``middlewares.host(name)``).
         tools: host tools (``registry.useHostTools()``).
         on_event: called with every event of every task.
+        record: a :class:`Recorder` that takes every entry into the guest:
+            the run as a cassette (docs/cassette.md), replayed by
+            :func:`replay` here, by ``marionette replay`` and by the Node
+            package. Without ``limits.determinism`` the run gets a fresh
+            seed and clock.
     """
 
     def __init__(
@@ -101,9 +107,16 @@ class AsyncSandbox(Core):
         middlewares: Optional[Mapping[str, MiddlewareFn]] = None,
         tools: Sequence[HostTool] = (),
         on_event: Optional[EventCallback] = None,
+        record: Optional[Recorder] = None,
     ) -> None:
         super().__init__(
-            component, limits=limits, engines=engines, middlewares=middlewares, tools=tools, on_event=on_event
+            component,
+            limits=limits,
+            engines=engines,
+            middlewares=middlewares,
+            tools=tools,
+            on_event=on_event,
+            record=record,
         )
 
     # ------------------------------------------------------------ public API

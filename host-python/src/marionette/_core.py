@@ -12,6 +12,7 @@ half-processed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import itertools
 import logging
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 from . import _protocol as protocol
+from ._cassette import Recorder, policy_json
 from ._errors import (
     CanceledError,
     ClosedError,
@@ -34,6 +36,7 @@ from ._errors import (
     TrappedError,
 )
 from ._types import (
+    Determinism,
     EngineFn,
     Event,
     HostTool,
@@ -92,9 +95,18 @@ class Core:
         middlewares: Optional[Mapping[str, MiddlewareFn]] = None,
         tools: Sequence[HostTool] = (),
         on_event: Optional[EventCallback] = None,
+        record: Optional[Recorder] = None,
     ) -> None:
         self._component = component
         self._limits = limits if limits is not None else Limits()
+        self._recorder = record
+        if record is not None:
+            if not isinstance(record, Recorder):
+                raise TypeError(f"record must be a marionette.Recorder, not {type(record).__name__}")
+            # A recording is replayed with the same clock and randomness.
+            if self._limits.determinism is None:
+                self._limits = dataclasses.replace(self._limits, determinism=Determinism.fresh())
+            record._start(policy_json(self._limits))
         self._engines = dict(engines or {})
         self._middlewares = dict(middlewares or {})
         self._tools = {t.name: t for t in tools}
@@ -377,7 +389,7 @@ class Core:
         interrupts = self._interrupts
 
         def build() -> Vm:
-            vm = Vm(Runtime.get(self._component), limits.memory, interrupts)
+            vm = Vm(Runtime.get(self._component), limits.memory, interrupts, self._recorder)
             vm.enter(
                 0, limits.entry_deadline, lambda g: g.configure(protocol.vm_config(limits, engines, middlewares, tools))
             )

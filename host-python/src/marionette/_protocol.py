@@ -28,12 +28,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 from wasmtime.component import Record, Variant
 
+from . import _witjson as witjson
 from ._errors import HostError, Limit, ScriptError
 from ._types import ConsoleLine, ExportInfo, Json, Limits, SessionEvent, ToolDefinition, Turn
+
+if TYPE_CHECKING:
+    from ._cassette import Recorder
 
 PACKAGE = "marionette:runtime"
 VERSION = "0.1.0"
@@ -337,9 +341,11 @@ def vm_config(limits: Limits, engines: List[str], middlewares: List[str], tools:
                 record({"name": t.name, "description": t.description, "parameters": json.dumps(t.parameters)})
                 for t in tools
             ],
-            # The host's clocks and randomness (a deterministic run would
-            # give a seed and a start time: docs/cassette.md).
-            "determinism": None,
+            # A deterministic run's seed and start time (docs/cassette.md),
+            # or the host's clocks and randomness.
+            "determinism": None
+            if limits.determinism is None
+            else record({"seed": limits.determinism.seed, "start-ms": limits.determinism.start_ms}),
         }
     )
 
@@ -358,6 +364,10 @@ class Guest:
         self._store = store
         self._instance = instance
         self._funcs: Dict[str, Callable[..., Any]] = {}
+        #: The task of the entry under way (set by ``Vm.enter``).
+        self.task = 0
+        self._recorder: Optional[Recorder] = None
+        self._is_trap: Callable[[BaseException], bool] = lambda e: False
         # The protocol of docs/protocol.md, the only one: its guest runs
         # sessions itself, and a host middleware's `next` is `middleware.next`.
         # An older component would fail in stranger ways later.
@@ -373,12 +383,51 @@ class Guest:
             if func is None:
                 raise HostError("instantiate", f"the component exports no function {key}")
             store = self._store
+            entry = witjson.BY_EXPORT.get(key, "configure" if key == "vm#configure" else None)
 
             def f(*args: Any, _func: Any = func) -> Any:
-                return _func(store, *args)
+                if self._recorder is None or entry is None:
+                    return _func(store, *args)
+                return self._recorded(entry, _func, store, args)
 
             self._funcs[key] = f
         return f
+
+    def record(self, recorder: Recorder, is_trap: Callable[[BaseException], bool]) -> None:
+        """Every entry from now on goes to ``recorder`` (queries do not);
+        ``is_trap`` tells a trap from a value that did not lower."""
+        self._recorder = recorder
+        self._is_trap = is_trap
+
+    def _recorded(self, entry: str, func: Any, store: Any, args: Tuple[Any, ...]) -> Any:
+        recorder = self._recorder
+        assert recorder is not None
+        task = self.task
+        try:
+            if entry == "configure":
+                call: Optional[Dict[str, Any]] = {"configure": witjson.to_json(witjson.VM_CONFIG, args[0])}
+            else:
+                call = witjson.call_to_json(entry, task, args)
+        except Exception:
+            call = None  # not WIT values: they do not lower either, the guest is not entered
+        try:
+            raw = func(store, *args)
+        except BaseException as e:
+            if call is not None and self._is_trap(e):
+                recorder._entry(
+                    task, call, None, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                )
+            raise
+        if call is not None:
+            recorder._entry(task, call, [] if raw is None else witjson.to_json(witjson.EFFECTS, raw), None)
+        return raw
+
+    def raw(self, entry: str, task: int, args: Sequence[Any]) -> Any:
+        """Makes the entry ``entry`` (a cassette's name of it) with WIT
+        values: what a replay does."""
+        iface, name, takes_task, _ = witjson.CALLS[entry]
+        f = self._func(iface, name)
+        return f(task, *args) if takes_task else f(*args)
 
     def configure(self, config: Record) -> None:
         self._func("vm", "configure")(config)

@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from typing import Any, Callable, Coroutine, Dict, List, Mapping, Optional, Sequence, TypeVar, Union
 
 from ._async import AsyncSandbox
+from ._cassette import Recorder
 from ._core import EventCallback
 from ._errors import ClosedError
 from ._types import EngineFn, ExportInfo, HostTool, Json, Limits, MiddlewareFn, ToolDefinition, Turn
@@ -37,6 +38,7 @@ class Sandbox:
         middlewares: Optional[Mapping[str, MiddlewareFn]] = None,
         tools: Sequence[HostTool] = (),
         on_event: Optional[EventCallback] = None,
+        record: Optional[Recorder] = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="marionette-loop", daemon=True)
@@ -45,7 +47,13 @@ class Sandbox:
 
         async def make() -> AsyncSandbox:
             return AsyncSandbox(
-                component, limits=limits, engines=engines, middlewares=middlewares, tools=tools, on_event=on_event
+                component,
+                limits=limits,
+                engines=engines,
+                middlewares=middlewares,
+                tools=tools,
+                on_event=on_event,
+                record=record,
             )
 
         self._inner = self._run(make())

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Literal, Optional, Union
 
 __all__ = [
     "ConsoleLine",
+    "Determinism",
     "EngineFn",
     "Event",
     "ExportInfo",
@@ -151,6 +154,27 @@ class Limits:
     pending_ops: int = 1_000
     #: Tasks running at once before new ones are rejected.
     max_tasks: int = 1_024
+    #: A deterministic run: the guest's clocks and randomness seeded
+    #: (docs/cassette.md); ``None``: the machine's.
+    determinism: Optional[Determinism] = None
+
+
+@dataclass(frozen=True)
+class Determinism:
+    """A deterministic run (``vm-config.determinism``): ``Math.random``,
+    ``crypto.getRandomValues`` and the ids of sessions draw from one
+    generator seeded with ``seed``; ``Date`` and ``performance.now`` read a
+    virtual clock that starts at ``start_ms`` (milliseconds since the Unix
+    epoch) and moves only when a timer the script asked for is resumed."""
+
+    seed: int
+    start_ms: int = 1_735_689_600_000  # 2025-01-01T00:00:00Z, as the Rust host's
+
+    @classmethod
+    def fresh(cls) -> Determinism:
+        """A new seed (below 2^53, so every JSON reader keeps it), the clock
+        starting now: what a recording sandbox gets when it names none."""
+        return cls(int.from_bytes(os.urandom(8), "little") >> 11, int(time.time() * 1000))
 
 
 @dataclass(frozen=True)

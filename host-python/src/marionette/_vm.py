@@ -10,13 +10,14 @@ interrupted (a trap: the instance is rebuilt).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, TypeVar, Union
 
 import wasmtime
 from wasmtime.component import Component, Linker
@@ -24,6 +25,9 @@ from wasmtime.component import Component, Linker
 from . import _protocol as protocol
 from ._errors import HostError, Limit
 from ._schema import SchemaCache
+
+if TYPE_CHECKING:
+    from ._cassette import Recorder
 
 log = logging.getLogger("marionette")
 guest_log = logging.getLogger("marionette.guest")
@@ -58,7 +62,12 @@ class Runtime:
         config.epoch_interruption = True
         self.engine = wasmtime.Engine(config)
         try:
-            self.component = Component.from_file(self.engine, str(path))
+            data = path.read_bytes()
+            #: The SHA-256 of the component's bytes, as a cassette's header
+            #: names the component that recorded it (the Rust host hashes the
+            #: same file, which it embeds).
+            self.sha256 = hashlib.sha256(data).hexdigest()
+            self.component = Component(self.engine, data)
         except (OSError, wasmtime.WasmtimeError) as e:
             raise HostError("compile", f"cannot load the component {path}: {e}") from e
         self.linker = Linker(self.engine)
@@ -179,7 +188,13 @@ def _dispatch(attr: str) -> Callable[..., Any]:
 class Vm:
     """A store and an instance: created, entered and dropped on one thread."""
 
-    def __init__(self, runtime: Runtime, memory: int, interrupts: Dict[int, Tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        memory: int,
+        interrupts: Dict[int, Tuple[str, str]],
+        recorder: Optional[Recorder] = None,
+    ) -> None:
         self.imports = Imports(interrupts)
         self.store = wasmtime.Store(runtime.engine)
         if memory:
@@ -195,6 +210,14 @@ class Vm:
         except wasmtime.WasmtimeError as e:
             raise HostError("instantiate", f"the component cannot be instantiated: {e}") from e
         self.guest = protocol.Guest(self.store, instance)
+        if recorder is not None:
+            recorder._component = runtime.sha256
+            self.guest.record(recorder, self._entered_trap)
+
+    def _entered_trap(self, e: BaseException) -> bool:
+        """Whether ``e``, raised by an export, is a trap of the guest (not
+        a value that did not lower before it was entered)."""
+        return isinstance(e, wasmtime.WasmtimeError) or self.imports.entry.failed_import is not None
 
     def enter(self, task: int, deadline: float, f: Callable[[protocol.Guest], T]) -> T:
         """Runs ``f`` for ``task`` under the CPU deadline (seconds).
@@ -204,6 +227,7 @@ class Vm:
                 this instance must not be used again.
         """
         entry = self.imports.entry = Entry(task, time.monotonic() + deadline)
+        self.guest.task = task
         self.imports.deadline = deadline
         _current.imports = self.imports
         self.store.set_epoch_deadline(max(1, round(2 * deadline / EPOCH_TICK)))
