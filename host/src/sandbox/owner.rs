@@ -112,7 +112,19 @@ struct PendingOp {
     task: u64,
     handle: AbortHandle,
     /// When the op is a timer (`sleep`): when it is due.
-    due: Option<Instant>,
+    due: Option<Due>,
+}
+
+/// When a timer is due, as timers are ordered: by the machine's clock, or
+/// in a deterministic run by the guest's virtual clock, which the owner
+/// keeps in step with the guest's (`guest/src/clock.rs`: it starts with the
+/// instance and moves only when a sleep is resumed, to the time that sleep
+/// was due). One owner's timers are all of one kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    Real(Instant),
+    /// Milliseconds of virtual time since the instance started.
+    Virtual(u64),
 }
 
 #[derive(Clone)]
@@ -182,6 +194,10 @@ pub(crate) struct Owner {
     recorder: Option<Recorder>,
     /// The operations a partial replay answers from its cassette.
     answers: Option<Arc<Answers>>,
+    /// In a deterministic run, the guest's virtual clock, in milliseconds
+    /// since its instance started: what the instance's timers are
+    /// ordered by.
+    virtual_ms: u64,
 }
 
 impl Drop for Owner {
@@ -226,6 +242,7 @@ impl Owner {
             fetcher: None,
             recorder,
             answers,
+            virtual_ms: 0,
         }
     }
 
@@ -388,6 +405,7 @@ impl Owner {
     fn lose_instance(&mut self, failure: &TrapFailure) {
         self.vm = None;
         self.generation += 1;
+        self.virtual_ms = 0; // the next instance's clock starts again
         for (_, op) in self.ops.drain() {
             op.handle.abort();
         }
@@ -514,7 +532,13 @@ impl Owner {
                 let wait = Duration::from_millis(ms).min(MAX_SLEEP);
                 // For the order of answers only: the sleep itself runs on the
                 // caller's runtime and clock (tokio's, which a test may pause).
-                due = Some(Instant::now() + wait);
+                // A deterministic run orders them as its virtual clock
+                // does, whatever the machine's load did to when each was
+                // asked for.
+                due = Some(match self.policy.determinism {
+                    Some(_) => Due::Virtual(self.virtual_ms.saturating_add(ms)),
+                    None => Due::Real(Instant::now() + wait),
+                });
                 Box::pin(async move {
                     tokio::time::sleep(wait).await;
                     Ok(wit::Value::Json("null".into()))
@@ -695,6 +719,7 @@ impl Owner {
             if self.vm.is_none() {
                 return; // one of them trapped: this op went with the instance
             }
+            self.timer_fired(due);
         }
         self.enter(pending.task, Call::Resume { op, outcome });
     }
@@ -705,15 +730,15 @@ impl Owner {
     /// machine may post their answers in either order; so before a timer is
     /// answered, the pending timers due before it are answered first (their
     /// own answers, arriving later, find them gone).
-    fn fire_timers_due_before(&mut self, due: Instant, op: u64) {
-        let mut earlier: Vec<(Instant, u64)> = self
+    fn fire_timers_due_before(&mut self, due: Due, op: u64) {
+        let mut earlier: Vec<(Due, u64)> = self
             .ops
             .iter()
             .filter_map(|(&other, p)| p.due.map(|d| (d, other)))
             .filter(|&key| key < (due, op))
             .collect();
         earlier.sort_unstable();
-        for (_, other) in earlier {
+        for (other_due, other) in earlier {
             let Some(pending) = self.ops.remove(&other) else {
                 continue; // released by what an earlier timer ran
             };
@@ -721,8 +746,17 @@ impl Owner {
             if self.vm.is_none() {
                 return;
             }
+            self.timer_fired(other_due);
             let outcome: wit::Outcome = Ok(wit::Value::Json("null".into()));
             self.enter(pending.task, Call::Resume { op: other, outcome });
+        }
+    }
+
+    /// A timer is answered: a virtual clock moves to when it was due, as
+    /// the guest's does (never back).
+    fn timer_fired(&mut self, due: Due) {
+        if let Due::Virtual(ms) = due {
+            self.virtual_ms = self.virtual_ms.max(ms);
         }
     }
 
