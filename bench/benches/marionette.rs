@@ -7,7 +7,9 @@
 //! what crossing threads costs right now (the crate docs of
 //! `marionette_bench` and its `measures` module say what each measure
 //! means). Then `sessions/*`: one session with a tool call and a slow
-//! model, against two hundred at once in the same sandbox. Then `load/*`:
+//! model, against two hundred at once in the same sandbox; `cost/*`: the
+//! two hundred again, plain, deterministic and recording, and a replay of
+//! a cassette of two hundred inferences. Then `load/*`:
 //! rounds of a mixed, partly hostile load from many callers against one
 //! sandbox and against three (every answer checked and counted), and
 //! `recovery/*`: from a trap to the next success on the rebuilt instance.
@@ -28,7 +30,12 @@ use anyhow::{Context as _, ensure};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode};
 use marionette::runner::{Runner, RunnerOptions};
-use marionette::{Error, Limit, Policy, Runtime, RuntimeOptions, Sandbox, TaskOptions};
+use marionette::{
+    Determinism, Error, HostServices, Limit, Policy, Runtime, RuntimeOptions, Sandbox,
+    SandboxOptions, TaskOptions,
+};
+use marionette::cassette::{self, Cassette, Mode, Recorder, ReplayOptions};
+use marionette_bench::cost;
 use marionette_bench::direct::{DirectGuest, DirectRuntime};
 use marionette_bench::fixture::{self, CONCURRENT_SESSIONS, SCRIPT};
 use marionette_bench::load::{self, Tally};
@@ -188,6 +195,7 @@ fn main() -> anyhow::Result<()> {
         [&direct, &booting],
     );
     bench_sessions(&mut criterion, &mut settings, &tokio, &sessions);
+    bench_cost(&mut criterion, &mut settings, &tokio, &runtime)?;
     tokio.block_on(sandbox.shutdown());
     tokio.block_on(sessions.shutdown());
     let tallies = bench_load(&mut criterion, &mut settings, &tokio, &runtime)?;
@@ -627,6 +635,114 @@ fn bench_sessions(
         });
         g.finish();
     }
+}
+
+/// How a `cost/sessions_*` iteration's sandbox runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Recording {
+    Plain,
+    Deterministic,
+    Recording,
+}
+
+/// A strict replay of `cassette`, checked: the agent's answer.
+async fn replay_agent(runtime: &Arc<Runtime>, cassette: &Cassette) -> anyhow::Result<()> {
+    let replayed = cassette::replay(
+        runtime.clone(),
+        cassette,
+        ReplayOptions::new(Mode::Strict),
+    )
+    .await?;
+    ensure!(
+        replayed.entries == cassette.len(),
+        "{} of {} entries replayed",
+        replayed.entries,
+        cassette.len()
+    );
+    let answer = replayed.result.context("the replay called no main")??;
+    ensure!(
+        answer == cost::agent_result(cost::INFERENCES / 2),
+        "the replay answered {answer}"
+    );
+    Ok(())
+}
+
+/// `cost/*` ([`cost`]): the two hundred sessions of `sessions/two_hundred`
+/// in a fresh sandbox each iteration, plain, deterministic and recording,
+/// one after the other; then a strict replay of a cassette of 200
+/// inferences recorded here. Every answer is checked, untimed.
+fn bench_cost(
+    c: &mut Criterion,
+    settings: &mut Vec<GroupSettings>,
+    tokio: &tokio::runtime::Runtime,
+    runtime: &Arc<Runtime>,
+) -> anyhow::Result<()> {
+    let cassette = &tokio.block_on(cost::record_agent_cassette(runtime.clone()))?;
+    tokio.block_on(replay_agent(runtime, cassette))?;
+    let all: &[Json] = &(0..CONCURRENT_SESSIONS)
+        .map(fixture::session_result)
+        .collect::<Vec<_>>();
+    let mut g = group(c, settings, cost::SESSIONS_PLAIN.group, SESSIONS);
+    for (measure, how) in [
+        (cost::SESSIONS_PLAIN, Recording::Plain),
+        (cost::SESSIONS_DETERMINISTIC, Recording::Deterministic),
+        (cost::SESSIONS_RECORDING, Recording::Recording),
+    ] {
+        g.bench_function(measure.function, |b| {
+            b.to_async(tokio).iter_custom(move |iters| async move {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let recorder = Recorder::new();
+                    let mut policy = Policy::default();
+                    let mut options = SandboxOptions::default();
+                    match how {
+                        Recording::Plain => {}
+                        Recording::Deterministic => {
+                            policy.determinism = Some(Determinism::fresh());
+                        }
+                        Recording::Recording => {
+                            options = SandboxOptions::record(recorder.clone());
+                        }
+                    }
+                    let sandbox = Sandbox::with_options(
+                        runtime.clone(),
+                        policy,
+                        HostServices::default(),
+                        options,
+                    )
+                    .await
+                    .expect("new sandbox");
+                    sandbox
+                        .load(fixture::SESSIONS_SCRIPT, fixture::SESSIONS_JS)
+                        .await
+                        .expect("load");
+                    let start = Instant::now();
+                    let answers =
+                        sessions_at_once(&sandbox, black_box(CONCURRENT_SESSIONS), fixture::MODEL_MS[0])
+                            .await
+                            .expect("sessions");
+                    timed += start.elapsed();
+                    assert!(answers == all, "a session answered wrong");
+                    sandbox.shutdown().await;
+                    assert_eq!(
+                        recorder.is_empty(),
+                        how != Recording::Recording,
+                        "entries recorded"
+                    );
+                }
+                timed
+            })
+        });
+    }
+    g.bench_function(cost::REPLAY.function, |b| {
+        b.to_async(tokio).iter(move || async move {
+            replay_agent(runtime, black_box(cassette))
+                .await
+                .expect("replay")
+        })
+    });
+    g.finish();
+    Ok(())
 }
 
 /// `load/*`: rounds of the mixed load ([`load`]) against one sandbox and

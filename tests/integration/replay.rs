@@ -160,6 +160,16 @@ async fn a_partial_replay_answers_the_model_from_the_cassette_and_runs_timers_li
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_script_diverges_at_the_operation_it_changed() {
     let (_, _, cassette) = record().await;
+    // The entry that asked for the first inference: where a changed prompt
+    // shows first.
+    let mut bytes = Vec::new();
+    cassette.write(&mut bytes).unwrap();
+    let first_infer: usize = String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .position(|line| line.contains(r#""what":{"Infer""#))
+        .expect("an inference recorded");
     let changed = fixture(NAME).replace("stamp twice", "stamp thrice");
     for mode in [Mode::Strict, Mode::Partial(vec!["infer".into()])] {
         let mut options = ReplayOptions::new(mode.clone());
@@ -183,6 +193,20 @@ async fn a_changed_script_diverges_at_the_operation_it_changed() {
         assert!(divergence.recorded.contains("stamp twice"));
         if mode == Mode::Strict {
             assert_eq!(divergence.export, "tasks.resume", "{divergence}");
+            assert_eq!(divergence.entry, first_infer, "{divergence}");
+        } else {
+            // The first of the recorded inferences.
+            assert_eq!(
+                (divergence.export.as_str(), divergence.entry),
+                ("infer", 0),
+                "{divergence}"
+            );
         }
+        assert!(
+            divergence
+                .to_string()
+                .starts_with(&format!("the replay diverged at entry {} (", divergence.entry)),
+            "{divergence}"
+        );
     }
 }
