@@ -233,6 +233,102 @@ pub fn inferences(cassette: &Cassette) -> anyhow::Result<usize> {
         .count())
 }
 
+/// The CPU time of every thread of the process so far, in nanoseconds
+/// (`/proc/self/task/*/schedstat`, Linux); `None` where it cannot be read.
+/// On a shared machine a run's CPU time moves far less than its wall time.
+pub fn process_cpu_ns() -> Option<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        // A thread that ended meanwhile: its time is not counted.
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// A run of the two hundred sessions: its wall time and the process's CPU
+/// time during it, in nanoseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Run {
+    /// Wall time.
+    pub wall_ns: f64,
+    /// CPU time of every thread, when it could be read.
+    pub cpu_ns: Option<f64>,
+}
+
+/// The median, least and greatest of some values.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    /// The median.
+    pub median: f64,
+    /// The least.
+    pub min: f64,
+    /// The greatest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// Of `values`; `None` when there are none.
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        })
+    }
+}
+
+/// Runs without and with a recorder, in pairs made one right after the
+/// other (in alternating order): each pair's ratio compares one state of
+/// the machine, where criterion's rows, seconds apart, may not.
+#[derive(Debug, Clone, Serialize)]
+pub struct Paired {
+    /// The pairs, `(plain, recording)`.
+    pub pairs: Vec<(Run, Run)>,
+    /// Each pair's `recording / plain` wall time.
+    pub wall_ratio: Option<Spread>,
+    /// Each pair's `recording / plain` CPU time.
+    pub cpu_ratio: Option<Spread>,
+    /// The plain runs' wall time.
+    pub plain_wall_ns: Option<Spread>,
+    /// The recording runs' wall time.
+    pub recording_wall_ns: Option<Spread>,
+}
+
+impl Paired {
+    /// The figures of `pairs`.
+    pub fn new(pairs: Vec<(Run, Run)>) -> Paired {
+        let wall: Vec<f64> = pairs.iter().map(|(p, r)| r.wall_ns / p.wall_ns).collect();
+        let cpu: Vec<f64> = pairs
+            .iter()
+            .filter_map(|(p, r)| Some(r.cpu_ns? / p.cpu_ns?))
+            .collect();
+        let plain: Vec<f64> = pairs.iter().map(|(p, _)| p.wall_ns).collect();
+        let recording: Vec<f64> = pairs.iter().map(|(_, r)| r.wall_ns).collect();
+        Paired {
+            wall_ratio: Spread::of(&wall),
+            cpu_ratio: Spread::of(&cpu),
+            plain_wall_ns: Spread::of(&plain),
+            recording_wall_ns: Spread::of(&recording),
+            pairs,
+        }
+    }
+}
+
 /// The `cost/*` rows of the report, against their targets.
 #[derive(Debug, Clone, Serialize)]
 pub struct CostResult {
@@ -254,6 +350,8 @@ pub struct CostResult {
     pub replay_target_ns: f64,
     /// Whether a figure is left over from an earlier run.
     pub mixes_runs: bool,
+    /// The paired runs of this run, when they ran.
+    pub paired: Option<Paired>,
 }
 
 /// Whether a figure meets its target, from its interval.
@@ -332,6 +430,7 @@ pub fn build(measures: &[MeasureResult]) -> Option<CostResult> {
         replay: median(REPLAY),
         replay_target_ns: REPLAY_TARGET_NS,
         mixes_runs: found.iter().any(|r| !r.this_run),
+        paired: None,
     })
 }
 
@@ -339,7 +438,12 @@ impl CostResult {
     /// Whether recording meets its target.
     pub fn recording_verdict(&self) -> Option<Verdict> {
         let r = self.recording_ratio.as_ref()?;
-        Some(Verdict::of(r.value, r.lower, r.upper, self.recording_target))
+        Some(Verdict::of(
+            r.value,
+            r.lower,
+            r.upper,
+            self.recording_target,
+        ))
     }
 
     /// Whether the replay meets its target.
@@ -408,8 +512,10 @@ pub fn markdown(s: &mut String, c: &CostResult) {
         "| strict replay of {INFERENCES} inferences (`{}`) | {} | {} | < {} | {} |",
         REPLAY.id(),
         interval(&c.replay),
-        c.replay
-            .map_or("–".into(), |r| format!("{:.3}×", r.estimate_ns / c.replay_target_ns)),
+        c.replay.map_or("–".into(), |r| format!(
+            "{:.3}×",
+            r.estimate_ns / c.replay_target_ns
+        )),
         ns(c.replay_target_ns),
         c.replay_verdict().map_or("–", Verdict::words),
     );
@@ -419,6 +525,29 @@ pub fn markdown(s: &mut String, c: &CostResult) {
          intervals allow. Recording settles a deterministic policy, so what it adds is the \
          `deterministic` row's part plus the recorder's.\n"
     );
+    if let Some(p) = &c.paired {
+        let spread = |x: &Option<Spread>, f: &dyn Fn(f64) -> String| {
+            x.map_or("–".into(), |x| {
+                format!("{} ({} – {})", f(x.median), f(x.min), f(x.max))
+            })
+        };
+        let times = |v: f64| format!("{v:.3}×");
+        let _ = writeln!(
+            s,
+            "Paired runs ({} pairs, plain and recording one right after the other, in alternating \
+             order; median of the pairs, least – greatest): plain {}, recording {}; recording / \
+             plain: wall time {}, CPU time of the process {}. Against the target of ≤ {:.2}×: {}.\n",
+            p.pairs.len(),
+            spread(&p.plain_wall_ns, &ns),
+            spread(&p.recording_wall_ns, &ns),
+            spread(&p.wall_ratio, &times),
+            spread(&p.cpu_ratio, &times),
+            c.recording_target,
+            p.wall_ratio.map_or("–", |r| {
+                Verdict::of(r.median, r.min, r.max, c.recording_target).words()
+            }),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -471,6 +600,40 @@ mod tests {
         assert!(md.contains("1.100×"), "{md}");
         assert!(md.contains("< 1.00 s"), "{md}");
         assert!(md.contains("**not met**"), "{md}");
+    }
+
+    #[test]
+    fn paired_runs_give_the_ratios_of_each_pair() {
+        let run = |wall_ns, cpu_ns| Run {
+            wall_ns,
+            cpu_ns: Some(cpu_ns),
+        };
+        let p = Paired::new(vec![
+            (run(100.0, 50.0), run(110.0, 52.0)),
+            (run(200.0, 50.0), run(180.0, 51.0)),
+            (run(100.0, 50.0), run(103.0, 50.0)),
+        ]);
+        let wall = p.wall_ratio.unwrap();
+        assert_eq!((wall.median, wall.min, wall.max), (1.03, 0.9, 1.1));
+        assert_eq!(p.cpu_ratio.unwrap().median, 1.02);
+        assert_eq!(p.plain_wall_ns.unwrap().max, 200.0);
+        assert!(Spread::of(&[]).is_none());
+        let mut c = build(&[result(SESSIONS_PLAIN, 1.0)]).unwrap();
+        c.paired = Some(p);
+        let mut md = String::new();
+        markdown(&mut md, &c);
+        assert!(md.contains("3 pairs"), "{md}");
+        assert!(md.contains("wall time 1.030× (0.900× – 1.100×)"), "{md}");
+    }
+
+    #[test]
+    fn the_process_cpu_time_moves_forward() {
+        let before = process_cpu_ns().expect("Linux");
+        let mut x = 0u64;
+        for i in 0..10_000_000u64 {
+            x = std::hint::black_box(x.wrapping_add(i));
+        }
+        assert!(process_cpu_ns().unwrap() > before, "{x}");
     }
 
     #[test]

@@ -50,8 +50,7 @@ pub use modules::Modules;
 pub use policy::{Determinism, Policy};
 pub use sandbox::{
     GuestOrigin, HostServices, LockdownReport, Runtime, RuntimeOptions, Sandbox, SandboxOptions,
-    SandboxStats,
-    TaskOptions,
+    SandboxStats, TaskOptions,
 };
 pub use session::{Session, SessionBuilder};
 

@@ -203,9 +203,10 @@ async fn a_changed_script_diverges_at_the_operation_it_changed() {
             );
         }
         assert!(
-            divergence
-                .to_string()
-                .starts_with(&format!("the replay diverged at entry {} (", divergence.entry)),
+            divergence.to_string().starts_with(&format!(
+                "the replay diverged at entry {} (",
+                divergence.entry
+            )),
             "{divergence}"
         );
     }

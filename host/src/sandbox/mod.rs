@@ -41,9 +41,9 @@ use tokio_util::sync::CancellationToken;
 pub use owner::{BoxFuture, EventSink, NextFn};
 pub(crate) use provided::{Part, Registration};
 pub(crate) use runtime::{GUEST_WASM, HostState};
+pub use runtime::{GuestOrigin, Runtime, RuntimeOptions};
 #[cfg(test)]
 pub(crate) use runtime::{Provides, vm_config};
-pub use runtime::{GuestOrigin, Runtime, RuntimeOptions};
 pub use services::HostServices;
 
 use crate::bindings::marionette::runtime::types as wit;
