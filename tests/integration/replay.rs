@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use marionette::cassette::{
     Cassette, Mode, ReadLimits, Recorder, ReplayError, ReplayOptions, replay,
 };
-use marionette::model::{Block, BlockKind, Event, Turn};
+use marionette::model::{BlockKind, Event, Turn};
 use marionette::session::{Engine, EngineRegistry, InferenceContext, async_trait};
 use marionette::{HostServices, Policy, Runtime, Sandbox, SandboxOptions, TaskOptions};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::common::fixture;
+use crate::common::{assistant_block, fixture};
 
 /// Calls the tool `stamp` twice at once, then answers with streamed text.
 struct Stamper {
@@ -33,18 +33,7 @@ impl Engine for Stamper {
             *calls += 1;
             *calls
         };
-        let block = |kind, payload: Value| {
-            let Value::Object(payload) = payload else {
-                unreachable!()
-            };
-            Block {
-                id: String::new(),
-                kind,
-                role: Some("assistant".into()),
-                payload,
-                metadata: Map::new(),
-            }
-        };
+        let block = assistant_block;
         if call == 1 {
             for (id, n) in [("c1", 2), ("c2", 1)] {
                 turn.blocks.push(block(
