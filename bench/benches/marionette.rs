@@ -665,7 +665,7 @@ fn bench_sessions(
 
 /// How a `cost/sessions_*` iteration's sandbox runs.
 #[derive(Clone, Copy, PartialEq)]
-enum Recording {
+enum CostRun {
     Plain,
     Deterministic,
     Recording,
@@ -692,20 +692,16 @@ async fn replay_agent(runtime: &Arc<Runtime>, cassette: &Cassette) -> anyhow::Re
 /// One run of the two hundred sessions of `cost/*` in a fresh sandbox
 /// run as `how` says: its wall time and the process's CPU time, the
 /// sandbox's making, loading and shutdown left out. Its answers checked.
-async fn cost_run(
-    runtime: &Arc<Runtime>,
-    how: Recording,
-    all: &[Json],
-) -> anyhow::Result<cost::Run> {
+async fn cost_run(runtime: &Arc<Runtime>, how: CostRun, all: &[Json]) -> anyhow::Result<cost::Run> {
     let recorder = Recorder::new();
     let mut policy = Policy::default();
     let mut options = SandboxOptions::default();
     match how {
-        Recording::Plain => {}
-        Recording::Deterministic => {
+        CostRun::Plain => {}
+        CostRun::Deterministic => {
             policy.determinism = Some(Determinism::fresh());
         }
-        Recording::Recording => {
+        CostRun::Recording => {
             options = SandboxOptions::record(recorder.clone());
         }
     }
@@ -729,7 +725,7 @@ async fn cost_run(
     ensure!(answers == all, "a session answered wrong");
     sandbox.shutdown().await;
     ensure!(
-        recorder.is_empty() == (how != Recording::Recording),
+        recorder.is_empty() == (how != CostRun::Recording),
         "{} entries recorded",
         recorder.len()
     );
@@ -762,9 +758,9 @@ fn bench_cost(
         .collect::<Vec<_>>();
     let mut g = group(c, settings, cost::SESSIONS_PLAIN.group, SESSIONS);
     for (measure, how) in [
-        (cost::SESSIONS_PLAIN, Recording::Plain),
-        (cost::SESSIONS_DETERMINISTIC, Recording::Deterministic),
-        (cost::SESSIONS_RECORDING, Recording::Recording),
+        (cost::SESSIONS_PLAIN, CostRun::Plain),
+        (cost::SESSIONS_DETERMINISTIC, CostRun::Deterministic),
+        (cost::SESSIONS_RECORDING, CostRun::Recording),
     ] {
         g.bench_function(measure.function, |b| {
             b.to_async(tokio).iter_custom(move |iters| async move {
@@ -793,12 +789,12 @@ fn bench_cost(
     for k in 0..COST_PAIRS {
         let pair = tokio.block_on(async {
             if k % 2 == 0 {
-                let plain = cost_run(runtime, Recording::Plain, all).await?;
-                let recording = cost_run(runtime, Recording::Recording, all).await?;
+                let plain = cost_run(runtime, CostRun::Plain, all).await?;
+                let recording = cost_run(runtime, CostRun::Recording, all).await?;
                 anyhow::Ok((plain, recording))
             } else {
-                let recording = cost_run(runtime, Recording::Recording, all).await?;
-                let plain = cost_run(runtime, Recording::Plain, all).await?;
+                let recording = cost_run(runtime, CostRun::Recording, all).await?;
+                let plain = cost_run(runtime, CostRun::Plain, all).await?;
                 anyhow::Ok((plain, recording))
             }
         })?;
