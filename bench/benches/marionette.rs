@@ -7,7 +7,9 @@
 //! what crossing threads costs right now (the crate docs of
 //! `marionette_bench` and its `measures` module say what each measure
 //! means). Then `sessions/*`: one session with a tool call and a slow
-//! model, against two hundred at once in the same sandbox. Then `load/*`:
+//! model, against two hundred at once in the same sandbox; `cost/*`: the
+//! two hundred again, plain, deterministic and recording, and a replay of
+//! a cassette of two hundred inferences. Then `load/*`:
 //! rounds of a mixed, partly hostile load from many callers against one
 //! sandbox and against three (every answer checked and counted), and
 //! `recovery/*`: from a trap to the next success on the rebuilt instance.
@@ -15,7 +17,8 @@
 //! call that got no answer, or a wrong one, fails the run after that.
 //!
 //! Arguments after `--` go to criterion (`-- call` runs only the `call`
-//! group; the report then marks the others as from an earlier run). Under
+//! group; the report then marks the others as from an earlier run, and
+//! leaves out the one-off timings, the peer and `scale`). Under
 //! `cargo test --benches` criterion runs each benchmark once as a test, and
 //! no report is written.
 
@@ -27,8 +30,13 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, ensure};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode};
+use marionette::cassette::{self, Cassette, Mode, Recorder, ReplayOptions};
 use marionette::runner::{Runner, RunnerOptions};
-use marionette::{Error, Limit, Policy, Runtime, RuntimeOptions, Sandbox, TaskOptions};
+use marionette::{
+    Determinism, Error, HostServices, Limit, Policy, Runtime, RuntimeOptions, Sandbox,
+    SandboxOptions, TaskOptions,
+};
+use marionette_bench::cost;
 use marionette_bench::direct::{DirectGuest, DirectRuntime};
 use marionette_bench::fixture::{self, CONCURRENT_SESSIONS, SCRIPT};
 use marionette_bench::load::{self, Tally};
@@ -104,6 +112,9 @@ fn main() -> anyhow::Result<()> {
     let started = SystemTime::now();
     let machine = Machine::now();
     let measuring = benchmarking(std::env::args().skip(1));
+    // A filter runs some criterion rows only: the one-off timings, the
+    // peer and `scale` (minutes on a busy machine) are left out too.
+    let whole = measuring && !filtered(std::env::args().skip(1));
     let mut criterion = Criterion::default().configure_from_args();
 
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -111,7 +122,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("building the tokio runtime")?;
 
-    let one_off = if measuring {
+    let one_off = if whole {
         compile_timings()?
     } else {
         Vec::new()
@@ -175,7 +186,7 @@ fn main() -> anyhow::Result<()> {
     tokio.block_on(fueled.shutdown());
     // Right after `call/*` and `fib25/*`, so that the machine is in the
     // same state for both.
-    let peer = measuring.then(|| {
+    let peer = whole.then(|| {
         eprintln!("running the peer (quickjs-emscripten under Node)...");
         marionette_bench::peer::run()
     });
@@ -188,12 +199,16 @@ fn main() -> anyhow::Result<()> {
         [&direct, &booting],
     );
     bench_sessions(&mut criterion, &mut settings, &tokio, &sessions);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let paired = measuring
+        && (!filtered(args.iter().cloned()) || args.iter().any(|a| a.starts_with("cost")));
+    let cost_paired = bench_cost(&mut criterion, &mut settings, &tokio, &runtime, paired)?;
     tokio.block_on(sandbox.shutdown());
     tokio.block_on(sessions.shutdown());
     let tallies = bench_load(&mut criterion, &mut settings, &tokio, &runtime)?;
     bench_recovery(&mut criterion, &mut settings, &tokio, &runtime)?;
     criterion.final_summary();
-    let (scale, scale_skipped) = if measuring {
+    let (scale, scale_skipped) = if whole {
         scale_rows(&tokio, &runtime)?
     } else {
         (Vec::new(), Vec::new())
@@ -211,6 +226,9 @@ fn main() -> anyhow::Result<()> {
         report.scale = scale;
         report.scale_skipped = scale_skipped;
         report.peer = peer;
+        if let Some(cost) = &mut report.cost {
+            cost.paired = cost_paired;
+        }
         let dir = report::report_dir();
         let md = report::write(&report, &dir)?;
         println!("\n{md}");
@@ -240,6 +258,22 @@ fn benchmarking(args: impl Iterator<Item = String>) -> bool {
     let args: Vec<String> = args.collect();
     let has = |flag: &str| args.iter().any(|a| a == flag);
     has("--bench") && !has("--test") && !has("--list") && !has("--profile-time")
+}
+
+/// Whether criterion was given a filter: an argument that is no flag and
+/// follows no flag but those that take no value.
+fn filtered(args: impl Iterator<Item = String>) -> bool {
+    let mut previous: Option<String> = None;
+    for arg in args {
+        let after_value_flag = previous.as_deref().is_some_and(|p| {
+            p.starts_with('-') && !matches!(p, "--bench" | "--exact" | "--quiet" | "--verbose")
+        });
+        if !arg.starts_with('-') && !after_value_flag {
+            return true;
+        }
+        previous = Some(arg);
+    }
+    false
 }
 
 /// A benchmark group named after `group`, sampled as `timing` says; the
@@ -627,6 +661,146 @@ fn bench_sessions(
         });
         g.finish();
     }
+}
+
+/// How a `cost/sessions_*` iteration's sandbox runs.
+#[derive(Clone, Copy, PartialEq)]
+enum CostRun {
+    Plain,
+    Deterministic,
+    Recording,
+}
+
+/// A strict replay of `cassette`, checked: the agent's answer.
+async fn replay_agent(runtime: &Arc<Runtime>, cassette: &Cassette) -> anyhow::Result<()> {
+    let replayed =
+        cassette::replay(runtime.clone(), cassette, ReplayOptions::new(Mode::Strict)).await?;
+    ensure!(
+        replayed.entries == cassette.len(),
+        "{} of {} entries replayed",
+        replayed.entries,
+        cassette.len()
+    );
+    let answer = replayed.result.context("the replay called no main")??;
+    ensure!(
+        answer == cost::agent_result(cost::INFERENCES / 2),
+        "the replay answered {answer}"
+    );
+    Ok(())
+}
+
+/// One run of the two hundred sessions of `cost/*` in a fresh sandbox
+/// run as `how` says: its wall time and the process's CPU time, the
+/// sandbox's making, loading and shutdown left out. Its answers checked.
+async fn cost_run(runtime: &Arc<Runtime>, how: CostRun, all: &[Json]) -> anyhow::Result<cost::Run> {
+    let recorder = Recorder::new();
+    let mut policy = Policy::default();
+    let mut options = SandboxOptions::default();
+    match how {
+        CostRun::Plain => {}
+        CostRun::Deterministic => {
+            policy.determinism = Some(Determinism::fresh());
+        }
+        CostRun::Recording => {
+            options = SandboxOptions::record(recorder.clone());
+        }
+    }
+    let sandbox =
+        Sandbox::with_options(runtime.clone(), policy, HostServices::default(), options).await?;
+    sandbox
+        .load(fixture::SESSIONS_SCRIPT, fixture::SESSIONS_JS)
+        .await?;
+    let cpu = cost::process_cpu_ns();
+    let start = Instant::now();
+    let answers = sessions_at_once(
+        &sandbox,
+        black_box(CONCURRENT_SESSIONS),
+        fixture::MODEL_MS[0],
+    )
+    .await?;
+    let wall = start.elapsed();
+    let cpu = cost::process_cpu_ns()
+        .zip(cpu)
+        .map(|(after, before)| after.saturating_sub(before) as f64);
+    ensure!(answers == all, "a session answered wrong");
+    sandbox.shutdown().await;
+    ensure!(
+        recorder.is_empty() == (how != CostRun::Recording),
+        "{} entries recorded",
+        recorder.len()
+    );
+    Ok(cost::Run {
+        wall_ns: wall.as_nanos() as f64,
+        cpu_ns: cpu,
+    })
+}
+
+/// Pairs of `cost/*` runs for the report: plain and recording.
+const COST_PAIRS: usize = 8;
+
+/// `cost/*` ([`cost`]): the two hundred sessions of `sessions/two_hundred`
+/// in a fresh sandbox each iteration, plain, deterministic and recording,
+/// one after the other; then a strict replay of a cassette of 200
+/// inferences recorded here. Every answer is checked, untimed. With
+/// `paired`, then [`COST_PAIRS`] pairs of plain and recording runs, for
+/// the report.
+fn bench_cost(
+    c: &mut Criterion,
+    settings: &mut Vec<GroupSettings>,
+    tokio: &tokio::runtime::Runtime,
+    runtime: &Arc<Runtime>,
+    paired: bool,
+) -> anyhow::Result<Option<cost::Paired>> {
+    let cassette = &tokio.block_on(cost::record_agent_cassette(runtime.clone()))?;
+    tokio.block_on(replay_agent(runtime, cassette))?;
+    let all: &[Json] = &(0..CONCURRENT_SESSIONS)
+        .map(fixture::session_result)
+        .collect::<Vec<_>>();
+    let mut g = group(c, settings, cost::SESSIONS_PLAIN.group, SESSIONS);
+    for (measure, how) in [
+        (cost::SESSIONS_PLAIN, CostRun::Plain),
+        (cost::SESSIONS_DETERMINISTIC, CostRun::Deterministic),
+        (cost::SESSIONS_RECORDING, CostRun::Recording),
+    ] {
+        g.bench_function(measure.function, |b| {
+            b.to_async(tokio).iter_custom(move |iters| async move {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let run = cost_run(runtime, how, all).await.expect("sessions");
+                    timed += Duration::from_nanos(run.wall_ns as u64);
+                }
+                timed
+            })
+        });
+    }
+    g.bench_function(cost::REPLAY.function, |b| {
+        b.to_async(tokio).iter(move || async move {
+            replay_agent(runtime, black_box(cassette))
+                .await
+                .expect("replay")
+        })
+    });
+    g.finish();
+    if !paired {
+        return Ok(None);
+    }
+    eprintln!("running {COST_PAIRS} pairs of the 200 sessions, plain and recording...");
+    let mut pairs = Vec::with_capacity(COST_PAIRS);
+    for k in 0..COST_PAIRS {
+        let pair = tokio.block_on(async {
+            if k % 2 == 0 {
+                let plain = cost_run(runtime, CostRun::Plain, all).await?;
+                let recording = cost_run(runtime, CostRun::Recording, all).await?;
+                anyhow::Ok((plain, recording))
+            } else {
+                let recording = cost_run(runtime, CostRun::Recording, all).await?;
+                let plain = cost_run(runtime, CostRun::Plain, all).await?;
+                anyhow::Ok((plain, recording))
+            }
+        })?;
+        pairs.push(pair);
+    }
+    Ok(Some(cost::Paired::new(pairs)))
 }
 
 /// `load/*`: rounds of the mixed load ([`load`]) against one sandbox and

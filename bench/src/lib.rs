@@ -43,6 +43,9 @@
 //!   rebuild and the scripts' reload.
 //! - one-off timings, outside criterion: compiling the component, without
 //!   and with wasmtime's disk cache, and loading the precompiled one.
+//! - `cost/*` ([`cost`]): what record and replay cost against their
+//!   targets: the two hundred sessions plain, deterministic and recording,
+//!   and a strict replay of a cassette of two hundred inferences.
 //! - `scale`: many sandboxes in one process ([`scale`]): made per second,
 //!   and the resident memory and OS threads of each idle one, at 1 000 and
 //!   (when the machine's memory allows) 10 000.
@@ -58,6 +61,7 @@
 //! [`wake`] (the thread round trip).
 #![deny(missing_docs)]
 
+pub mod cost;
 pub mod direct;
 pub mod fixture;
 pub mod load;

@@ -251,6 +251,8 @@ pub struct Report {
     pub load: Vec<LoadResult>,
     /// From a trap to the next success, as far as measured.
     pub recovery: Vec<RecoveryResult>,
+    /// What record and replay cost, as far as measured.
+    pub cost: Option<crate::cost::CostResult>,
     /// Every measure criterion has figures for.
     pub measures: Vec<MeasureResult>,
     /// Measures with no figures at all.
@@ -313,7 +315,7 @@ pub fn build(
     machine.finish();
     let mut measures = Vec::new();
     let mut missing = Vec::new();
-    for m in MEASURES {
+    for m in MEASURES.iter().chain(&crate::cost::MEASURES) {
         match read_measure(criterion_dir, m, since) {
             Ok(r) => measures.push(r),
             // Never run (a filter, a failed benchmark): listed as such.
@@ -382,6 +384,7 @@ pub fn build(
         .iter()
         .filter_map(|row| recovery(row, &measures))
         .collect();
+    let cost = crate::cost::build(&measures);
     let notes = notes(&machine, &measures, &missing, &load);
     Report {
         schema: SCHEMA,
@@ -392,6 +395,7 @@ pub fn build(
         concurrency,
         load,
         recovery,
+        cost,
         measures,
         missing,
         one_off,
@@ -745,7 +749,10 @@ mod tests {
         assert_eq!(got.median.lower_ns, 2999.0);
         assert_eq!(got.std_dev_ns, 80.0);
         assert!(got.this_run);
-        assert_eq!(report.missing.len(), MEASURES.len() - 1);
+        assert_eq!(
+            report.missing.len(),
+            MEASURES.len() + crate::cost::MEASURES.len() - 1
+        );
         let md = markdown(&report);
         assert!(md.contains("| `call/sandbox_api` | 3.00 µs |"), "{md}");
     }

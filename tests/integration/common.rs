@@ -25,3 +25,20 @@ pub fn dismantle(value: serde_json::Value) {
         }
     }
 }
+
+/// A block of the model's (`role: assistant`) with `payload`, an object.
+pub fn assistant_block(
+    kind: marionette::model::BlockKind,
+    payload: serde_json::Value,
+) -> marionette::model::Block {
+    let serde_json::Value::Object(payload) = payload else {
+        unreachable!("payloads are objects")
+    };
+    marionette::model::Block {
+        id: String::new(),
+        kind,
+        role: Some("assistant".into()),
+        payload,
+        metadata: serde_json::Map::new(),
+    }
+}

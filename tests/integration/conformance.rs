@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use marionette::model::{Block, BlockKind, Event, LogLevel, ToolCall, ToolDefinition, Turn};
+use marionette::model::{BlockKind, Event, LogLevel, ToolCall, ToolDefinition, Turn};
 use marionette::session::{
     Engine, EngineRegistry, HostTools, InferenceContext, MiddlewareRegistry, async_trait,
 };
 use marionette::{Error, HostServices, Policy, Runtime, Sandbox, ScriptError, TaskOptions};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+
+use crate::common::assistant_block;
 
 /// A case, as the README defines it. Unknown keys are an error of the case.
 #[derive(Deserialize)]
@@ -186,28 +188,15 @@ impl Engine for CaseEngine {
                 ctx.events.partial(delta, completion.clone());
             }
             turn.blocks
-                .push(block(BlockKind::LlmText, json!({"text": text})));
+                .push(assistant_block(BlockKind::LlmText, json!({"text": text})));
         }
         for call in reply.tool_calls.unwrap_or_default() {
-            turn.blocks.push(block(
+            turn.blocks.push(assistant_block(
                 BlockKind::ToolCall,
                 json!({"id": call.id, "name": call.name, "args": call.arguments}),
             ));
         }
         Ok(turn)
-    }
-}
-
-fn block(kind: BlockKind, payload: Value) -> Block {
-    let Value::Object(payload) = payload else {
-        unreachable!("payloads are objects")
-    };
-    Block {
-        id: String::new(),
-        kind,
-        role: Some("assistant".into()),
-        payload,
-        metadata: Map::new(),
     }
 }
 

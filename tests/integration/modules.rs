@@ -472,3 +472,32 @@ async fn a_graph_with_bad_paths_or_no_entry_is_refused_naming_them() {
     );
     assert!(e.message.contains("JSON"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_above_the_root_is_refused_even_where_a_module_has_that_name() {
+    let sb = sandbox().await;
+    // `../x.js` from `lib/a.js` is `x.js`; one more `../` leads above the
+    // root, and must not fall back on the root's `x.js`.
+    for (specifier, refused) in [("../x.js", false), ("../../x.js", true)] {
+        let modules = Modules::new()
+            .with(
+                "lib/a.js",
+                format!("import {{ x }} from \"{specifier}\";\nexport default () => x;\n"),
+            )
+            .with("x.js", "export const x = 'the root';\n");
+        let loaded = sb.load_modules("lib/a.js", modules).await;
+        if refused {
+            let e = script_error(loaded);
+            assert!(e.message.contains("outside the root"), "{e}");
+            assert!(e.message.contains(specifier), "{e}");
+            assert_eq!(
+                (e.file.as_deref(), e.line),
+                (Some("lib/a.js"), Some(1)),
+                "{e}"
+            );
+        } else {
+            loaded.unwrap();
+            assert_eq!(run(&sb, "lib/a.js").await.unwrap(), json!("the root"));
+        }
+    }
+}

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use marionette::cassette::{
     Cassette, Mode, ReadLimits, Recorder, ReplayError, ReplayOptions, replay,
 };
-use marionette::model::{Block, BlockKind, Event, Turn};
+use marionette::model::{BlockKind, Event, Turn};
 use marionette::session::{Engine, EngineRegistry, InferenceContext, async_trait};
 use marionette::{HostServices, Policy, Runtime, Sandbox, SandboxOptions, TaskOptions};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::common::fixture;
+use crate::common::{assistant_block, fixture};
 
 /// Calls the tool `stamp` twice at once, then answers with streamed text.
 struct Stamper {
@@ -33,18 +33,7 @@ impl Engine for Stamper {
             *calls += 1;
             *calls
         };
-        let block = |kind, payload: Value| {
-            let Value::Object(payload) = payload else {
-                unreachable!()
-            };
-            Block {
-                id: String::new(),
-                kind,
-                role: Some("assistant".into()),
-                payload,
-                metadata: Map::new(),
-            }
-        };
+        let block = assistant_block;
         if call == 1 {
             for (id, n) in [("c1", 2), ("c2", 1)] {
                 turn.blocks.push(block(
@@ -160,6 +149,16 @@ async fn a_partial_replay_answers_the_model_from_the_cassette_and_runs_timers_li
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_script_diverges_at_the_operation_it_changed() {
     let (_, _, cassette) = record().await;
+    // The entry that asked for the first inference: where a changed prompt
+    // shows first.
+    let mut bytes = Vec::new();
+    cassette.write(&mut bytes).unwrap();
+    let first_infer: usize = String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .position(|line| line.contains(r#""what":{"Infer""#))
+        .expect("an inference recorded");
     let changed = fixture(NAME).replace("stamp twice", "stamp thrice");
     for mode in [Mode::Strict, Mode::Partial(vec!["infer".into()])] {
         let mut options = ReplayOptions::new(mode.clone());
@@ -183,6 +182,21 @@ async fn a_changed_script_diverges_at_the_operation_it_changed() {
         assert!(divergence.recorded.contains("stamp twice"));
         if mode == Mode::Strict {
             assert_eq!(divergence.export, "tasks.resume", "{divergence}");
+            assert_eq!(divergence.entry, first_infer, "{divergence}");
+        } else {
+            // The first of the recorded inferences.
+            assert_eq!(
+                (divergence.export.as_str(), divergence.entry),
+                ("infer", 0),
+                "{divergence}"
+            );
         }
+        assert!(
+            divergence.to_string().starts_with(&format!(
+                "the replay diverged at entry {} (",
+                divergence.entry
+            )),
+            "{divergence}"
+        );
     }
 }

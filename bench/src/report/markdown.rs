@@ -152,6 +152,9 @@ pub fn markdown(r: &Report) -> String {
     scale(&mut s, r);
     load(&mut s, r);
     recovery(&mut s, r);
+    if let Some(cost) = &r.cost {
+        crate::cost::markdown(&mut s, cost);
+    }
 
     let _ = writeln!(s, "## Every measure\n");
     let _ = writeln!(

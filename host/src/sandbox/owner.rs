@@ -10,6 +10,8 @@
 //! fresh instance with the scripts reloaded.
 
 mod replay;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
