@@ -48,10 +48,10 @@ mod typescript;
 pub use error::{Error, Limit, Op, ProviderErrorKind, Result, ScriptError};
 pub use modules::Modules;
 pub use policy::{Determinism, Policy};
+pub use runner::{OwnerPool, OwnerPoolOptions};
 pub use sandbox::{
     GuestOrigin, HostServices, LockdownReport, Runtime, RuntimeOptions, Sandbox, SandboxOptions,
-    SandboxStats,
-    TaskOptions,
+    SandboxStats, TaskOptions,
 };
 pub use session::{Session, SessionBuilder};
 

@@ -553,3 +553,83 @@ async fn bad_input_from_the_host_side_is_a_clear_error() {
     let error = sb.exports("nope.js").await.unwrap_err();
     assert!(matches!(error, Error::Script { .. }), "{error}");
 }
+
+/// Sandboxes share a pool of owner threads; a sandbox whose JavaScript
+/// spins to its deadline holds up another on the same thread for one entry
+/// (at most that deadline), not for all its queued work.
+#[tokio::test]
+async fn a_spinning_sandbox_holds_up_another_on_its_thread_for_one_entry_only() {
+    use marionette::{OwnerPool, OwnerPoolOptions, SandboxOptions};
+
+    let pool = OwnerPool::new(OwnerPoolOptions {
+        threads: 1,
+        ..OwnerPoolOptions::default()
+    })
+    .expect("a pool of one thread");
+    let runtime = Runtime::shared().expect("runtime");
+    let on_pool = || SandboxOptions::default().on_pool(pool.clone());
+    let spinner_policy = Policy {
+        entry_deadline: Duration::from_millis(300),
+        ..Policy::default()
+    };
+    let spinner = Sandbox::with_options(
+        runtime.clone(),
+        spinner_policy,
+        HostServices::default(),
+        on_pool(),
+    )
+    .await
+    .expect("spinner");
+    spinner
+        .load("hostile.js", fixture("hostile.js"))
+        .await
+        .expect("load");
+    let quick = Sandbox::with_options(
+        runtime,
+        Policy::default(),
+        HostServices::default(),
+        on_pool(),
+    )
+    .await
+    .expect("quick");
+    quick
+        .load("add.js", "export function add(a, b) { return a + b; }")
+        .await
+        .expect("load");
+
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let logged = |name: &'static str,
+                  sb: &Sandbox,
+                  file: &'static str,
+                  function: &'static str,
+                  args: Vec<serde_json::Value>| {
+        let (order, sb) = (order.clone(), sb.clone());
+        Box::pin(async move {
+            let out = sb.call(file, function, &args, TaskOptions::default()).await;
+            order.lock().unwrap().push(name);
+            out
+        })
+    };
+    let mut spin1 = logged("spin 1", &spinner, "hostile.js", "spin", vec![]);
+    let mut spin2 = logged("spin 2", &spinner, "hostile.js", "spin", vec![]);
+    let mut add = logged("add", &quick, "add.js", "add", vec![json!(1), json!(2)]);
+    // Each call is queued on its first poll: both spins, then the add.
+    for f in [&mut spin1, &mut spin2, &mut add] {
+        assert!(futures::poll!(f).is_pending());
+    }
+    let (spin1, spin2, add) = tokio::join!(spin1, spin2, add);
+    assert_eq!(add.expect("add"), json!(3));
+    for spun in [spin1, spin2] {
+        match spun {
+            Err(Error::Limit {
+                limit: Limit::Deadline,
+                detail,
+                ..
+            }) => assert!(detail.contains("300ms"), "{detail}"),
+            other => panic!("expected the deadline, got {other:?}"),
+        }
+    }
+    // The add waited for the entry that was running, then went before the
+    // spinner's next one.
+    assert_eq!(*order.lock().unwrap(), ["spin 1", "add", "spin 2"]);
+}
