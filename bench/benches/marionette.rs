@@ -975,7 +975,9 @@ fn scale_rows(
     let mut skipped = Vec::new();
     for count in SCALE_COUNTS {
         if let Some(before) = done.last()
-            && let Err(reason) = scale::fits(count, before.rss_per_sandbox)
+            // What RAM holds: the snapshot's image once, private memory
+            // per sandbox (resident memory counts the image per sandbox).
+            && let Err(reason) = scale::fits(count, before.private_per_sandbox)
         {
             skipped.push(scale::ScaleSkipped {
                 sandboxes: count,

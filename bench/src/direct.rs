@@ -75,7 +75,12 @@ impl DirectRuntime {
         )?)
     }
 
-    fn on(runtime: Arc<marionette::Runtime>) -> anyhow::Result<DirectRuntime> {
+    /// The guest of `runtime`, driven directly (with its engine's settings:
+    /// a pooling allocator, say).
+    ///
+    /// # Errors
+    /// When the component does not link.
+    pub fn on(runtime: Arc<marionette::Runtime>) -> anyhow::Result<DirectRuntime> {
         let engine = runtime.engine().clone();
         let component = runtime.component();
         let mut linker = Linker::<State>::new(&engine);

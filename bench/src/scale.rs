@@ -25,8 +25,14 @@ pub struct ScaleResult {
     pub created_per_second: f64,
     /// Each sandbox's `load` and first call, per second.
     pub loaded_per_second: f64,
-    /// Resident memory (`VmRSS`) per idle sandbox, bytes.
+    /// Resident memory (`VmRSS`) per idle sandbox, bytes. It counts the
+    /// pages of the snapshot's copy-on-write image once per instance that
+    /// has read them (`RssShmem`), though they are one copy in RAM.
     pub rss_per_sandbox: f64,
+    /// Private resident memory (`RssAnon`) per idle sandbox, bytes: what
+    /// each sandbox holds that no other shares (its written pages, its
+    /// store, its owner's state).
+    pub private_per_sandbox: f64,
     /// OS threads per idle sandbox.
     pub threads_per_sandbox: f64,
     /// Resident memory of the process with every sandbox idle, bytes.
@@ -67,7 +73,7 @@ async fn fill(
     count: usize,
     sandboxes: &mut Vec<Sandbox>,
 ) -> anyhow::Result<ScaleResult> {
-    let (rss_before, threads_before) = process()?;
+    let (rss_before, anon_before, threads_before) = process()?;
     let args = fixture::add_args_json();
     let mut creating = Duration::ZERO;
     let mut loading = Duration::ZERO;
@@ -86,7 +92,7 @@ async fn fill(
         creating += made - start;
         ensure!(out == fixture::ADD_RESULT, "add: {out}");
     }
-    let (rss_after, threads_after) = process()?;
+    let (rss_after, anon_after, threads_after) = process()?;
     for sandbox in sandboxes.iter() {
         let out = sandbox
             .call(SCRIPT, "add", &args, TaskOptions::default())
@@ -99,6 +105,7 @@ async fn fill(
         created_per_second: n / creating.as_secs_f64(),
         loaded_per_second: n / loading.as_secs_f64(),
         rss_per_sandbox: rss_after.saturating_sub(rss_before) as f64 / n,
+        private_per_sandbox: anon_after.saturating_sub(anon_before) as f64 / n,
         threads_per_sandbox: threads_after.saturating_sub(threads_before) as f64 / n,
         rss_total: rss_after,
     })
@@ -121,8 +128,9 @@ pub fn fits(count: usize, per_sandbox: f64) -> Result<(), String> {
     }
 }
 
-/// The process's resident bytes and threads (`/proc/self/status`).
-fn process() -> anyhow::Result<(u64, u64)> {
+/// The process's resident bytes, its private (anonymous) resident bytes
+/// and its threads (`/proc/self/status`).
+fn process() -> anyhow::Result<(u64, u64, u64)> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let field = |name: &str| {
@@ -132,7 +140,11 @@ fn process() -> anyhow::Result<(u64, u64)> {
             .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
             .with_context(|| format!("{name} in /proc/self/status"))
     };
-    Ok((field("VmRSS:")? * 1024, field("Threads:")?))
+    Ok((
+        field("VmRSS:")? * 1024,
+        field("RssAnon:")? * 1024,
+        field("Threads:")?,
+    ))
 }
 
 /// A field of `/proc/meminfo`, bytes.

@@ -48,6 +48,7 @@ mod typescript;
 pub use error::{Error, Limit, Op, ProviderErrorKind, Result, ScriptError};
 pub use modules::Modules;
 pub use policy::{Determinism, Policy};
+pub use runner::{OwnerPool, OwnerPoolOptions};
 pub use sandbox::{
     GuestOrigin, HostServices, LockdownReport, Runtime, RuntimeOptions, Sandbox, SandboxOptions,
     SandboxStats, TaskOptions,

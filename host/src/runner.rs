@@ -1,6 +1,9 @@
-//! The runner: one dedicated thread owns a state and runs jobs on it, in order.
+//! The runner: one owner holds a state and runs jobs on it, in order.
 //!
-//! A [`Runner<S>`] is a cheap, `Clone` handle to an *owner thread*. The owner
+//! A [`Runner<S>`] is a cheap, `Clone` handle to an *owner*: a thread of its
+//! own ([`Runner::spawn`]) or turns on the threads of an [`OwnerPool`]
+//! ([`Runner::spawn_on`], for many runners on few threads; see the pool's
+//! module for how turns are taken). The owner
 //! builds its state `S` itself (so `S` need not be `Send`: later it is a
 //! wasmtime `Store` and a component instance) and then runs the jobs that the
 //! handles send it, one at a time, in the order they were queued. A job is a
@@ -16,6 +19,12 @@
 //! (no `Send` needed) and makes "never touched from two places at once" a
 //! property of the design rather than of a lock. The runner knows nothing of
 //! JavaScript or wasm; it is the generic primitive the sandbox is built on.
+//!
+//! A thread per runner costs a thread's stack and a scheduler entry per
+//! sandbox, which ten thousand sandboxes cannot afford. On a pool, a runner
+//! is still served by one thread at a time and its state is still never
+//! touched from two places at once (a turn holds it), but the state moves
+//! from one pool thread to another between jobs, so it must be `Send`.
 //!
 //! # Design
 //!
@@ -56,11 +65,12 @@
 //! ```
 
 use std::any::Any;
+use std::cell::Cell;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread::{self, ThreadId};
+use std::sync::{Arc, Weak};
+use std::thread;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
@@ -69,8 +79,11 @@ use tracing::Span;
 
 use crate::error::{Error, Op, Result};
 
+mod pool;
 #[cfg(test)]
 mod tests;
+
+pub use pool::{OwnerPool, OwnerPoolOptions};
 
 /// How a [`Runner`] is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,8 +197,6 @@ struct Shared {
     /// than this, so the single [`Message::Shutdown`] always fits and
     /// shutdown never waits for room.
     slots: Arc<Semaphore>,
-    /// Set by the owner thread itself, first thing.
-    owner: OnceLock<ThreadId>,
     /// Never written: the owner drops the sender when it has stopped, which
     /// is what [`Runner::shutdown`] waits for.
     stopped: watch::Receiver<()>,
@@ -210,16 +221,71 @@ struct Shared {
 /// its job started keeps its place in the queue until the owner reaches it
 /// and skips it.
 pub struct Runner<S> {
-    tx: mpsc::Sender<Message<S>>,
+    handle: Arc<Handle<S>>,
     shared: Arc<Shared>,
 }
 
 impl<S> Clone for Runner<S> {
     fn clone(&self) -> Self {
         Self {
-            tx: self.tx.clone(),
+            handle: Arc::clone(&self.handle),
             shared: Arc::clone(&self.shared),
         }
+    }
+}
+
+/// What the strong handles of one runner share: the sending side of its
+/// queue and, for a runner on an [`OwnerPool`], how to get it a turn. When
+/// the last strong handle goes, the queue closes and the owner is woken to
+/// see it (a pooled owner has no thread blocked on the queue).
+struct Handle<S> {
+    /// `Some` until dropped.
+    tx: Option<mpsc::Sender<Message<S>>>,
+    /// `None` for a runner with a thread of its own.
+    wake: Option<Arc<dyn pool::Schedule>>,
+}
+
+impl<S> Handle<S> {
+    fn tx(&self) -> &mpsc::Sender<Message<S>> {
+        self.tx
+            .as_ref()
+            .expect("the sender lives as long as the handle")
+    }
+
+    /// Gets the owner a turn, when it is on a pool.
+    fn wake(&self) {
+        if let Some(wake) = &self.wake {
+            Arc::clone(wake).schedule();
+        }
+    }
+}
+
+impl<S> Drop for Handle<S> {
+    fn drop(&mut self) {
+        // The queue closes first, so the turn this asks for sees it closed.
+        drop(self.tx.take());
+        self.wake();
+    }
+}
+
+thread_local! {
+    /// The runner whose job or `init` this thread is running, if any (the
+    /// address of its `Shared`): what [`Runner::is_owner`] compares.
+    static CURRENT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as running `shared`'s owner until dropped.
+struct Current(usize);
+
+impl Current {
+    fn enter(shared: &Arc<Shared>) -> Current {
+        Current(CURRENT.replace(Arc::as_ptr(shared) as usize))
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        CURRENT.set(self.0);
     }
 }
 
@@ -255,7 +321,8 @@ impl<S> Runner<S> {
             // The channel keeps a place for this message (see
             // `Shared::slots`), so it is never Full; Closed means the owner
             // has already stopped, which is what we want.
-            let _ = self.tx.try_send(Message::Shutdown);
+            let _ = self.handle.tx().try_send(Message::Shutdown);
+            self.handle.wake();
         }
         if self.is_owner() {
             return;
@@ -269,13 +336,13 @@ impl<S> Runner<S> {
     /// Whether new work is refused: after [`shutdown`](Self::shutdown) was
     /// called, or when the owner has stopped.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::SeqCst) || self.tx.is_closed()
+        self.shared.closed.load(Ordering::SeqCst) || self.handle.tx().is_closed()
     }
 
     /// Whether the current thread is this runner's owner thread, i.e. the
     /// caller is inside one of its jobs (or its `init`).
     pub fn is_owner(&self) -> bool {
-        self.shared.owner.get() == Some(&thread::current().id())
+        CURRENT.get() == Arc::as_ptr(&self.shared) as usize
     }
 
     /// The runner's name, from [`RunnerOptions::name`].
@@ -299,31 +366,14 @@ impl<S: 'static> Runner<S> {
         options: RunnerOptions,
         init: impl FnOnce() -> S + Send + 'static,
     ) -> Result<Self> {
-        let RunnerOptions {
-            name,
-            queue_capacity,
-            default_timeout,
-        } = options;
-        // The channel needs one place more, and tokio caps both.
-        let capacity = queue_capacity.clamp(1, Semaphore::MAX_PERMITS - 1);
-        // One place more than the jobs may take: see `Shared::slots`.
-        let (tx, rx) = mpsc::channel(capacity + 1);
-        let (stopped_tx, stopped_rx) = watch::channel(());
-        let shared = Arc::new(Shared {
-            name,
-            capacity,
-            default_timeout,
-            closed: AtomicBool::new(false),
-            slots: Arc::new(Semaphore::new(capacity)),
-            owner: OnceLock::new(),
-            stopped: stopped_rx,
-        });
-        // The subscriber in force here, unless there is none yet: then the
-        // owner uses the global default, which may be installed later.
-        let dispatch = tracing::dispatcher::get_default(|d| {
-            (!d.is::<tracing::subscriber::NoSubscriber>()).then(|| d.clone())
-        });
-        let parent = Span::current();
+        let Parts {
+            shared,
+            tx,
+            rx,
+            stopped,
+            dispatch,
+            span,
+        } = Parts::new(options);
         let owner_shared = Arc::clone(&shared);
         thread::Builder::new()
             // A NUL would make std panic; a thread name is only cosmetic.
@@ -331,15 +381,14 @@ impl<S: 'static> Runner<S> {
             .spawn(move || {
                 let shared = owner_shared;
                 // Before `init` and any job, the only code that could ask.
-                let _ = shared.owner.set(thread::current().id());
+                let _current = Current::enter(&shared);
                 let _dispatch = dispatch.as_ref().map(tracing::dispatcher::set_default);
-                let span = tracing::info_span!(parent: &parent, "runner", name = %shared.name);
                 let _entered = span.enter();
                 // Declared before the state, so dropped after it: shutdown
                 // resolves once the state is gone, even if its Drop panics.
                 let _exit = OwnerExit {
                     shared,
-                    _stopped: stopped_tx,
+                    _stopped: stopped,
                 };
                 serve(init, rx);
             })
@@ -349,7 +398,11 @@ impl<S: 'static> Runner<S> {
                 let context = format!("starting the owner thread of runner {:?}", shared.name);
                 Error::host("spawn", anyhow::Error::new(e).context(context))
             })?;
-        Ok(Self { tx, shared })
+        let handle = Arc::new(Handle {
+            tx: Some(tx),
+            wake: None,
+        });
+        Ok(Self { handle, shared })
     }
 
     /// Runs `job` on the owner and waits for its result, as long as the
@@ -536,7 +589,7 @@ impl<S: 'static> Runner<S> {
     /// strong handle would keep the runner from ever stopping).
     pub fn downgrade(&self) -> WeakRunner<S> {
         WeakRunner {
-            tx: self.tx.downgrade(),
+            handle: Arc::downgrade(&self.handle),
             shared: Arc::clone(&self.shared),
         }
     }
@@ -570,15 +623,113 @@ impl<S: 'static> Runner<S> {
             slot,
             run: Box::new(run),
         };
-        self.tx.try_send(Message::Run(task)).map_err(|e| match e {
-            mpsc::error::TrySendError::Closed(_) => Error::Closed { op },
-            // Cannot happen while every job holds a slot; kept apart from
-            // Closed so that a bug here reads as overload, not as death.
-            mpsc::error::TrySendError::Full(_) => Error::Rejected {
-                op,
-                capacity: self.shared.capacity,
-            },
-        })
+        self.handle
+            .tx()
+            .try_send(Message::Run(task))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Closed(_) => Error::Closed { op },
+                // Cannot happen while every job holds a slot; kept apart from
+                // Closed so that a bug here reads as overload, not as death.
+                mpsc::error::TrySendError::Full(_) => Error::Rejected {
+                    op,
+                    capacity: self.shared.capacity,
+                },
+            })?;
+        self.handle.wake();
+        Ok(())
+    }
+}
+
+/// What a new runner is made of, whichever way its owner runs.
+struct Parts<S> {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Message<S>>,
+    rx: mpsc::Receiver<Message<S>>,
+    stopped: watch::Sender<()>,
+    dispatch: Option<tracing::Dispatch>,
+    /// The `runner` span, child of the span current at the spawn.
+    span: Span,
+}
+
+impl<S> Parts<S> {
+    fn new(options: RunnerOptions) -> Parts<S> {
+        let RunnerOptions {
+            name,
+            queue_capacity,
+            default_timeout,
+        } = options;
+        // The channel needs one place more, and tokio caps both.
+        let capacity = queue_capacity.clamp(1, Semaphore::MAX_PERMITS - 1);
+        // One place more than the jobs may take: see `Shared::slots`.
+        let (tx, rx) = mpsc::channel(capacity + 1);
+        let (stopped, stopped_rx) = watch::channel(());
+        let span = tracing::info_span!("runner", name = %name);
+        let shared = Arc::new(Shared {
+            name,
+            capacity,
+            default_timeout,
+            closed: AtomicBool::new(false),
+            slots: Arc::new(Semaphore::new(capacity)),
+            stopped: stopped_rx,
+        });
+        // The subscriber in force here, unless there is none yet: then the
+        // owner uses the global default, which may be installed later.
+        let dispatch = tracing::dispatcher::get_default(|d| {
+            (!d.is::<tracing::subscriber::NoSubscriber>()).then(|| d.clone())
+        });
+        Parts {
+            shared,
+            tx,
+            rx,
+            stopped,
+            dispatch,
+            span,
+        }
+    }
+}
+
+impl<S: Send + 'static> Runner<S> {
+    /// Starts an owner on `pool`: `init` builds the state, and the jobs
+    /// run, on the pool's threads, one at a time and in order as on a
+    /// thread of its own (see [`OwnerPool`]).
+    ///
+    /// Everything [`spawn`](Self::spawn) says holds, except that the state
+    /// moves between the pool's threads (so it must be `Send`) and the job
+    /// runs on a thread named after the pool, not the runner. Never fails:
+    /// the pool's threads already exist.
+    pub fn spawn_on(
+        pool: &OwnerPool,
+        options: RunnerOptions,
+        init: impl FnOnce() -> S + Send + 'static,
+    ) -> Self {
+        let Parts {
+            shared,
+            tx,
+            rx,
+            stopped,
+            dispatch,
+            span,
+        } = Parts::new(options);
+        let exit = OwnerExit {
+            shared: Arc::clone(&shared),
+            _stopped: stopped,
+        };
+        let owner = pool::Pooled::new(
+            pool,
+            Arc::clone(&shared),
+            dispatch,
+            span,
+            Box::new(init),
+            rx,
+            exit,
+        );
+        let handle = Arc::new(Handle {
+            tx: Some(tx),
+            wake: Some(owner),
+        });
+        // The first turn runs `init`.
+        handle.wake();
+        Self { handle, shared }
     }
 }
 
@@ -602,14 +753,14 @@ where
 /// A [`Runner`] handle that does not keep the owner alive; see
 /// [`Runner::downgrade`].
 pub struct WeakRunner<S> {
-    tx: mpsc::WeakSender<Message<S>>,
+    handle: Weak<Handle<S>>,
     shared: Arc<Shared>,
 }
 
 impl<S> Clone for WeakRunner<S> {
     fn clone(&self) -> Self {
         Self {
-            tx: self.tx.clone(),
+            handle: Weak::clone(&self.handle),
             shared: Arc::clone(&self.shared),
         }
     }
@@ -627,7 +778,7 @@ impl<S> WeakRunner<S> {
     /// A strong handle, unless every strong handle is gone.
     pub fn upgrade(&self) -> Option<Runner<S>> {
         Some(Runner {
-            tx: self.tx.upgrade()?,
+            handle: self.handle.upgrade()?,
             shared: Arc::clone(&self.shared),
         })
     }

@@ -553,3 +553,126 @@ async fn bad_input_from_the_host_side_is_a_clear_error() {
     let error = sb.exports("nope.js").await.unwrap_err();
     assert!(matches!(error, Error::Script { .. }), "{error}");
 }
+
+/// Sandboxes share a pool of owner threads; a sandbox whose JavaScript
+/// spins to its deadline holds up another on the same thread for one entry
+/// (at most that deadline), not for all its queued work.
+#[tokio::test]
+async fn a_spinning_sandbox_holds_up_another_on_its_thread_for_one_entry_only() {
+    use marionette::{OwnerPool, OwnerPoolOptions, SandboxOptions};
+
+    let pool = OwnerPool::new(OwnerPoolOptions {
+        threads: 1,
+        ..OwnerPoolOptions::default()
+    })
+    .expect("a pool of one thread");
+    let runtime = Runtime::shared().expect("runtime");
+    let on_pool = || SandboxOptions::default().on_pool(pool.clone());
+    let spinner_policy = Policy {
+        entry_deadline: Duration::from_secs(1),
+        ..Policy::default()
+    };
+    let spinner = Sandbox::with_options(
+        runtime.clone(),
+        spinner_policy,
+        HostServices::default(),
+        on_pool(),
+    )
+    .await
+    .expect("spinner");
+    spinner
+        .load("hostile.js", fixture("hostile.js"))
+        .await
+        .expect("load");
+    let quick = Sandbox::with_options(
+        runtime,
+        Policy::default(),
+        HostServices::default(),
+        on_pool(),
+    )
+    .await
+    .expect("quick");
+    quick
+        .load("add.js", "export function add(a, b) { return a + b; }")
+        .await
+        .expect("load");
+
+    let call =
+        |sb: &Sandbox, file: &'static str, function: &'static str, args: Vec<serde_json::Value>| {
+            let sb = sb.clone();
+            Box::pin(async move { sb.call(file, function, &args, TaskOptions::default()).await })
+        };
+    let mut spin1 = call(&spinner, "hostile.js", "spin", vec![]);
+    let mut spin2 = call(&spinner, "hostile.js", "spin", vec![]);
+    let mut add = call(&quick, "add.js", "add", vec![json!(1), json!(2)]);
+    // Each call is queued on its first poll: both spins, then the add.
+    for f in [&mut spin1, &mut spin2, &mut add] {
+        assert!(futures::poll!(f).is_pending());
+    }
+    assert_eq!(add.await.expect("add"), json!(3));
+    // The add waited for the entry that was running: its answer was sent
+    // before the add's job began, so it is there. It went before the
+    // spinner's next entry, which is still spinning (for a second).
+    let Poll::Ready(spin1) = futures::poll!(&mut spin1) else {
+        panic!("the add answered before the spin that was running ended");
+    };
+    assert!(
+        futures::poll!(&mut spin2).is_pending(),
+        "the add waited for both spins"
+    );
+    for spun in [spin1, spin2.await] {
+        match spun {
+            Err(Error::Limit {
+                limit: Limit::Deadline,
+                detail,
+                ..
+            }) => assert!(detail.contains("1000ms"), "{detail}"),
+            other => panic!("expected the deadline, got {other:?}"),
+        }
+    }
+}
+
+/// A runtime on wasmtime's pooling allocator: the memory limit still holds,
+/// a trap frees its slot for the rebuilt instance, and a sandbox past the
+/// pool's room is refused with a typed error.
+#[tokio::test]
+async fn a_pooled_runtime_keeps_the_memory_limit_and_refuses_sandboxes_past_its_room() {
+    use marionette::RuntimeOptions;
+
+    let runtime = Runtime::new(&RuntimeOptions {
+        pooled_instances: Some(2),
+        ..RuntimeOptions::default()
+    })
+    .expect("a pooled runtime");
+    let policy = Policy {
+        memory_limit: 64 << 20,
+        ..Policy::default()
+    };
+    let sb = Sandbox::with_runtime(runtime.clone(), policy)
+        .await
+        .expect("a pooled sandbox");
+    sb.load("hostile.js", fixture("hostile.js"))
+        .await
+        .expect("load");
+    for function in ["allocate", "recurse", "allocateStrings"] {
+        match call(&sb, function).await {
+            Err(Error::Limit {
+                limit: Limit::Memory,
+                ..
+            })
+            | Err(Error::Trapped {
+                limit: Some(Limit::Memory | Limit::Stack),
+                ..
+            }) => {}
+            other => panic!("{function}: expected the memory or stack limit, got {other:?}"),
+        }
+        assert_serves(&sb).await;
+    }
+    let _second = Sandbox::with_runtime(runtime.clone(), Policy::default())
+        .await
+        .expect("a second sandbox fits");
+    match Sandbox::with_runtime(runtime, Policy::default()).await {
+        Err(Error::Host { .. }) => {}
+        other => panic!("expected the full pool's refusal, got {other:?}"),
+    }
+}

@@ -298,17 +298,18 @@ fn scale(s: &mut String, r: &Report) {
     let _ = writeln!(s, "## Many sandboxes in one process\n");
     let _ = writeln!(
         s,
-        "| sandboxes | made per second | load + first call per second | resident memory each | OS threads each | resident memory, all idle |"
+        "| sandboxes | made per second | load + first call per second | resident memory each | private memory each | OS threads each | resident memory, all idle |"
     );
-    let _ = writeln!(s, "|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(s, "|--:|--:|--:|--:|--:|--:|--:|");
     for x in &r.scale {
         let _ = writeln!(
             s,
-            "| {} | {:.0} | {:.0} | {:.0} KiB | {:.2} | {:.0} MiB |",
+            "| {} | {:.0} | {:.0} | {:.0} KiB | {:.0} KiB | {:.3} | {:.0} MiB |",
             x.sandboxes,
             x.created_per_second,
             x.loaded_per_second,
             x.rss_per_sandbox / 1024.0,
+            x.private_per_sandbox / 1024.0,
             x.threads_per_sandbox,
             x.rss_total as f64 / (1u64 << 20) as f64,
         );
@@ -316,7 +317,7 @@ fn scale(s: &mut String, r: &Report) {
     for x in &r.scale_skipped {
         let _ = writeln!(
             s,
-            "| {} | not measured: {} | | | | |",
+            "| {} | not measured: {} | | | | | |",
             x.sandboxes, x.reason
         );
     }
@@ -324,8 +325,11 @@ fn scale(s: &mut String, r: &Report) {
         s,
         "\nEach sandbox is made with `Sandbox::with_runtime` (the only part counted as \"made\"), \
          loads a one-line script and answers `add(1, 2)`; the figures are read from \
-         `/proc/self/status` (VmRSS, Threads) with all of them idle, less what the process held \
-         before, and then every sandbox answers once more.\n"
+         `/proc/self/status` (VmRSS, RssAnon, Threads) with all of them idle, less what the \
+         process held before, and then every sandbox answers once more. Resident memory counts \
+         the pages of the snapshot's copy-on-write image once per sandbox that read them, though \
+         RAM holds them once; private memory (RssAnon) is what each sandbox alone holds. The \
+         sandboxes share the process's owner pool (one thread per CPU).\n"
     );
 }
 

@@ -647,3 +647,153 @@ async fn many_concurrent_callers_each_get_exactly_one_answer() {
             .is_some_and(|r| r.is_err())
     );
 }
+
+// ---- Runners on an owner pool: M owners on N threads. ----
+
+fn pool(threads: usize) -> super::OwnerPool {
+    super::OwnerPool::new(super::OwnerPoolOptions {
+        threads,
+        name: "test-pool".into(),
+        ..super::OwnerPoolOptions::default()
+    })
+    .expect("a pool")
+}
+
+#[tokio::test]
+async fn many_runners_on_two_threads_each_keep_their_own_state_in_order() {
+    let pool = pool(2);
+    let runners: Vec<Runner<Vec<u64>>> = (0..50)
+        .map(|i| Runner::spawn_on(&pool, options(&format!("r{i}")), Vec::new))
+        .collect();
+    for round in 0..20u64 {
+        for (i, r) in runners.iter().enumerate() {
+            let v = round * 100 + i as u64;
+            r.post("push", move |s| {
+                s.push(v);
+                Ok(())
+            })
+            .expect("post");
+        }
+    }
+    let mut threads = HashSet::new();
+    for (i, r) in runners.iter().enumerate() {
+        let (seen, owner, thread) = r
+            .call("read", {
+                let r = r.clone();
+                move |s| {
+                    (
+                        s.clone(),
+                        r.is_owner(),
+                        thread::current().name().map(str::to_owned),
+                    )
+                }
+            })
+            .await
+            .expect("read");
+        let expected: Vec<u64> = (0..20).map(|round| round * 100 + i as u64).collect();
+        assert_eq!(
+            seen, expected,
+            "runner {i}: its jobs, in order, and only its own"
+        );
+        assert!(owner, "inside a job the runner is the owner");
+        assert!(!r.is_owner(), "outside it is not");
+        threads.insert(thread.expect("a named pool thread"));
+    }
+    assert!(
+        threads.len() <= 2,
+        "two threads served them all: {threads:?}"
+    );
+    assert!(
+        threads.iter().all(|t| t.starts_with("test-pool-")),
+        "{threads:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_pooled_runner_refuses_a_reentrant_call() {
+    let pool = pool(1);
+    let runner = Runner::spawn_on(&pool, options("reentrant"), || 0u64);
+    let inner = runner.clone();
+    let result = runner
+        .call("outer", move |_| {
+            futures::executor::block_on(inner.call("inner", |n| *n))
+        })
+        .await
+        .expect("outer");
+    assert!(matches!(result, Err(Error::Reentrant { .. })), "{result:?}");
+}
+
+#[tokio::test]
+async fn runners_on_one_thread_take_turns_a_job_each() {
+    let pool = pool(1);
+    let a = Runner::spawn_on(&pool, options("a"), || ());
+    let b = Runner::spawn_on(&pool, options("b"), || ());
+    let order = Arc::new(Mutex::new(Vec::new()));
+    // a's first job holds the only thread until released.
+    let release = block(&a).await;
+    let log = |name: &'static str| {
+        let order = Arc::clone(&order);
+        move |_: &mut ()| {
+            order.lock().unwrap().push(name);
+            Ok(())
+        }
+    };
+    a.post("a1", log("a1")).unwrap();
+    a.post("a2", log("a2")).unwrap();
+    b.post("b1", log("b1")).unwrap();
+    b.post("b2", log("b2")).unwrap();
+    a.post("a3", log("a3")).unwrap();
+    drop(release);
+    let (ra, rb) = tokio::join!(a.call("end", |_| ()), b.call("end", |_| ()));
+    ra.unwrap();
+    rb.unwrap();
+    // b was queued while a's block ran; after each job a runner goes to
+    // the back of the queue: they alternate, a job each, instead of a
+    // running all it has queued before b gets the thread.
+    assert_eq!(*order.lock().unwrap(), ["b1", "a1", "b2", "a2", "a3"]);
+}
+
+#[tokio::test]
+async fn a_pooled_runner_drops_its_state_when_the_last_handle_goes() {
+    let pool = pool(1);
+    let (tx, rx) = oneshot::channel();
+    let runner = Runner::spawn_on(&pool, options("dropped"), move || DropThread(Some(tx)));
+    let weak = runner.downgrade();
+    runner.call("touch", |_| ()).await.unwrap();
+    drop(runner);
+    let on = rx.await.expect("the state was dropped");
+    assert!(weak.upgrade().is_none());
+    assert_ne!(on, thread::current().id(), "on a pool thread");
+}
+
+#[tokio::test]
+async fn a_pooled_runner_shuts_down_after_its_queued_jobs() {
+    let pool = pool(1);
+    let runner = Runner::spawn_on(&pool, options("shutdown"), || 0u64);
+    let release = block(&runner).await;
+    for _ in 0..5 {
+        runner.post("inc", increment).unwrap();
+    }
+    let counted = runner.call("read", |n| *n);
+    let shutdown = runner.shutdown();
+    drop(release);
+    let (counted, ()) = tokio::join!(counted, shutdown);
+    assert_eq!(counted.unwrap(), 5);
+    assert!(runner.is_closed());
+    assert!(matches!(
+        runner.call("late", |n| *n).await,
+        Err(Error::Closed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_pooled_runner_whose_init_panics_is_closed_and_the_pool_serves_on() {
+    let pool = pool(1);
+    let bad: Runner<u64> = Runner::spawn_on(&pool, options("bad"), || panic!("no state"));
+    assert!(matches!(
+        bad.call("job", |n| *n).await,
+        Err(Error::Closed { .. })
+    ));
+    let good = Runner::spawn_on(&pool, options("good"), || 7u64);
+    assert_eq!(good.call("job", |n| *n).await.unwrap(), 7);
+}

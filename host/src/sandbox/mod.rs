@@ -52,7 +52,7 @@ use crate::error::{Error, Op, Result};
 use crate::model::{ExportInfo, ToolCall, ToolDefinition, Turn};
 use crate::modules::{self, Modules};
 use crate::policy::Policy;
-use crate::runner::{Runner, RunnerOptions, WeakRunner};
+use crate::runner::{OwnerPool, Runner, RunnerOptions, WeakRunner};
 use owner::{Interrupts, Owner, Task, TaskKind};
 
 /// How one task runs: how long its caller waits, how it can be cancelled,
@@ -97,6 +97,9 @@ pub struct SandboxOptions {
     /// Records every entry into the guest, from the instance's
     /// `configure` on, into a cassette (see [`crate::cassette`]).
     pub recorder: Option<Recorder>,
+    /// The threads that serve the sandbox: `None` for the process-wide
+    /// [`OwnerPool::shared`] (one thread per CPU).
+    pub pool: Option<OwnerPool>,
     /// A partial replay's recorded answers.
     pub(crate) answers: Option<Arc<Answers>>,
 }
@@ -109,12 +112,19 @@ impl SandboxOptions {
             ..SandboxOptions::default()
         }
     }
+
+    /// These options, with the sandbox served by `pool`'s threads.
+    pub fn on_pool(mut self, pool: OwnerPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
 }
 
 impl std::fmt::Debug for SandboxOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SandboxOptions")
             .field("recorder", &self.recorder)
+            .field("pool", &self.pool)
             .field("answers", &self.answers.is_some())
             .finish()
     }
@@ -291,10 +301,14 @@ impl Sandbox {
             queue_capacity: policy.queue_capacity,
             default_timeout: None,
         };
+        let pool = match options.pool {
+            Some(pool) => pool,
+            None => OwnerPool::shared()?,
+        };
         let runner = {
             let (interrupts, next_task, provided) =
                 (interrupts.clone(), next_task.clone(), provided.clone());
-            Runner::spawn(runner_options, move || {
+            Runner::spawn_on(&pool, runner_options, move || {
                 Owner::new(
                     runtime,
                     policy,
@@ -306,7 +320,7 @@ impl Sandbox {
                     options.recorder,
                     options.answers,
                 )
-            })?
+            })
         };
         let weak = WeakSandbox {
             runner: runner.downgrade(),

@@ -45,6 +45,14 @@ pub struct RuntimeOptions {
     /// [`Policy::entry_fuel`](crate::Policy::entry_fuel). The guest runs
     /// slower with it, whether a policy uses fuel or not.
     pub fuel: bool,
+    /// Allocate instances from wasmtime's pooling allocator, with room for
+    /// this many sandboxes' instances at once (`None`: each instance is
+    /// allocated when made, as many as memory allows). The pool reserves
+    /// its address space when the runtime is made (4 GiB and a guard per
+    /// sandbox) and reuses memory mappings from one instance to the next;
+    /// a sandbox made when the pool is full fails with
+    /// [`Error::Host`](crate::Error::Host).
+    pub pooled_instances: Option<u32>,
 }
 
 impl Default for RuntimeOptions {
@@ -53,6 +61,7 @@ impl Default for RuntimeOptions {
             max_wasm_stack: 1 << 20,
             disk_cache: true,
             fuel: false,
+            pooled_instances: None,
         }
     }
 }
@@ -209,6 +218,11 @@ impl Runtime {
             ),
             Err(_) => {}
         }
+        if let Some(instances) = options.pooled_instances {
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
+                pooling_config(instances),
+            ));
+        }
         if options.disk_cache {
             match wasmtime::Cache::from_file(None) {
                 Ok(cache) => {
@@ -279,6 +293,26 @@ impl Runtime {
             .context("configuring the guest")?;
         Ok((store, bindings))
     }
+}
+
+/// Core instances, memories and tables of one guest instance, at most: the
+/// component's own (its module, the WASI adapter and their shims), with room.
+const CORE_INSTANCES_PER_GUEST: u32 = 8;
+const MEMORIES_PER_GUEST: u32 = 2;
+const TABLES_PER_GUEST: u32 = 4;
+
+/// wasmtime's pooling allocator with room for `instances` guests.
+fn pooling_config(instances: u32) -> wasmtime::PoolingAllocationConfig {
+    let instances = instances.max(1);
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_GUEST))
+        .total_memories(instances.saturating_mul(MEMORIES_PER_GUEST))
+        .total_tables(instances.saturating_mul(TABLES_PER_GUEST))
+        .max_core_instances_per_component(CORE_INSTANCES_PER_GUEST)
+        .max_memories_per_component(MEMORIES_PER_GUEST)
+        .max_tables_per_component(TABLES_PER_GUEST);
+    pool
 }
 
 /// The guest's configuration under `policy`, offering `provides`.

@@ -1,0 +1,365 @@
+//! A fixed set of threads that serve many runners: M owners on N threads.
+//!
+//! A runner on a pool has no thread of its own. When a job is queued for
+//! it (or its last strong handle goes, or it is shut down) it is *scheduled*:
+//! put once at the back of the pool's run queue. A pool thread takes the
+//! runner at the front, runs **one** of its jobs (the first turn runs its
+//! `init`), and puts it at the back again if more jobs wait. So:
+//!
+//! - a runner is never served by two threads at once: it is in the run
+//!   queue at most once (its `scheduled` flag) and its state sits behind a
+//!   mutex that a turn holds;
+//! - its jobs still run one at a time and in the order they were queued;
+//! - runners take turns a job each: a runner whose jobs each run for long
+//!   (JavaScript spinning to its deadline) delays a runner queued behind it
+//!   by one of those jobs, never by all of them.
+//!
+//! Before a thread parks for want of work it spins for a short while
+//! ([`OwnerPoolOptions::spin`]): a caller that queues its next job within
+//! that time does not pay for waking a parked thread.
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::Span;
+
+use super::{Current, Message, OwnerExit, Shared, panic_message};
+
+/// How an [`OwnerPool`] is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerPoolOptions {
+    /// How many threads serve the pool's runners; `0` is treated as `1`.
+    pub threads: usize,
+    /// The threads' name (each gets its number after it).
+    pub name: String,
+    /// How long a thread out of work looks for more before it parks.
+    pub spin: Duration,
+}
+
+impl Default for OwnerPoolOptions {
+    /// One thread per CPU the process may use, spinning 50 µs.
+    fn default() -> Self {
+        OwnerPoolOptions {
+            threads: thread::available_parallelism().map_or(1, usize::from),
+            name: "marionette-owner".into(),
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
+/// A fixed set of threads that run the jobs of many [`Runner`](super::Runner)s
+/// (see [`Runner::spawn_on`](super::Runner::spawn_on)).
+///
+/// Cloning is cheap. The threads stop once every clone and every runner
+/// made on the pool is gone. A job that blocks its thread (a runner's job
+/// should not, beyond its own CPU time) holds up the runners queued behind
+/// it on a pool of one thread; on a pool of N, N such jobs do.
+#[derive(Clone)]
+pub struct OwnerPool {
+    keep: Arc<Keep>,
+}
+
+impl std::fmt::Debug for OwnerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnerPool")
+            .field("threads", &self.keep.inner.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops the threads when the last pool handle or runner goes.
+struct Keep {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Keep {
+    fn drop(&mut self) {
+        let mut queue = self.inner.lock();
+        queue.stop = true;
+        drop(queue);
+        self.inner.ready.notify_all();
+    }
+}
+
+struct Queue {
+    runnable: VecDeque<Arc<dyn Schedule>>,
+    /// Threads waiting on `ready`.
+    sleeping: usize,
+    stop: bool,
+}
+
+struct Inner {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    /// `queue.runnable.len()`, readable without the lock (for spinning).
+    queued: AtomicUsize,
+    spin: Duration,
+    threads: usize,
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A turn never panics while holding this lock; poisoning is ignored.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, runner: Arc<dyn Schedule>) {
+        let mut queue = self.lock();
+        queue.runnable.push_back(runner);
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let wake = queue.sleeping > 0;
+        drop(queue);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// The next runner to serve; `None` when the pool stops.
+    fn next(&self) -> Option<Arc<dyn Schedule>> {
+        let until = Instant::now() + self.spin;
+        loop {
+            if self.queued.load(Ordering::SeqCst) > 0 {
+                let mut queue = self.lock();
+                if let Some(runner) = queue.runnable.pop_front() {
+                    self.queued.fetch_sub(1, Ordering::SeqCst);
+                    return Some(runner);
+                }
+            }
+            if Instant::now() >= until {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let mut queue = self.lock();
+        loop {
+            if let Some(runner) = queue.runnable.pop_front() {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                return Some(runner);
+            }
+            if queue.stop {
+                return None;
+            }
+            queue.sleeping += 1;
+            queue = self.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
+            queue.sleeping -= 1;
+        }
+    }
+}
+
+impl OwnerPool {
+    /// Starts the pool's threads.
+    ///
+    /// # Errors
+    /// [`Error::Host`](crate::Error::Host) (op `"spawn"`) when the OS refuses
+    /// a thread.
+    pub fn new(options: OwnerPoolOptions) -> crate::Result<OwnerPool> {
+        let threads = options.threads.max(1);
+        let inner = Arc::new(Inner {
+            queue: Mutex::new(Queue {
+                runnable: VecDeque::new(),
+                sleeping: 0,
+                stop: false,
+            }),
+            ready: Condvar::new(),
+            queued: AtomicUsize::new(0),
+            spin: options.spin,
+            threads,
+        });
+        let keep = Arc::new(Keep {
+            inner: Arc::clone(&inner),
+        });
+        for n in 0..threads {
+            let inner = Arc::clone(&inner);
+            thread::Builder::new()
+                .name(format!("{}-{n}", options.name.replace('\0', "")))
+                .spawn(move || work(&inner))
+                .map_err(|e| {
+                    crate::Error::host(
+                        "spawn",
+                        anyhow::Error::new(e).context("starting a thread of an owner pool"),
+                    )
+                })?;
+        }
+        Ok(OwnerPool { keep })
+    }
+
+    /// The process-wide pool with default options, started on first use.
+    ///
+    /// # Errors
+    /// As [`OwnerPool::new`]; a failure is not cached.
+    pub fn shared() -> crate::Result<OwnerPool> {
+        static SHARED: OnceLock<OwnerPool> = OnceLock::new();
+        if let Some(pool) = SHARED.get() {
+            return Ok(pool.clone());
+        }
+        let pool = OwnerPool::new(OwnerPoolOptions::default())?;
+        Ok(SHARED.get_or_init(|| pool).clone())
+    }
+
+    /// How many threads serve the pool.
+    pub fn threads(&self) -> usize {
+        self.keep.inner.threads
+    }
+}
+
+/// A pool thread's life: serve runners until the pool stops.
+fn work(inner: &Inner) {
+    while let Some(runner) = inner.next() {
+        // A turn catches its jobs' panics; this is for the rest (a state's
+        // Drop): the thread must outlive any one runner.
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| runner.turn())) {
+            let message = panic_message(&*payload);
+            tracing::error!(panic = %message, "a runner's turn panicked; the runner is stopped");
+        }
+    }
+}
+
+/// A runner that can be put in a pool's run queue.
+pub(super) trait Schedule: Send + Sync {
+    /// Puts the runner at the back of the run queue, unless it is there or
+    /// being served.
+    fn schedule(self: Arc<Self>);
+    /// Serves one job (or the `init`, or the stop), then schedules the
+    /// runner again if there is more.
+    fn turn(self: Arc<Self>);
+}
+
+type Init<S> = Box<dyn FnOnce() -> S + Send>;
+
+enum Cell<S> {
+    Init {
+        init: Init<S>,
+        rx: mpsc::Receiver<Message<S>>,
+        exit: OwnerExit,
+    },
+    Ready {
+        state: S,
+        rx: mpsc::Receiver<Message<S>>,
+        exit: OwnerExit,
+    },
+    Done,
+}
+
+/// The owner of a runner on a pool.
+pub(super) struct Pooled<S> {
+    keep: Arc<Keep>,
+    /// In the run queue or being served.
+    scheduled: AtomicBool,
+    shared: Arc<Shared>,
+    dispatch: Option<tracing::Dispatch>,
+    span: Span,
+    cell: Mutex<Cell<S>>,
+}
+
+impl<S: Send + 'static> Pooled<S> {
+    pub(super) fn new(
+        pool: &OwnerPool,
+        shared: Arc<Shared>,
+        dispatch: Option<tracing::Dispatch>,
+        span: Span,
+        init: Init<S>,
+        rx: mpsc::Receiver<Message<S>>,
+        exit: OwnerExit,
+    ) -> Arc<Pooled<S>> {
+        Arc::new(Pooled {
+            keep: Arc::clone(&pool.keep),
+            scheduled: AtomicBool::new(false),
+            shared,
+            dispatch,
+            span,
+            cell: Mutex::new(Cell::Init { init, rx, exit }),
+        })
+    }
+
+    /// One step of the owner's life, as `serve` does on a thread of its own.
+    fn step(cell: Cell<S>) -> Cell<S> {
+        match cell {
+            Cell::Init { init, mut rx, exit } => match catch_unwind(AssertUnwindSafe(init)) {
+                Ok(state) => {
+                    tracing::debug!("runner started");
+                    Cell::Ready { state, rx, exit }
+                }
+                Err(payload) => {
+                    let message = panic_message(&*payload);
+                    tracing::error!(panic = %message, "the runner's init panicked; the runner is closed");
+                    rx.close();
+                    while let Ok(message) = rx.try_recv() {
+                        if let Message::Run(task) = message {
+                            tracing::error!(op = %task.op, "job dropped: the runner has no state");
+                        }
+                    }
+                    drop(exit);
+                    Cell::Done
+                }
+            },
+            Cell::Ready {
+                mut state,
+                mut rx,
+                exit,
+            } => match rx.try_recv() {
+                Ok(Message::Run(task)) => {
+                    task.run(&mut state);
+                    Cell::Ready { state, rx, exit }
+                }
+                Ok(Message::Shutdown) => {
+                    tracing::debug!("shutting down: running the jobs already queued");
+                    rx.close();
+                    while let Ok(message) = rx.try_recv() {
+                        if let Message::Run(task) = message {
+                            task.run(&mut state);
+                        }
+                    }
+                    Self::stop(state, rx, exit)
+                }
+                Err(mpsc::error::TryRecvError::Empty) => Cell::Ready { state, rx, exit },
+                Err(mpsc::error::TryRecvError::Disconnected) => Self::stop(state, rx, exit),
+            },
+            Cell::Done => Cell::Done,
+        }
+    }
+
+    fn stop(state: S, rx: mpsc::Receiver<Message<S>>, exit: OwnerExit) -> Cell<S> {
+        drop(rx);
+        // Before `exit` tells shutdown the owner stopped.
+        drop(state);
+        tracing::debug!("runner stopped");
+        drop(exit);
+        Cell::Done
+    }
+}
+
+impl<S: Send + 'static> Schedule for Pooled<S> {
+    fn schedule(self: Arc<Self>) {
+        if !self.scheduled.swap(true, Ordering::SeqCst) {
+            let inner = Arc::clone(&self.keep.inner);
+            inner.push(self);
+        }
+    }
+
+    fn turn(self: Arc<Self>) {
+        let more = {
+            let _current = Current::enter(&self.shared);
+            let _dispatch = self.dispatch.as_ref().map(tracing::dispatcher::set_default);
+            let _entered = self.span.enter();
+            let mut cell = self.cell.lock().unwrap_or_else(|p| p.into_inner());
+            let taken = std::mem::replace(&mut *cell, Cell::Done);
+            *cell = Self::step(taken);
+            // Cleared before looking for more: a job queued after the look
+            // sees the flag clear and schedules the runner itself.
+            self.scheduled.store(false, Ordering::SeqCst);
+            match &*cell {
+                Cell::Init { .. } => true,
+                Cell::Ready { rx, .. } => !rx.is_empty() || rx.is_closed(),
+                Cell::Done => false,
+            }
+        };
+        if more {
+            self.schedule();
+        }
+    }
+}
