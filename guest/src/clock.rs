@@ -101,6 +101,28 @@ pub fn random() -> f64 {
     })
 }
 
+/// The runtime's ids (sessions, turns, blocks, inferences): a version 4
+/// UUID drawn from [`random`], one draw per random hex digit, exactly as
+/// the runtime's JavaScript drew them before this was native (so a
+/// deterministic run's ids, and every draw after them, stay the same). In
+/// Rust because 31 calls into a native and 36 string concatenations per id
+/// were a visible part of a session's time in the guest.
+pub fn uuid() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(36);
+    for i in 0..36 {
+        let c = match i {
+            8 | 13 | 18 | 23 => '-',
+            14 => '4',
+            // `Math.floor(Math.random() * 16)`: 0..=15 (f64 in [0, 1)).
+            19 => HEX[((random() * 16.0) as usize & 0x3) | 0x8] as char,
+            _ => HEX[(random() * 16.0) as usize & 0xf] as char,
+        };
+        s.push(c);
+    }
+    s
+}
+
 /// `crypto.getRandomValues`: fills `bytes`.
 ///
 /// # Errors

@@ -175,6 +175,20 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
     // `Date.now()` and `Math.random()` (see `clock.rs` and `js/clock.js`).
     native.set("now", Function::new(ctx.clone(), crate::clock::now_ms)?)?;
     native.set("random", Function::new(ctx.clone(), crate::clock::random)?)?;
+    // Whether QuickJS has a promise job waiting: a task whose body returned
+    // a plain value ends at once when none is (see `start` in core.js).
+    native.set(
+        "jobsPending",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| {
+            // SAFETY: `ctx` is a live context; this only reads its runtime's
+            // job list.
+            unsafe {
+                rquickjs::qjs::JS_IsJobPending(rquickjs::qjs::JS_GetRuntime(ctx.as_raw().as_ptr()))
+            }
+        })?,
+    )?;
+    // The runtime's ids (see `clock::uuid`).
+    native.set("uuid", Function::new(ctx.clone(), crate::clock::uuid)?)?;
 
     // The runtime says which task its JavaScript runs for.
     native.set(

@@ -613,3 +613,37 @@ async fn timer_delays_are_clamped_like_browsers_do() {
         json!(false)
     );
 }
+
+/// A function that returns a plain value ends its task at once (no promise
+/// job for its result) only when no promise job waits. One that queued a
+/// job still has it run first, as when every result went through a
+/// promise: 'job 1' was queued before the result's job and is the task's;
+/// 'job 2', queued by it, comes after the task's end and is dropped.
+#[tokio::test]
+async fn a_plain_result_waits_for_the_jobs_its_call_queued() {
+    let sb = sandbox().await;
+    let source = "export function queued() {\n  Promise.resolve().then(() => console.log('job 1')).then(() => console.log('job 2'));\n  return 7;\n}\nexport function plain(n) { return n * 2; }\nexport function nothing() {}\n";
+    sb.load("jobs.js", source).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = TaskOptions {
+        events: Some(tx),
+        ..TaskOptions::default()
+    };
+    let out = sb.call("jobs.js", "queued", &[], options).await.unwrap();
+    assert_eq!(out, json!(7));
+    let mut lines = Vec::new();
+    while let Ok(Event::Console { message, .. }) = rx.try_recv() {
+        lines.push(message);
+    }
+    assert_eq!(lines, vec!["job 1".to_string()]);
+    let out = sb
+        .call("jobs.js", "plain", &[json!(21)], TaskOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out, json!(42));
+    let out = sb
+        .call("jobs.js", "nothing", &[], TaskOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out, json!(null));
+}

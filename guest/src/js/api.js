@@ -25,16 +25,10 @@
     return id;
   }
 
+  // A version 4 UUID from the guest's generator (clock.rs: the same draws
+  // as `Math.random`, so a deterministic run's ids are reproducible).
   function uuid() {
-    const hex = "0123456789abcdef";
-    let s = "";
-    for (let i = 0; i < 36; i++) {
-      if (i === 8 || i === 13 || i === 18 || i === 23) s += "-";
-      else if (i === 14) s += "4";
-      else if (i === 19) s += hex[(mathFloor(mathRandom() * 16) & 0x3) | 0x8];
-      else s += hex[mathFloor(mathRandom() * 16)];
-    }
-    return s;
+    return native.uuid();
   }
 
   const BlockKind = freeze({
@@ -64,7 +58,7 @@
 
   function normalizeBlock(b, i) {
     if (!isPlainObject(b)) throw new TypeErrorCtor("turn.blocks[" + i + "] must be an object");
-    if (!call(setHas, blockKinds, b.kind)) {
+    if (!shas(blockKinds, b.kind)) {
       throw new TypeErrorCtor("turn.blocks[" + i + "].kind must be one of user, llm_text, tool_call, tool_use, system, reasoning, other; got " + describe(b.kind));
     }
     const out = {

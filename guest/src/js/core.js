@@ -40,10 +40,21 @@
 
   const call = (fn, self, ...args) => apply(fn, self, args);
   const then = (p, onOk, onErr) => apply(promiseThen, p, [onOk, onErr]);
-  const mget = (m, k) => call(mapGet, m, k);
-  const mset = (m, k, v) => call(mapSet, m, k, v);
-  const mhas = (m, k) => call(mapHas, m, k);
-  const mdel = (m, k) => call(mapDelete, m, k);
+  // `uncurry(method)(self, ...args)` calls the captured `method` on `self`,
+  // as `call(method, self, ...args)` does, without allocating: a function
+  // bound to `Function.prototype.call` passes its arguments on the stack,
+  // where `call` makes an array of them for `apply`. For the Map and Set
+  // methods every entry uses.
+  const fnCall = Function.prototype.call;
+  const fnBind = Function.prototype.bind;
+  const uncurry = (method) => apply(fnBind, fnCall, [method]);
+  const mget = uncurry(mapGet);
+  const mset = uncurry(mapSet);
+  const mhas = uncurry(mapHas);
+  const mdel = uncurry(mapDelete);
+  const sadd = uncurry(setAdd);
+  const shas = uncurry(setHas);
+  const sdel = uncurry(setDelete);
 
   // ---------------------------------------------------------------- errors
 
@@ -146,6 +157,42 @@
     pending: new MapCtor(),  // op -> { task, settle(ok, value), progress?(event) }
   };
 
+  // Each task's pending operations (task -> Set of ops, in the order they
+  // were asked), beside `state.pending`: a task's end releases its own
+  // operations without going through every other task's (with many tasks
+  // at once, a walk over all of them per task ended was quadratic).
+  // `state.pending` changes only through these two.
+  const opsOf = new MapCtor();
+  function addPending(op, record) {
+    mset(state.pending, op, record);
+    let ops = mget(opsOf, record.task);
+    if (ops === undefined) {
+      ops = new SetCtor();
+      mset(opsOf, record.task, ops);
+    }
+    sadd(ops, op);
+  }
+  // Forgets `op`; false when it was not pending.
+  function dropPending(op) {
+    const p = mget(state.pending, op);
+    if (p === undefined) return false;
+    mdel(state.pending, op);
+    const ops = mget(opsOf, p.task);
+    if (ops !== undefined) {
+      sdel(ops, op);
+      if (ops.size === 0) mdel(opsOf, p.task);
+    }
+    return true;
+  }
+  // The pending operations of `task`, as [op, record] pairs, oldest first:
+  // a copy, so that the caller may drop them as it goes.
+  function pendingOf(task) {
+    const ops = mget(opsOf, task);
+    const out = [];
+    if (ops !== undefined) for (const op of ops) out[out.length] = [op, mget(state.pending, op)];
+    return out;
+  }
+
   // Says which task JavaScript runs for from now on: what console lines and
   // requests are charged to, and what the host's interrupt poll names.
   function setCurrent(task) {
@@ -160,12 +207,12 @@
   // "deadline", "out-of-memory", "output", "operations". `isTurn`: the
   // payload is a turn (inference, middleware), not plain JSON.
   function done(task, kind, payload, isTurn) {
-    if (!call(setHas, state.live, task)) return; // already done, or cancelled
-    call(setDelete, state.live, task);
-    for (const [op, p] of state.pending) {
-      if (p.task !== task) continue;
-      mdel(state.pending, op);
-      native.release(op);
+    if (!shas(state.live, task)) return; // already done, or cancelled
+    sdel(state.live, task);
+    const ops = pendingOf(task);
+    for (let i = 0; i < ops.length; i++) {
+      dropPending(ops[i][0]);
+      native.release(ops[i][0]);
     }
     native.done(task, kind, payload, isTurn === true);
   }
@@ -173,7 +220,7 @@
   // A console line of the task JavaScript runs for; a task that is over
   // says nothing more.
   function consoleLine(level, message) {
-    if (call(setHas, state.live, state.current)) native.console(state.current, level, message);
+    if (shas(state.live, state.current)) native.console(state.current, level, message);
   }
 
   function finish(task, value, kind) {
@@ -199,7 +246,7 @@
 
   // Makes `task` live and current: what runs now runs on its behalf.
   function begin(task) {
-    call(setAdd, state.live, task);
+    sadd(state.live, task);
     setCurrent(task);
     state.scope = null;
   }
@@ -208,10 +255,22 @@
   function start(task, kind, body) {
     begin(task);
     let p;
+    let now = false;
+    let value;
     try {
-      p = promiseResolve(body());
+      value = body();
+      // A plain value (not an object: no `then` to look up) and no promise
+      // job waiting: the job below would run next and do just what ending
+      // the task here does; this saves a promise, its reaction and the job
+      // (a good part of a short call's time in the guest).
+      now = (value === null || (typeof value !== "object" && typeof value !== "function")) && !native.jobsPending();
+      if (!now) p = promiseResolve(value);
     } catch (e) {
       p = apply(Promise.reject, PromiseCtor, [e]);
+    }
+    if (now) {
+      finish(task, value, kind);
+      return;
     }
     // The conversions run for the task: its getters are its code, under its
     // interrupts.
@@ -230,7 +289,7 @@
       settle(false, abortError(mget(state.canceled, task)));
       return 0;
     }
-    if (!call(setHas, state.live, task)) {
+    if (!shas(state.live, task)) {
       settle(false, abortError("task " + task + " is over: it can start nothing more"));
       return 0;
     }
@@ -242,7 +301,7 @@
     }
     const json = jsonStringify(what);
     const op = body === undefined ? native.request(task, json) : native.request(task, json, body);
-    mset(state.pending, op, { task, scope, settle, progress, next });
+    addPending(op, { task, scope, settle, progress, next });
     return op;
   }
 
@@ -253,7 +312,7 @@
   }
 
   function release(op) {
-    if (mdel(state.pending, op)) native.release(op);
+    if (dropPending(op)) native.release(op);
   }
 
   // Turns of their own. QuickJS has no async context: a promise job runs

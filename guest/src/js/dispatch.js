@@ -77,7 +77,7 @@
     // A task the Rust side failed directly (its dispatcher call threw): it
     // is no longer live.
     abandon(task) {
-      call(setDelete, state.live, task);
+      sdel(state.live, task);
     },
     configure(info) {
       const i = jsonParse(info);
@@ -212,7 +212,7 @@
     resume(op, ok, value, body) {
       const p = mget(state.pending, op);
       if (p === undefined) return; // released, or its task was cancelled
-      mdel(state.pending, op);
+      dropPending(op);
       setCurrent(p.task);
       state.scope = p.scope;
       const v = ok ? jsonParse(value) : hostError(jsonParse(value));
@@ -240,7 +240,7 @@
     // is done; then they reject with an AbortError, and what its code asks
     // while it unwinds is refused.
     stop(task, kind, detail) {
-      if (!call(setHas, state.live, task)) return;
+      if (!shas(state.live, task)) return;
       mset(state.canceled, task, detail);
       // Remembered so that what the task's code asks for while it unwinds is
       // refused; the oldest go once there are many (a long-lived sandbox
@@ -253,9 +253,8 @@
         }
       }
       const aborted = [];
-      for (const [op, p] of state.pending) {
-        if (p.task !== task) continue;
-        mdel(state.pending, op);
+      for (const [op, p] of pendingOf(task)) {
+        dropPending(op);
         native.release(op);
         aborted[aborted.length] = p;
       }

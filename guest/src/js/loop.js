@@ -38,7 +38,7 @@
     scope.canceled = error;
     for (const [op, p] of state.pending) {
       if (!within(p.scope, scope)) continue;
-      mdel(state.pending, op);
+      dropPending(op);
       native.release(op);
       settleInTurn(p.task, p.scope, () => p.settle(false, error));
     }
@@ -86,7 +86,7 @@
         if (fields !== undefined) for (const k of objectKeys(fields)) if (fields[k] !== undefined) event[k] = fields[k];
         let text;
         try { text = jsonStringify(event); } catch (_) { text = undefined; }
-        if (text !== undefined && call(setHas, state.live, task)) native.sessionEvent(task, text);
+        if (text !== undefined && shas(state.live, task)) native.sessionEvent(task, text);
         deliver(event);
       },
       // A stream event a host engine reported (`{type: "partial", delta, completion}`).
@@ -333,13 +333,13 @@
   // some providers send them) are parsed.
   function pendingCalls(turn) {
     const answered = new SetCtor();
-    for (const b of turn.blocks) if (b.kind === "tool_use" && typeof b.payload.id === "string") call(setAdd, answered, b.payload.id);
+    for (const b of turn.blocks) if (b.kind === "tool_use" && typeof b.payload.id === "string") sadd(answered, b.payload.id);
     const calls = [];
     for (const b of turn.blocks) {
       if (b.kind !== "tool_call") continue;
       const id = b.payload.id;
-      if (typeof id !== "string" || call(setHas, answered, id)) continue;
-      call(setAdd, answered, id);
+      if (typeof id !== "string" || shas(answered, id)) continue;
+      sadd(answered, id);
       let args = b.payload.args;
       if (args === undefined || args === null) args = {};
       else if (typeof args === "string") {
@@ -613,12 +613,12 @@
       };
       run.emitter.emit("start");
       const before = new SetCtor();
-      for (const b of turn.blocks) call(setAdd, before, b.id);
+      for (const b of turn.blocks) sadd(before, b.id);
       turn = identifyCalls(normalizeTurn(await runChain(run, 0, turn, ctx)));
       const texts = [];
       let usage;
       for (const b of turn.blocks) {
-        if (call(setHas, before, b.id)) continue;
+        if (shas(before, b.id)) continue;
         if (b.kind === "llm_text" && typeof b.payload.text === "string") texts[texts.length] = b.payload.text;
         if (b.metadata.usage !== undefined && b.metadata.usage !== null) usage = b.metadata.usage;
       }

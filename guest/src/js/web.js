@@ -340,8 +340,8 @@
           return () => {};
         }
         const algorithm = () => fn(signal.#reason);
-        call(setAdd, signal.#algorithms, algorithm);
-        return () => call(setDelete, signal.#algorithms, algorithm);
+        sadd(signal.#algorithms, algorithm);
+        return () => sdel(signal.#algorithms, algorithm);
       };
       signalDependOn = (dependent, source) => {
         const list = source.#dependents;
@@ -690,7 +690,7 @@
       out = keep(new SetCtor());
       const items = [];
       call(setForEach, v, (value) => { items[items.length] = value; });
-      for (let i = 0; i < items.length; i++) call(setAdd, out, cloneValue(items[i], memory));
+      for (let i = 0; i < items.length; i++) sadd(out, cloneValue(items[i], memory));
       return out;
     }
     if (isDOMException(v)) {
