@@ -784,20 +784,27 @@ impl<S> WeakRunner<S> {
     }
 }
 
+/// A runner's `init` panicked: there is no state to run jobs on, so the
+/// runner closes and every job queued is dropped (its caller gets
+/// [`Error::Closed`]), each logged.
+fn init_panicked<S>(payload: &(dyn std::any::Any + Send), rx: &mut mpsc::Receiver<Message<S>>) {
+    let message = panic_message(payload);
+    tracing::error!(panic = %message, "the runner's init panicked; the runner is closed");
+    rx.close();
+    while let Ok(message) = rx.try_recv() {
+        if let Message::Run(task) = message {
+            tracing::error!(op = %task.op, "job dropped: the runner has no state");
+        }
+    }
+}
+
 /// The owner thread's life: build the state, serve jobs until shutdown or
 /// until every handle is gone, drop the state.
 fn serve<S>(init: impl FnOnce() -> S, mut rx: mpsc::Receiver<Message<S>>) {
     let mut state = match catch_unwind(AssertUnwindSafe(init)) {
         Ok(state) => state,
         Err(payload) => {
-            let message = panic_message(&*payload);
-            tracing::error!(panic = %message, "the runner's init panicked; the runner is closed");
-            rx.close();
-            while let Ok(message) = rx.try_recv() {
-                if let Message::Run(task) = message {
-                    tracing::error!(op = %task.op, "job dropped: the runner has no state");
-                }
-            }
+            init_panicked(&*payload, &mut rx);
             return;
         }
     };

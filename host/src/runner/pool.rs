@@ -285,14 +285,7 @@ impl<S: Send + 'static> Pooled<S> {
                     Cell::Ready { state, rx, exit }
                 }
                 Err(payload) => {
-                    let message = panic_message(&*payload);
-                    tracing::error!(panic = %message, "the runner's init panicked; the runner is closed");
-                    rx.close();
-                    while let Ok(message) = rx.try_recv() {
-                        if let Message::Run(task) = message {
-                            tracing::error!(op = %task.op, "job dropped: the runner has no state");
-                        }
-                    }
+                    super::init_panicked(&*payload, &mut rx);
                     drop(exit);
                     Cell::Done
                 }
