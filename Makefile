@@ -111,7 +111,7 @@ test-python: python-component python-venv lint-python
 ## Benchmarks: writes bench/report/report.json and bench/report/report.md.
 bench:
 	@./scripts/bootstrap.sh >/dev/null
-	$(CARGO) bench --locked -p marionette-bench
+	$(CARGO) bench --locked -p marionette -p marionette-cli -p marionette-bench --bench marionette
 
 ## The load test, long: 200k calls against one sandbox and against three.
 soak: bootstrap
