@@ -33,6 +33,9 @@ use crate::measures::{
 };
 
 mod markdown;
+mod targets;
+
+pub use targets::{TargetResult, Verdict, evaluate as targets};
 
 /// Version of `report.json`'s layout; bumped when a field changes meaning.
 pub const SCHEMA: u32 = 1;
@@ -469,7 +472,17 @@ fn recovery(row: &RecoveryRow, measures: &[MeasureResult]) -> Option<RecoveryRes
 /// When the folder or a file cannot be written.
 pub fn write(report: &Report, dir: &FsPath) -> anyhow::Result<String> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let json = serde_json::to_string_pretty(report)?;
+    /// `report.json`: the report and how each target came out.
+    #[derive(Serialize)]
+    struct WithTargets<'a> {
+        #[serde(flatten)]
+        report: &'a Report,
+        targets: Vec<TargetResult>,
+    }
+    let json = serde_json::to_string_pretty(&WithTargets {
+        report,
+        targets: targets(report),
+    })?;
     std::fs::write(dir.join("report.json"), json + "\n").context("writing report.json")?;
     let md = markdown(report);
     std::fs::write(dir.join("report.md"), &md).context("writing report.md")?;

@@ -34,6 +34,8 @@ pub fn markdown(r: &Report) -> String {
          differences inside the confidence intervals as no difference.\n"
     );
 
+    targets(&mut s, r);
+
     let _ = writeln!(s, "## Side by side (medians)\n");
     let _ = writeln!(
         s,
@@ -290,6 +292,35 @@ fn peer(s: &mut String, r: &Report) {
     let _ = writeln!(s);
 }
 
+/// Every target, with this run's figure and how it came out.
+fn targets(s: &mut String, r: &Report) {
+    use super::targets::{Verdict, evaluate};
+    let _ = writeln!(s, "## Targets\n");
+    let _ = writeln!(
+        s,
+        "| target | this run | bound | | from | where a miss is explained |"
+    );
+    let _ = writeln!(s, "|---|--:|--:|:-:|---|---|");
+    for t in evaluate(r) {
+        let (figure, verdict, explained) = match t.verdict {
+            Verdict::Met => (t.figure.as_str(), "**met**", ""),
+            Verdict::NotMet => (t.figure.as_str(), "not met", t.explained),
+            Verdict::NotMeasured => ("–", "not measured", ""),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            t.what, figure, t.target, verdict, t.source, explained
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nEach figure is a median (or a ratio of medians) of this run, on this machine, at the \
+         load averages above; the tables below have the intervals. `add(1, 2)` through the API \
+         depends on how fast an idle CPU wakes (`wake/*`).\n"
+    );
+}
+
 /// Many sandboxes in one process.
 fn scale(s: &mut String, r: &Report) {
     if r.scale.is_empty() && r.scale_skipped.is_empty() {
@@ -338,8 +369,9 @@ fn reproduce(s: &mut String) {
     let _ = writeln!(s, "\n## Reproducing and profiling\n");
     for line in [
         "Everything: `make bench` (criterion groups, the one-off timings, `scale`, the peer). One \
-         group: `cargo bench --locked -p marionette-bench --bench marionette -- GROUP` (for \
-         example `cold`; the report then marks the others as from an earlier run).",
+         group: `cargo bench --locked -p marionette -p marionette-cli -p marionette-bench --bench \
+         marionette -- GROUP` (for example `cold`; the report then marks the others as from an \
+         earlier run; the three packages are the tests' set, so the bench reuses their build).",
         "The peer alone: `cd target/bench-peer && node peer.mjs` (installed there by the first \
          `make bench`).",
         "Where the guest spends its time: `MARIONETTE_PROFILE=perfmap perf record -g -F 999 -- \
@@ -503,7 +535,7 @@ fn times(value: f64) -> String {
 }
 
 /// Three significant digits (fewer decimals for larger numbers).
-fn sig3(value: f64) -> String {
+pub(super) fn sig3(value: f64) -> String {
     match value.abs() {
         v if v >= 100.0 => format!("{value:.0}"),
         v if v >= 10.0 => format!("{value:.1}"),
