@@ -20,7 +20,7 @@
     if (id === undefined) {
       id = nextHandle++;
       call(weakSet, handleIds, record, id);
-      mset(handles, id, record);
+      iset(handles, id, record);
     }
     return id;
   }
@@ -179,10 +179,23 @@
     throw new TypeErrorCtor(where + ": expected a middleware (middlewares.*) or a function (turn, next, ctx) => turn, got " + describe(v));
   }
 
+  // The JSON text of a tool's schema, made once per schema object: the
+  // schemas of registries and host tool sets are private copies that
+  // nothing changes, checked at every call of their tool.
+  const schemaTexts = new WeakMapCtor();
+  function schemaText(schema) {
+    let text = call(weakGet, schemaTexts, schema);
+    if (text === undefined) {
+      text = jsonStringify(schema);
+      call(weakSet, schemaTexts, schema, text);
+    }
+    return text;
+  }
+
   // Checks arguments against a tool's schema (the host validates: see the
   // WIT's validate-arguments); throws a TypeError naming the tool.
   function validateArguments(tool, args) {
-    const problem = native.validate(jsonStringify(tool.parameters), jsonStringify(args === undefined ? {} : args));
+    const problem = native.validate(schemaText(tool.parameters), jsonStringify(args === undefined ? {} : args));
     if (problem !== null && problem !== undefined) {
       throw new TypeErrorCtor("invalid arguments for tool " + describe(tool.name) + ": " + problem);
     }

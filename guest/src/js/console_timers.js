@@ -30,7 +30,7 @@
 
   let nextTimer = 1;
   const MAX_DELAY = 2147483647;
-  const timers = new MapCtor(); // timer id -> op
+  const timers = new MapCtor(); // idKey(timer id) -> op
 
   function setTimeout(fn, ms, ...args) {
     if (typeof fn !== "function") throw new TypeErrorCtor("setTimeout: the callback must be a function");
@@ -39,7 +39,7 @@
     // 24.8 days) it waits MAX_DELAY rather than overflowing.
     const delay = mathMin(MAX_DELAY, mathMax(0, mathFloor(NumberCtor(ms) || 0)));
     const op = request({ op: "sleep", ms: delay }, (ok, value) => {
-      mdel(timers, id);
+      idel(timers, id);
       if (!ok) {
         // Cancelled with its task: nothing to say. Refused by the host: the
         // callback will never run, and the script should know why.
@@ -55,14 +55,14 @@
         consoleLine("error", "uncaught error in a timer callback: " + (info.file ? info.file + ":" + info.line + ":" + info.column + ": " : "") + info.name + ": " + info.message);
       }
     });
-    if (op !== 0) mset(timers, id, op);
+    if (op !== 0) iset(timers, id, op);
     return id;
   }
 
   function clearTimeout(id) {
-    const op = mget(timers, id);
+    const op = iget(timers, id);
     if (op === undefined) return;
-    mdel(timers, id);
+    idel(timers, id);
     release(op);
   }
 

@@ -56,6 +56,24 @@
   const shas = uncurry(setHas);
   const sdel = uncurry(setDelete);
 
+  // Ids (of tasks, operations, timers, handles) as keys of the runtime's
+  // Maps and Sets. QuickJS hashes a number by the bits of its float64 and
+  // keeps the low bits of that hash, which are all zero for small integers:
+  // a Map keyed by ids put all ids of one magnitude in one bucket, and each
+  // lookup walked them all (with 200 sessions at once, hundreds of pending
+  // operations per lookup). `idKey` spreads them: a multiplication by an odd
+  // constant is one-to-one on 32-bit integers and fills the low bits. Other
+  // numbers (2^32 and above, which a mixed key never is) stay as they are.
+  const mathImul = Math.imul;
+  const idKey = (id) => (id >= 0 && id < 4294967296 && id === (id >>> 0) ? mathImul(id, 0x9e3779b1) >>> 0 : id);
+  const iget = (m, id) => mget(m, idKey(id));
+  const iset = (m, id, v) => mset(m, idKey(id), v);
+  const ihas = (m, id) => mhas(m, idKey(id));
+  const idel = (m, id) => mdel(m, idKey(id));
+  const isadd = (set, id) => sadd(set, idKey(id));
+  const ishas = (set, id) => shas(set, idKey(id));
+  const isdel = (set, id) => sdel(set, idKey(id));
+
   // ---------------------------------------------------------------- errors
 
   function abortError(reason) {
@@ -152,44 +170,46 @@
   const state = {
     current: 0,          // the task on whose behalf JS runs right now
     scope: null,         // the cancellation scope of what JS asks now (see loop.js)
-    live: new SetCtor(), // tasks started and not yet done
-    canceled: new MapCtor(), // task -> reason
-    pending: new MapCtor(),  // op -> { task, settle(ok, value), progress?(event) }
+    live: new SetCtor(), // idKey(task) of the tasks started and not yet done
+    canceled: new MapCtor(), // idKey(task) -> reason
+    pending: new MapCtor(),  // idKey(op) -> { op, task, settle(ok, value), progress?(event) }
   };
 
-  // Each task's pending operations (task -> Set of ops, in the order they
-  // were asked), beside `state.pending`: a task's end releases its own
-  // operations without going through every other task's (with many tasks
-  // at once, a walk over all of them per task ended was quadratic).
-  // `state.pending` changes only through these two.
+  // Each task's pending operations (task -> Map of idKey(op) -> op, in the
+  // order they were asked), beside `state.pending`: a task's end releases
+  // its own operations without going through every other task's (with many
+  // tasks at once, a walk over all of them per task ended was quadratic).
+  // `state.pending` (idKey(op) -> record, the record knowing its `op`)
+  // changes only through these two.
   const opsOf = new MapCtor();
   function addPending(op, record) {
-    mset(state.pending, op, record);
-    let ops = mget(opsOf, record.task);
+    record.op = op;
+    iset(state.pending, op, record);
+    let ops = iget(opsOf, record.task);
     if (ops === undefined) {
-      ops = new SetCtor();
-      mset(opsOf, record.task, ops);
+      ops = new MapCtor();
+      iset(opsOf, record.task, ops);
     }
-    sadd(ops, op);
+    iset(ops, op, op);
   }
   // Forgets `op`; false when it was not pending.
   function dropPending(op) {
-    const p = mget(state.pending, op);
+    const p = iget(state.pending, op);
     if (p === undefined) return false;
-    mdel(state.pending, op);
-    const ops = mget(opsOf, p.task);
+    idel(state.pending, op);
+    const ops = iget(opsOf, p.task);
     if (ops !== undefined) {
-      sdel(ops, op);
-      if (ops.size === 0) mdel(opsOf, p.task);
+      idel(ops, op);
+      if (ops.size === 0) idel(opsOf, p.task);
     }
     return true;
   }
   // The pending operations of `task`, as [op, record] pairs, oldest first:
   // a copy, so that the caller may drop them as it goes.
   function pendingOf(task) {
-    const ops = mget(opsOf, task);
+    const ops = iget(opsOf, task);
     const out = [];
-    if (ops !== undefined) for (const op of ops) out[out.length] = [op, mget(state.pending, op)];
+    if (ops !== undefined) for (const op of ops.values()) out[out.length] = [op, iget(state.pending, op)];
     return out;
   }
 
@@ -207,8 +227,8 @@
   // "deadline", "out-of-memory", "output", "operations". `isTurn`: the
   // payload is a turn (inference, middleware), not plain JSON.
   function done(task, kind, payload, isTurn) {
-    if (!shas(state.live, task)) return; // already done, or cancelled
-    sdel(state.live, task);
+    if (!ishas(state.live, task)) return; // already done, or cancelled
+    isdel(state.live, task);
     const ops = pendingOf(task);
     for (let i = 0; i < ops.length; i++) {
       dropPending(ops[i][0]);
@@ -220,7 +240,7 @@
   // A console line of the task JavaScript runs for; a task that is over
   // says nothing more.
   function consoleLine(level, message) {
-    if (shas(state.live, state.current)) native.console(state.current, level, message);
+    if (ishas(state.live, state.current)) native.console(state.current, level, message);
   }
 
   function finish(task, value, kind) {
@@ -246,7 +266,7 @@
 
   // Makes `task` live and current: what runs now runs on its behalf.
   function begin(task) {
-    sadd(state.live, task);
+    isadd(state.live, task);
     setCurrent(task);
     state.scope = null;
   }
@@ -285,11 +305,11 @@
   // over or cancelled, or the scope is cancelled).
   function request(what, settle, progress, next, body) {
     const task = state.current;
-    if (mhas(state.canceled, task)) {
-      settle(false, abortError(mget(state.canceled, task)));
+    if (ihas(state.canceled, task)) {
+      settle(false, abortError(iget(state.canceled, task)));
       return 0;
     }
-    if (!shas(state.live, task)) {
+    if (!ishas(state.live, task)) {
       settle(false, abortError("task " + task + " is over: it can start nothing more"));
       return 0;
     }

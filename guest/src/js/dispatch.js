@@ -28,7 +28,7 @@
   function resolve(targetJson, kind) {
     const target = jsonParse(targetJson);
     if (target.handle !== undefined) {
-      const record = mget(handles, target.handle);
+      const record = iget(handles, target.handle);
       if (record === undefined || record.kind !== kind) throw new TypeErrorCtor("no " + kind + " has handle " + describe(target.handle));
       return record;
     }
@@ -77,7 +77,7 @@
     // A task the Rust side failed directly (its dispatcher call threw): it
     // is no longer live.
     abandon(task) {
-      sdel(state.live, task);
+      isdel(state.live, task);
     },
     configure(info) {
       const i = jsonParse(info);
@@ -139,7 +139,7 @@
     // rest of that chain, in this new task, in the scope of the op.
     next(task, op, turn) {
       start(task, "turn", () => {
-        const p = mget(state.pending, op);
+        const p = iget(state.pending, op);
         if (p === undefined || p.next === undefined) {
           throw new ErrorCtor("middleware.next: operation " + op + " is not a host middleware the guest awaits (answered, released, or never asked)");
         }
@@ -210,7 +210,7 @@
     // `body`: the ArrayBuffer of an HTTP response, whose other parts are
     // `value`.
     resume(op, ok, value, body) {
-      const p = mget(state.pending, op);
+      const p = iget(state.pending, op);
       if (p === undefined) return; // released, or its task was cancelled
       dropPending(op);
       setCurrent(p.task);
@@ -220,7 +220,7 @@
       p.settle(ok, v);
     },
     notify(op, events) {
-      const p = mget(state.pending, op);
+      const p = iget(state.pending, op);
       if (p === undefined || p.progress === undefined) return;
       setCurrent(p.task);
       state.scope = p.scope;
@@ -240,8 +240,8 @@
     // is done; then they reject with an AbortError, and what its code asks
     // while it unwinds is refused.
     stop(task, kind, detail) {
-      if (!shas(state.live, task)) return;
-      mset(state.canceled, task, detail);
+      if (!ishas(state.live, task)) return;
+      iset(state.canceled, task, detail);
       // Remembered so that what the task's code asks for while it unwinds is
       // refused; the oldest go once there are many (a long-lived sandbox
       // cancels without end, and a task cancelled that long ago has nothing

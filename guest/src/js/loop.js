@@ -11,9 +11,28 @@
 
   // ---------------------------------------------------------------- scopes
 
-  // A scope belongs to the task whose code made it (its run's).
+  // A scope belongs to the task whose code made it (its run's). It knows
+  // the scopes made below it (`kids`), so that cancelling or closing one
+  // reaches its own subtree, not every scope of the VM; and it keeps the
+  // signal scripts were given for it, if any (`scopeSignal`, web.js).
   function newScope(parent) {
-    return { parent, canceled: null, task: parent === null || parent === undefined ? state.current : parent.task };
+    const top = parent === null || parent === undefined;
+    const scope = { parent, canceled: null, task: top ? state.current : parent.task, kids: null, signal: undefined, signalSeq: 0 };
+    if (!top) {
+      if (parent.kids === null) parent.kids = new SetCtor();
+      sadd(parent.kids, scope);
+    }
+    return scope;
+  }
+
+  // `scope` and the scopes below it, in no particular order.
+  function subtree(scope) {
+    const out = [scope];
+    for (let i = 0; i < out.length; i++) {
+      const kids = out[i].kids;
+      if (kids !== null) for (const k of kids) out[out.length] = k;
+    }
+    return out;
   }
 
   // The error a scope (or one above it) was cancelled with, or null.
@@ -36,7 +55,8 @@
   function cancelScope(scope, error) {
     if (scope.canceled !== null) return;
     scope.canceled = error;
-    for (const [op, p] of state.pending) {
+    for (const p of state.pending.values()) {
+      const op = p.op;
       if (!within(p.scope, scope)) continue;
       dropPending(op);
       native.release(op);
@@ -86,7 +106,7 @@
         if (fields !== undefined) for (const k of objectKeys(fields)) if (fields[k] !== undefined) event[k] = fields[k];
         let text;
         try { text = jsonStringify(event); } catch (_) { text = undefined; }
-        if (text !== undefined && shas(state.live, task)) native.sessionEvent(task, text);
+        if (text !== undefined && ishas(state.live, task)) native.sessionEvent(task, text);
         deliver(event);
       },
       // A stream event a host engine reported (`{type: "partial", delta, completion}`).
@@ -164,7 +184,9 @@
     }
     const c = withSignal(copy(ctx), run.scope);
     call(weakSet, contextLinks, c, run.emitter);
-    const t = copy(turn);
+    // Not copied again: `turn` is the loop's own (which it replaces by
+    // what the engine returns) or the copy a middleware's `next` made.
+    const t = turn;
     return then(callIn(run.scope, engine.run, undefined, [t, c]), (v) => (v === undefined || v === null ? t : v));
   }
 
@@ -318,12 +340,13 @@
   }
 
   // The definitions a run offers the model: its tools, as allowedTools
-  // filters them.
+  // filters them. The registries' own objects, which no one changes: what
+  // reaches user code or the host is a copy (see `runLoop`).
   function offeredTools(table, settings) {
     const offered = [];
     for (const entry of table.values()) {
       if (settings.allowedTools !== undefined && call(arrayIndexOf, settings.allowedTools, entry.definition.name) < 0) continue;
-      offered[offered.length] = copy(entry.definition);
+      offered[offered.length] = entry.definition;
     }
     return offered;
   }
@@ -504,7 +527,7 @@
     if (entry.js !== undefined || entry.provider !== undefined) {
       const schema = entry.definition.parameters;
       if (isPlainObject(schema) && objectKeys(schema).length > 0) {
-        const invalid = native.validate(jsonStringify(schema), jsonStringify(c.args === undefined ? {} : c.args));
+        const invalid = native.validate(schemaText(schema), jsonStringify(c.args === undefined ? {} : c.args));
         if (invalid !== null && invalid !== undefined) {
           return outcome(c, null, "invalid arguments for tool " + jsonStringify(c.name) + ": " + invalid, defaultAbort(run));
         }
@@ -607,9 +630,11 @@
       const inferenceId = uuid();
       run.emitter.at(inferenceId, turn.id);
       const toolChoice = s.toolChoice === "required" && iteration > 1 ? "auto" : s.toolChoice;
+      // The loop's own: user code gets copies of it (`runEngineIn`,
+      // `runChain`, `hostInfer`), so it shares the run's tags and tools.
       const ctx = {
-        sessionId: run.sessionId, inferenceId, turnId: turn.id, tags: copy(run.tags),
-        deadlineMs: run.deadlineMs, tools: toolChoice === "none" ? [] : copy(run.offered), toolChoice,
+        sessionId: run.sessionId, inferenceId, turnId: turn.id, tags: run.tags,
+        deadlineMs: run.deadlineMs, tools: toolChoice === "none" ? [] : run.offered, toolChoice,
       };
       run.emitter.emit("start");
       const before = new SetCtor();

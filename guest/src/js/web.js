@@ -389,37 +389,51 @@
     }
   }
 
-  // The signals of cancellation scopes (loop.js) that scripts were given:
-  // scope -> signal. A scope's signal aborts when it or a scope above it is
-  // cancelled, with the cancellation's error; a run that ends drops the
-  // signals of its scopes (`scopeClosed`).
-  const scopeSignals = new MapCtor();
+  // The signals of cancellation scopes (loop.js) that scripts were given,
+  // each kept on its scope (`scope.signal`). A scope's signal aborts when it
+  // or a scope above it is cancelled, with the cancellation's error; a run
+  // that ends drops the signals of its scopes (`scopeClosed`). Each scope
+  // reaches the scopes below it through `kids`: with many runs at once, a
+  // walk over every scope's signal at each run's end was quadratic.
+  // `signalSeq` orders the signals of a subtree as they were given out, the
+  // order in which a cancellation aborts them.
+  let signalSeq = 0;
   function scopeSignal(scope) {
-    const s = new AbortSignal(internal);
     const canceled = canceledIn(scope);
+    if (canceled === null && scope !== null && scope !== undefined && scope.closed !== true && scope.signal !== undefined) return scope.signal;
+    const s = new AbortSignal(internal);
     if (canceled !== null) signalAbort(s, canceled);
     else if (scope !== null && scope !== undefined && scope.closed !== true) {
-      const known = mget(scopeSignals, scope);
-      if (known !== undefined) return known;
-      mset(scopeSignals, scope, s);
+      scope.signal = s;
+      scope.signalSeq = ++signalSeq;
     }
     return s;
+  }
+  // The scopes of `scope`'s subtree that hold a signal, each signal taken
+  // from its scope, in the order they were given out.
+  function takeSignals(scope) {
+    const held = [];
+    for (const s of subtree(scope)) if (s.signal !== undefined) held[held.length] = s;
+    call(arraySort, held, (a, b) => a.signalSeq - b.signalSeq);
+    const out = [];
+    for (let i = 0; i < held.length; i++) {
+      out[i] = [held[i], held[i].signal];
+      held[i].signal = undefined;
+    }
+    return out;
   }
   // `scope` was cancelled (see `cancelScope`): each signal of it and of the
   // scopes below it aborts in a turn of its own, in its scope.
   function scopeCanceled(scope) {
     const reason = scope.canceled;
-    for (const [s, signal] of scopeSignals) {
-      if (!within(s, scope)) continue;
-      mdel(scopeSignals, s);
-      settleInTurn(s.task, s, () => signalAbort(signal, reason));
-    }
+    for (const [s, signal] of takeSignals(scope)) settleInTurn(s.task, s, () => signalAbort(signal, reason));
   }
   // `scope` (a run's) is over: its signals, and those of the scopes below
-  // it, can no longer abort.
+  // it, can no longer abort, and its parent no longer reaches it.
   function scopeClosed(scope) {
     scope.closed = true;
-    for (const [s] of scopeSignals) if (within(s, scope)) mdel(scopeSignals, s);
+    takeSignals(scope);
+    if (scope.parent !== null && scope.parent !== undefined && scope.parent.kids !== null) sdel(scope.parent.kids, scope);
   }
   // A copy of `ctx` with the signal of `scope`, for user code.
   function withSignal(ctx, scope) {

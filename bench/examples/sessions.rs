@@ -1,0 +1,158 @@
+//! A driver for profiling and comparing the `sessions/*` workload by hand:
+//! rounds of one session and of many at once on one sandbox, each timed.
+//!
+//! ```text
+//! cargo build --release --locked -p marionette -p marionette-cli -p marionette-bench --examples
+//! target/release/examples/sessions [--rounds R] [--count N] [--model-ms M] [GUEST.wasm ...]
+//! ```
+//!
+//! With no component given it runs the embedded guest. With several, it
+//! makes a runtime of each (compiled here, or read from wasmtime's disk
+//! cache) and alternates between them round by round, so that old and new
+//! guests meet the same machine: the way the changes of docs/architecture.md
+//! §11 were compared. Under `perf`, run it with `MARIONETTE_PROFILE=perfmap`
+//! (README, "Profiling the guest").
+//!
+//! It prints each round and then, per guest, the best and the median of
+//! one session, of `N` at once, and their ratio.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use marionette::{Policy, Runtime, RuntimeOptions, Sandbox, TaskOptions};
+use marionette_bench::fixture;
+use serde_json::Value as Json;
+
+struct Args {
+    rounds: usize,
+    count: usize,
+    model_ms: u64,
+    guests: Vec<String>,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut out = Args {
+        rounds: 5,
+        count: fixture::CONCURRENT_SESSIONS,
+        model_ms: fixture::MODEL_MS[0],
+        guests: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut number = |name: &str| -> anyhow::Result<u64> {
+            let v = it
+                .next()
+                .with_context(|| format!("{name} needs a number"))?;
+            v.parse()
+                .with_context(|| format!("{name} {v}: not a number"))
+        };
+        match a.as_str() {
+            "--rounds" => out.rounds = number("--rounds")? as usize,
+            "--count" => out.count = number("--count")? as usize,
+            "--model-ms" => out.model_ms = number("--model-ms")?,
+            _ if a.starts_with("--") => anyhow::bail!("unknown option {a}"),
+            _ => out.guests.push(a),
+        }
+    }
+    Ok(out)
+}
+
+async fn one(sandbox: &Sandbox, i: usize, model_ms: u64) -> anyhow::Result<Json> {
+    Ok(sandbox
+        .call(
+            fixture::SESSIONS_SCRIPT,
+            fixture::SESSION_FUNCTION,
+            &fixture::session_args_json(i, model_ms),
+            TaskOptions::default(),
+        )
+        .await?)
+}
+
+/// Sessions `0..count` at once; checks every answer.
+async fn many(sandbox: &Sandbox, count: usize, model_ms: u64) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let runs: Vec<_> = (0..count)
+        .map(|i| {
+            let sandbox = sandbox.clone();
+            tokio::spawn(async move { one(&sandbox, i, model_ms).await })
+        })
+        .collect();
+    for (i, run) in runs.into_iter().enumerate() {
+        let answer = run.await??;
+        ensure!(
+            answer == fixture::session_result(i),
+            "session {i}: {answer}"
+        );
+    }
+    Ok(started.elapsed())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut runtimes: Vec<(String, Arc<Runtime>)> = Vec::new();
+    if args.guests.is_empty() {
+        runtimes.push(("embedded".into(), Runtime::new(&RuntimeOptions::default())?));
+    }
+    for path in &args.guests {
+        let wasm = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+        runtimes.push((
+            path.clone(),
+            Runtime::from_component(&wasm, &RuntimeOptions::default())?,
+        ));
+    }
+    tokio.block_on(async {
+        let mut sandboxes = Vec::new();
+        for (name, runtime) in &runtimes {
+            let sandbox = Sandbox::with_runtime(runtime.clone(), Policy::default()).await?;
+            sandbox
+                .load(fixture::SESSIONS_SCRIPT, fixture::SESSIONS_JS)
+                .await?;
+            // A first pass, not timed: the VM's heap and the host's tables
+            // grow to their working size.
+            many(&sandbox, args.count, args.model_ms).await?;
+            sandboxes.push((name.clone(), sandbox, Vec::new(), Vec::new()));
+        }
+        for round in 0..args.rounds {
+            for (name, sandbox, ones, alls) in &mut sandboxes {
+                let started = Instant::now();
+                let answer = one(sandbox, 0, args.model_ms).await?;
+                ensure!(answer == fixture::session_result(0), "one session: {answer}");
+                let single = started.elapsed();
+                let all = many(sandbox, args.count, args.model_ms).await?;
+                println!(
+                    "round {round} {name}: one {:.1} ms, {} at once {:.1} ms ({:.2}x)",
+                    ms(single),
+                    args.count,
+                    ms(all),
+                    ms(all) / ms(single)
+                );
+                ones.push(single);
+                alls.push(all);
+            }
+        }
+        for (name, sandbox, mut ones, mut alls) in sandboxes {
+            ones.sort();
+            alls.sort();
+            let (one_med, all_med) = (ones[ones.len() / 2], alls[alls.len() / 2]);
+            println!(
+                "{name}: one best {:.1} median {:.1} ms; {} at once best {:.1} median {:.1} ms; median ratio {:.2}x",
+                ms(ones[0]),
+                ms(one_med),
+                args.count,
+                ms(alls[0]),
+                ms(all_med),
+                ms(all_med) / ms(one_med)
+            );
+            sandbox.shutdown().await;
+        }
+        anyhow::Ok(())
+    })
+}
