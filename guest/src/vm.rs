@@ -888,6 +888,9 @@ pub(crate) fn declare<'js>(
         };
         let flags =
             qjs::JS_EVAL_TYPE_MODULE | qjs::JS_EVAL_FLAG_STRICT | qjs::JS_EVAL_FLAG_COMPILE_ONLY;
+        // A module compiled from its source while another is read from
+        // bytecode (its import): its own imports' attributes are real.
+        let reading = READING.with(|r| r.replace(false));
         // SAFETY: `ctx` and `name` are live (rquickjs passes them), and the
         // text's `len - 1` bytes are followed by the NUL byte JS_Eval wants.
         let module = unsafe {
@@ -899,6 +902,7 @@ pub(crate) fn declare<'js>(
                 flags as i32,
             )
         };
+        READING.with(|r| r.set(reading));
         // SAFETY: reading the tag and pointer of a value JS_Eval returned.
         if unsafe { qjs::JS_IsException(module) } {
             // The exception stays pending: the caller catches it.

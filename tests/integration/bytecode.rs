@@ -205,6 +205,38 @@ fn graph() -> Modules {
     m
 }
 
+/// A module without attributes (cached) importing one with them (not
+/// cached): the second is compiled from its source while the first is
+/// read, and its JSON import must keep its attributes.
+fn nested() -> Modules {
+    let mut m = Modules::new();
+    m.insert(
+        "main.js",
+        "import { config } from './lib/config.js';\nexport default () => config.name;\n",
+    );
+    m.insert(
+        "lib/config.js",
+        "import data from '../data.json' with { type: 'json' };\nexport const config = data;\n",
+    );
+    m.insert("data.json", r#"{"name": "nested"}"#);
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_read_from_bytecode_imports_one_compiled_with_its_attributes() {
+    let runtime = runtime();
+    for _ in 0..2 {
+        let sb = sandbox(&runtime).await;
+        sb.load_modules("main.js", nested()).await.unwrap();
+        let out = sb
+            .run_main("main.js", &json!({}), TaskOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(out, json!("nested"));
+    }
+    assert_eq!(runtime.bytecode_stats().hits, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn module_graphs_and_typescript_read_from_bytecode_behave_as_parsed() {
     let runtime = runtime();
