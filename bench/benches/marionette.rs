@@ -912,9 +912,14 @@ fn bench_recovery(
     runtime: &Arc<Runtime>,
 ) -> anyhow::Result<()> {
     let rows = m::RECOVERIES;
+    let uncached = Runtime::new(&RuntimeOptions {
+        bytecode_cache: 0,
+        ..RuntimeOptions::default()
+    })?;
     let sandboxes: Vec<Sandbox> = tokio.block_on(async {
         let mut all = Vec::new();
         for row in rows {
+            let runtime = if row.cached { runtime } else { &uncached };
             let sandbox = Sandbox::with_runtime(runtime.clone(), Policy::default()).await?;
             sandbox
                 .load(load::RECOVERY_SCRIPT, load::RECOVERY_JS)

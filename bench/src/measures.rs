@@ -271,6 +271,17 @@ pub const RECOVERY_TEN: Measure = Measure {
               fixture (`tests/fixtures/sessions.js`), each reloaded after the trap",
 };
 
+/// From a trap to the next success, ten scripts loaded, without the
+/// bytecode cache.
+pub const RECOVERY_TEN_UNCACHED: Measure = Measure {
+    group: "recovery",
+    function: "ten_scripts_uncached",
+    path: Path::SandboxApi,
+    meaning: "as `recovery/ten_scripts`, on a runtime without its bytecode cache \
+              (`RuntimeOptions::bytecode_cache` 0): each script is parsed and compiled again after \
+              the trap, where `recovery/ten_scripts` reads the bytecode its first load made",
+};
+
 /// Every measure, in the order of the report.
 pub const MEASURES: &[Measure] = &[
     WAKE_PINGPONG,
@@ -296,6 +307,7 @@ pub const MEASURES: &[Measure] = &[
     LOAD_THREE,
     RECOVERY_ONE,
     RECOVERY_TEN,
+    RECOVERY_TEN_UNCACHED,
 ];
 
 /// A row of the side-by-side table: one workload on each path it has.
@@ -411,6 +423,8 @@ pub struct RecoveryRow {
     pub measure: Measure,
     /// Scripts the sandbox holds, reloaded after each trap.
     pub scripts: usize,
+    /// Whether the sandbox's runtime keeps its scripts' bytecode.
+    pub cached: bool,
 }
 
 /// The recovery rows.
@@ -418,10 +432,17 @@ pub const RECOVERIES: &[RecoveryRow] = &[
     RecoveryRow {
         measure: RECOVERY_ONE,
         scripts: 1,
+        cached: true,
     },
     RecoveryRow {
         measure: RECOVERY_TEN,
         scripts: 10,
+        cached: true,
+    },
+    RecoveryRow {
+        measure: RECOVERY_TEN_UNCACHED,
+        scripts: 10,
+        cached: false,
     },
 ];
 

@@ -616,6 +616,13 @@ fn notes(
          about 1.3 ms, spread over JSON copies, events and requests as JSON text, promises and \
          the cycle collector."
             .into(),
+        "Snapshot start (`instantiate/*`, `cold/*`, `recovery/*`; docs/architecture.md section \
+         10): `vm.configure` runs no JavaScript when the host provides nothing by name (the \
+         snapshot's own configuration), and a runtime keeps its scripts' QuickJS bytecode, \
+         written on a throwaway instance that runs nothing else: a script loaded again (another \
+         sandbox, or after a trap) is read, not parsed. `recovery/ten_scripts_uncached` is the \
+         same recovery on a runtime without that cache."
+            .into(),
         "Native calls pass numbers; the guest paths pass JSON text both ways and go through the \
          guest's JavaScript dispatcher (task bookkeeping, promise handling), as every call into \
          the guest does."

@@ -84,6 +84,22 @@ impl script::Guest for Component {
     fn call(task: u64, name: String, function: String, args: String) -> Vec<Effect> {
         vm::start(task, "call", (task as f64, name, function, args))
     }
+
+    fn compile(
+        entry: String,
+        modules: Vec<script::ModuleSource>,
+        checked: bool,
+    ) -> Vec<script::CompiledModule> {
+        let modules = modules.into_iter().map(|m| (m.path, m.source)).collect();
+        vm::compile(&entry, modules, checked)
+            .into_iter()
+            .map(|(path, bytecode)| script::CompiledModule { path, bytecode })
+            .collect()
+    }
+
+    fn offer_bytecode(modules: Vec<script::CompiledModule>) {
+        vm::offer_bytecode(modules.into_iter().map(|m| (m.path, m.bytecode)).collect());
+    }
 }
 
 impl inference::Guest for Component {

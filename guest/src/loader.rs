@@ -317,6 +317,13 @@ impl Resolver for Graphs {
         name: &str,
         attributes: Option<ImportAttributes<'js>>,
     ) -> Result<String> {
+        // A module read from bytecode has no attributes to give (see
+        // `vm::reading_bytecode`); one compiled from source that has some
+        // is not cached.
+        let attributes = attributes.filter(|_| !crate::vm::reading_bytecode());
+        if attributes.is_some() {
+            crate::vm::note_attributes(base);
+        }
         let json = attributes.as_ref().map_or(Ok(false), json_attribute);
         let resolved = TABLE.with(|t| -> std::result::Result<_, (String, Option<_>)> {
             let t = t.borrow();

@@ -30,8 +30,8 @@
 //! the instance instead of running on inconsistent state.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::ffi::c_char;
+use std::collections::{HashMap, HashSet};
+use std::ffi::{CStr, c_char};
 use std::ptr;
 
 use rquickjs::context::EvalOptions;
@@ -139,10 +139,23 @@ pub fn boot_now() {
 
 /// Sets QuickJS's heap limit and GC threshold (0 leaves each as it is) and
 /// what the host provides.
+///
+/// What the host provides reaches the runtime's JavaScript only when it
+/// differs from what the VM has (the snapshot booted with nothing
+/// provided): a sandbox that provides nothing pays no entry into
+/// JavaScript for its configuration.
 pub fn configure(memory_limit: u64, gc_threshold: u64, host_info: String) {
     check_last_entry_returned();
     LIMITS.with(|l| l.set((memory_limit, gc_threshold)));
-    HOST_INFO.with(|h| *h.borrow_mut() = host_info);
+    let changed = HOST_INFO.with(|h| {
+        let mut h = h.borrow_mut();
+        if *h == host_info {
+            false
+        } else {
+            *h = host_info;
+            true
+        }
+    });
     let booted = VM.with(|vm| {
         let vm = vm.borrow();
         if let Some(vm) = vm.as_ref() {
@@ -150,7 +163,7 @@ pub fn configure(memory_limit: u64, gc_threshold: u64, host_info: String) {
         }
         vm.is_some()
     });
-    if booted {
+    if booted && changed {
         let info = HOST_INFO.with(|h| h.borrow().clone());
         let _ = dispatch("configure", (info,));
     }
@@ -692,6 +705,91 @@ thread_local! {
     static LOADING: RefCell<HashMap<u64, (String, u64)>> = RefCell::new(HashMap::new());
     /// The source [`declare`] hands QuickJS next, NUL-terminated.
     static SOURCE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    /// The bytecode [`declare`] hands QuickJS next, instead of a source.
+    static BYTECODE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    /// Bytecode the host offered for the modules of the next load entry,
+    /// by path (see [`offer_bytecode`]).
+    static OFFERED: RefCell<HashMap<String, Vec<u8>>> = RefCell::new(HashMap::new());
+    /// While [`compile`] runs: what it writes.
+    static WRITING: RefCell<Option<Written>> = const { RefCell::new(None) };
+    /// Set while a module is read from bytecode (see [`reading_bytecode`]).
+    static READING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// What [`compile`] collects while QuickJS compiles a graph.
+#[derive(Default)]
+struct Written {
+    /// Each module compiled under its own path, and its bytecode.
+    modules: Vec<(String, Vec<u8>)>,
+    /// Modules that import with attributes: their bytecode would lose them.
+    attributed: HashSet<String>,
+}
+
+/// Whether a module is being read from bytecode now. QuickJS does not write
+/// an import's attributes into bytecode, and hands the resolver an
+/// unset value for them while it reads a module: the resolver must not
+/// look at them then (no module that imports with attributes is ever
+/// written, see [`compile`]).
+pub(crate) fn reading_bytecode() -> bool {
+    READING.with(Cell::get)
+}
+
+/// The resolver met an import with attributes in the module `base`: while
+/// [`compile`] runs, that module's bytecode is not kept.
+pub(crate) fn note_attributes(base: &str) {
+    WRITING.with(|w| {
+        if let Some(w) = w.borrow_mut().as_mut() {
+            w.attributed.insert(base.to_string());
+        }
+    });
+}
+
+/// Whether `name` is a module's name in this VM and also its path: the
+/// first load of that path in this instance. Bytecode names its module, so
+/// only such modules are written and read.
+fn named_by_path(name: &str) -> bool {
+    loader::display(name).as_deref() == Some(name)
+}
+
+/// Compiles the modules of a graph without evaluating them and returns
+/// each one's bytecode (see `script.compile` in the WIT). Nothing runs:
+/// QuickJS compiles the entry and, resolving its imports, every module it
+/// imports statically.
+pub fn compile(
+    entry: &str,
+    modules: Vec<(String, String)>,
+    checked: bool,
+) -> Vec<(String, Vec<u8>)> {
+    let Ok(graph) = loader::register(entry, modules, checked) else {
+        return Vec::new();
+    };
+    VM.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let vm = slot.get_or_insert_with(boot);
+        vm.runtime.context().with(|ctx| {
+            WRITING.with(|w| *w.borrow_mut() = Some(Written::default()));
+            let compiled = declare(&ctx, &graph.name, &graph.source);
+            let written = WRITING.with(|w| w.borrow_mut().take()).unwrap_or_default();
+            match compiled {
+                Ok(_) => written
+                    .modules
+                    .into_iter()
+                    .filter(|(name, _)| !written.attributed.contains(name))
+                    .collect(),
+                Err(_) => {
+                    // The load reports it, compiling from the source.
+                    let _ = ctx.catch();
+                    Vec::new()
+                }
+            }
+        })
+    })
+}
+
+/// Keeps `modules` (path, bytecode) for the next load entry only (see
+/// `script.offer-bytecode` in the WIT).
+pub fn offer_bytecode(modules: Vec<(String, Vec<u8>)>) {
+    OFFERED.with(|o| *o.borrow_mut() = modules.into_iter().collect());
 }
 
 /// Compiles and evaluates a module; see `script.load` in the WIT.
@@ -710,6 +808,7 @@ fn load_graph(task: u64, name: &str, graph: Result<loader::Registered, String>) 
     let graph = match graph {
         Ok(graph) => graph,
         Err(message) => {
+            OFFERED.with(|o| o.borrow_mut().clear());
             return fail(
                 task,
                 ScriptError {
@@ -724,14 +823,17 @@ fn load_graph(task: u64, name: &str, graph: Result<loader::Registered, String>) 
         }
     };
     LOADING.with(|l| l.borrow_mut().insert(task, (name.to_string(), graph.graph)));
-    entry(Some(task), |ctx, dispatch| {
+    let effects = entry(Some(task), |ctx, dispatch| {
         // The module's top-level code runs for this task (its console lines,
         // its timers), so the task exists before the code runs.
         call_dispatch::<_, ()>(&dispatch, "begin", (task as f64,))?;
         let (module, evaluated) = declare(ctx, &graph.name, &graph.source)?.eval()?;
         let namespace = module.namespace()?;
         call_dispatch(&dispatch, "load", (task as f64, name, namespace, evaluated))
-    })
+    });
+    // Offers serve one load: a dynamic import later compiles its source.
+    OFFERED.with(|o| o.borrow_mut().clear());
+    effects
 }
 
 /// Gives the error of a failed load the module's name as its file when it
@@ -761,7 +863,10 @@ fn name_load_errors(effects: &mut [Effect]) {
     }
 }
 
-/// Compiles `source` as the module `name`, without evaluating it.
+/// Compiles `source` as the module `name`, without evaluating it; reads
+/// the module from the bytecode the host offered for it instead, when it
+/// offered some and `name` is the module's path (see [`offer_bytecode`]).
+/// While [`compile`] runs, writes the bytecode of what it compiles.
 ///
 /// [`Module::declare`] hands QuickJS the source as a C string, so a source
 /// with a NUL byte in it (even inside a string literal) could not load at
@@ -783,6 +888,9 @@ pub(crate) fn declare<'js>(
         };
         let flags =
             qjs::JS_EVAL_TYPE_MODULE | qjs::JS_EVAL_FLAG_STRICT | qjs::JS_EVAL_FLAG_COMPILE_ONLY;
+        // A module compiled from its source while another is read from
+        // bytecode (its import): its own imports' attributes are real.
+        let reading = READING.with(|r| r.replace(false));
         // SAFETY: `ctx` and `name` are live (rquickjs passes them), and the
         // text's `len - 1` bytes are followed by the NUL byte JS_Eval wants.
         let module = unsafe {
@@ -794,13 +902,101 @@ pub(crate) fn declare<'js>(
                 flags as i32,
             )
         };
+        READING.with(|r| r.set(reading));
         // SAFETY: reading the tag and pointer of a value JS_Eval returned.
         if unsafe { qjs::JS_IsException(module) } {
             // The exception stays pending: the caller catches it.
-            ptr::null_mut()
-        } else {
-            unsafe { qjs::JS_VALUE_GET_PTR(module) }.cast()
+            return ptr::null_mut();
         }
+        // SAFETY: `name` is the C string rquickjs passes.
+        let name = unsafe { CStr::from_ptr(name) }.to_str().unwrap_or("");
+        if WRITING.with(|w| w.borrow().is_some()) && named_by_path(name) {
+            let mut len: qjs::size_t = 0;
+            // SAFETY: `module` is the module just compiled, not yet linked
+            // (what qjsc writes); the buffer is QuickJS's, freed here.
+            let written = unsafe {
+                let buf =
+                    qjs::JS_WriteObject(ctx, &mut len, module, qjs::JS_WRITE_OBJ_BYTECODE as i32);
+                if buf.is_null() {
+                    // Out of memory: this module is not cached.
+                    qjs::JS_FreeValue(ctx, qjs::JS_GetException(ctx));
+                    None
+                } else {
+                    let bytes = std::slice::from_raw_parts(buf, len as usize).to_vec();
+                    qjs::js_free(ctx, buf.cast());
+                    Some(bytes)
+                }
+            };
+            if let Some(bytes) = written {
+                WRITING.with(|w| {
+                    if let Some(w) = w.borrow_mut().as_mut() {
+                        w.modules.push((name.to_string(), bytes));
+                    }
+                });
+            }
+        }
+        // SAFETY: the value is a module (JS_Eval compiled one).
+        unsafe { qjs::JS_VALUE_GET_PTR(module) }.cast()
+    }
+    unsafe extern "C" fn read(
+        ctx: *mut qjs::JSContext,
+        name: *const c_char,
+    ) -> *mut qjs::JSModuleDef {
+        let Some(bytes) = BYTECODE.with(|b| b.borrow_mut().take()) else {
+            return ptr::null_mut();
+        };
+        let was = READING.with(|r| r.replace(true));
+        // SAFETY: the bytes are what `compile` wrote in this process, from
+        // this guest (the host gives nothing else: see the WIT); a module
+        // read is resolved at once, its imports' attributes unread.
+        let module = unsafe {
+            let module = qjs::JS_ReadObject(
+                ctx,
+                bytes.as_ptr(),
+                bytes.len() as qjs::size_t,
+                qjs::JS_READ_OBJ_BYTECODE as i32,
+            );
+            if qjs::JS_IsException(module) {
+                ptr::null_mut()
+            } else if qjs::JS_VALUE_GET_TAG(module) != qjs::JS_TAG_MODULE {
+                qjs::JS_FreeValue(ctx, module);
+                qjs::JS_ThrowInternalError(ctx, c"the bytecode offered is not a module".as_ptr());
+                ptr::null_mut()
+            } else {
+                let m: *mut qjs::JSModuleDef = qjs::JS_VALUE_GET_PTR(module).cast();
+                let atom = qjs::JS_GetModuleName(ctx, m);
+                let read_name = qjs::JS_AtomToCStringLen(ctx, ptr::null_mut(), atom);
+                qjs::JS_FreeAtom(ctx, atom);
+                let same =
+                    !read_name.is_null() && CStr::from_ptr(read_name) == CStr::from_ptr(name);
+                if !read_name.is_null() {
+                    qjs::JS_FreeCString(ctx, read_name);
+                }
+                if !same {
+                    qjs::JS_ThrowInternalError(
+                        ctx,
+                        c"the bytecode offered names another module".as_ptr(),
+                    );
+                    ptr::null_mut()
+                } else if qjs::JS_ResolveModule(ctx, module) < 0 {
+                    ptr::null_mut()
+                } else {
+                    m
+                }
+            }
+        };
+        READING.with(|r| r.set(was));
+        module
+    }
+    if named_by_path(name)
+        && let Some(bytes) = OFFERED.with(|o| o.borrow_mut().remove(name))
+    {
+        BYTECODE.with(|b| *b.borrow_mut() = Some(bytes));
+        // SAFETY: `read` returns a module read in `ctx`, or null with an
+        // exception pending, as `Module::declare` does.
+        let module = unsafe { Module::from_load_fn(ctx.clone(), name, read) };
+        BYTECODE.with(|b| b.borrow_mut().take());
+        return module;
     }
     let mut text = Vec::with_capacity(source.len() + 1);
     text.extend_from_slice(source.as_bytes());

@@ -1,6 +1,7 @@
 //! marionette's integration tests: one binary, one module per area.
 
 mod api;
+mod bytecode;
 mod common;
 mod conformance;
 mod fake_provider;

@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bytecode;
 mod convert;
 mod engine_config;
 #[cfg(feature = "fetch")]
@@ -38,6 +39,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
+pub use bytecode::BytecodeStats;
 pub use owner::{BoxFuture, EventSink, NextFn};
 pub(crate) use provided::{Part, Registration};
 pub(crate) use runtime::{GUEST_WASM, HostState};

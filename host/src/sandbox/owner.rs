@@ -26,12 +26,14 @@ use tokio::task::AbortHandle;
 use wasmtime::Store;
 
 use super::WeakSandbox;
+use super::bytecode::Unit;
 use super::convert;
 use super::host_ops::{self, error_for_script};
 use super::provided::Provided;
 use super::runtime::{EntryState, HostState, Runtime, deadline_ticks, vm_config};
 use super::services::HostServices;
 use crate::bindings::Marionette;
+use crate::bindings::exports::marionette::runtime::script::CompiledModule;
 use crate::bindings::marionette::runtime::types as wit;
 use crate::cassette::{Answers, Call, Recorder};
 use crate::error::{Error, Limit, Op, Result};
@@ -146,6 +148,18 @@ pub(crate) enum Source {
 }
 
 impl Source {
+    /// What loading the script `name` from this source compiles (the key
+    /// of the runtime's bytecode cache).
+    pub(crate) fn unit<'a>(&'a self, name: &'a str) -> Unit<'a> {
+        match self {
+            Source::One(source) => Unit::One { name, source },
+            Source::Graph(modules) => Unit::Graph {
+                entry: name,
+                modules,
+            },
+        }
+    }
+
     /// The entry that loads the script `name` from this source.
     pub(crate) fn call(&self, name: String) -> Call {
         match self {
@@ -183,6 +197,8 @@ pub(crate) struct Owner {
     /// older instance are dropped.
     generation: u64,
     scripts: Vec<Script>,
+    /// Bytecode for the load the next entry makes (see `script.offer-bytecode`).
+    offer: Option<Arc<[CompiledModule]>>,
     tasks: HashMap<u64, Task>,
     ops: HashMap<u64, PendingOp>,
     /// Whether the guest was refused memory during the entry whose effects
@@ -237,6 +253,7 @@ impl Owner {
             vm: None,
             generation: 0,
             scripts: Vec::new(),
+            offer: None,
             tasks: HashMap::new(),
             ops: HashMap::new(),
             memory_refused: false,
@@ -275,6 +292,9 @@ impl Owner {
                         cpu: Duration::ZERO,
                     },
                 );
+                self.offer = self
+                    .runtime
+                    .bytecode_for(&self.policy, &script.source.unit(&script.name));
                 self.enter(id, script.source.call(script.name.clone()));
                 if self.generation != generation {
                     // Reloading it trapped: drop it, start over without it.
@@ -294,6 +314,9 @@ impl Owner {
                 let _ = reply.send(Err(Error::host(task.op, e)));
             }
             return;
+        }
+        if let TaskKind::Load { name, source } = &task.kind {
+            self.offer = self.runtime.bytecode_for(&self.policy, &source.unit(name));
         }
         self.tasks.insert(id, task);
         self.enter(id, start);
@@ -322,7 +345,14 @@ impl Owner {
         // On a trap, call_guest has already failed the tasks and dropped the
         // instance. A task the host stopped through `should-interrupt` is
         // done among the effects: the guest fails it itself.
-        let result = self.call_guest(task, |store, b| call.invoke(store, b, task));
+        let offer = self.offer.take();
+        let result = self.call_guest(task, |store, b| {
+            if let Some(modules) = &offer {
+                b.marionette_runtime_script()
+                    .call_offer_bytecode(&mut *store, modules)?;
+            }
+            call.invoke(store, b, task)
+        });
         if let Some(recorder) = &self.recorder {
             match &result {
                 Ok((effects, _)) => recorder.entry(task, &call, Ok(effects)),

@@ -16,7 +16,9 @@ use crate::bindings::marionette::runtime::types::{LogLevel, Stop};
 use crate::bindings::{Marionette, MarionettePre};
 use crate::policy::Policy;
 
+use super::bytecode::{BytecodeCache, BytecodeStats, Unit};
 use super::engine_config::engine_config;
+use crate::bindings::exports::marionette::runtime::script::{CompiledModule, ModuleSource};
 
 /// The guest component, built, booted and snapshotted by `build.rs` and
 /// embedded in the binary: every instance starts with its VM booted.
@@ -53,6 +55,11 @@ pub struct RuntimeOptions {
     /// a sandbox made when the pool is full fails with
     /// [`Error::Host`](crate::Error::Host).
     pub pooled_instances: Option<u32>,
+    /// Bytes of QuickJS bytecode (and the sources it is keyed by) kept for
+    /// the scripts this runtime's sandboxes load, so that a script loaded
+    /// again (into another sandbox, or after a trap) is not compiled again
+    /// (0: none). See [`Runtime::bytecode_stats`].
+    pub bytecode_cache: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -62,6 +69,7 @@ impl Default for RuntimeOptions {
             disk_cache: true,
             fuel: false,
             pooled_instances: None,
+            bytecode_cache: 64 << 20,
         }
     }
 }
@@ -73,6 +81,7 @@ pub struct Runtime {
     pre: MarionettePre<HostState>,
     fuel: bool,
     origin: GuestOrigin,
+    bytecode: BytecodeCache,
 }
 
 /// Where a runtime's compiled guest came from.
@@ -260,7 +269,70 @@ impl Runtime {
             pre,
             fuel: options.fuel,
             origin,
+            bytecode: BytecodeCache::new(options.bytecode_cache),
         }))
+    }
+
+    /// What this runtime's bytecode cache did so far.
+    pub fn bytecode_stats(&self) -> BytecodeStats {
+        self.bytecode.stats()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn bytecode_cache(&self) -> &BytecodeCache {
+        &self.bytecode
+    }
+
+    /// The bytecode of `unit` for a load under `policy`: from the cache, or
+    /// compiled now on an instance of its own and kept; `None` when the
+    /// cache is off or no bytecode could be made (the load compiles the
+    /// source, and reports what is wrong with it).
+    pub(crate) fn bytecode_for(
+        &self,
+        policy: &Policy,
+        unit: &Unit<'_>,
+    ) -> Option<Arc<[CompiledModule]>> {
+        if !self.bytecode.enabled() {
+            return None;
+        }
+        let modules = match self.bytecode.get(unit) {
+            Some(modules) => modules,
+            None => self.bytecode.insert(unit, self.compile(policy, unit)),
+        };
+        (!modules.is_empty()).then_some(modules)
+    }
+
+    /// Compiles `unit` on a fresh instance that runs nothing else, then
+    /// drops it (see [`super::bytecode`]); nothing when that fails.
+    fn compile(&self, policy: &Policy, unit: &Unit<'_>) -> Vec<CompiledModule> {
+        let config = vm_config(policy, &Provides::default());
+        let compiled = self
+            .instantiate_with(policy, &config)
+            .and_then(|(mut store, b)| {
+                store.data_mut().entry = EntryState {
+                    deadline: Some(Instant::now() + policy.entry_deadline),
+                    late: "compiling the script took too long".into(),
+                    interrupted: false,
+                };
+                let modules: Vec<ModuleSource> = unit
+                    .modules()
+                    .into_iter()
+                    .map(|(path, source)| ModuleSource {
+                        path: path.to_string(),
+                        source: source.to_string(),
+                    })
+                    .collect();
+                Ok(b.marionette_runtime_script().call_compile(
+                    &mut store,
+                    unit.entry(),
+                    &modules,
+                    unit.checked(),
+                )?)
+            });
+        compiled.unwrap_or_else(|e| {
+            tracing::debug!(script = unit.entry(), "no bytecode for the script: {e:#}");
+            Vec::new()
+        })
     }
 
     /// A fresh instance in a fresh store, limited by `policy` and
