@@ -605,7 +605,18 @@ fn notes(
          value ends its task without a promise job when none waits; the runtime's Map and Set \
          helpers allocate no argument arrays; a task's end releases only its own pending \
          operations (they were found by walking every task's); the runtime's ids are made in \
-         Rust (31 calls into a native and 36 concatenations each before)."
+         Rust (31 calls into a native and 36 concatenations each before). Since session 7: \
+         `script.call` runs its body inline (no closure per call), a plain number, boolean or \
+         null result is written without JSON.stringify (its wrapper object, property list and \
+         buffer), and a task that ends with no pending operation makes no list of them; old \
+         and new guest side by side (`entries file`, bench/examples/entries.rs): 16.4/11.2, \
+         17.7/15.1, 27.2/19.9 µs per direct add(1, 2)."
+            .into(),
+        "Owner pool threads out of work look for more by yielding their CPU, not by a busy \
+         loop (session 7): on a busy machine the busy loop took a CPU from the thread whose \
+         job it waited for (API add(1, 2) 32-45 µs with it, 15-38 µs yielding, 17-38 µs with \
+         no spin, load average 4-5). A caller spinning for its answer as well was tried and \
+         taken out: 56-125 µs."
             .into(),
         "`sessions/*` (docs/architecture.md section 11, \"Many sessions\"; profiled with \
          `bench/examples/sessions.rs` under perf): a run's end no longer walks the signals of every \

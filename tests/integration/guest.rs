@@ -647,3 +647,64 @@ async fn a_plain_result_waits_for_the_jobs_its_call_queued() {
         .unwrap();
     assert_eq!(out, json!(null));
 }
+
+/// A call's plain result (a number, a boolean, null, undefined) is written
+/// without JSON.stringify (a short call's cost); it must read as
+/// JSON.stringify would write it: each value's answer equals what the
+/// guest's own JSON.stringify made of it (returned as a string, which does
+/// go through JSON.stringify). NaN and the infinities are null, -0 is 0.
+/// A call that throws, or names nothing callable, still fails as a script
+/// error, from the call's body as from any task's.
+#[tokio::test]
+async fn a_plain_result_reads_as_json_stringify_writes_it() {
+    let sb = sandbox().await;
+    let source = "const values = [0, -0, 1, -1, 3, 2 ** 31, -(2 ** 31) - 1, 2 ** 53 + 2, 0.1 + 0.2, 1e21, 1e-7, -1.5e300, 5e-324, NaN, Infinity, -Infinity, true, false, null, undefined];\n\
+export const count = () => values.length;\n\
+export function value(i) { return values[i]; }\n\
+export function stringified(i) { return JSON.stringify(values[i] === undefined ? null : values[i]); }\n\
+export function throws() { throw new RangeError('on purpose'); }\n\
+export const notAFunction = 1;\n";
+    sb.load("plain.js", source).await.unwrap();
+    let count = sb
+        .call("plain.js", "count", &[], TaskOptions::default())
+        .await
+        .unwrap();
+    let count = count.as_u64().expect("a count");
+    assert_eq!(count, 20);
+    for i in 0..count {
+        let got = sb
+            .call("plain.js", "value", &[json!(i)], TaskOptions::default())
+            .await
+            .unwrap();
+        let text = sb
+            .call(
+                "plain.js",
+                "stringified",
+                &[json!(i)],
+                TaskOptions::default(),
+            )
+            .await
+            .unwrap();
+        let want: serde_json::Value =
+            serde_json::from_str(text.as_str().expect("JSON text")).expect("JSON");
+        assert_eq!(got, want, "value {i}: {text}");
+    }
+    let thrown = sb
+        .call("plain.js", "throws", &[], TaskOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&thrown, Error::Script { error, .. } if error.name == "RangeError" && error.message == "on purpose"),
+        "{thrown:?}"
+    );
+    for name in ["notAFunction", "missing"] {
+        let refused = sb
+            .call("plain.js", name, &[], TaskOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, Error::Script { error, .. } if error.name == "TypeError" && error.message.contains(name)),
+            "{name}: {refused:?}"
+        );
+    }
+}

@@ -229,10 +229,13 @@
   function done(task, kind, payload, isTurn) {
     if (!ishas(state.live, task)) return; // already done, or cancelled
     isdel(state.live, task);
-    const ops = pendingOf(task);
-    for (let i = 0; i < ops.length; i++) {
-      dropPending(ops[i][0]);
-      native.release(ops[i][0]);
+    // (Most tasks end with none: no list made for them.)
+    if (ihas(opsOf, task)) {
+      const ops = pendingOf(task);
+      for (let i = 0; i < ops.length; i++) {
+        dropPending(ops[i][0]);
+        native.release(ops[i][0]);
+      }
     }
     native.done(task, kind, payload, isTurn === true);
   }
@@ -253,9 +256,17 @@
       }
       return done(task, "ok", text, true);
     }
+    // The plain values, as JSON.stringify writes them, without its
+    // wrapper object, property list and buffer: a finite number is its
+    // ToString (what both `"" + n` and JSON.stringify use), any other
+    // number null. Strings, objects and the rest go through JSON.stringify.
+    const type = typeof value;
+    if (type === "number") return done(task, "ok", value - value === 0 ? "" + value : "null");
+    if (type === "boolean") return done(task, "ok", value ? "true" : "false");
+    if (value === null || value === undefined) return done(task, "ok", "null");
     let text;
     try {
-      text = jsonStringify(value === undefined ? null : value);
+      text = jsonStringify(value);
     } catch (e) {
       const err = new TypeErrorCtor("the result is not JSON-serialisable: " + errorInfo(e).message);
       return done(task, "script", jsonStringify(errorInfo(err)));
@@ -274,11 +285,23 @@
   // Starts a task: runs `body` now, settles the task when its promise does.
   function start(task, kind, body) {
     begin(task);
-    let p;
-    let now = false;
     let value;
     try {
       value = body();
+    } catch (e) {
+      return settleTask(task, kind, e, true);
+    }
+    settleTask(task, kind, value, false);
+  }
+
+  // Settles a task begun (`begin`) with what its body returned, or threw
+  // (`threw`): what `start` does after running the body, for dispatcher
+  // entries that run their body inline rather than as a closure.
+  function settleTask(task, kind, value, threw) {
+    let p;
+    let now = false;
+    try {
+      if (threw) throw value;
       // A plain value (not an object: no `then` to look up) and no promise
       // job waiting: the job below would run next and do just what ending
       // the task here does; this saves a promise, its reaction and the job

@@ -14,7 +14,7 @@
 //!   (JavaScript spinning to its deadline) delays a runner queued behind it
 //!   by one of those jobs, never by all of them.
 //!
-//! Before a thread parks for want of work it spins for a short while
+//! Before a thread parks for want of work it looks for more for a short while
 //! ([`OwnerPoolOptions::spin`]): a caller that queues its next job within
 //! that time does not pay for waking a parked thread.
 
@@ -133,7 +133,11 @@ impl Inner {
             if Instant::now() >= until {
                 break;
             }
-            std::hint::spin_loop();
+            // Yields rather than spins: on a busy machine the CPU goes to
+            // whatever else is runnable (the caller whose job this thread
+            // waits for, among others); on an idle one nothing is, and the
+            // thread keeps looking.
+            thread::yield_now();
         }
         let mut queue = self.lock();
         loop {
