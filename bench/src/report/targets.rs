@@ -77,12 +77,22 @@ const FIB: &str = "docs/architecture.md §11: all of `fib` is QuickJS's interpre
                    Wasm has no indirect jump, so every bytecode goes through one `br_table` \
                    dispatch block, plus wasmtime's epoch check (17%). No setting moves it; \
                    weval-style specialisation or tail-call handlers in QuickJS's C source would";
-const ENTRY: &str = "docs/architecture.md §11 (short entries): where an entry's time goes, \
-                     what was cut, what is left";
-const INSTANCE: &str = "docs/architecture.md §10: where a new instance's time goes";
-const MEMORY: &str = "docs/architecture.md §10/§11: where an idle sandbox's memory goes";
-const SESSIONS: &str = "docs/architecture.md §11 (sessions): the profile of a session's guest \
-                        CPU and what would move it";
+const ENTRY: &str = "docs/architecture.md §11, \"Short entries, session 7\": 80% of a call is \
+                     the dispatcher's JavaScript (task table, promises, JSON both ways); a call \
+                     path in Rust up to the user's function, with the task table in Rust, would \
+                     move it. Through the API add the owner hand-off (`wake/*`)";
+const INSTANCE: &str = "docs/architecture.md §10, \"Profiled: where a new instance goes\": the \
+                        kernel's copy-on-write page work and wasmtime's instantiation; the pooling \
+                        allocator's kept-resident memories would move it. A first result adds the \
+                        module's compile and evaluation and the owner hand-offs";
+const MEMORY: &str = "docs/architecture.md §11, \"What an idle sandbox holds\": about 400 KiB are \
+                      snapshot pages each instance writes (QuickJS's reference counts in objects \
+                      all over the heap); collecting the boot's garbage before the snapshot and \
+                      touching fewer objects per entry would move it";
+const SESSIONS: &str = "docs/architecture.md §11, \"Many sessions\": about 1.3 ms of guest work per \
+                        session, spread over JSON copies, events and requests as JSON text, \
+                        promise hops and the collector; a structured copy in Rust and values \
+                        instead of JSON text would move it";
 
 /// Every target, evaluated against `r`.
 pub fn evaluate(r: &Report) -> Vec<TargetResult> {
