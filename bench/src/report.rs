@@ -185,6 +185,9 @@ pub struct RecoveryResult {
     pub id: String,
     /// Scripts the sandbox holds (each reloaded after the trap).
     pub scripts: usize,
+    /// Whether the runtime kept the scripts' bytecode (their reloads read
+    /// it) or compiled them again.
+    pub cached: bool,
     /// From the trap's answer to the next call's.
     pub median: Interval,
     /// Whether the figures are from this run.
@@ -461,6 +464,7 @@ fn recovery(row: &RecoveryRow, measures: &[MeasureResult]) -> Option<RecoveryRes
     Some(RecoveryResult {
         id: m.id.clone(),
         scripts: row.scripts,
+        cached: row.cached,
         median: m.median,
         this_run: m.this_run,
     })
