@@ -142,6 +142,17 @@ async fn a_changed_source_is_compiled_again_not_served_stale() {
     assert_eq!(runtime.bytecode_stats().misses, 3);
 }
 
+/// Each `s{i}.js`'s first `next()` answers `i` (its counter at 1).
+async fn first_calls_count_once(sb: &Sandbox) {
+    for i in 0..5 {
+        let out = sb
+            .call(&format!("s{i}.js"), "next", &[], TaskOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(out, json!(i));
+    }
+}
+
 const RECURSE: &str = "export function recurse(n) { return recurse(n + 1) + 1; }";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,26 +170,14 @@ async fn a_trap_reloads_every_script_from_the_cache() {
     }
     assert_eq!(runtime.bytecode_stats().misses, 6);
     assert_eq!(runtime.bytecode_stats().hits, 0);
-    for i in 0..5 {
-        let out = sb
-            .call(&format!("s{i}.js"), "next", &[], TaskOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(out, json!(i));
-    }
+    first_calls_count_once(&sb).await;
     let trapped = sb
         .call("recurse.js", "recurse", &[json!(0)], TaskOptions::default())
         .await;
     assert!(matches!(trapped, Err(Error::Trapped { .. })), "{trapped:?}");
     // The rebuilt instance reloaded all six from their bytecode, their
     // state starting over.
-    for i in 0..5 {
-        let out = sb
-            .call(&format!("s{i}.js"), "next", &[], TaskOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(out, json!(i));
-    }
+    first_calls_count_once(&sb).await;
     assert_eq!(runtime.bytecode_stats().hits, 6);
     assert_eq!(runtime.bytecode_stats().misses, 6);
 }

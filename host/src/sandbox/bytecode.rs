@@ -53,21 +53,19 @@ impl Unit<'_> {
     }
 
     /// Every module's path and source, in order.
-    pub(crate) fn modules(&self) -> Vec<(&str, &str)> {
-        match self {
-            Unit::One { name, source } => vec![(name, source)],
-            Unit::Graph { modules, .. } => modules
-                .iter()
-                .map(|(p, s)| (p.as_str(), s.as_str()))
-                .collect(),
-        }
+    pub(crate) fn modules(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let (one, graph) = match self {
+            Unit::One { name, source } => (Some((*name, *source)), [].as_slice()),
+            Unit::Graph { modules, .. } => (None, *modules),
+        };
+        one.into_iter()
+            .chain(graph.iter().map(|(p, s)| (p.as_str(), s.as_str())))
     }
 
     fn size(&self) -> usize {
         self.entry().len()
             + self
                 .modules()
-                .iter()
                 .map(|(p, s)| p.len() + s.len())
                 .sum::<usize>()
     }
@@ -89,7 +87,6 @@ impl Unit<'_> {
             entry: self.entry().to_string(),
             modules: self
                 .modules()
-                .into_iter()
                 .map(|(p, s)| (p.to_string(), s.to_string()))
                 .collect(),
         }
@@ -106,12 +103,11 @@ impl OwnedUnit {
     fn is(&self, unit: &Unit<'_>) -> bool {
         self.checked == unit.checked()
             && self.entry == unit.entry()
-            && self.modules.len() == unit.modules().len()
             && self
                 .modules
                 .iter()
-                .zip(unit.modules())
-                .all(|((p, s), (up, us))| p == up && s == us)
+                .map(|(p, s)| (p.as_str(), s.as_str()))
+                .eq(unit.modules())
     }
 }
 

@@ -316,7 +316,6 @@ impl Runtime {
                 };
                 let modules: Vec<ModuleSource> = unit
                     .modules()
-                    .into_iter()
                     .map(|(path, source)| ModuleSource {
                         path: path.to_string(),
                         source: source.to_string(),
