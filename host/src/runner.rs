@@ -200,6 +200,10 @@ struct Shared {
     /// Never written: the owner drops the sender when it has stopped, which
     /// is what [`Runner::shutdown`] waits for.
     stopped: watch::Receiver<()>,
+    /// How long a caller looks for its reply before it sleeps on it: the
+    /// pool's spin (zero for a runner with a thread of its own). See
+    /// [`SpinThenWait`].
+    reply_spin: Duration,
 }
 
 /// A handle to a thread that owns a state `S` and runs jobs on it, one at a
@@ -373,7 +377,7 @@ impl<S: 'static> Runner<S> {
             stopped,
             dispatch,
             span,
-        } = Parts::new(options);
+        } = Parts::new(options, Duration::ZERO);
         let owner_shared = Arc::clone(&shared);
         thread::Builder::new()
             // A NUL would make std panic; a thread name is only cosmetic.
@@ -502,7 +506,7 @@ impl<S: 'static> Runner<S> {
         let reply = async {
             // The sender is only dropped unsent when the owner stopped
             // before reaching this job.
-            (&mut reply_rx)
+            SpinThenWait::new(&mut reply_rx, self.shared.reply_spin)
                 .await
                 .unwrap_or_else(|_| Err(Error::Closed { op: op.clone() }))
         };
@@ -652,7 +656,7 @@ struct Parts<S> {
 }
 
 impl<S> Parts<S> {
-    fn new(options: RunnerOptions) -> Parts<S> {
+    fn new(options: RunnerOptions, reply_spin: Duration) -> Parts<S> {
         let RunnerOptions {
             name,
             queue_capacity,
@@ -671,6 +675,7 @@ impl<S> Parts<S> {
             closed: AtomicBool::new(false),
             slots: Arc::new(Semaphore::new(capacity)),
             stopped: stopped_rx,
+            reply_spin,
         });
         // The subscriber in force here, unless there is none yet: then the
         // owner uses the global default, which may be installed later.
@@ -709,7 +714,7 @@ impl<S: Send + 'static> Runner<S> {
             stopped,
             dispatch,
             span,
-        } = Parts::new(options);
+        } = Parts::new(options, pool.spin());
         let exit = OwnerExit {
             shared: Arc::clone(&shared),
             _stopped: stopped,
@@ -730,6 +735,59 @@ impl<S: Send + 'static> Runner<S> {
         // The first turn runs `init`.
         handle.wake();
         Self { handle, shared }
+    }
+}
+
+/// Waits for a reply, first by looking for it again and again for up to
+/// `spin`, then by sleeping until it is sent.
+///
+/// A short job's reply comes back within microseconds, while a sleeping
+/// caller is woken by the kernel (a futex, or tokio's driver), which on a
+/// virtual machine with idle CPUs costs about as much as the job again. So
+/// for `spin` the future wakes itself instead of sleeping: tokio polls it
+/// again after whatever else is ready on its thread, which therefore still
+/// runs (this is `yield_now` in a loop, not a busy wait that holds the
+/// thread). After `spin` it waits on the channel alone. It is the caller's
+/// half of the pool's spin (see [`OwnerPoolOptions::spin`]), and costs the
+/// same: a CPU kept busy for at most `spin` per call that takes longer.
+struct SpinThenWait<'a, T> {
+    rx: &'a mut oneshot::Receiver<T>,
+    spin: Duration,
+    until: Option<std::time::Instant>,
+}
+
+impl<'a, T> SpinThenWait<'a, T> {
+    fn new(rx: &'a mut oneshot::Receiver<T>, spin: Duration) -> Self {
+        SpinThenWait {
+            rx,
+            spin,
+            until: None,
+        }
+    }
+}
+
+impl<T> std::future::Future for SpinThenWait<'_, T> {
+    type Output = std::result::Result<T, oneshot::error::RecvError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        // The receiver keeps the waker: the reply wakes this task whether
+        // or not it is still spinning.
+        if let Poll::Ready(reply) = std::pin::Pin::new(&mut *self.rx).poll(cx) {
+            return Poll::Ready(reply);
+        }
+        if self.spin.is_zero() {
+            return Poll::Pending;
+        }
+        let now = std::time::Instant::now();
+        let spin = self.spin;
+        if now < *self.until.get_or_insert(now + spin) {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
     }
 }
 

@@ -37,7 +37,10 @@ pub struct OwnerPoolOptions {
     pub threads: usize,
     /// The threads' name (each gets its number after it).
     pub name: String,
-    /// How long a thread out of work looks for more before it parks.
+    /// How long a thread out of work looks for more before it parks; a
+    /// caller of a runner on the pool looks as long for its reply before it
+    /// sleeps on it. Either side of a short job's hand-off then finds the
+    /// other awake; `0` makes both sleep at once.
     pub spin: Duration,
 }
 
@@ -81,6 +84,7 @@ impl Drop for Keep {
     fn drop(&mut self) {
         let mut queue = self.inner.lock();
         queue.stop = true;
+        self.inner.stopping.store(true, Ordering::SeqCst);
         drop(queue);
         self.inner.ready.notify_all();
     }
@@ -98,6 +102,9 @@ struct Inner {
     ready: Condvar,
     /// `queue.runnable.len()`, readable without the lock (for spinning).
     queued: AtomicUsize,
+    /// `queue.stop`, readable without the lock: a spinning thread stops
+    /// looking when the pool goes.
+    stopping: AtomicBool,
     spin: Duration,
     threads: usize,
 }
@@ -130,7 +137,7 @@ impl Inner {
                     return Some(runner);
                 }
             }
-            if Instant::now() >= until {
+            if Instant::now() >= until || self.stopping.load(Ordering::SeqCst) {
                 break;
             }
             // Yields rather than spins: on a busy machine the CPU goes to
@@ -171,6 +178,7 @@ impl OwnerPool {
             }),
             ready: Condvar::new(),
             queued: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
             spin: options.spin,
             threads,
         });
@@ -208,6 +216,12 @@ impl OwnerPool {
     /// How many threads serve the pool.
     pub fn threads(&self) -> usize {
         self.keep.inner.threads
+    }
+
+    /// How long a thread out of work looks for more before it parks, and a
+    /// caller for its reply before it sleeps ([`OwnerPoolOptions::spin`]).
+    pub fn spin(&self) -> Duration {
+        self.keep.inner.spin
     }
 }
 

@@ -797,3 +797,34 @@ async fn a_pooled_runner_whose_init_panics_is_closed_and_the_pool_serves_on() {
     let good = Runner::spawn_on(&pool, options("good"), || 7u64);
     assert_eq!(good.call("job", |n| *n).await.unwrap(), 7);
 }
+
+/// A caller looks for its reply for the pool's spin before it sleeps on it,
+/// but by yielding to its runtime, not by holding its thread: here the job
+/// waits for a task of the caller's own (single) thread, which must run
+/// while the caller spins. A spin that held the thread would starve that
+/// task for the whole spin, and the job would give up first.
+#[tokio::test(flavor = "current_thread")]
+async fn a_caller_spinning_for_its_reply_lets_its_thread_run_other_tasks() {
+    let pool = super::OwnerPool::new(super::OwnerPoolOptions {
+        threads: 1,
+        name: "spin-test".into(),
+        spin: Duration::from_secs(6),
+    })
+    .expect("a pool");
+    let runner = Runner::spawn_on(&pool, options("spinning"), || ());
+    // Served once, so that the pool thread is idle (spinning) from here.
+    runner.call("first", |()| ()).await.unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let signal = tokio::spawn(async move { tx.send(()).expect("the job waits") });
+    let got = runner
+        .call("wait", move |()| {
+            rx.recv_timeout(Duration::from_secs(2)).is_ok()
+        })
+        .await
+        .unwrap();
+    assert!(
+        got,
+        "the task on the caller's thread ran while the caller waited for its reply"
+    );
+    signal.await.unwrap();
+}
