@@ -59,6 +59,9 @@ fn main() {
         .unwrap_or_else(|| root.join("target"));
     let guest_target = target_dir.join("guest");
     let sdk = wasi_sdk(&target_dir);
+    // The compiler wrapper scripts/bootstrap.sh writes decides how QuickJS
+    // is built (and bootstrap drops the built QuickJS when it changes it).
+    println!("cargo:rerun-if-changed={}", sdk.join("bin/clang").display());
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)

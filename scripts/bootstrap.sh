@@ -54,19 +54,60 @@ fi
 #                 the Rust side of the guest has both already (rustc's
 #                 wasm32-wasip2 target enables them), so the component's
 #                 requirements do not change.
+#
+# And one change to QuickJS's source, made on a copy as it is compiled
+# (quickjs.c becomes quickjs.marionette.c beside it, so that its includes
+# resolve as before): JSON.parse makes each number with js_number, which
+# keeps an integer that fits 32 bits as an integer, instead of js_float64,
+# which makes every number a double. The value is the same to JavaScript;
+# to QuickJS's interpreter it is not: its arithmetic, comparisons and
+# calls have fast paths for integers only, and every argument, input and
+# host answer the guest parses is JSON. fib(25) called with its argument
+# from JSON ran about 1.8x slower than with an integer literal (see
+# docs/architecture.md, section 11). Where that line is not found exactly
+# once (another QuickJS), the build stops and says so rather than compile
+# QuickJS without it. Guarded by the bench crate's
+# `direct::tests::json_integers_cost_what_integer_literals_cost` (wasm fuel,
+# exact).
+#
 # The C objects are not rebuilt when only this wrapper changes (cargo does
 # not look at the compiler's contents), so a changed wrapper drops the
 # guest's built QuickJS: the next build compiles it again.
+clang_wrapper() { # $1: the real clang
+  cat <<WRAPPER
+#!/bin/sh
+# Written by scripts/bootstrap.sh (see there why).
+json='s->token.u.num.val = js_float64(strtod('
+for arg do
+  shift
+  case "\$arg" in
+    */quickjs.c)
+      if [ -f "\$arg" ]; then
+        found=\$(grep -cF "\$json" "\$arg")
+        if [ "\$found" != 1 ]; then
+          echo "marionette's clang wrapper: \$arg has \$found lines '\$json', not 1: scripts/bootstrap.sh patches that line; see there" >&2
+          exit 1
+        fi
+        copy="\${arg%.c}.marionette.c"
+        sed 's/s->token.u.num.val = js_float64(strtod(/s->token.u.num.val = js_number(strtod(/' "\$arg" >"\$copy" || exit 1
+        arg=\$copy
+      fi ;;
+  esac
+  set -- "\$@" "\$arg"
+done
+exec $1 -D__GLIBC__ "\$@" -UEMSCRIPTEN -mbulk-memory -mnontrapping-fptoint
+WRAPPER
+}
 write_clang_wrapper() { # $1: folder, $2: the real clang
   local wrapper="$1/bin/clang" want
-  want=$(printf '#!/bin/sh\n# Written by scripts/bootstrap.sh (see there why).\nexec %s -D__GLIBC__ "$@" -UEMSCRIPTEN -mbulk-memory -mnontrapping-fptoint\n' "$2")
+  want=$(clang_wrapper "$2")
   if [ -L "$wrapper" ] || [ ! -f "$wrapper" ] || [ "$(cat "$wrapper")" != "$want" ]; then
     rm -f "$wrapper"
     printf '%s\n' "$want" >"$wrapper"
     chmod +x "$wrapper"
     rm -rf "$target_dir"/guest/wasm32-wasip2/*/build/rquickjs-sys-* \
       "$target_dir"/guest/wasm32-wasip2/*/.fingerprint/rquickjs-sys-*
-    say "WASI C toolchain: $wrapper wraps $2 (QuickJS measures its allocations, dispatches directly)"
+    say "WASI C toolchain: $wrapper wraps $2 (QuickJS measures its allocations, dispatches directly, parses JSON integers as integers)"
   fi
 }
 target_dir=${CARGO_TARGET_DIR:-$root/target}

@@ -9,7 +9,16 @@
 //! entries phases N   # N guests driven directly: private memory per phase
 //! entries file PATH N  # as `direct`, on the component at PATH (compiled
 //!                    # here; an unstripped build gives perf its names)
+//! entries fib N      # fib(25) N times by turns: the guest called with a
+//!                    # JSON argument, called by JS with an integer literal
+//!                    # and with JSON.parse("25"), and native QuickJS; wall
+//!                    # time and time on a CPU of each
 //! ```
+//!
+//! `fib` reads the thread's time on a CPU from `/proc/thread-self/schedstat`
+//! (the kernel's own accounting): on a shared machine the wall time of a
+//! CPU-bound run includes the time it waited for a CPU, which the time on
+//! a CPU does not.
 //!
 //! `direct` and `api` print the time per call of the best of five rounds.
 //! Under `perf record -e cpu-clock -g` with `MARIONETTE_PROFILE=perfmap`
@@ -51,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         "idle" => idle(n),
+        "fib" => fib(n),
         "phases" => phases(n),
         "file" => {
             let path = args.get(1).context("entries file PATH N")?;
@@ -62,8 +72,76 @@ fn main() -> anyhow::Result<()> {
             let runtime = Runtime::from_component(&wasm, &RuntimeOptions::default())?;
             direct_on(DirectRuntime::on(runtime)?, n)
         }
-        _ => bail!("usage: entries direct|api|idle|phases N, or entries file PATH N"),
+        _ => bail!("usage: entries direct|api|idle|phases|fib N, or entries file PATH N"),
     }
+}
+
+/// Nanoseconds this thread has spent on a CPU.
+fn on_cpu_ns() -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .context("reading /proc/thread-self/schedstat")?;
+    text.split_whitespace()
+        .next()
+        .and_then(|t| t.parse().ok())
+        .context("parsing schedstat")
+}
+
+fn fib(n: usize) -> anyhow::Result<()> {
+    let runtime = DirectRuntime::new()?;
+    let mut guest = runtime.instantiate()?;
+    guest.load(fixture::SCRIPT, fixture::BENCH_JS)?;
+    guest.load(
+        "loop.js",
+        "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }\n\
+         export function fibs(k) { let s = 0; for (let i = 0; i < k; i++) s += fib(25); return s; }\n\
+         export function jfibs(k) { const n = JSON.parse(\"25\"); let s = 0; for (let i = 0; i < k; i++) s += fib(n); return s; }",
+    )?;
+    let native = marionette_bench::native::NativeQuickJs::new(fixture::SCRIPT, fixture::BENCH_JS)?;
+    let args = fixture::fib_args_json();
+    // (wall, on a CPU), in ms, per run.
+    let mut runs: [Vec<(f64, f64)>; 4] = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..n.max(1) {
+        for (side, times) in runs.iter_mut().enumerate() {
+            let (wall, cpu) = (Instant::now(), on_cpu_ns()?);
+            let out = match side {
+                0 => guest.call(fixture::SCRIPT, "fib", &args)?,
+                1 => guest.call("loop.js", "fibs", &[1.into()])?,
+                2 => guest.call("loop.js", "jfibs", &[1.into()])?,
+                _ => native
+                    .with_function("fib", |_, f| f.call::<_, i32>((fixture::FIB_N,)))??
+                    .into(),
+            };
+            let cpu = (on_cpu_ns()? - cpu) as f64 / 1e6;
+            times.push((wall.elapsed().as_secs_f64() * 1e3, cpu));
+            ensure!(out == fixture::FIB_RESULT, "fib: {out}");
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for (side, times) in [
+        "guest direct",
+        "guest, called by JS",
+        "guest, called by JS, n from JSON.parse",
+        "native QuickJS",
+    ]
+    .iter()
+    .zip(&runs)
+    {
+        let wall: Vec<f64> = times.iter().map(|t| t.0).collect();
+        let cpu: Vec<f64> = times.iter().map(|t| t.1).collect();
+        let best = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
+        println!(
+            "{side}: fib(25) wall median {:.2} ms best {:.2} ms; on a CPU median {:.2} ms best {:.2} ms ({} runs)",
+            median(wall.clone()),
+            best(&wall),
+            median(cpu.clone()),
+            best(&cpu),
+            times.len()
+        );
+    }
+    Ok(())
 }
 
 fn direct(n: usize) -> anyhow::Result<()> {

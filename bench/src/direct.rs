@@ -111,6 +111,9 @@ impl DirectRuntime {
             },
         );
         store.set_epoch_deadline(NO_DEADLINE);
+        // Refused (an error) by an engine that does not meter fuel, which
+        // has none to set.
+        let _ = store.set_fuel(u64::MAX);
         let bindings = self.pre.instantiate(&mut store).context("instantiating")?;
         // Provides no host engines, middleware or tools: the benchmarks
         // call plain functions.
@@ -185,6 +188,13 @@ impl DirectGuest {
         }
     }
 
+    /// The fuel the instance has used so far, on a runtime that meters
+    /// fuel (`RuntimeOptions::fuel`): wasmtime's exact count of the guest's
+    /// work, the same on every run and every machine. `None` otherwise.
+    pub fn fuel_used(&self) -> Option<u64> {
+        self.store.get_fuel().ok().map(|left| u64::MAX - left)
+    }
+
     fn task(&mut self) -> u64 {
         let task = self.next_task;
         self.next_task += 1;
@@ -240,3 +250,56 @@ impl bindings::marionette::runtime::host::Host for State {
 }
 
 impl bindings::marionette::runtime::types::Host for State {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fuel `call` uses.
+    fn fuel_of(guest: &mut DirectGuest, function: &str, args: &[Json]) -> (Json, u64) {
+        let before = guest.fuel_used().expect("a metered runtime");
+        let out = guest.call("fib.js", function, args).expect("the call");
+        (out, guest.fuel_used().expect("a metered runtime") - before)
+    }
+
+    /// An integer that reaches the guest as JSON (every argument does) is
+    /// an integer to QuickJS's interpreter, as a literal is, and not a
+    /// double: the interpreter's fast paths are for integers, and fib(20)
+    /// on a double costs about twice the work. Fuel counts that work
+    /// exactly, so the comparison is not a timing (scripts/bootstrap.sh
+    /// says how the guest's QuickJS is built for it).
+    #[test]
+    fn json_integers_cost_what_integer_literals_cost() {
+        let runtime = marionette::Runtime::new(&marionette::RuntimeOptions {
+            fuel: true,
+            ..marionette::RuntimeOptions::default()
+        })
+        .expect("a runtime metering fuel");
+        let mut guest = DirectRuntime::on(runtime)
+            .expect("linked")
+            .instantiate()
+            .expect("an instance");
+        guest
+            .load(
+                "fib.js",
+                "export function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }\n\
+                 export function fibOfLiteral() { return fib(20); }\n\
+                 export function fibOfParsed(text) { return fib(JSON.parse(text)); }",
+            )
+            .expect("loaded");
+        let (out, literal) = fuel_of(&mut guest, "fibOfLiteral", &[]);
+        assert_eq!(out, 6765);
+        let (out, argument) = fuel_of(&mut guest, "fib", &[20.into()]);
+        assert_eq!(out, 6765);
+        let (out, parsed) = fuel_of(&mut guest, "fibOfParsed", &["20".into()]);
+        assert_eq!(out, 6765);
+        // The calls differ by a few hundred units of the dispatcher's work;
+        // fib(20) on doubles would add about as much again as it costs.
+        for (how, fuel) in [("an argument", argument), ("JSON.parse", parsed)] {
+            assert!(
+                fuel * 10 < literal * 11,
+                "fib(20) with 20 from {how} used {fuel} units of fuel, from a literal {literal}"
+            );
+        }
+    }
+}
