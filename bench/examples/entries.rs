@@ -5,8 +5,12 @@
 //! entries direct N   # N calls of add(1, 2) straight into the guest
 //! entries api N      # N calls of add(1, 2) through the Sandbox API
 //! entries spins N    # the same, on pools spinning 0 and 50 us, by turns
-//! entries idle N     # N idle sandboxes: where their private memory goes
-//! entries phases N   # N guests driven directly: private memory per phase
+//! entries idle N [PATH]  # N idle sandboxes: where their private memory
+//!                    # goes (on the component at PATH, compiled here)
+//! entries phases N [PATH]  # N guests driven directly: private memory
+//!                    # per phase
+//! entries diff [PATH] [v]  # one guest driven directly: the image pages
+//!                    # each phase writes, how many bytes of each differ
 //! entries file PATH N  # as `direct`, on the component at PATH (compiled
 //!                    # here; an unstripped build gives perf its names)
 //! entries fib N      # fib(25) N times by turns: the guest called with a
@@ -45,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().map(String::as_str).unwrap_or("");
     let n: usize = match args.get(1) {
-        Some(n) if mode != "file" => n.parse().context("N must be a number")?,
+        Some(n) if mode != "file" && mode != "diff" => n.parse().context("N must be a number")?,
         _ => 100_000,
     };
     match mode {
@@ -59,20 +63,25 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        "idle" => idle(n),
+        "idle" => idle(n, args.get(2)),
         "fib" => fib(n),
-        "phases" => phases(n),
+        "phases" => phases(n, args.get(2)),
+        "diff" => {
+            let verbose = args.last().is_some_and(|a| a == "v");
+            let path = args.get(1).filter(|a| *a != "v");
+            diff(path, verbose)
+        }
         "file" => {
             let path = args.get(1).context("entries file PATH N")?;
             let n = match args.get(2) {
                 Some(n) => n.parse().context("N must be a number")?,
                 None => 100_000,
             };
-            let wasm = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-            let runtime = Runtime::from_component(&wasm, &RuntimeOptions::default())?;
-            direct_on(DirectRuntime::on(runtime)?, n)
+            direct_on(direct_runtime(Some(path))?, n)
         }
-        _ => bail!("usage: entries direct|api|idle|phases|fib N, or entries file PATH N"),
+        _ => bail!(
+            "usage: entries direct|api|spins|idle|phases|fib N, entries diff [PATH] [v], or entries file PATH N"
+        ),
     }
 }
 
@@ -214,12 +223,18 @@ fn api(n: usize, spin: Option<std::time::Duration>) -> anyhow::Result<()> {
     })
 }
 
-fn idle(n: usize) -> anyhow::Result<()> {
+fn idle(n: usize, path: Option<&String>) -> anyhow::Result<()> {
+    let runtime = match path {
+        Some(path) => {
+            let wasm = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+            Runtime::from_component(&wasm, &RuntimeOptions::default())?
+        }
+        None => Runtime::new(&RuntimeOptions::default())?,
+    };
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     tokio.block_on(async {
-        let runtime = Runtime::new(&RuntimeOptions::default())?;
         // One sandbox first, so that what the first one starts (the owner
         // pool, tokio's and the allocator's pools) is not counted.
         let first = Sandbox::with_runtime(runtime.clone(), Policy::default()).await?;
@@ -266,8 +281,8 @@ fn idle(n: usize) -> anyhow::Result<()> {
 
 /// N guests driven directly (no sandbox, no owner): what each phase of
 /// a guest's life adds in private memory, per guest.
-fn phases(n: usize) -> anyhow::Result<()> {
-    let runtime = DirectRuntime::new()?;
+fn phases(n: usize, path: Option<&String>) -> anyhow::Result<()> {
+    let runtime = direct_runtime(path)?;
     let args = fixture::add_args_json();
     let mut guests = Vec::with_capacity(n);
     let mut last = smaps()?;
@@ -336,6 +351,159 @@ fn phases(n: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The embedded guest, or the component at `path` (compiled here).
+fn direct_runtime(path: Option<&String>) -> anyhow::Result<DirectRuntime> {
+    match path {
+        Some(path) => {
+            let wasm = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+            DirectRuntime::on(Runtime::from_component(&wasm, &RuntimeOptions::default())?)
+        }
+        None => DirectRuntime::new(),
+    }
+}
+
+/// One guest driven directly, phase by phase: the pages of the snapshot's
+/// image that each phase writes (copies), by wasm address, with how many
+/// bytes of each differ from what the page held before the phase (the
+/// image, or the previous phase's copy). `verbose` prints the words that
+/// changed.
+fn diff(path: Option<&String>, verbose: bool) -> anyhow::Result<()> {
+    let runtime = direct_runtime(path)?;
+    let args = fixture::add_args_json();
+    let mut guest = runtime.instantiate()?;
+    let mut seen: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let phase = |name: &str, seen: &mut BTreeMap<u64, Vec<u8>>| -> anyhow::Result<()> {
+        let pages = written_pages()?;
+        let mut rows = Vec::new();
+        // Pages copied in this phase whose content is the image's again
+        // (a count raised and lowered back, say).
+        let mut same = Vec::new();
+        for (addr, (now, image)) in pages {
+            if !seen.contains_key(&addr) && now == image {
+                same.push(addr);
+            }
+            let before = seen.get(&addr).unwrap_or(&image);
+            let changed = now.iter().zip(before).filter(|(a, b)| a != b).count();
+            if changed > 0 {
+                let words: Vec<(usize, u32, u32)> = (0..1024)
+                    .filter_map(|w| {
+                        let word = |p: &[u8]| {
+                            u32::from_le_bytes(p[w * 4..w * 4 + 4].try_into().expect("4 bytes"))
+                        };
+                        let (a, b) = (word(before), word(&now));
+                        (a != b).then_some((w * 4, a, b))
+                    })
+                    .collect();
+                rows.push((addr, changed, words));
+            }
+            seen.insert(addr, now);
+        }
+        let bytes: usize = rows.iter().map(|r| r.1).sum();
+        println!(
+            "{name}: {} pages written ({} KiB), {bytes} bytes changed",
+            rows.len(),
+            rows.len() * 4
+        );
+        if !same.is_empty() {
+            print!("  {} pages copied, unchanged:", same.len());
+            for addr in &same {
+                print!(" {addr:#x}");
+            }
+            println!();
+        }
+        for (addr, changed, words) in rows {
+            print!("  {addr:#09x} {changed:5} bytes {:4} words", words.len());
+            if verbose || words.len() <= 8 {
+                for (at, a, b) in words.iter().take(if verbose { 1024 } else { 8 }) {
+                    print!(" +{at:x}:{a:x}>{b:x}");
+                }
+            }
+            println!();
+        }
+        Ok(())
+    };
+    phase("instantiate + configure", &mut seen)?;
+    guest.load("idle.js", "export function add(a, b) { return a + b; }")?;
+    phase("load", &mut seen)?;
+    ensure!(guest.call("idle.js", "add", &args)? == fixture::ADD_RESULT);
+    phase("first call", &mut seen)?;
+    ensure!(guest.call("idle.js", "add", &args)? == fixture::ADD_RESULT);
+    phase("second call", &mut seen)?;
+    guest.load("idle2.js", "export function add(a, b) { return a + b; }")?;
+    phase("second load", &mut seen)?;
+    ensure!(guest.call("idle2.js", "add", &args)? == fixture::ADD_RESULT);
+    phase("its first call", &mut seen)?;
+    Ok(())
+}
+
+/// A page's content now and in the image, by wasm address.
+type Pages = BTreeMap<u64, (Vec<u8>, Vec<u8>)>;
+
+/// The pages of the snapshot's image this process's mappings of it hold
+/// privately (written), by wasm address (the offset in the image plus
+/// where the image starts in linear memory), each with its content now and
+/// the image's. Meant for one instance alive.
+fn written_pages() -> anyhow::Result<Pages> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+    let maps = std::fs::read_to_string("/proc/self/maps").context("reading maps")?;
+    let mut pagemap = std::fs::File::open("/proc/self/pagemap").context("opening pagemap")?;
+    let mem = std::fs::File::open("/proc/self/mem").context("opening mem")?;
+    // The image files themselves, by inode (wasmtime keeps them open).
+    let mut files = BTreeMap::new();
+    for fd in std::fs::read_dir("/proc/self/fd")? {
+        let fd = fd?.path();
+        if std::fs::read_link(&fd).is_ok_and(|l| l.to_string_lossy().contains("memfd:"))
+            && let Ok(file) = std::fs::File::open(&fd)
+        {
+            files.insert(file.metadata()?.ino(), file);
+        }
+    }
+    let mut out = BTreeMap::new();
+    // The previous mapping: its end, and the start of the reservation it
+    // belongs to (its own start, unless it is part of an image's mapping).
+    let mut previous: Option<(u64, u64)> = None;
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (lo, hi) = fields
+            .next()
+            .unwrap_or("0-0")
+            .split_once('-')
+            .unwrap_or(("0", "0"));
+        let lo = u64::from_str_radix(lo, 16)?;
+        let hi = u64::from_str_radix(hi, 16)?;
+        let offset = u64::from_str_radix(fields.nth(1).unwrap_or("0"), 16).unwrap_or(0);
+        let inode: u64 = fields.nth(1).and_then(|i| i.parse().ok()).unwrap_or(0);
+        if !line.contains("/memfd:") {
+            previous = Some((hi, lo));
+            continue;
+        }
+        // The reservation's part before the image, when it starts past 0.
+        let base = match previous {
+            Some((end, base)) if end == lo => base,
+            _ => lo,
+        };
+        let file = files.get(&inode).context("the image's file")?;
+        let pages = ((hi - lo) / 4096) as usize;
+        let mut buf = vec![0u8; pages * 8];
+        pagemap.seek(SeekFrom::Start(lo / 4096 * 8))?;
+        pagemap.read_exact(&mut buf)?;
+        for (i, entry) in buf.chunks_exact(8).enumerate() {
+            let e = u64::from_le_bytes(entry.try_into().expect("8 bytes"));
+            if e >> 63 & 1 == 1 && e >> 61 & 1 == 0 {
+                let at = i as u64 * 4096;
+                let mut now = vec![0u8; 4096];
+                mem.read_exact_at(&mut now, lo + at)?;
+                let mut image = vec![0u8; 4096];
+                file.read_exact_at(&mut image, offset + at)?;
+                out.insert(lo - base + at, (now, image));
+            }
+        }
+        previous = Some((hi, base));
+    }
+    Ok(out)
 }
 
 /// For every page offset of the snapshot's image: how many of its

@@ -64,6 +64,8 @@
 pub mod cost;
 pub mod direct;
 pub mod fixture;
+#[cfg(target_os = "linux")]
+pub mod image;
 pub mod load;
 pub mod machine;
 pub mod measures;

@@ -4,7 +4,8 @@
 //! This file only implements the generated traits. The VM and its entry
 //! protocol live in [`vm`], the functions JavaScript calls into Rust in
 //! [`natives`], time and randomness (deterministic runs) in [`clock`], the
-//! JSON <-> WIT conversions in [`convert`], module resolution among a
+//! JSON <-> WIT conversions in [`convert`], the allocator's free chunks
+//! taken before the snapshot in [`heap`], module resolution among a
 //! script's modules in [`loader`], freezing the shared intrinsics and
 //! checking them in [`lockdown`], the natives of the web basics (`URL`, `atob`,
 //! `crypto`...) in [`web`], and the JavaScript side (dispatcher, console,
@@ -12,6 +13,7 @@
 
 mod clock;
 mod convert;
+mod heap;
 mod loader;
 mod lockdown;
 mod natives;

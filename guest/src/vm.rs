@@ -44,7 +44,7 @@ use crate::marionette::runtime::host;
 use crate::marionette::runtime::types::{
     Cap, Effect, Failure, LogLevel, ScriptError, Stop, TaskDone,
 };
-use crate::{lockdown, natives};
+use crate::{heap, lockdown, natives};
 
 /// The JavaScript runtime: one closure over the natives, assembled from the
 /// fragments in `js/` (they share its scope), returning `{ api, dispatch }`.
@@ -131,10 +131,21 @@ pub fn lockdown_report() -> lockdown::Report {
 /// this, see `world guest` in the WIT). Nothing in the boot depends on the
 /// host's configuration: `configure` applies it to a booted VM, so a
 /// snapshot taken here serves every policy.
+///
+/// Before the snapshot, it also collects the boot's garbage (javy's runtime
+/// never collected it) and takes the allocator's free chunks for good (see
+/// [`heap`]): what an instance allocates then comes from the fresh end of
+/// the heap, on as few copied pages as it fills.
 pub fn boot_now() {
     VM.with(|cell| {
-        cell.borrow_mut().get_or_insert_with(boot);
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let vm = boot();
+            vm.runtime.context().runtime().run_gc();
+            *slot = Some(vm);
+        }
     });
+    heap::take_free_chunks();
 }
 
 /// Sets QuickJS's heap limit and GC threshold (0 leaves each as it is) and
