@@ -372,10 +372,24 @@ const CORE_INSTANCES_PER_GUEST: u32 = 8;
 const MEMORIES_PER_GUEST: u32 = 2;
 const TABLES_PER_GUEST: u32 = 4;
 
+/// Bytes of a pooled memory (or table) reset in place when its instance is
+/// dropped, rather than unmapped: more than the snapshot's initial linear
+/// memory (41 pages, 2 624 KiB), so that the next instance of the slot
+/// takes no page fault on the pages the last one wrote. With the kernel's
+/// `PAGEMAP_SCAN` (Linux 6.7) only the pages written are copied back from
+/// the image (at most 32 runs of them; the rest is unmapped as without
+/// this) and the pages only read stay shared; without it, wasmtime copies
+/// the whole image back, which makes every page of it private to the slot.
+/// docs/architecture.md §10 has the figures of each.
+const POOL_KEEP_RESIDENT: usize = 4 << 20;
+
 /// wasmtime's pooling allocator with room for `instances` guests.
 fn pooling_config(instances: u32) -> wasmtime::PoolingAllocationConfig {
     let instances = instances.max(1);
     let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.linear_memory_keep_resident(POOL_KEEP_RESIDENT)
+        .table_keep_resident(POOL_KEEP_RESIDENT)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     pool.total_component_instances(instances)
         .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_GUEST))
         .total_memories(instances.saturating_mul(MEMORIES_PER_GUEST))
