@@ -39,6 +39,10 @@ mod bindings {
 /// at the first check).
 const NO_DEADLINE: u64 = 1 << 40;
 
+/// Room of [`DirectRuntime::pooled`]'s pool: the benchmarks hold one
+/// instance at a time (and the one they measure besides).
+pub const POOLED_INSTANCES: u32 = 4;
+
 /// The compiled component and its linker: built once, like
 /// [`marionette::Runtime`].
 pub struct DirectRuntime {
@@ -58,6 +62,20 @@ impl DirectRuntime {
         Self::on(marionette::Runtime::new(
             &marionette::RuntimeOptions::default(),
         )?)
+    }
+
+    /// As [`DirectRuntime::new`], on wasmtime's pooling allocator
+    /// ([`marionette::RuntimeOptions::pooled_instances`]) with room for
+    /// [`POOLED_INSTANCES`] instances: memory mappings kept from one
+    /// instance to the next.
+    ///
+    /// # Errors
+    /// When the pool cannot be reserved or the component does not load.
+    pub fn pooled() -> anyhow::Result<DirectRuntime> {
+        Self::on(marionette::Runtime::new(&marionette::RuntimeOptions {
+            pooled_instances: Some(POOLED_INSTANCES),
+            ..marionette::RuntimeOptions::default()
+        })?)
     }
 
     /// The guest as its build made it, before its snapshot: its VM boots in

@@ -161,6 +161,16 @@ pub const INSTANTIATE_DIRECT: Measure = Measure {
               calling thread; dropping it is not timed",
 };
 
+/// A fresh guest instance from the pooling allocator.
+pub const INSTANTIATE_DIRECT_POOLED: Measure = Measure {
+    group: "instantiate",
+    function: "guest_direct_pooled",
+    path: Path::GuestDirect,
+    meaning: "as `instantiate/guest_direct`, on a runtime with wasmtime's pooling allocator \
+              (`RuntimeOptions::pooled_instances`): the instance takes a slot whose memory \
+              mappings the previous instance left, reset when that one was dropped (not timed)",
+};
+
 /// A fresh sandbox to its first result.
 pub const COLD_API: Measure = Measure {
     group: "cold",
@@ -178,6 +188,15 @@ pub const COLD_DIRECT: Measure = Measure {
     path: Path::GuestDirect,
     meaning: "cold start on a directly driven instance of the snapshot: instantiate, load the module, \
               first `add` call",
+};
+
+/// A fresh guest instance from the pooling allocator to its first result.
+pub const COLD_DIRECT_POOLED: Measure = Measure {
+    group: "cold",
+    function: "guest_direct_pooled",
+    path: Path::GuestDirect,
+    meaning: "as `cold/guest_direct`, on a runtime with wasmtime's pooling allocator (see \
+              `instantiate/guest_direct_pooled`)",
 };
 
 /// A fresh instance of the guest as built (no snapshot) to its first result.
@@ -295,8 +314,10 @@ pub const MEASURES: &[Measure] = &[
     FIB_FUEL,
     INSTANTIATE_API,
     INSTANTIATE_DIRECT,
+    INSTANTIATE_DIRECT_POOLED,
     COLD_API,
     COLD_DIRECT,
+    COLD_DIRECT_POOLED,
     COLD_DIRECT_BOOTING,
     COLD_NATIVE,
     SESSIONS_ONE,
