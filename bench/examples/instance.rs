@@ -4,6 +4,8 @@
 //! ```text
 //! instance time N    # rounds of N new instances on each allocator, by turns
 //! instance cold N    # the same, each instance to its first result
+//! instance sandboxes N  # the same, each a sandbox to its first result
+//!                    # through the API (its shutdown as the drop)
 //! instance loop N [pooled]  # N new instances, dropped, nothing printed:
 //!                    # for `perf record -e cpu-clock -g`
 //! ```
@@ -33,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     match mode {
         "time" => compare(n, false),
         "cold" => compare(n, true),
+        "sandboxes" => sandboxes(n),
         "loop" => {
             let pooled = args.get(2).is_some_and(|a| a == "pooled");
             let runtime = if pooled {
@@ -45,7 +48,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        _ => bail!("usage: instance time|cold N, or instance loop N [pooled]"),
+        _ => bail!("usage: instance time|cold|sandboxes N, or instance loop N [pooled]"),
     }
 }
 
@@ -89,12 +92,67 @@ fn compare(n: usize, cold: bool) -> anyhow::Result<()> {
             times.push((made, start.elapsed()));
         }
     }
+    let names: Vec<&str> = runtimes.iter().map(|(name, _)| *name).collect();
+    let what = if cold { "to the first result" } else { "new" };
+    print(what, n, &names, &times);
+    Ok(())
+}
+
+/// A sandbox to its first result (`load`, `add(1, 2)`) through the API,
+/// on each allocator by turns; its shutdown counts as the drop.
+fn sandboxes(n: usize) -> anyhow::Result<()> {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let runtimes = allocators()
+        .into_iter()
+        .map(|(name, options)| Ok((name, Runtime::new(&options)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let args = fixture::add_args_json();
+    let mut times = vec![Vec::new(); runtimes.len()];
+    tokio.block_on(async {
+        for _ in 0..ROUNDS {
+            for ((_, runtime), times) in runtimes.iter().zip(&mut times) {
+                let mut made = Duration::ZERO;
+                let start = Instant::now();
+                for _ in 0..n {
+                    let one = Instant::now();
+                    let sandbox = marionette::Sandbox::with_runtime(
+                        runtime.clone(),
+                        marionette::Policy::default(),
+                    )
+                    .await?;
+                    sandbox.load(fixture::SCRIPT, fixture::BENCH_JS).await?;
+                    let out = sandbox
+                        .call(
+                            fixture::SCRIPT,
+                            "add",
+                            &args,
+                            marionette::TaskOptions::default(),
+                        )
+                        .await?;
+                    ensure!(out == fixture::ADD_RESULT, "add: {out}");
+                    made += one.elapsed();
+                    sandbox.shutdown().await;
+                }
+                times.push((made, start.elapsed()));
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    let names: Vec<&str> = runtimes.iter().map(|(name, _)| *name).collect();
+    print("a sandbox to its first result", n, &names, &times);
+    Ok(())
+}
+
+/// Prints the best and median of each allocator's rounds, per instance.
+fn print(what: &str, n: usize, names: &[&str], times: &[Vec<(Duration, Duration)>]) {
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     println!(
         "{} per instance, us: made best/median, made and dropped best/median ({ROUNDS} rounds of {n})",
-        if cold { "to the first result" } else { "new" }
+        what
     );
-    for ((name, _), times) in runtimes.iter().zip(&times) {
+    for (name, times) in names.iter().zip(times) {
         let mut made: Vec<f64> = times.iter().map(|t| per(t.0)).collect();
         let mut whole: Vec<f64> = times.iter().map(|t| per(t.1)).collect();
         made.sort_by(f64::total_cmp);
@@ -107,5 +165,4 @@ fn compare(n: usize, cold: bool) -> anyhow::Result<()> {
             whole[ROUNDS / 2]
         );
     }
-    Ok(())
 }
