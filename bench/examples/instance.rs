@@ -6,6 +6,9 @@
 //! instance cold N    # the same, each instance to its first result
 //! instance sandboxes N  # the same, each a sandbox to its first result
 //!                    # through the API (its shutdown as the drop)
+//! instance memory N # N instances held at once, to their first result, on
+//!                    # each allocator: private memory each, twice (the
+//!                    # second time on the slots the first left)
 //! instance loop N [pooled]  # N new instances, dropped, nothing printed:
 //!                    # for `perf record -e cpu-clock -g`
 //! ```
@@ -36,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         "time" => compare(n, false),
         "cold" => compare(n, true),
         "sandboxes" => sandboxes(n),
+        "memory" => memory(n),
         "loop" => {
             let pooled = args.get(2).is_some_and(|a| a == "pooled");
             let runtime = if pooled {
@@ -48,7 +52,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        _ => bail!("usage: instance time|cold|sandboxes N, or instance loop N [pooled]"),
+        _ => bail!("usage: instance time|cold|sandboxes|memory N, or instance loop N [pooled]"),
     }
 }
 
@@ -165,4 +169,46 @@ fn print(what: &str, n: usize, names: &[&str], times: &[Vec<(Duration, Duration)
             whole[ROUNDS / 2]
         );
     }
+}
+
+/// Private resident memory (`RssAnon`: the pages an instance wrote, copied
+/// from the image, count there) added per instance while `n` instances are held, for each
+/// allocator, twice: the pooled ones the second time on slots already used.
+fn memory(n: usize) -> anyhow::Result<()> {
+    let args = fixture::add_args_json();
+    for (name, mut options) in allocators() {
+        if options.pooled_instances.is_some() {
+            options.pooled_instances = Some(n as u32);
+        }
+        let runtime = DirectRuntime::on(Runtime::new(&options)?)?;
+        for pass in 1..=2 {
+            let before = rss_anon_kib()?;
+            let mut held = Vec::new();
+            for _ in 0..n {
+                let mut guest = runtime.instantiate()?;
+                guest.load(fixture::SCRIPT, fixture::BENCH_JS)?;
+                guest.call(fixture::SCRIPT, "add", &args)?;
+                held.push(guest);
+            }
+            let during = rss_anon_kib()?;
+            drop(held);
+            let after = rss_anon_kib()?;
+            println!(
+                "{name:12} pass {pass}: {:7.1} KiB private per instance held, {:7.1} KiB each left after the drop",
+                (during - before) as f64 / n as f64,
+                (after - before) as f64 / n as f64,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// This process's `RssAnon`, in KiB.
+fn rss_anon_kib() -> anyhow::Result<i64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no RssAnon in /proc/self/status")
 }
