@@ -14,6 +14,8 @@ use crate::bindings::exports::marionette::runtime::vm::{Determinism, TaskCaps, V
 use crate::bindings::marionette::runtime::host;
 use crate::bindings::marionette::runtime::types::{LogLevel, Stop};
 use crate::bindings::{Marionette, MarionettePre};
+
+use super::exports::{ExportIndices, Exports};
 use crate::policy::Policy;
 
 use super::bytecode::{BytecodeCache, BytecodeStats, Unit};
@@ -79,6 +81,8 @@ pub struct Runtime {
     engine: Engine,
     component: Component,
     pre: MarionettePre<HostState>,
+    /// Where the guest's exports are, for [`Exports`].
+    exports: Arc<ExportIndices>,
     fuel: bool,
     origin: GuestOrigin,
     bytecode: BytecodeCache,
@@ -262,11 +266,15 @@ impl Runtime {
         )
         .context("checking the guest's exports")?;
 
+        let exports = Arc::new(
+            ExportIndices::new(pre.instance_pre()).context("checking the guest's exports")?,
+        );
         spawn_epoch_ticker(&engine);
         Ok(Arc::new(Runtime {
             engine,
             component,
             pre,
+            exports,
             fuel: options.fuel,
             origin,
             bytecode: BytecodeCache::new(options.bytecode_cache),
@@ -321,7 +329,7 @@ impl Runtime {
                         source: source.to_string(),
                     })
                     .collect();
-                Ok(b.marionette_runtime_script().call_compile(
+                Ok(b.marionette_runtime_script(&mut store)?.call_compile(
                     &mut store,
                     unit.entry(),
                     &modules,
@@ -340,7 +348,7 @@ impl Runtime {
         &self,
         policy: &Policy,
         config: &VmConfig,
-    ) -> anyhow::Result<(Store<HostState>, Marionette)> {
+    ) -> anyhow::Result<(Store<HostState>, Exports)> {
         if policy.entry_fuel.is_some() && !self.fuel {
             anyhow::bail!(
                 "the policy sets entry_fuel, but this runtime does not meter fuel (build it with RuntimeOptions {{ fuel: true, .. }}, or use Runtime::shared_with_fuel)"
@@ -354,12 +362,14 @@ impl Runtime {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(policy.entry_deadline * 2));
-        let bindings = self
+        let instance = self
             .pre
+            .instance_pre()
             .instantiate(&mut store)
             .context("instantiating the guest")?;
+        let bindings = Exports::new(instance, self.exports.clone());
         bindings
-            .marionette_runtime_vm()
+            .marionette_runtime_vm(&mut store)?
             .call_configure(&mut store, config)
             .context("configuring the guest")?;
         Ok((store, bindings))
