@@ -158,7 +158,8 @@ pub const INSTANTIATE_DIRECT: Measure = Measure {
     function: "guest_direct",
     path: Path::GuestDirect,
     meaning: "a store and instance from the `InstancePre` and the guest's `vm.configure`, on the \
-              calling thread; dropping it is not timed",
+              calling thread (the `vm` interface's exports type-checked; `script`'s at the first \
+              load, as a sandbox checks an interface at its first use); dropping it is not timed",
 };
 
 /// A fresh guest instance from the pooling allocator.
