@@ -131,6 +131,7 @@ fn main() -> anyhow::Result<()> {
     // Compiled once, outside every measurement (a disk-cache hit by now).
     let runtime = Runtime::new(&RuntimeOptions::default())?;
     let direct = DirectRuntime::new()?;
+    let pooled = DirectRuntime::pooled()?;
     let booting = DirectRuntime::as_built()?;
     let sandbox = tokio.block_on(async {
         let sandbox = Sandbox::with_runtime(runtime.clone(), Policy::default()).await?;
@@ -190,13 +191,19 @@ fn main() -> anyhow::Result<()> {
         eprintln!("running the peer (quickjs-emscripten under Node)...");
         marionette_bench::peer::run()
     });
-    bench_instantiate(&mut criterion, &mut settings, &tokio, &runtime, &direct);
+    bench_instantiate(
+        &mut criterion,
+        &mut settings,
+        &tokio,
+        &runtime,
+        [&direct, &pooled],
+    );
     bench_cold(
         &mut criterion,
         &mut settings,
         &tokio,
         &runtime,
-        [&direct, &booting],
+        [&direct, &pooled, &booting],
     );
     bench_sessions(&mut criterion, &mut settings, &tokio, &sessions);
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -514,14 +521,15 @@ fn bench_three(
     Ok(())
 }
 
-/// `instantiate/*`: a fresh sandbox, and a fresh instance, each on a
-/// compiled component; teardown not timed.
+/// `instantiate/*`: a fresh sandbox, and a fresh instance (allocated on
+/// demand, and from a pool), each on a compiled component; teardown not
+/// timed.
 fn bench_instantiate(
     c: &mut Criterion,
     settings: &mut Vec<GroupSettings>,
     tokio: &tokio::runtime::Runtime,
     runtime: &Arc<Runtime>,
-    direct: &DirectRuntime,
+    [direct, pooled]: [&DirectRuntime; 2],
 ) {
     let mut g = group(c, settings, m::INSTANTIATE_API.group, FAST);
     g.bench_function(m::INSTANTIATE_API.function, |b| {
@@ -538,18 +546,23 @@ fn bench_instantiate(
             timed
         })
     });
-    g.bench_function(m::INSTANTIATE_DIRECT.function, |b| {
-        b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iters {
-                let start = Instant::now();
-                let guest = direct.instantiate().expect("instantiate");
-                timed += start.elapsed();
-                drop(black_box(guest));
-            }
-            timed
-        })
-    });
+    for (measure, direct) in [
+        (m::INSTANTIATE_DIRECT, direct),
+        (m::INSTANTIATE_DIRECT_POOLED, pooled),
+    ] {
+        g.bench_function(measure.function, |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let guest = direct.instantiate().expect("instantiate");
+                    timed += start.elapsed();
+                    drop(black_box(guest));
+                }
+                timed
+            })
+        });
+    }
     g.finish();
 }
 
@@ -559,7 +572,7 @@ fn bench_cold(
     settings: &mut Vec<GroupSettings>,
     tokio: &tokio::runtime::Runtime,
     runtime: &Arc<Runtime>,
-    [direct, booting]: [&DirectRuntime; 2],
+    [direct, pooled, booting]: [&DirectRuntime; 3],
 ) {
     let args = &fixture::add_args_json();
     let mut g = group(c, settings, m::COLD_API.group, SLOW);
@@ -583,7 +596,11 @@ fn bench_cold(
             timed
         })
     });
-    for (measure, direct) in [(m::COLD_DIRECT, direct), (m::COLD_DIRECT_BOOTING, booting)] {
+    for (measure, direct) in [
+        (m::COLD_DIRECT, direct),
+        (m::COLD_DIRECT_POOLED, pooled),
+        (m::COLD_DIRECT_BOOTING, booting),
+    ] {
         g.bench_function(measure.function, |b| {
             b.iter_custom(|iters| {
                 let mut timed = Duration::ZERO;

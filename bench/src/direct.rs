@@ -23,6 +23,7 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use bindings::exports::marionette::runtime::vm::{TaskCaps, VmConfig};
+use bindings::exports::marionette::runtime::{script, vm};
 use bindings::marionette::runtime::types::{Effect, Failure, LogLevel, Stop, Value};
 use bindings::{Marionette, MarionettePre};
 
@@ -39,11 +40,20 @@ mod bindings {
 /// at the first check).
 const NO_DEADLINE: u64 = 1 << 40;
 
+/// Room of [`DirectRuntime::pooled`]'s pool: the benchmarks hold one
+/// instance at a time (and the one they measure besides).
+pub const POOLED_INSTANCES: u32 = 4;
+
 /// The compiled component and its linker: built once, like
 /// [`marionette::Runtime`].
 pub struct DirectRuntime {
     engine: Engine,
     pre: MarionettePre<State>,
+    /// Where the two interfaces the benchmarks use are: each instance
+    /// checks only those (as a sandbox checks an interface at its first
+    /// use, not all eight when it is made).
+    vm: Arc<vm::GuestIndices>,
+    script: Arc<script::GuestIndices>,
     /// Holds the engine's epoch ticker and the compiled component.
     _runtime: Arc<marionette::Runtime>,
 }
@@ -58,6 +68,20 @@ impl DirectRuntime {
         Self::on(marionette::Runtime::new(
             &marionette::RuntimeOptions::default(),
         )?)
+    }
+
+    /// As [`DirectRuntime::new`], on wasmtime's pooling allocator
+    /// ([`marionette::RuntimeOptions::pooled_instances`]) with room for
+    /// [`POOLED_INSTANCES`] instances: memory mappings kept from one
+    /// instance to the next.
+    ///
+    /// # Errors
+    /// When the pool cannot be reserved or the component does not load.
+    pub fn pooled() -> anyhow::Result<DirectRuntime> {
+        Self::on(marionette::Runtime::new(&marionette::RuntimeOptions {
+            pooled_instances: Some(POOLED_INSTANCES),
+            ..marionette::RuntimeOptions::default()
+        })?)
     }
 
     /// The guest as its build made it, before its snapshot: its VM boots in
@@ -91,6 +115,8 @@ impl DirectRuntime {
             .context("pre-instantiating the guest")?;
         Ok(DirectRuntime {
             engine,
+            vm: Arc::new(vm::GuestIndices::new(pre.instance_pre())?),
+            script: Arc::new(script::GuestIndices::new(pre.instance_pre())?),
             pre,
             _runtime: runtime,
         })
@@ -114,7 +140,11 @@ impl DirectRuntime {
         // Refused (an error) by an engine that does not meter fuel, which
         // has none to set.
         let _ = store.set_fuel(u64::MAX);
-        let bindings = self.pre.instantiate(&mut store).context("instantiating")?;
+        let instance = self
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .context("instantiating")?;
         // Provides no host engines, middleware or tools: the benchmarks
         // call plain functions.
         let config = VmConfig {
@@ -131,13 +161,15 @@ impl DirectRuntime {
             host_tools: Vec::new(),
             determinism: None,
         };
-        bindings
-            .marionette_runtime_vm()
+        self.vm
+            .load(&mut store, &instance)?
             .call_configure(&mut store, &config)
             .context("configuring the guest")?;
         Ok(DirectGuest {
             store,
-            bindings,
+            instance,
+            indices: self.script.clone(),
+            script: None,
             next_task: 1,
         })
     }
@@ -146,7 +178,10 @@ impl DirectRuntime {
 /// One guest instance, called on the current thread.
 pub struct DirectGuest {
     store: Store<State>,
-    bindings: Marionette,
+    instance: wasmtime::component::Instance,
+    indices: Arc<script::GuestIndices>,
+    /// The `script` interface, checked at its first use.
+    script: Option<script::Guest>,
     next_task: u64,
 }
 
@@ -157,12 +192,9 @@ impl DirectGuest {
     /// A script error, a trap, or a top level that awaits the host.
     pub fn load(&mut self, name: &str, source: &str) -> anyhow::Result<()> {
         let task = self.task();
-        let effects = self.bindings.marionette_runtime_script().call_load(
-            &mut self.store,
-            task,
-            name,
-            source,
-        )?;
+        let effects = self
+            .script()?
+            .call_load(&mut self.store, task, name, source)?;
         settle(task, effects).map(drop)
     }
 
@@ -175,13 +207,9 @@ impl DirectGuest {
     pub fn call(&mut self, name: &str, function: &str, args: &[Json]) -> anyhow::Result<Json> {
         let task = self.task();
         let args = Json::Array(args.to_vec()).to_string();
-        let effects = self.bindings.marionette_runtime_script().call_call(
-            &mut self.store,
-            task,
-            name,
-            function,
-            &args,
-        )?;
+        let effects = self
+            .script()?
+            .call_call(&mut self.store, task, name, function, &args)?;
         match settle(task, effects)? {
             Value::Json(text) => Ok(serde_json::from_str(&text)?),
             Value::Turn(_) | Value::HttpResponse(_) => bail!("{function}() returned no JSON"),
@@ -193,6 +221,14 @@ impl DirectGuest {
     /// work, the same on every run and every machine. `None` otherwise.
     pub fn fuel_used(&self) -> Option<u64> {
         self.store.get_fuel().ok().map(|left| u64::MAX - left)
+    }
+
+    /// The `script` interface, checked the first time it is needed.
+    fn script(&mut self) -> anyhow::Result<script::Guest> {
+        if self.script.is_none() {
+            self.script = Some(self.indices.load(&mut self.store, &self.instance)?);
+        }
+        Ok(self.script.clone().expect("loaded above"))
     }
 
     fn task(&mut self) -> u64 {

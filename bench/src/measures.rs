@@ -158,7 +158,18 @@ pub const INSTANTIATE_DIRECT: Measure = Measure {
     function: "guest_direct",
     path: Path::GuestDirect,
     meaning: "a store and instance from the `InstancePre` and the guest's `vm.configure`, on the \
-              calling thread; dropping it is not timed",
+              calling thread (the `vm` interface's exports type-checked; `script`'s at the first \
+              load, as a sandbox checks an interface at its first use); dropping it is not timed",
+};
+
+/// A fresh guest instance from the pooling allocator.
+pub const INSTANTIATE_DIRECT_POOLED: Measure = Measure {
+    group: "instantiate",
+    function: "guest_direct_pooled",
+    path: Path::GuestDirect,
+    meaning: "as `instantiate/guest_direct`, on a runtime with wasmtime's pooling allocator \
+              (`RuntimeOptions::pooled_instances`): the instance takes a slot whose memory \
+              mappings the previous instance left, reset when that one was dropped (not timed)",
 };
 
 /// A fresh sandbox to its first result.
@@ -178,6 +189,15 @@ pub const COLD_DIRECT: Measure = Measure {
     path: Path::GuestDirect,
     meaning: "cold start on a directly driven instance of the snapshot: instantiate, load the module, \
               first `add` call",
+};
+
+/// A fresh guest instance from the pooling allocator to its first result.
+pub const COLD_DIRECT_POOLED: Measure = Measure {
+    group: "cold",
+    function: "guest_direct_pooled",
+    path: Path::GuestDirect,
+    meaning: "as `cold/guest_direct`, on a runtime with wasmtime's pooling allocator (see \
+              `instantiate/guest_direct_pooled`)",
 };
 
 /// A fresh instance of the guest as built (no snapshot) to its first result.
@@ -295,8 +315,10 @@ pub const MEASURES: &[Measure] = &[
     FIB_FUEL,
     INSTANTIATE_API,
     INSTANTIATE_DIRECT,
+    INSTANTIATE_DIRECT_POOLED,
     COLD_API,
     COLD_DIRECT,
+    COLD_DIRECT_POOLED,
     COLD_DIRECT_BOOTING,
     COLD_NATIVE,
     SESSIONS_ONE,

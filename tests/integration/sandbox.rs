@@ -676,3 +676,48 @@ async fn a_pooled_runtime_keeps_the_memory_limit_and_refuses_sandboxes_past_its_
         other => panic!("expected the full pool's refusal, got {other:?}"),
     }
 }
+
+/// A pooled runtime resets a slot's memory in place when its instance is
+/// dropped (`linear_memory_keep_resident`): the next sandbox on that slot
+/// starts from the snapshot, with nothing of what the last one wrote (its
+/// script, which the guest's VM would answer for, and its heap).
+#[tokio::test]
+async fn a_pooled_slot_reused_holds_nothing_of_the_sandbox_before() {
+    use marionette::RuntimeOptions;
+
+    const WRITES: &str = r#"
+        let kept = [];
+        // A heap well past the snapshot's pages, written all over.
+        export function mark() {
+            kept = Array.from({ length: 20000 }, (_, i) => "row " + i);
+            return kept.length;
+        }
+    "#;
+    // Room for one: each sandbox takes the slot the one before left.
+    let runtime = Runtime::new(&RuntimeOptions {
+        pooled_instances: Some(1),
+        ..RuntimeOptions::default()
+    })
+    .expect("a pooled runtime");
+    for round in 0..3 {
+        let sb = Sandbox::with_runtime(runtime.clone(), Policy::default())
+            .await
+            .expect("the slot is free");
+        match sb
+            .call("writes.js", "mark", &[], TaskOptions::default())
+            .await
+        {
+            Err(Error::Script { error, .. }) => {
+                assert!(
+                    error.message.contains("no script named"),
+                    "round {round}: {error:?}"
+                )
+            }
+            other => panic!("round {round}: the script of the sandbox before answered: {other:?}"),
+        }
+        sb.load("writes.js", WRITES).await.expect("load");
+        let marked = sb.call("writes.js", "mark", &[], TaskOptions::default());
+        assert_eq!(marked.await.expect("mark"), json!(20000));
+        sb.shutdown().await;
+    }
+}

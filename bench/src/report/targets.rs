@@ -81,10 +81,11 @@ const ENTRY: &str = "docs/architecture.md §11, \"Short entries, session 7\": 80
                      the dispatcher's JavaScript (task table, promises, JSON both ways); a call \
                      path in Rust up to the user's function, with the task table in Rust, would \
                      move it. Through the API add the owner hand-off (`wake/*`)";
-const INSTANCE: &str = "docs/architecture.md §10, \"Profiled: where a new instance goes\": the \
-                        kernel's copy-on-write page work and wasmtime's instantiation; the pooling \
-                        allocator's kept-resident memories would move it. A first result adds the \
-                        module's compile and evaluation and the owner hand-offs";
+const INSTANCE: &str = "docs/architecture.md §10, \"Profiled: where a new instance goes\" and \
+                        \"A pooled instance\": on demand, the kernel's copy-on-write page work; \
+                        pooled (`instantiate/guest_direct_pooled`, opt-in), the exports' type \
+                        checks, the page scan and wasmtime's instantiation. A first result adds \
+                        the module's compile and evaluation and the owner hand-offs";
 const MEMORY: &str = "docs/architecture.md §11, \"What an idle sandbox holds\": about 400 KiB are \
                       snapshot pages each instance writes (QuickJS's reference counts in objects \
                       all over the heap); collecting the boot's garbage before the snapshot and \

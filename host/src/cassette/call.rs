@@ -4,11 +4,11 @@
 use serde::{Deserialize, Serialize};
 use wasmtime::Store;
 
-use crate::bindings::Marionette;
 use crate::bindings::exports::marionette::runtime::script::ModuleSource;
 use crate::bindings::exports::marionette::runtime::vm::VmConfig;
 use crate::bindings::marionette::runtime::types as wit;
 use crate::sandbox::HostState;
+use crate::sandbox::exports::Exports;
 
 /// An export of the component and its arguments (the task, when the entry
 /// has one, travels beside it). Named as docs/protocol.md names the
@@ -100,16 +100,16 @@ impl Call {
     pub(crate) fn invoke(
         &self,
         store: &mut Store<HostState>,
-        b: &Marionette,
+        b: &Exports,
         task: u64,
     ) -> wasmtime::Result<Vec<wit::Effect>> {
         match self {
             Call::Configure(config) => b
-                .marionette_runtime_vm()
+                .marionette_runtime_vm(&mut *store)?
                 .call_configure(store, config)
                 .map(|()| Vec::new()),
             Call::Load { name, source } => b
-                .marionette_runtime_script()
+                .marionette_runtime_script(&mut *store)?
                 .call_load(store, task, name, source),
             Call::LoadModules { name, modules } => {
                 let modules: Vec<ModuleSource> = modules
@@ -119,61 +119,61 @@ impl Call {
                         source: source.clone(),
                     })
                     .collect();
-                b.marionette_runtime_script()
+                b.marionette_runtime_script(&mut *store)?
                     .call_load_modules(store, task, name, &modules)
             }
             Call::RunMain { name, input } => b
-                .marionette_runtime_script()
+                .marionette_runtime_script(&mut *store)?
                 .call_run_main(store, task, name, input),
             Call::Call {
                 name,
                 function,
                 args,
             } => b
-                .marionette_runtime_script()
+                .marionette_runtime_script(&mut *store)?
                 .call_call(store, task, name, function, args),
             Call::Infer {
                 engine,
                 input,
                 context,
             } => b
-                .marionette_runtime_inference()
+                .marionette_runtime_inference(&mut *store)?
                 .call_infer(store, task, engine, input, context),
             Call::MiddlewareRun {
                 middleware,
                 input,
                 context,
             } => b
-                .marionette_runtime_middleware()
+                .marionette_runtime_middleware(&mut *store)?
                 .call_run(store, task, middleware, input, context),
             Call::MiddlewareNext { op, input } => b
-                .marionette_runtime_middleware()
+                .marionette_runtime_middleware(&mut *store)?
                 .call_next(store, task, *op, input),
             Call::ToolsCall {
                 registry,
                 call,
                 context,
             } => b
-                .marionette_runtime_tools()
+                .marionette_runtime_tools(&mut *store)?
                 .call_call(store, task, registry, call, context),
             Call::HooksCall {
                 hooks,
                 hook,
                 payload,
             } => b
-                .marionette_runtime_hooks()
+                .marionette_runtime_hooks(&mut *store)?
                 .call_call(store, task, hooks, *hook, payload),
             Call::SessionsRun { spec, input } => b
-                .marionette_runtime_sessions()
+                .marionette_runtime_sessions(&mut *store)?
                 .call_run(store, task, spec, input),
             Call::Resume { op, outcome } => b
-                .marionette_runtime_tasks()
+                .marionette_runtime_tasks(&mut *store)?
                 .call_resume(store, *op, outcome),
-            Call::Notify { op, events } => {
-                b.marionette_runtime_tasks().call_notify(store, *op, events)
-            }
+            Call::Notify { op, events } => b
+                .marionette_runtime_tasks(&mut *store)?
+                .call_notify(store, *op, events),
             Call::Cancel { reason } => b
-                .marionette_runtime_tasks()
+                .marionette_runtime_tasks(&mut *store)?
                 .call_cancel(store, task, reason),
         }
     }

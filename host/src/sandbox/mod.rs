@@ -23,6 +23,7 @@
 mod bytecode;
 mod convert;
 mod engine_config;
+pub(crate) mod exports;
 #[cfg(feature = "fetch")]
 mod fetch;
 mod host_ops;
@@ -455,7 +456,8 @@ impl Sandbox {
         let n = name.to_string();
         let list = self
             .query(op.clone(), move |store, b| {
-                b.marionette_runtime_script().call_exports(store, &n)
+                b.marionette_runtime_script(&mut *store)?
+                    .call_exports(store, &n)
             })
             .await?;
         convert::exports(list)
@@ -539,7 +541,8 @@ impl Sandbox {
         let target = export_target(name, registry);
         let list = self
             .query(op.clone(), move |store, b| {
-                b.marionette_runtime_tools().call_list_tools(store, &target)
+                b.marionette_runtime_tools(&mut *store)?
+                    .call_list_tools(store, &target)
             })
             .await?;
         convert::tool_definitions(list).map_err(|e| Error::host(op, e))
@@ -787,7 +790,9 @@ impl Sandbox {
     pub async fn lockdown_report(&self) -> Result<LockdownReport> {
         let report = self
             .query("lockdown report".into(), |store, b| {
-                b.marionette_runtime_vm().call_check_lockdown(store).map(Ok)
+                b.marionette_runtime_vm(&mut *store)?
+                    .call_check_lockdown(store)
+                    .map(Ok)
             })
             .await?;
         Ok(LockdownReport {
@@ -831,7 +836,7 @@ impl Sandbox {
         op: Op,
         f: impl FnOnce(
             &mut wasmtime::Store<runtime::HostState>,
-            &crate::bindings::Marionette,
+            &exports::Exports,
         ) -> wasmtime::Result<std::result::Result<R, wit::ScriptError>>
         + Send
         + 'static,

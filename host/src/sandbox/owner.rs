@@ -28,11 +28,11 @@ use wasmtime::Store;
 use super::WeakSandbox;
 use super::bytecode::Unit;
 use super::convert;
+use super::exports::Exports;
 use super::host_ops::{self, error_for_script};
 use super::provided::Provided;
 use super::runtime::{EntryState, HostState, Runtime, deadline_ticks, vm_config};
 use super::services::HostServices;
-use crate::bindings::Marionette;
 use crate::bindings::exports::marionette::runtime::script::CompiledModule;
 use crate::bindings::marionette::runtime::types as wit;
 use crate::cassette::{Answers, Call, Recorder};
@@ -177,7 +177,7 @@ impl Source {
 
 struct Vm {
     store: Store<HostState>,
-    bindings: Marionette,
+    bindings: Exports,
 }
 
 /// The state of a sandbox's owner thread.
@@ -326,7 +326,7 @@ impl Owner {
     pub(crate) fn query<R>(
         &mut self,
         op: Op,
-        f: impl FnOnce(&mut Store<HostState>, &Marionette) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Store<HostState>, &Exports) -> wasmtime::Result<R>,
     ) -> Result<R> {
         self.ensure_vm().map_err(|e| Error::host(op.clone(), e))?;
         match self.call_guest(0, f) {
@@ -348,7 +348,7 @@ impl Owner {
         let offer = self.offer.take();
         let result = self.call_guest(task, |store, b| {
             if let Some(modules) = &offer {
-                b.marionette_runtime_script()
+                b.marionette_runtime_script(&mut *store)?
                     .call_offer_bytecode(&mut *store, modules)?;
             }
             call.invoke(store, b, task)
@@ -369,7 +369,7 @@ impl Owner {
     fn call_guest<R>(
         &mut self,
         task: u64,
-        f: impl FnOnce(&mut Store<HostState>, &Marionette) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Store<HostState>, &Exports) -> wasmtime::Result<R>,
     ) -> std::result::Result<(R, bool), TrapFailure> {
         let spent = self.tasks.get(&task).map_or(Duration::ZERO, |t| t.cpu);
         let entry_deadline = self.policy.entry_deadline;

@@ -189,7 +189,8 @@ impl JsTools {
         let t = target.clone();
         let list = sandbox
             .query(op.clone(), move |store, b| {
-                b.marionette_runtime_tools().call_list_tools(store, &t)
+                b.marionette_runtime_tools(&mut *store)?
+                    .call_list_tools(store, &t)
             })
             .await?;
         let definitions = convert::tool_definitions(list).map_err(|e| Error::host(op, e))?;

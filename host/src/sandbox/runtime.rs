@@ -14,6 +14,8 @@ use crate::bindings::exports::marionette::runtime::vm::{Determinism, TaskCaps, V
 use crate::bindings::marionette::runtime::host;
 use crate::bindings::marionette::runtime::types::{LogLevel, Stop};
 use crate::bindings::{Marionette, MarionettePre};
+
+use super::exports::{ExportIndices, Exports};
 use crate::policy::Policy;
 
 use super::bytecode::{BytecodeCache, BytecodeStats, Unit};
@@ -79,6 +81,8 @@ pub struct Runtime {
     engine: Engine,
     component: Component,
     pre: MarionettePre<HostState>,
+    /// Where the guest's exports are, for [`Exports`].
+    exports: Arc<ExportIndices>,
     fuel: bool,
     origin: GuestOrigin,
     bytecode: BytecodeCache,
@@ -262,11 +266,15 @@ impl Runtime {
         )
         .context("checking the guest's exports")?;
 
+        let exports = Arc::new(
+            ExportIndices::new(pre.instance_pre()).context("checking the guest's exports")?,
+        );
         spawn_epoch_ticker(&engine);
         Ok(Arc::new(Runtime {
             engine,
             component,
             pre,
+            exports,
             fuel: options.fuel,
             origin,
             bytecode: BytecodeCache::new(options.bytecode_cache),
@@ -321,7 +329,7 @@ impl Runtime {
                         source: source.to_string(),
                     })
                     .collect();
-                Ok(b.marionette_runtime_script().call_compile(
+                Ok(b.marionette_runtime_script(&mut store)?.call_compile(
                     &mut store,
                     unit.entry(),
                     &modules,
@@ -340,7 +348,7 @@ impl Runtime {
         &self,
         policy: &Policy,
         config: &VmConfig,
-    ) -> anyhow::Result<(Store<HostState>, Marionette)> {
+    ) -> anyhow::Result<(Store<HostState>, Exports)> {
         if policy.entry_fuel.is_some() && !self.fuel {
             anyhow::bail!(
                 "the policy sets entry_fuel, but this runtime does not meter fuel (build it with RuntimeOptions {{ fuel: true, .. }}, or use Runtime::shared_with_fuel)"
@@ -354,12 +362,14 @@ impl Runtime {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(policy.entry_deadline * 2));
-        let bindings = self
+        let instance = self
             .pre
+            .instance_pre()
             .instantiate(&mut store)
             .context("instantiating the guest")?;
+        let bindings = Exports::new(instance, self.exports.clone());
         bindings
-            .marionette_runtime_vm()
+            .marionette_runtime_vm(&mut store)?
             .call_configure(&mut store, config)
             .context("configuring the guest")?;
         Ok((store, bindings))
@@ -372,10 +382,24 @@ const CORE_INSTANCES_PER_GUEST: u32 = 8;
 const MEMORIES_PER_GUEST: u32 = 2;
 const TABLES_PER_GUEST: u32 = 4;
 
+/// Bytes of a pooled memory (or table) reset in place when its instance is
+/// dropped, rather than unmapped: more than the snapshot's initial linear
+/// memory (41 pages, 2 624 KiB), so that the next instance of the slot
+/// takes no page fault on the pages the last one wrote. With the kernel's
+/// `PAGEMAP_SCAN` (Linux 6.7) only the pages written are copied back from
+/// the image (at most 32 runs of them; the rest is unmapped as without
+/// this) and the pages only read stay shared; without it, wasmtime copies
+/// the whole image back, which makes every page of it private to the slot.
+/// docs/architecture.md §10 has the figures of each.
+const POOL_KEEP_RESIDENT: usize = 4 << 20;
+
 /// wasmtime's pooling allocator with room for `instances` guests.
 fn pooling_config(instances: u32) -> wasmtime::PoolingAllocationConfig {
     let instances = instances.max(1);
     let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.linear_memory_keep_resident(POOL_KEEP_RESIDENT)
+        .table_keep_resident(POOL_KEEP_RESIDENT)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     pool.total_component_instances(instances)
         .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_GUEST))
         .total_memories(instances.saturating_mul(MEMORIES_PER_GUEST))
