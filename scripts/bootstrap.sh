@@ -56,8 +56,10 @@ fi
 #                 requirements do not change.
 #
 # And one change to QuickJS's source, made on a copy as it is compiled
-# (quickjs.c becomes quickjs.marionette.c beside it, so that its includes
-# resolve as before): JSON.parse makes each number with js_number, which
+# (quickjs.c, which rquickjs-sys's build copies into its OUT_DIR, becomes
+# quickjs/quickjs.marionette.c in this toolchain's folder, compiled with
+# -iquote naming the original's folder so that its includes resolve as
+# before): JSON.parse makes each number with js_number, which
 # keeps an integer that fits 32 bits as an integer, instead of js_float64,
 # which makes every number a double. The value is the same to JavaScript;
 # to QuickJS's interpreter it is not: its arithmetic, comparisons and
@@ -88,8 +90,10 @@ for arg do
           echo "marionette's clang wrapper: \$arg has \$found lines '\$json', not 1: scripts/bootstrap.sh patches that line; see there" >&2
           exit 1
         fi
-        copy="\${arg%.c}.marionette.c"
+        copy="\$(dirname "\$0")/../quickjs/quickjs.marionette.c"
+        mkdir -p "\${copy%/*}" || exit 1
         sed 's/s->token.u.num.val = js_float64(strtod(/s->token.u.num.val = js_number(strtod(/' "\$arg" >"\$copy" || exit 1
+        set -- "\$@" -iquote "\${arg%/*}"
         arg=\$copy
       fi ;;
   esac
