@@ -399,7 +399,10 @@ fn bench_wake(
     tokio: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
     let pingpong = PingPong::new();
-    let runner = tokio.block_on(async { Runner::spawn(RunnerOptions::default(), || ()) })?;
+    // On the pool sandboxes use, so that it is the floor under their calls
+    // (its threads and the callers spin for a short job's hand-off).
+    let pool = marionette::OwnerPool::shared()?;
+    let runner = Runner::spawn_on(&pool, RunnerOptions::default(), || ());
     let mut g = group(c, settings, m::WAKE_PINGPONG.group, FAST);
     g.bench_function(m::WAKE_PINGPONG.function, |b| {
         b.iter(|| pingpong.round_trip(black_box(1)))

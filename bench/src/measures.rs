@@ -73,7 +73,8 @@ pub const WAKE_RUNNER: Measure = Measure {
     function: "runner_noop",
     path: Path::HostOnly,
     meaning: "`runner.call(\"noop\", |_| ())` awaited on the tokio runtime the API benchmarks use: \
-              the generic runner (bounded queue, owner thread, oneshot reply) with an empty job, \
+              the generic runner on the owner pool sandboxes use (bounded queue, a pool thread, \
+              oneshot reply, both sides spinning for a short hand-off) with an empty job, \
               the floor under every sandbox call",
 };
 

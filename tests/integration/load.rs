@@ -412,11 +412,19 @@ async fn run(sandboxes: &[Sandbox], calls: &[Call], slots: Slots) -> Slots {
             .filter(|(slot, _)| slot.lock().unwrap().is_none())
             .map(|(_, call)| format!("{call:?}"))
             .collect();
+        // Whether each sandbox's owner still answers tells a stuck owner
+        // from an answer lost inside it.
+        let mut states = Vec::new();
+        for (i, sandbox) in sandboxes.iter().enumerate() {
+            let stats = tokio::time::timeout(Duration::from_secs(5), sandbox.stats()).await;
+            states.push(format!("sandbox {i}: {stats:?}"));
+        }
         panic!(
-            "no answer after {limit:?} for {} of {} calls (a deadlock or a lost answer): {}",
+            "no answer after {limit:?} for {} of {} calls (a deadlock or a lost answer): {}; {}",
             waiting.len(),
             calls.len(),
-            waiting.join(", ")
+            waiting.join(", "),
+            states.join("; ")
         );
     }
     Arc::try_unwrap(slots).unwrap_or_else(|_| unreachable!("every caller has ended"))
