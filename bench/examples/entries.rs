@@ -446,7 +446,6 @@ type Pages = BTreeMap<u64, (Vec<u8>, Vec<u8>)>;
 /// where the image starts in linear memory), each with its content now and
 /// the image's. Meant for one instance alive.
 fn written_pages() -> anyhow::Result<Pages> {
-    use std::io::{Read as _, Seek as _, SeekFrom};
     use std::os::unix::fs::{FileExt as _, MetadataExt as _};
     let maps = std::fs::read_to_string("/proc/self/maps").context("reading maps")?;
     let mut pagemap = std::fs::File::open("/proc/self/pagemap").context("opening pagemap")?;
@@ -486,20 +485,13 @@ fn written_pages() -> anyhow::Result<Pages> {
             _ => lo,
         };
         let file = files.get(&inode).context("the image's file")?;
-        let pages = ((hi - lo) / 4096) as usize;
-        let mut buf = vec![0u8; pages * 8];
-        pagemap.seek(SeekFrom::Start(lo / 4096 * 8))?;
-        pagemap.read_exact(&mut buf)?;
-        for (i, entry) in buf.chunks_exact(8).enumerate() {
-            let e = u64::from_le_bytes(entry.try_into().expect("8 bytes"));
-            if e >> 63 & 1 == 1 && e >> 61 & 1 == 0 {
-                let at = i as u64 * 4096;
-                let mut now = vec![0u8; 4096];
-                mem.read_exact_at(&mut now, lo + at)?;
-                let mut image = vec![0u8; 4096];
-                file.read_exact_at(&mut image, offset + at)?;
-                out.insert(lo - base + at, (now, image));
-            }
+        for i in marionette_bench::image::private_in(&mut pagemap, lo, hi)? {
+            let at = i * 4096;
+            let mut now = vec![0u8; 4096];
+            mem.read_exact_at(&mut now, lo + at)?;
+            let mut image = vec![0u8; 4096];
+            file.read_exact_at(&mut image, offset + at)?;
+            out.insert(lo - base + at, (now, image));
         }
         previous = Some((hi, base));
     }
@@ -509,7 +501,6 @@ fn written_pages() -> anyhow::Result<Pages> {
 /// For every page offset of the snapshot's image: how many of its
 /// mappings (one per instance) hold a private copy of it (written).
 fn image_pages() -> anyhow::Result<BTreeMap<u64, usize>> {
-    use std::io::{Read as _, Seek as _, SeekFrom};
     let maps = std::fs::read_to_string("/proc/self/maps").context("reading maps")?;
     let mut pagemap = std::fs::File::open("/proc/self/pagemap").context("opening pagemap")?;
     let mut out = BTreeMap::new();
@@ -520,17 +511,8 @@ fn image_pages() -> anyhow::Result<BTreeMap<u64, usize>> {
         let (lo, hi) = range.split_once('-').unwrap_or(("0", "0"));
         let lo = u64::from_str_radix(lo, 16)?;
         let hi = u64::from_str_radix(hi, 16)?;
-        let pages = ((hi - lo) / 4096) as usize;
-        let mut buf = vec![0u8; pages * 8];
-        pagemap.seek(SeekFrom::Start(lo / 4096 * 8))?;
-        pagemap.read_exact(&mut buf)?;
-        for (i, entry) in buf.chunks_exact(8).enumerate() {
-            let e = u64::from_le_bytes(entry.try_into().expect("8 bytes"));
-            let present = e >> 63 & 1 == 1;
-            let file_or_shared = e >> 61 & 1 == 1;
-            if present && !file_or_shared {
-                *out.entry(offset / 4096 + i as u64).or_insert(0) += 1;
-            }
+        for i in marionette_bench::image::private_in(&mut pagemap, lo, hi)? {
+            *out.entry(offset / 4096 + i).or_insert(0) += 1;
         }
     }
     Ok(out)

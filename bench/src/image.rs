@@ -52,18 +52,31 @@ pub fn private_pages(inodes: &BTreeSet<u64>) -> anyhow::Result<usize> {
         let (lo, hi) = fields[0].split_once('-').context("a mapping's range")?;
         let lo = u64::from_str_radix(lo, 16)?;
         let hi = u64::from_str_radix(hi, 16)?;
-        let mut buf = vec![0u8; ((hi - lo) / 4096 * 8) as usize];
-        pagemap.seek(SeekFrom::Start(lo / 4096 * 8))?;
-        pagemap.read_exact(&mut buf)?;
-        for entry in buf.chunks_exact(8) {
-            let e = u64::from_le_bytes(entry.try_into().expect("8 bytes"));
-            // Present, and not the file's page: a private copy.
-            if e >> 63 & 1 == 1 && e >> 61 & 1 == 0 {
-                count += 1;
-            }
-        }
+        count += private_in(&mut pagemap, lo, hi)?.len();
     }
     Ok(count)
+}
+
+/// The pages of the mapping `lo..hi` (addresses) held privately: present
+/// and not the mapped file's own page (a copy made on write), as page
+/// numbers from `lo`. `pagemap` is `/proc/self/pagemap`, open.
+///
+/// # Errors
+/// When `pagemap` cannot be read there.
+pub fn private_in(pagemap: &mut std::fs::File, lo: u64, hi: u64) -> anyhow::Result<Vec<u64>> {
+    let mut buf = vec![0u8; ((hi - lo) / 4096 * 8) as usize];
+    pagemap.seek(SeekFrom::Start(lo / 4096 * 8))?;
+    pagemap.read_exact(&mut buf).context("reading pagemap")?;
+    Ok(buf
+        .chunks_exact(8)
+        .enumerate()
+        .filter(|(_, entry)| {
+            let e = u64::from_le_bytes((*entry).try_into().expect("8 bytes"));
+            // Present, and not the file's page.
+            e >> 63 & 1 == 1 && e >> 61 & 1 == 0
+        })
+        .map(|(i, _)| i as u64)
+        .collect())
 }
 
 #[cfg(test)]
