@@ -49,6 +49,12 @@ pub fn current() -> u64 {
     CURRENT.with(Cell::get)
 }
 
+/// Sets the task JavaScript runs for, before an entry runs any (see
+/// `vm::entry`).
+pub fn set_current(task: u64) {
+    CURRENT.with(|c| c.set(task));
+}
+
 /// Takes the tasks that ran into a cap since the last call.
 pub fn take_over_cap() -> Vec<(u64, CapHit)> {
     OVER_CAP.with(|o| std::mem::take(&mut *o.borrow_mut()))

@@ -47,7 +47,8 @@ use crate::marionette::runtime::types::{
 use crate::{heap, lockdown, natives};
 
 /// The JavaScript runtime: one closure over the natives, assembled from the
-/// fragments in `js/` (they share its scope), returning `{ api, dispatch }`.
+/// fragments in `js/` (they share its scope), returning `{ api, dispatch,
+/// state }`.
 const RUNTIME_JS: &str = concat!(
     "(function (native) {\n\"use strict\";\n",
     include_str!("js/core.js"),
@@ -59,7 +60,7 @@ const RUNTIME_JS: &str = concat!(
     include_str!("js/loop.js"),
     include_str!("js/session.js"),
     include_str!("js/dispatch.js"),
-    "\nreturn { api, dispatch };\n})",
+    "\nreturn { api, dispatch, state };\n})",
 );
 
 /// Freezes the intrinsics, the API and the global object; see the file.
@@ -73,6 +74,8 @@ const API_GLOBAL: &str = "__marionette_api__";
 struct Vm {
     runtime: javy::Runtime,
     dispatch: Persistent<Object<'static>>,
+    /// core.js's `state`: each entry names its task in it (see [`entry`]).
+    state: Persistent<Object<'static>>,
 }
 
 /// Bytes allocated between two cycle collections when the host names none.
@@ -234,7 +237,18 @@ fn interrupt_poll() -> bool {
         INTERRUPTED.with(|i| i.set(true));
         return true;
     }
+    // Only the runtime's own code runs for no task: the dispatcher between
+    // entering and naming the task it runs for, or a cancellation releasing
+    // a task's operations before its done. It keeps the guest's books (what
+    // each task waits for), and stopped midway it would leave them wrong: an
+    // operation dropped and never settled, or one the host keeps running for
+    // a task that is over. It is not stopped: it is short, and the epoch's
+    // hard stop bounds it anyway. (A deadline falls due in it when the
+    // machine stalls the owner's thread for the whole entry deadline.)
     let task = natives::current();
+    if task == 0 {
+        return false;
+    }
     match host::should_interrupt(task) {
         None => false,
         Some(stop) => {
@@ -270,12 +284,14 @@ fn boot() -> Vm {
         }
     })));
 
-    let dispatch = runtime.context().with(|ctx| {
-        let boot = || -> rquickjs::Result<Persistent<Object<'static>>> {
+    let (dispatch, state) = runtime.context().with(|ctx| {
+        type Saved = (Persistent<Object<'static>>, Persistent<Object<'static>>);
+        let boot = || -> rquickjs::Result<Saved> {
             let init: Function = ctx.eval_with_options(RUNTIME_JS, runtime_source())?;
             let parts: Object = init.call((natives::object(&ctx)?,))?;
             let api: Object = parts.get("api")?;
             let dispatch: Object = parts.get("dispatch")?;
+            let state: Object = parts.get("state")?;
 
             let mut source = format!("const api = globalThis.{API_GLOBAL};\nexport default api;\n");
             for key in api.keys::<String>() {
@@ -293,7 +309,10 @@ fn boot() -> Vm {
             let lockdown: Function = ctx.eval_with_options(LOCKDOWN_JS, runtime_source())?;
             let roots: Vec<Value> = lockdown.call((api,))?;
             lockdown::lock_down(&ctx, roots)?;
-            Ok(Persistent::save(&ctx, dispatch))
+            Ok((
+                Persistent::save(&ctx, dispatch),
+                Persistent::save(&ctx, state),
+            ))
         };
         boot().unwrap_or_else(|e| {
             let detail = exception_text(&ctx, e);
@@ -302,7 +321,11 @@ fn boot() -> Vm {
     });
     drain(&runtime, &dispatch);
     check_heap_accounting(rt);
-    Vm { runtime, dispatch }
+    Vm {
+        runtime,
+        dispatch,
+        state,
+    }
 }
 
 /// QuickJS measures an allocation with `malloc_usable_size` only on C
@@ -497,6 +520,23 @@ where
         let mut slot = cell.borrow_mut();
         let vm = slot.get_or_insert_with(boot);
         vm.runtime.context().with(|ctx| {
+            // The entry runs for its task, or for none until its JavaScript
+            // names one (the runtime names the task of what it resumes as it
+            // resumes it): set before any JavaScript runs, in the natives
+            // (what the interrupt poll asks about) and in core.js's copy,
+            // which spares `setCurrent` a native call when the task is
+            // already current. Left as the last entry's, an interrupt poll
+            // of this entry's first JavaScript named the task the last
+            // entry ran for: a stop asked for that task after it ended (its
+            // caller gave up just then, and the cancellation had not reached
+            // the owner) stopped this entry instead, and its own task never
+            // ended.
+            let current = task.unwrap_or(0);
+            natives::set_current(current);
+            let state = vm.state.clone().restore(&ctx).expect("runtime state");
+            state
+                .set("current", current as f64)
+                .expect("setting a data property of a plain object");
             let dispatch = vm.dispatch.clone().restore(&ctx).expect("dispatcher");
             let failed = body(&ctx, dispatch.clone()).err();
             match (failed.and_then(|e| caught(&ctx, &dispatch, e)), task) {
@@ -606,10 +646,6 @@ fn due_stops() -> Vec<(u64, &'static str, String)> {
     let mut stops: Vec<(u64, &'static str, String)> = Vec::new();
     if let Some((task, stop)) = STOPPED.with(|s| s.borrow_mut().take()) {
         match stop {
-            _ if task == 0 => host::log(
-                LogLevel::Warn,
-                "the runtime's own code was interrupted, for no task",
-            ),
             Stop::Cancel(reason) => stops.push((task, "cancelled", reason)),
             Stop::Deadline(detail) => stops.push((task, "deadline", detail)),
         }

@@ -215,6 +215,9 @@
 
   // Says which task JavaScript runs for from now on: what console lines and
   // requests are charged to, and what the host's interrupt poll names.
+  // `state.current` is the natives' value: each entry sets both before any
+  // JavaScript runs (vm.rs, `entry`), so a task already current costs no
+  // native call (nor can one fail there, in a task out of memory).
   function setCurrent(task) {
     if (state.current === task) return;
     state.current = task;
