@@ -84,7 +84,7 @@ impl script::Guest for Component {
     }
 
     fn call(task: u64, name: String, function: String, args: String) -> Vec<Effect> {
-        vm::start(task, "call", (task as f64, name, function, args))
+        vm::call(task, name, function, args)
     }
 
     fn compile(

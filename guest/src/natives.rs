@@ -126,6 +126,55 @@ fn charge(
     })
 }
 
+/// Whether QuickJS has a promise job waiting.
+pub fn jobs_pending(ctx: &Ctx<'_>) -> bool {
+    // SAFETY: `ctx` is a live context; this only reads its runtime's job
+    // list.
+    unsafe { rquickjs::qjs::JS_IsJobPending(rquickjs::qjs::JS_GetRuntime(ctx.as_raw().as_ptr())) }
+}
+
+/// How many operations `task` has pending.
+pub fn pending_ops(task: u64) -> u32 {
+    USAGE.with(|u| u.borrow().get(&task).map_or(0, |usage| usage.pending_ops))
+}
+
+/// A task is done (core.js's `done`, after it released the task's
+/// operations): `kind` is "ok" (then `payload` is the JSON of the result,
+/// or of a turn when `is_turn`) or the failure's kind, with `payload` its
+/// words (or, for "script", the error's JSON).
+pub fn done(task: u64, kind: &str, payload: String, is_turn: bool) {
+    // A task that ran into a cap during this entry fails with the cap, even
+    // when its own code ended it first (the RangeError it saw, uncaught).
+    let hit = OVER_CAP.with(|o| {
+        let mut o = o.borrow_mut();
+        let at = o.iter().position(|(t, _)| *t == task)?;
+        Some(o.remove(at).1)
+    });
+    let outcome = match kind {
+        _ if hit.is_some() => Err(Failure::OverCap(hit.expect("checked"))),
+        "ok" if is_turn => convert::turn_from_json(&payload)
+            .map(Value::Turn)
+            .map_err(Failure::Script),
+        // The host reads this text itself: JavaScript's lone surrogates
+        // become U+FFFD here, as in all the guest reads.
+        "ok" => Ok(Value::Json(convert::well_formed(payload))),
+        "cancelled" => Err(Failure::Cancelled(payload)),
+        "deadline" => Err(Failure::Deadline(payload)),
+        "out-of-memory" => Err(Failure::OutOfMemory(payload)),
+        "output" | "operations" => Err(Failure::OverCap(CapHit {
+            cap: if kind == "output" {
+                Cap::Output
+            } else {
+                Cap::Operations
+            },
+            detail: payload,
+        })),
+        _ => Err(script_failure(convert::error_from_json(&payload))),
+    };
+    forget(task);
+    push(Effect::Done(TaskDone { task, outcome }))
+}
+
 /// Queues an effect of the current entry.
 pub fn push(effect: Effect) {
     EFFECTS.with(|e| e.borrow_mut().push(effect));
@@ -185,13 +234,7 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
     // a plain value ends at once when none is (see `start` in core.js).
     native.set(
         "jobsPending",
-        Function::new(ctx.clone(), |ctx: Ctx<'js>| {
-            // SAFETY: `ctx` is a live context; this only reads its runtime's
-            // job list.
-            unsafe {
-                rquickjs::qjs::JS_IsJobPending(rquickjs::qjs::JS_GetRuntime(ctx.as_raw().as_ptr()))
-            }
-        })?,
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| jobs_pending(&ctx))?,
     )?;
     // The runtime's ids (see `clock::uuid`).
     native.set("uuid", Function::new(ctx.clone(), crate::clock::uuid)?)?;
@@ -332,38 +375,7 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
         Function::new(
             ctx.clone(),
             |task: f64, kind: String, payload: String, is_turn: bool| {
-                // A task that ran into a cap during this entry fails with
-                // the cap, even when its own code ended it first (the
-                // RangeError it saw, uncaught).
-                let task = id(task);
-                let hit = OVER_CAP.with(|o| {
-                    let mut o = o.borrow_mut();
-                    let at = o.iter().position(|(t, _)| *t == task)?;
-                    Some(o.remove(at).1)
-                });
-                let outcome = match kind.as_str() {
-                    _ if hit.is_some() => Err(Failure::OverCap(hit.expect("checked"))),
-                    "ok" if is_turn => convert::turn_from_json(&payload)
-                        .map(Value::Turn)
-                        .map_err(Failure::Script),
-                    // The host reads this text itself: JavaScript's lone
-                    // surrogates become U+FFFD here, as in all the guest reads.
-                    "ok" => Ok(Value::Json(convert::well_formed(payload))),
-                    "cancelled" => Err(Failure::Cancelled(payload)),
-                    "deadline" => Err(Failure::Deadline(payload)),
-                    "out-of-memory" => Err(Failure::OutOfMemory(payload)),
-                    "output" | "operations" => Err(Failure::OverCap(CapHit {
-                        cap: if kind == "output" {
-                            Cap::Output
-                        } else {
-                            Cap::Operations
-                        },
-                        detail: payload,
-                    })),
-                    _ => Err(script_failure(convert::error_from_json(&payload))),
-                };
-                forget(task);
-                push(Effect::Done(TaskDone { task, outcome }))
+                done(id(task), &kind, payload, is_turn)
             },
         )?,
     )?;

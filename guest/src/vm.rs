@@ -35,8 +35,9 @@ use std::ffi::{CStr, c_char};
 use std::ptr;
 
 use rquickjs::context::EvalOptions;
-use rquickjs::function::IntoArgs;
-use rquickjs::{Ctx, FromJs, Function, Module, Object, Persistent, Value, qjs};
+use rquickjs::convert::Coerced;
+use rquickjs::function::{Args, IntoArgs, This};
+use rquickjs::{Ctx, FromJs, Function, Module, Object, Persistent, Type, Value, qjs};
 
 use crate::convert;
 use crate::loader::{self, API_MODULE, Graphs};
@@ -48,7 +49,7 @@ use crate::{heap, lockdown, natives};
 
 /// The JavaScript runtime: one closure over the natives, assembled from the
 /// fragments in `js/` (they share its scope), returning `{ api, dispatch,
-/// state }`.
+/// books }`.
 const RUNTIME_JS: &str = concat!(
     "(function (native) {\n\"use strict\";\n",
     include_str!("js/core.js"),
@@ -60,7 +61,7 @@ const RUNTIME_JS: &str = concat!(
     include_str!("js/loop.js"),
     include_str!("js/session.js"),
     include_str!("js/dispatch.js"),
-    "\nreturn { api, dispatch, state };\n})",
+    "\nreturn { api, dispatch, books };\n})",
 );
 
 /// Freezes the intrinsics, the API and the global object; see the file.
@@ -74,8 +75,41 @@ const API_GLOBAL: &str = "__marionette_api__";
 struct Vm {
     runtime: javy::Runtime,
     dispatch: Persistent<Object<'static>>,
-    /// core.js's `state`: each entry names its task in it (see [`entry`]).
+    books: Books,
+}
+
+/// What Rust reads and changes of the runtime's own bookkeeping (`books`
+/// in dispatch.js): core.js's `state`, where each entry names its task (see
+/// [`entry`]), and what [`call_inline`] needs to start and end a task
+/// without the dispatcher's JavaScript.
+struct Books {
     state: Persistent<Object<'static>>,
+    /// name -> module namespace (a Map).
+    scripts: Persistent<Object<'static>>,
+    /// `idKey(task)` of the live tasks (a Set).
+    live: Persistent<Object<'static>>,
+    map_get: Persistent<Function<'static>>,
+    set_add: Persistent<Function<'static>>,
+    set_delete: Persistent<Function<'static>>,
+}
+
+impl Books {
+    fn from_js<'js>(ctx: &Ctx<'js>, books: &Object<'js>) -> rquickjs::Result<Books> {
+        let object = |name: &str| -> rquickjs::Result<Persistent<Object<'static>>> {
+            Ok(Persistent::save(ctx, books.get::<_, Object>(name)?))
+        };
+        let function = |name: &str| -> rquickjs::Result<Persistent<Function<'static>>> {
+            Ok(Persistent::save(ctx, books.get::<_, Function>(name)?))
+        };
+        Ok(Books {
+            state: object("state")?,
+            scripts: object("scripts")?,
+            live: object("live")?,
+            map_get: function("mapGet")?,
+            set_add: function("setAdd")?,
+            set_delete: function("setDelete")?,
+        })
+    }
 }
 
 /// Bytes allocated between two cycle collections when the host names none.
@@ -284,14 +318,13 @@ fn boot() -> Vm {
         }
     })));
 
-    let (dispatch, state) = runtime.context().with(|ctx| {
-        type Saved = (Persistent<Object<'static>>, Persistent<Object<'static>>);
-        let boot = || -> rquickjs::Result<Saved> {
+    let (dispatch, books) = runtime.context().with(|ctx| {
+        let boot = || -> rquickjs::Result<(Persistent<Object<'static>>, Books)> {
             let init: Function = ctx.eval_with_options(RUNTIME_JS, runtime_source())?;
             let parts: Object = init.call((natives::object(&ctx)?,))?;
             let api: Object = parts.get("api")?;
             let dispatch: Object = parts.get("dispatch")?;
-            let state: Object = parts.get("state")?;
+            let books = Books::from_js(&ctx, &parts.get("books")?)?;
 
             let mut source = format!("const api = globalThis.{API_GLOBAL};\nexport default api;\n");
             for key in api.keys::<String>() {
@@ -309,10 +342,7 @@ fn boot() -> Vm {
             let lockdown: Function = ctx.eval_with_options(LOCKDOWN_JS, runtime_source())?;
             let roots: Vec<Value> = lockdown.call((api,))?;
             lockdown::lock_down(&ctx, roots)?;
-            Ok((
-                Persistent::save(&ctx, dispatch),
-                Persistent::save(&ctx, state),
-            ))
+            Ok((Persistent::save(&ctx, dispatch), books))
         };
         boot().unwrap_or_else(|e| {
             let detail = exception_text(&ctx, e);
@@ -324,7 +354,7 @@ fn boot() -> Vm {
     Vm {
         runtime,
         dispatch,
-        state,
+        books,
     }
 }
 
@@ -506,7 +536,7 @@ fn settle_next(runtime: &javy::Runtime, dispatch: &Persistent<Object<'static>>) 
 /// dispatcher itself throws.
 fn entry<F>(task: Option<u64>, body: F) -> Vec<Effect>
 where
-    F: for<'js> FnOnce(&Ctx<'js>, Object<'js>) -> rquickjs::Result<()>,
+    F: for<'js> FnOnce(&Ctx<'js>, Object<'js>, &Books) -> rquickjs::Result<()>,
 {
     check_last_entry_returned();
     IN_ENTRY.with(|e| e.set(true));
@@ -533,12 +563,12 @@ where
             // ended.
             let current = task.unwrap_or(0);
             natives::set_current(current);
-            let state = vm.state.clone().restore(&ctx).expect("runtime state");
+            let state = vm.books.state.clone().restore(&ctx).expect("runtime state");
             state
                 .set("current", current as f64)
                 .expect("setting a data property of a plain object");
             let dispatch = vm.dispatch.clone().restore(&ctx).expect("dispatcher");
-            let failed = body(&ctx, dispatch.clone()).err();
+            let failed = body(&ctx, dispatch.clone(), &vm.books).err();
             match (failed.and_then(|e| caught(&ctx, &dispatch, e)), task) {
                 (Some(error), Some(task)) => {
                     let _ = call_dispatch::<_, ()>(&dispatch, "abandon", (task as f64,));
@@ -704,9 +734,138 @@ pub fn start<A>(task: u64, method: &str, args: A) -> Vec<Effect>
 where
     A: for<'js> IntoArgs<'js>,
 {
-    entry(Some(task), |_, dispatch| {
+    entry(Some(task), |_, dispatch, _| {
         call_dispatch(&dispatch, method, args)
     })
+}
+
+/// `script.call`: task `task` calls export `function` of script `name` with
+/// the JSON array `args`. The usual call runs without the dispatcher's
+/// JavaScript ([`call_inline`]); any other goes through its `call`.
+pub fn call(task: u64, name: String, function: String, args: String) -> Vec<Effect> {
+    entry(Some(task), |ctx, dispatch, books| {
+        if call_inline(ctx, &dispatch, books, task, &name, &function, &args)? {
+            return Ok(());
+        }
+        call_dispatch(&dispatch, "call", (task as f64, name, function, args))
+    })
+}
+
+/// What the dispatcher's `call` does (dispatch.js), for a call it would not
+/// fail: the script is loaded, the export is a function and `args` is a
+/// JSON array. Returns false, having done nothing, for any other call, which
+/// the dispatcher then makes and fails as the task's error. The task begins
+/// as core.js's `begin` begins it (live, current, no scope); a result that
+/// is a number, a boolean, `null` or `undefined` ends it here when no
+/// promise job and no operation of the task waits, written as core.js's
+/// `finish` writes it; any other result, or what the function threw, goes
+/// to the dispatcher's `settle`. So the shortest entries, which were mostly
+/// the dispatcher's own JavaScript (§11 of docs/architecture.md), run none
+/// but the script's.
+fn call_inline<'js>(
+    ctx: &Ctx<'js>,
+    dispatch: &Object<'js>,
+    books: &Books,
+    task: u64,
+    name: &str,
+    function: &str,
+    args: &str,
+) -> rquickjs::Result<bool> {
+    let scripts = books.scripts.clone().restore(ctx)?;
+    let map_get = books.map_get.clone().restore(ctx)?;
+    let namespace: Value = map_get.call((This(scripts), name))?;
+    let Some(namespace) = namespace.into_object() else {
+        return Ok(false); // no such script
+    };
+    // A binding not yet initialised throws: the dispatcher reports it.
+    let Ok(f) = namespace.get::<_, Value>(function) else {
+        let _ = ctx.catch();
+        return Ok(false);
+    };
+    let Some(f) = f.into_function() else {
+        return Ok(false);
+    };
+    let Ok(list) = ctx.json_parse(args) else {
+        let _ = ctx.catch();
+        return Ok(false);
+    };
+    let Some(list) = list.into_array() else {
+        return Ok(false);
+    };
+
+    // `begin(task)`: the entry has made the task current already.
+    let live = books.live.clone().restore(ctx)?;
+    let key = id_key(task);
+    books
+        .set_add
+        .clone()
+        .restore(ctx)?
+        .call::<_, Value>((This(live.clone()), key))?;
+    let state = books.state.clone().restore(ctx)?;
+    state.set("scope", rquickjs::Null)?;
+
+    let mut call = Args::new(ctx.clone(), list.len());
+    for value in list.iter::<Value>() {
+        call.push_arg(value?)?;
+    }
+    let value = match f.call_arg::<Value>(call) {
+        Ok(value) => value,
+        Err(e) if e.is_exception() => {
+            let thrown = ctx.catch();
+            if thrown.is_uncatchable_error() {
+                // Interrupted: the entry stops the task, as it does when
+                // the dispatcher's JavaScript is interrupted.
+                return Err(ctx.throw(thrown));
+            }
+            call_dispatch::<_, ()>(dispatch, "settle", (task as f64, thrown, true))?;
+            return Ok(true);
+        }
+        Err(e) => return Err(e),
+    };
+    let text = match value.type_of() {
+        Type::Int => value.as_int().map(|n| n.to_string()),
+        // Finite: its ToString, what `"" + n` and JSON.stringify write.
+        Type::Float => match value.as_float() {
+            Some(n) if n.is_finite() => Some(value.get::<Coerced<String>>()?.0),
+            _ => Some("null".into()),
+        },
+        Type::Bool => Some(
+            if value.as_bool() == Some(true) {
+                "true"
+            } else {
+                "false"
+            }
+            .into(),
+        ),
+        Type::Null | Type::Undefined => Some("null".into()),
+        _ => None,
+    };
+    let waiting = natives::pending_ops(task) > 0 || natives::jobs_pending(ctx);
+    match text {
+        Some(text) if !waiting => {
+            // `done(task, "ok", text)`, once.
+            let was_live: bool = books
+                .set_delete
+                .clone()
+                .restore(ctx)?
+                .call((This(live), key))?;
+            if was_live {
+                natives::done(task, "ok", text, false);
+            }
+        }
+        _ => call_dispatch::<_, ()>(dispatch, "settle", (task as f64, value, false))?,
+    }
+    Ok(true)
+}
+
+/// core.js's `idKey`: ids as keys of the runtime's Maps and Sets (a
+/// multiplication by an odd constant, one-to-one on 32-bit integers, so that
+/// QuickJS's hash of a small integer does not put them all in one bucket).
+fn id_key(id: u64) -> f64 {
+    match u32::try_from(id) {
+        Ok(id) => f64::from(id.wrapping_mul(0x9e37_79b1)),
+        Err(_) => id as f64,
+    }
 }
 
 /// Calls `dispatch[method](...args)` for an entry that starts no task.
@@ -714,7 +873,9 @@ pub fn dispatch<A>(method: &str, args: A) -> Vec<Effect>
 where
     A: for<'js> IntoArgs<'js>,
 {
-    entry(None, |_, dispatch| call_dispatch(&dispatch, method, args))
+    entry(None, |_, dispatch, _| {
+        call_dispatch(&dispatch, method, args)
+    })
 }
 
 /// A synchronous query that returns JSON text.
@@ -723,7 +884,7 @@ where
     A: for<'js> IntoArgs<'js>,
 {
     let mut out = None;
-    let effects = entry(None, |ctx, dispatch| {
+    let effects = entry(None, |ctx, dispatch, _| {
         match call_dispatch::<_, String>(&dispatch, method, args) {
             Ok(json) => out = Some(Ok(json)),
             Err(e) => {
@@ -870,7 +1031,7 @@ fn load_graph(task: u64, name: &str, graph: Result<loader::Registered, String>) 
         }
     };
     LOADING.with(|l| l.borrow_mut().insert(task, (name.to_string(), graph.graph)));
-    let effects = entry(Some(task), |ctx, dispatch| {
+    let effects = entry(Some(task), |ctx, dispatch, _| {
         // The module's top-level code runs for this task (its console lines,
         // its timers), so the task exists before the code runs.
         call_dispatch::<_, ()>(&dispatch, "begin", (task as f64,))?;

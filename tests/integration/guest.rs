@@ -648,6 +648,76 @@ async fn a_plain_result_waits_for_the_jobs_its_call_queued() {
     assert_eq!(out, json!(null));
 }
 
+/// The usual call runs without the dispatcher's JavaScript (vm.rs,
+/// `call_inline`) and must do all that the dispatcher did: the task is live
+/// while its function runs (its console lines are delivered, it may ask for
+/// a timer), a timer still pending when a plain result ends the task is
+/// released (it never fires, the host keeps nothing), a result that is not
+/// plain and a thrown error still settle the task, and a missing script is
+/// the task's error.
+#[tokio::test]
+async fn a_call_made_without_the_dispatcher_does_all_the_dispatcher_did() {
+    let sb = sandbox().await;
+    let source = "export function leaves(n) {\n\
+  console.log('running ' + n);\n\
+  setTimeout(() => console.log('late'), 20);\n\
+  return n + 1;\n\
+}\n\
+export function object(n) { return { n }; }\n\
+export function text() { return 'a \"quoted\" \\ud800 text'; }\n\
+export function throwsPlain() { throw 3; }\n";
+    sb.load("inline.js", source).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = TaskOptions {
+        events: Some(tx),
+        ..TaskOptions::default()
+    };
+    let out = sb
+        .call("inline.js", "leaves", &[json!(1)], options)
+        .await
+        .unwrap();
+    assert_eq!(out, json!(2));
+    let stats = sb.stats().await.unwrap();
+    assert_eq!((stats.tasks, stats.pending_ops), (0, 0), "{stats:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut lines = Vec::new();
+    while let Ok(Event::Console { message, .. }) = rx.try_recv() {
+        lines.push(message);
+    }
+    assert_eq!(
+        lines,
+        vec!["running 1".to_string()],
+        "the released timer never fired"
+    );
+
+    let out = sb
+        .call("inline.js", "object", &[json!(5)], TaskOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out, json!({"n": 5}));
+    let out = sb
+        .call("inline.js", "text", &[], TaskOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out, json!("a \"quoted\" \u{FFFD} text"));
+    let thrown = sb
+        .call("inline.js", "throwsPlain", &[], TaskOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&thrown, Error::Script { error, .. } if error.message.contains('3')),
+        "{thrown:?}"
+    );
+    let missing = sb
+        .call("nowhere.js", "leaves", &[json!(1)], TaskOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&missing, Error::Script { error, .. } if error.message.contains("nowhere.js")),
+        "{missing:?}"
+    );
+}
+
 /// A call's plain result (a number, a boolean, null, undefined) is written
 /// without JSON.stringify (a short call's cost); it must read as
 /// JSON.stringify would write it: each value's answer equals what the

@@ -106,8 +106,15 @@
         return apply(main, undefined, [jsonParse(input), { taskId: task, script: name }]);
       });
     },
+    // `script.call` whose function Rust called itself (vm.rs, `call_inline`:
+    // it did what `call` below does up to the function's result): settles
+    // the task with what the function returned, or threw (`threw`).
+    settle(task, value, threw) {
+      settleTask(task, "json", value, threw);
+    },
     // As `start` with the body inline (no closure made per call: the
-    // shortest entries are calls).
+    // shortest entries are calls). Rust's `call_inline` does the same for
+    // the usual call, and leaves to this one every call it would fail.
     call(task, name, fn, args) {
       begin(task);
       let value;
@@ -271,3 +278,8 @@
       for (let i = 0; i < aborted.length; i++) aborted[i].settle(false, abortError(detail));
     },
   });
+
+  // What Rust reads and changes itself (vm.rs): `state.current` at each
+  // entry, and for `call_inline` the scripts and the live tasks, with the
+  // methods it calls on them (keyed as `idKey` keys them).
+  const books = freeze({ state, scripts, live: state.live, mapGet, setAdd, setDelete });
