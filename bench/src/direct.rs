@@ -205,11 +205,20 @@ impl DirectGuest {
     /// # Errors
     /// A script error, a trap, or a function that awaits the host.
     pub fn call(&mut self, name: &str, function: &str, args: &[Json]) -> anyhow::Result<Json> {
+        self.call_text(name, function, &Json::Array(args.to_vec()).to_string())
+    }
+
+    /// [`DirectGuest::call`] with the arguments as the guest takes them:
+    /// the text of a JSON array, which may hold what `serde_json` cannot
+    /// (a lone surrogate's escape, a number beyond f64's range).
+    ///
+    /// # Errors
+    /// A script error, a trap, or a function that awaits the host.
+    pub fn call_text(&mut self, name: &str, function: &str, args: &str) -> anyhow::Result<Json> {
         let task = self.task();
-        let args = Json::Array(args.to_vec()).to_string();
         let effects = self
             .script()?
-            .call_call(&mut self.store, task, name, function, &args)?;
+            .call_call(&mut self.store, task, name, function, args)?;
         match settle(task, effects)? {
             Value::Json(text) => Ok(serde_json::from_str(&text)?),
             Value::Turn(_) | Value::HttpResponse(_) => bail!("{function}() returned no JSON"),
@@ -296,6 +305,81 @@ mod tests {
         let before = guest.fuel_used().expect("a metered runtime");
         let out = guest.call("fib.js", function, args).expect("the call");
         (out, guest.fuel_used().expect("a metered runtime") - before)
+    }
+
+    /// A call's arguments are made in Rust one by one (the guest's
+    /// `call_arguments`), and must be what `JSON.parse` makes of the same
+    /// text: each is compared, deeply and with `Object.is`, with the
+    /// function's own `JSON.parse` of the list. Among them -0, numbers at
+    /// int32's edges and past f64's range, escapes, a lone surrogate,
+    /// duplicate keys and `__proto__`, and a list nested deeper than
+    /// serde_json reads (the whole text then goes to QuickJS).
+    #[test]
+    fn arguments_are_what_json_parse_makes_of_them() {
+        let mut guest = DirectRuntime::new()
+            .expect("linked")
+            .instantiate()
+            .expect("an instance");
+        guest
+            .load(
+                "same.js",
+                "const eq = (a, b) => {\n\
+                   if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return Object.is(a, b);\n\
+                   if (Array.isArray(a) !== Array.isArray(b) || Object.getPrototypeOf(a) !== Object.getPrototypeOf(b)) return false;\n\
+                   const ka = Object.keys(a), kb = Object.keys(b);\n\
+                   return ka.length === kb.length && ka.every((k, i) => k === kb[i] && eq(a[k], b[k]));\n\
+                 };\n\
+                 export function same(text, ...args) {\n\
+                   const want = JSON.parse(text);\n\
+                   return args.length === want.length && args.every((a, i) => eq(a, want[i])) ? 'same' : JSON.stringify([args, want]);\n\
+                 }\n",
+            )
+            .expect("loaded");
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let cases = [
+            "-0",
+            "0",
+            "-1",
+            "2147483647",
+            "2147483648",
+            "-2147483648",
+            "-2147483649",
+            "1.5",
+            "1e21",
+            "1E400",
+            "-1e-400",
+            "5e-324",
+            "9007199254740993",
+            "0.1",
+            "1.0",
+            "-0.0",
+            "\"plain\"",
+            "\"esc\\n\\\"\\u00e9\\ud83d\\ude00\"",
+            "\"\\ud800\"",
+            "\"\"",
+            "true",
+            "false",
+            "null",
+            "{\"a\":1,\"a\":2,\"__proto__\":{\"x\":1}}",
+            "[1,[2,{}]]",
+            "{}",
+            "[]",
+            &deep,
+        ];
+        for case in cases {
+            let list = format!("[{case}]");
+            let text = serde_json::to_string(&list).expect("a JSON string");
+            let out = guest
+                .call_text("same.js", "same", &format!("[{text},{case}]"))
+                .expect("the call");
+            assert_eq!(out, Json::from("same"), "argument {case}");
+        }
+        let all = cases.join(",");
+        let text = serde_json::to_string(&format!("[{all}]")).expect("a JSON string");
+        let out = guest
+            .call_text("same.js", "same", &format!("[{text},{all}]"))
+            .expect("the call");
+        assert_eq!(out, Json::from("same"), "all at once");
     }
 
     /// An integer that reaches the guest as JSON (every argument does) is

@@ -785,11 +785,7 @@ fn call_inline<'js>(
     let Some(f) = f.into_function() else {
         return Ok(false);
     };
-    let Ok(list) = ctx.json_parse(args) else {
-        let _ = ctx.catch();
-        return Ok(false);
-    };
-    let Some(list) = list.into_array() else {
+    let Some(call) = call_arguments(ctx, args)? else {
         return Ok(false);
     };
 
@@ -804,10 +800,6 @@ fn call_inline<'js>(
     let state = books.state.clone().restore(ctx)?;
     state.set("scope", rquickjs::Null)?;
 
-    let mut call = Args::new(ctx.clone(), list.len());
-    for value in list.iter::<Value>() {
-        call.push_arg(value?)?;
-    }
     let value = match f.call_arg::<Value>(call) {
         Ok(value) => value,
         Err(e) if e.is_exception() => {
@@ -856,6 +848,82 @@ fn call_inline<'js>(
         _ => call_dispatch::<_, ()>(dispatch, "settle", (task as f64, value, false))?,
     }
     Ok(true)
+}
+
+/// The arguments of a call, from their JSON array, as `JSON.parse` makes
+/// them; `None` when `args` is not a JSON array. Numbers, booleans, `null`
+/// and strings are made here, one by one (a whole `JSON.parse` made an
+/// array to take them out of, and QuickJS's reading of numbers is slow in
+/// Wasm); objects, arrays and strings Rust cannot hold (lone surrogates)
+/// are each read by QuickJS's `JSON.parse`. A number is an integer value
+/// where `JSON.parse` makes one (the patched quickjs.c of
+/// scripts/bootstrap.sh: an int32 that is not -0), otherwise a float.
+fn call_arguments<'js>(ctx: &Ctx<'js>, args: &str) -> rquickjs::Result<Option<Args<'js>>> {
+    use serde_json::value::RawValue;
+    // Nesting past serde_json's limit, or anything else it refuses: the
+    // whole text to QuickJS, which decides as it always did.
+    let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(args) else {
+        let Ok(list) = ctx.json_parse(args) else {
+            let _ = ctx.catch();
+            return Ok(None);
+        };
+        let Some(list) = list.into_array() else {
+            return Ok(None);
+        };
+        let mut call = Args::new(ctx.clone(), list.len());
+        for value in list.iter::<Value>() {
+            call.push_arg(value?)?;
+        }
+        return Ok(Some(call));
+    };
+    // What serde_json has checked, QuickJS reads without fail: a failure
+    // here leaves the call to the dispatcher all the same.
+    let parse = |text: &str| -> Option<Value<'js>> {
+        let parsed = ctx.json_parse(text).ok();
+        if parsed.is_none() {
+            let _ = ctx.catch();
+        }
+        parsed
+    };
+    let mut call = Args::new(ctx.clone(), list.len());
+    for raw in list {
+        let text = raw.get();
+        match text.as_bytes()[0] {
+            b'n' => call.push_arg(rquickjs::Null)?,
+            b't' => call.push_arg(true)?,
+            b'f' => call.push_arg(false)?,
+            b'-' | b'0'..=b'9' => {
+                let Ok(n) = text.parse::<f64>() else {
+                    return Ok(None);
+                };
+                let int32 = n.fract() == 0.0
+                    && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&n)
+                    && !(n == 0.0 && n.is_sign_negative());
+                if int32 {
+                    call.push_arg(n as i32)?;
+                } else {
+                    call.push_arg(n)?;
+                }
+            }
+            // Without escapes, borrowed; with them, decoded; with a lone
+            // surrogate (which Rust cannot hold), QuickJS's.
+            b'"' => match serde_json::from_str::<&str>(text) {
+                Ok(s) => call.push_arg(s)?,
+                Err(_) => match serde_json::from_str::<String>(text) {
+                    Ok(s) => call.push_arg(s)?,
+                    Err(_) => match parse(text) {
+                        Some(v) => call.push_arg(v)?,
+                        None => return Ok(None),
+                    },
+                },
+            },
+            _ => match parse(text) {
+                Some(v) => call.push_arg(v)?,
+                None => return Ok(None),
+            },
+        }
+    }
+    Ok(Some(call))
 }
 
 /// core.js's `idKey`: ids as keys of the runtime's Maps and Sets (a
