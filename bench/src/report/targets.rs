@@ -77,10 +77,13 @@ const FIB: &str = "docs/architecture.md §11: all of `fib` is QuickJS's interpre
                    Wasm has no indirect jump, so every bytecode goes through one `br_table` \
                    dispatch block, plus wasmtime's epoch check (17%). No setting moves it; \
                    weval-style specialisation or tail-call handlers in QuickJS's C source would";
-const ENTRY: &str = "docs/architecture.md §11, \"Short entries, session 7\": 80% of a call is \
-                     the dispatcher's JavaScript (task table, promises, JSON both ways); a call \
-                     path in Rust up to the user's function, with the task table in Rust, would \
-                     move it. Through the API add the owner hand-off (`wake/*`)";
+const ENTRY: &str = "docs/architecture.md §11, \"The call path in Rust, session 10\": a call no \
+                     longer runs the dispatcher's JavaScript; of what is left, about a fifth is \
+                     the script's function, a fifth rquickjs's values, contexts and atoms, a \
+                     fifth the Map and Set calls on the runtime's books, a sixth the entry's \
+                     own work. The task table and the scripts' exports held in Rust, and raw \
+                     QuickJS calls, would move it. Through the API add the owner hand-off \
+                     (`wake/*`)";
 const INSTANCE: &str = "docs/architecture.md §10, \"Profiled: where a new instance goes\" and \
                         \"A pooled instance\": on demand, the kernel's copy-on-write page work; \
                         pooled (`instantiate/guest_direct_pooled`, opt-in), the exports' type \
