@@ -31,7 +31,7 @@ use super::convert;
 use super::exports::Exports;
 use super::host_ops::{self, error_for_script};
 use super::provided::Provided;
-use super::runtime::{EntryState, HostState, Runtime, deadline_ticks, vm_config};
+use super::runtime::{EntryState, HostState, Late, Runtime, deadline_ticks, vm_config};
 use super::services::HostServices;
 use crate::bindings::exports::marionette::runtime::script::CompiledModule;
 use crate::bindings::marionette::runtime::types as wit;
@@ -374,20 +374,10 @@ impl Owner {
         let spent = self.tasks.get(&task).map_or(Duration::ZERO, |t| t.cpu);
         let entry_deadline = self.policy.entry_deadline;
         let (soft, late) = match self.policy.run_deadline {
-            Some(run) if run.saturating_sub(spent) < entry_deadline => (
-                run.saturating_sub(spent),
-                format!(
-                    "the task used more than {}ms of CPU time in the guest over all its entries",
-                    run.as_millis()
-                ),
-            ),
-            _ => (
-                entry_deadline,
-                format!(
-                    "the script ran for more than {}ms without waiting for the host",
-                    entry_deadline.as_millis()
-                ),
-            ),
+            Some(run) if run.saturating_sub(spent) < entry_deadline => {
+                (run.saturating_sub(spent), Late::Run(run))
+            }
+            _ => (entry_deadline, Late::Entry(entry_deadline)),
         };
         let vm = self.vm.as_mut().expect("ensure_vm ran before any entry");
         if let Some(fuel) = self.policy.entry_fuel

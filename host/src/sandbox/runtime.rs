@@ -319,7 +319,7 @@ impl Runtime {
             .and_then(|(mut store, b)| {
                 store.data_mut().entry = EntryState {
                     deadline: Some(Instant::now() + policy.entry_deadline),
-                    late: "compiling the script took too long".into(),
+                    late: Late::Compiling,
                     interrupted: false,
                 };
                 let modules: Vec<ModuleSource> = unit
@@ -504,13 +504,48 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// Which CPU deadline an entry runs under: put in words only when it stops
+/// something (every entry sets one; few reach it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Late {
+    /// The policy's deadline per entry.
+    Entry(Duration),
+    /// What is left of the task's deadline over all its entries.
+    Run(Duration),
+    /// Compiling a script apart (see `Runtime::compile`).
+    Compiling,
+}
+
+impl Default for Late {
+    fn default() -> Self {
+        Late::Entry(Duration::ZERO)
+    }
+}
+
+impl Late {
+    /// The detail of the `deadline` stop.
+    pub(crate) fn detail(self) -> String {
+        match self {
+            Late::Entry(d) => format!(
+                "the script ran for more than {}ms without waiting for the host",
+                d.as_millis()
+            ),
+            Late::Run(d) => format!(
+                "the task used more than {}ms of CPU time in the guest over all its entries",
+                d.as_millis()
+            ),
+            Late::Compiling => "compiling the script took too long".into(),
+        }
+    }
+}
+
 /// What the current entry into the guest is, for `should-interrupt`.
 #[derive(Default)]
 pub(crate) struct EntryState {
     /// When JavaScript must stop (the soft CPU deadline).
     pub(crate) deadline: Option<Instant>,
-    /// Why, in words, when it does (the detail of the `deadline` stop).
-    pub(crate) late: String,
+    /// Why, when it does (the detail of the `deadline` stop).
+    pub(crate) late: Late,
     /// Set when `should-interrupt` said yes during this entry.
     pub(crate) interrupted: bool,
 }
@@ -572,7 +607,7 @@ impl host::Host for HostState {
         let stop = if asked {
             Stop::Cancel("canceled by the caller".into())
         } else if late {
-            Stop::Deadline(self.entry.late.clone())
+            Stop::Deadline(self.entry.late.detail())
         } else {
             return None;
         };
