@@ -509,7 +509,7 @@ impl Sandbox {
     ) -> Result<Json> {
         let op: Op = format!("{name}: {function}()").into();
         for (i, arg) in args.iter().enumerate() {
-            check_nesting(&op, &format!("argument {}", i + 1), arg)?;
+            check_nesting(&op, format_args!("argument {}", i + 1), arg)?;
         }
         let (n, f, args) = (
             name.to_string(),
@@ -563,7 +563,7 @@ impl Sandbox {
         let op: Op = format!("{name}: tool {}", call.name).into();
         check_nesting(
             &op,
-            &format!("the arguments of tool {:?}", call.name),
+            format_args!("the arguments of tool {:?}", call.name),
             &call.arguments,
         )?;
         let (target, c) = (
@@ -969,7 +969,10 @@ pub const MAX_NESTING: usize = 127;
 /// Refuses `value`, which is about to be handed to a script as `what`,
 /// when it nests deeper than [`MAX_NESTING`]: [`Error::Limit`] with
 /// [`Limit::Output`](crate::Limit::Output), before the guest is entered.
-pub(crate) fn check_nesting(op: &Op, what: &str, value: &Json) -> Result<()> {
+///
+/// `what` is put in words only when the value is refused (a call's
+/// arguments are checked on every call).
+pub(crate) fn check_nesting(op: &Op, what: impl std::fmt::Display, value: &Json) -> Result<()> {
     check_levels(op, what, nesting([value]))
 }
 
@@ -978,10 +981,14 @@ pub(crate) fn check_turn_nesting(op: &Op, turn: &Turn) -> Result<()> {
     // A map is one level itself.
     let levels = |map: &serde_json::Map<String, Json>| 1 + nesting(map.values());
     for (i, b) in turn.blocks.iter().enumerate() {
-        check_levels(op, &format!("turn.blocks[{i}].payload"), levels(&b.payload))?;
         check_levels(
             op,
-            &format!("turn.blocks[{i}].metadata"),
+            format_args!("turn.blocks[{i}].payload"),
+            levels(&b.payload),
+        )?;
+        check_levels(
+            op,
+            format_args!("turn.blocks[{i}].metadata"),
             levels(&b.metadata),
         )?;
     }
@@ -989,11 +996,11 @@ pub(crate) fn check_turn_nesting(op: &Op, turn: &Turn) -> Result<()> {
     check_levels(op, "turn.data", levels(&turn.data))
 }
 
-fn check_levels(op: &Op, what: &str, levels: usize) -> Result<()> {
+fn check_levels(op: &Op, what: impl std::fmt::Display, levels: usize) -> Result<()> {
     if levels <= MAX_NESTING {
         return Ok(());
     }
-    tracing::warn!(%op, what, levels, "refused JSON nested too deeply for a script");
+    tracing::warn!(%op, %what, levels, "refused JSON nested too deeply for a script");
     Err(Error::Limit {
         op: op.clone(),
         limit: crate::Limit::Output,
