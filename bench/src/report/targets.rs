@@ -73,10 +73,12 @@ impl Bound {
     }
 }
 
-const FIB: &str = "docs/architecture.md §11: all of `fib` is QuickJS's interpreter loop; \
-                   Wasm has no indirect jump, so every bytecode goes through one `br_table` \
-                   dispatch block, plus wasmtime's epoch check (17%). No setting moves it; \
-                   weval-style specialisation or tail-call handlers in QuickJS's C source would";
+const FIB: &str = "docs/architecture.md §11: since JSON integers reach the interpreter as \
+                   integers (session 9: fib's argument had been a double), all of `fib` is \
+                   QuickJS's interpreter loop; Wasm has no indirect jump, so every bytecode \
+                   goes through one `br_table` dispatch block, plus wasmtime's epoch check \
+                   (17%). No setting moves it; weval-style specialisation or tail-call \
+                   handlers in QuickJS's C source would";
 const ENTRY: &str = "docs/architecture.md §11, \"The call path in Rust, session 10\": a call no \
                      longer runs the dispatcher's JavaScript; of what is left, about a fifth is \
                      the script's function, a fifth rquickjs's values, contexts and atoms, a \
