@@ -382,6 +382,54 @@ mod tests {
         assert_eq!(out, Json::from("same"), "all at once");
     }
 
+    /// The guest's Rust keys its task in core.js's Set of live tasks as
+    /// core.js's `idKey` does (vm.rs, `id_key`), for every id the host may
+    /// hand out: on either side of 2^31 (where `>>> 0` and `Math.imul` wrap),
+    /// of 2^32 (where `idKey` stops mixing) and up to 2^53. Keyed apart, the
+    /// task would not be live to its own code (its console line dropped) and
+    /// its end not found (no done). A long-lived sandbox making ten thousand
+    /// calls a second reaches 2^31 in two and a half days.
+    #[test]
+    fn a_task_is_live_to_its_code_and_ends_whatever_its_id() {
+        use bindings::marionette::runtime::types::{ConsoleLine, Event, TaskEvent};
+        let mut guest = DirectRuntime::new()
+            .expect("linked")
+            .instantiate()
+            .expect("an instance");
+        guest
+            .load(
+                "ids.js",
+                "export function f() { console.log('live'); return 7; }\n",
+            )
+            .expect("loaded");
+        let script = guest.script().expect("the script interface");
+        for task in [
+            (1 << 31) - 1,
+            1 << 31,
+            (1 << 31) + 1,
+            (1 << 32) - 1,
+            1 << 32,
+            (1 << 32) + 1,
+            (1 << 53) - 1,
+        ] {
+            let effects = script
+                .call_call(&mut guest.store, task, "ids.js", "f", "[]")
+                .expect("the entry");
+            let said = effects.iter().any(|e| {
+                matches!(e, Effect::Event(TaskEvent { task: t, event: Event::Console(ConsoleLine { message, .. }) }) if *t == task && message == "live")
+            });
+            assert!(
+                said,
+                "task {task}: its console line is delivered: {effects:?}"
+            );
+            let value = settle(task, effects).expect("the task ends in its entry");
+            assert!(
+                matches!(&value, Value::Json(text) if text == "7"),
+                "task {task}: {value:?}"
+            );
+        }
+    }
+
     /// An integer that reaches the guest as JSON (every argument does) is
     /// an integer to QuickJS's interpreter, as a literal is, and not a
     /// double: the interpreter's fast paths are for integers, and fib(20)
