@@ -300,6 +300,13 @@ impl bindings::marionette::runtime::types::Host for State {}
 mod tests {
     use super::*;
 
+    /// A guest of `runtime` with script `name` loaded from `source`.
+    fn loaded(runtime: DirectRuntime, name: &str, source: &str) -> DirectGuest {
+        let mut guest = runtime.instantiate().expect("an instance");
+        guest.load(name, source).expect("loaded");
+        guest
+    }
+
     /// The fuel `call` uses.
     fn fuel_of(guest: &mut DirectGuest, function: &str, args: &[Json]) -> (Json, u64) {
         let before = guest.fuel_used().expect("a metered runtime");
@@ -316,14 +323,10 @@ mod tests {
     /// serde_json reads (the whole text then goes to QuickJS).
     #[test]
     fn arguments_are_what_json_parse_makes_of_them() {
-        let mut guest = DirectRuntime::new()
-            .expect("linked")
-            .instantiate()
-            .expect("an instance");
-        guest
-            .load(
-                "same.js",
-                "const eq = (a, b) => {\n\
+        let mut guest = loaded(
+            DirectRuntime::new().expect("linked"),
+            "same.js",
+            "const eq = (a, b) => {\n\
                    if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return Object.is(a, b);\n\
                    if (Array.isArray(a) !== Array.isArray(b) || Object.getPrototypeOf(a) !== Object.getPrototypeOf(b)) return false;\n\
                    const ka = Object.keys(a), kb = Object.keys(b);\n\
@@ -333,8 +336,7 @@ mod tests {
                    const want = JSON.parse(text);\n\
                    return args.length === want.length && args.every((a, i) => eq(a, want[i])) ? 'same' : JSON.stringify([args, want]);\n\
                  }\n",
-            )
-            .expect("loaded");
+        );
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
         let cases = [
             "-0",
@@ -392,16 +394,11 @@ mod tests {
     #[test]
     fn a_task_is_live_to_its_code_and_ends_whatever_its_id() {
         use bindings::marionette::runtime::types::{ConsoleLine, Event, TaskEvent};
-        let mut guest = DirectRuntime::new()
-            .expect("linked")
-            .instantiate()
-            .expect("an instance");
-        guest
-            .load(
-                "ids.js",
-                "export function f() { console.log('live'); return 7; }\n",
-            )
-            .expect("loaded");
+        let mut guest = loaded(
+            DirectRuntime::new().expect("linked"),
+            "ids.js",
+            "export function f() { console.log('live'); return 7; }\n",
+        );
         let script = guest.script().expect("the script interface");
         for task in [
             (1 << 31) - 1,
@@ -443,18 +440,13 @@ mod tests {
             ..marionette::RuntimeOptions::default()
         })
         .expect("a runtime metering fuel");
-        let mut guest = DirectRuntime::on(runtime)
-            .expect("linked")
-            .instantiate()
-            .expect("an instance");
-        guest
-            .load(
-                "fib.js",
-                "export function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }\n\
+        let mut guest = loaded(
+            DirectRuntime::on(runtime).expect("linked"),
+            "fib.js",
+            "export function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }\n\
                  export function fibOfLiteral() { return fib(20); }\n\
                  export function fibOfParsed(text) { return fib(JSON.parse(text)); }",
-            )
-            .expect("loaded");
+        );
         let (out, literal) = fuel_of(&mut guest, "fibOfLiteral", &[]);
         assert_eq!(out, 6765);
         let (out, argument) = fuel_of(&mut guest, "fib", &[20.into()]);
