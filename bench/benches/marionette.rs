@@ -131,7 +131,7 @@ fn main() -> anyhow::Result<()> {
     // Compiled once, outside every measurement (a disk-cache hit by now).
     let runtime = Runtime::new(&RuntimeOptions::default())?;
     let direct = DirectRuntime::new()?;
-    let pooled = DirectRuntime::pooled()?;
+    let on_demand = DirectRuntime::on_demand()?;
     let booting = DirectRuntime::as_built()?;
     let sandbox = tokio.block_on(async {
         let sandbox = Sandbox::with_runtime(runtime.clone(), Policy::default()).await?;
@@ -196,14 +196,14 @@ fn main() -> anyhow::Result<()> {
         &mut settings,
         &tokio,
         &runtime,
-        [&direct, &pooled],
+        [&direct, &on_demand],
     );
     bench_cold(
         &mut criterion,
         &mut settings,
         &tokio,
         &runtime,
-        [&direct, &pooled, &booting],
+        [&direct, &on_demand, &booting],
     );
     bench_sessions(&mut criterion, &mut settings, &tokio, &sessions);
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -532,7 +532,7 @@ fn bench_instantiate(
     settings: &mut Vec<GroupSettings>,
     tokio: &tokio::runtime::Runtime,
     runtime: &Arc<Runtime>,
-    [direct, pooled]: [&DirectRuntime; 2],
+    [direct, on_demand]: [&DirectRuntime; 2],
 ) {
     let mut g = group(c, settings, m::INSTANTIATE_API.group, FAST);
     g.bench_function(m::INSTANTIATE_API.function, |b| {
@@ -551,7 +551,7 @@ fn bench_instantiate(
     });
     for (measure, direct) in [
         (m::INSTANTIATE_DIRECT, direct),
-        (m::INSTANTIATE_DIRECT_POOLED, pooled),
+        (m::INSTANTIATE_DIRECT_ON_DEMAND, on_demand),
     ] {
         g.bench_function(measure.function, |b| {
             b.iter_custom(|iters| {
@@ -575,7 +575,7 @@ fn bench_cold(
     settings: &mut Vec<GroupSettings>,
     tokio: &tokio::runtime::Runtime,
     runtime: &Arc<Runtime>,
-    [direct, pooled, booting]: [&DirectRuntime; 3],
+    [direct, on_demand, booting]: [&DirectRuntime; 3],
 ) {
     let args = &fixture::add_args_json();
     let mut g = group(c, settings, m::COLD_API.group, SLOW);
@@ -601,7 +601,7 @@ fn bench_cold(
     });
     for (measure, direct) in [
         (m::COLD_DIRECT, direct),
-        (m::COLD_DIRECT_POOLED, pooled),
+        (m::COLD_DIRECT_ON_DEMAND, on_demand),
         (m::COLD_DIRECT_BOOTING, booting),
     ] {
         g.bench_function(measure.function, |b| {

@@ -9,7 +9,10 @@
 //! instance memory N # N instances held at once, to their first result, on
 //!                    # each allocator: private memory each, twice (the
 //!                    # second time on the slots the first left)
-//! instance loop N [pooled]  # N new instances, dropped, nothing printed:
+//! instance stages N # the default runtime: median of each stage of N
+//!                    # sandboxes to their first result (new, load, call,
+//!                    # shutdown), one at a time
+//! instance loop N [on-demand]  # N new instances, dropped, nothing printed:
 //!                    # for `perf record -e cpu-clock -g`
 //! ```
 //!
@@ -39,11 +42,12 @@ fn main() -> anyhow::Result<()> {
         "time" => compare(n, false),
         "cold" => compare(n, true),
         "sandboxes" => sandboxes(n),
+        "stages" => stages(n),
         "memory" => memory(n),
         "loop" => {
-            let pooled = args.get(2).is_some_and(|a| a == "pooled");
-            let runtime = if pooled {
-                DirectRuntime::pooled()?
+            let on_demand = args.get(2).is_some_and(|a| a == "on-demand");
+            let runtime = if on_demand {
+                DirectRuntime::on_demand()?
             } else {
                 DirectRuntime::new()?
             };
@@ -52,21 +56,23 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        _ => bail!("usage: instance time|cold|sandboxes|memory N, or instance loop N [pooled]"),
+        _ => bail!(
+            "usage: instance time|cold|sandboxes|stages|memory N, or instance loop N [on-demand]"
+        ),
     }
 }
 
 /// The allocators compared: a name and the runtime's options.
 fn allocators() -> Vec<(&'static str, RuntimeOptions)> {
     vec![
-        ("on demand", RuntimeOptions::default()),
         (
-            "pooled",
+            "on demand",
             RuntimeOptions {
-                pooled_instances: Some(marionette_bench::direct::POOLED_INSTANCES),
+                pooled_instances: None,
                 ..RuntimeOptions::default()
             },
         ),
+        ("pooled", RuntimeOptions::default()),
     ]
 }
 
@@ -146,6 +152,55 @@ fn sandboxes(n: usize) -> anyhow::Result<()> {
     })?;
     let names: Vec<&str> = runtimes.iter().map(|(name, _)| *name).collect();
     print("a sandbox to its first result", n, &names, &times);
+    Ok(())
+}
+
+/// Each stage of a sandbox's way to its first result on the default
+/// runtime, timed apart: where the cold start's time goes.
+fn stages(n: usize) -> anyhow::Result<()> {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let runtime = Runtime::new(&RuntimeOptions::default())?;
+    let args = fixture::add_args_json();
+    const STAGES: [&str; 4] = ["new sandbox", "load", "first call", "shutdown"];
+    let mut times: [Vec<f64>; 4] = Default::default();
+    tokio.block_on(async {
+        for _ in 0..n {
+            let mut lap = Instant::now();
+            let mut stage = |i: usize| {
+                times[i].push(lap.elapsed().as_secs_f64() * 1e6);
+                lap = Instant::now();
+            };
+            let sandbox =
+                marionette::Sandbox::with_runtime(runtime.clone(), marionette::Policy::default())
+                    .await?;
+            stage(0);
+            sandbox.load(fixture::SCRIPT, fixture::BENCH_JS).await?;
+            stage(1);
+            let out = sandbox
+                .call(
+                    fixture::SCRIPT,
+                    "add",
+                    &args,
+                    marionette::TaskOptions::default(),
+                )
+                .await?;
+            stage(2);
+            ensure!(out == fixture::ADD_RESULT, "add: {out}");
+            sandbox.shutdown().await;
+            stage(3);
+        }
+        anyhow::Ok(())
+    })?;
+    println!(
+        "median us per stage ({n} sandboxes, pooled: {})",
+        runtime.pooled()
+    );
+    for (name, mut t) in STAGES.into_iter().zip(times) {
+        t.sort_by(f64::total_cmp);
+        println!("{name:12} {:8.1}", t[t.len() / 2]);
+    }
     Ok(())
 }
 

@@ -40,10 +40,6 @@ mod bindings {
 /// at the first check).
 const NO_DEADLINE: u64 = 1 << 40;
 
-/// Room of [`DirectRuntime::pooled`]'s pool: the benchmarks hold one
-/// instance at a time (and the one they measure besides).
-pub const POOLED_INSTANCES: u32 = 4;
-
 /// The compiled component and its linker: built once, like
 /// [`marionette::Runtime`].
 pub struct DirectRuntime {
@@ -55,12 +51,14 @@ pub struct DirectRuntime {
     vm: Arc<vm::GuestIndices>,
     script: Arc<script::GuestIndices>,
     /// Holds the engine's epoch ticker and the compiled component.
-    _runtime: Arc<marionette::Runtime>,
+    runtime: Arc<marionette::Runtime>,
 }
 
 impl DirectRuntime {
-    /// The embedded guest, as [`marionette::Runtime::new`] loads it (the
-    /// precompiled snapshot).
+    /// The embedded guest, as [`marionette::Runtime::new`] loads it with
+    /// the default options (the precompiled snapshot; instances from
+    /// wasmtime's pooling allocator, whose slots keep their memory
+    /// mappings from one instance to the next).
     ///
     /// # Errors
     /// When the component does not load or link.
@@ -70,16 +68,15 @@ impl DirectRuntime {
         )?)
     }
 
-    /// As [`DirectRuntime::new`], on wasmtime's pooling allocator
-    /// ([`marionette::RuntimeOptions::pooled_instances`]) with room for
-    /// [`POOLED_INSTANCES`] instances: memory mappings kept from one
-    /// instance to the next.
+    /// As [`DirectRuntime::new`], with each instance allocated when it is
+    /// made ([`marionette::RuntimeOptions::pooled_instances`] `None`): what
+    /// an instance past a full pool costs.
     ///
     /// # Errors
-    /// When the pool cannot be reserved or the component does not load.
-    pub fn pooled() -> anyhow::Result<DirectRuntime> {
+    /// When the component does not load or link.
+    pub fn on_demand() -> anyhow::Result<DirectRuntime> {
         Self::on(marionette::Runtime::new(&marionette::RuntimeOptions {
-            pooled_instances: Some(POOLED_INSTANCES),
+            pooled_instances: None,
             ..marionette::RuntimeOptions::default()
         })?)
     }
@@ -118,8 +115,13 @@ impl DirectRuntime {
             vm: Arc::new(vm::GuestIndices::new(pre.instance_pre())?),
             script: Arc::new(script::GuestIndices::new(pre.instance_pre())?),
             pre,
-            _runtime: runtime,
+            runtime,
         })
+    }
+
+    /// Whether instances come from the runtime's pool first.
+    pub fn pooled(&self) -> bool {
+        self.runtime.pooled()
     }
 
     /// A fresh instance in a fresh store, configured with the default
@@ -137,9 +139,12 @@ impl DirectRuntime {
             },
         );
         store.set_epoch_deadline(NO_DEADLINE);
-        // Refused (an error) by an engine that does not meter fuel, which
-        // has none to set.
-        let _ = store.set_fuel(u64::MAX);
+        // Asked only of an engine that meters fuel: another refuses it with
+        // an error, which (with `RUST_BACKTRACE` set) captures a backtrace,
+        // a fifth of what a pooled instance costs.
+        if self.runtime.meters_fuel() {
+            store.set_fuel(u64::MAX)?;
+        }
         let instance = self
             .pre
             .instance_pre()

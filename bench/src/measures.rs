@@ -160,17 +160,21 @@ pub const INSTANTIATE_DIRECT: Measure = Measure {
     path: Path::GuestDirect,
     meaning: "a store and instance from the `InstancePre` and the guest's `vm.configure`, on the \
               calling thread (the `vm` interface's exports type-checked; `script`'s at the first \
-              load, as a sandbox checks an interface at its first use); dropping it is not timed",
+              load, as a sandbox checks an interface at its first use), on a runtime with the \
+              default options: from wasmtime's pooling allocator, the instance takes a slot whose \
+              memory mappings the previous instance left, reset when that one was dropped (not \
+              timed)",
 };
 
-/// A fresh guest instance from the pooling allocator.
-pub const INSTANTIATE_DIRECT_POOLED: Measure = Measure {
+/// A fresh guest instance allocated on demand.
+pub const INSTANTIATE_DIRECT_ON_DEMAND: Measure = Measure {
     group: "instantiate",
-    function: "guest_direct_pooled",
+    function: "guest_direct_on_demand",
     path: Path::GuestDirect,
-    meaning: "as `instantiate/guest_direct`, on a runtime with wasmtime's pooling allocator \
-              (`RuntimeOptions::pooled_instances`): the instance takes a slot whose memory \
-              mappings the previous instance left, reset when that one was dropped (not timed)",
+    meaning: "as `instantiate/guest_direct`, on a runtime without an instance pool \
+              (`RuntimeOptions::pooled_instances` `None`), which is also what an instance past a \
+              full pool costs: its memory is mapped when it is made, the snapshot's pages \
+              copy-on-write",
 };
 
 /// A fresh sandbox to its first result.
@@ -192,13 +196,13 @@ pub const COLD_DIRECT: Measure = Measure {
               first `add` call",
 };
 
-/// A fresh guest instance from the pooling allocator to its first result.
-pub const COLD_DIRECT_POOLED: Measure = Measure {
+/// A fresh guest instance allocated on demand to its first result.
+pub const COLD_DIRECT_ON_DEMAND: Measure = Measure {
     group: "cold",
-    function: "guest_direct_pooled",
+    function: "guest_direct_on_demand",
     path: Path::GuestDirect,
-    meaning: "as `cold/guest_direct`, on a runtime with wasmtime's pooling allocator (see \
-              `instantiate/guest_direct_pooled`)",
+    meaning: "as `cold/guest_direct`, on a runtime without an instance pool (see \
+              `instantiate/guest_direct_on_demand`)",
 };
 
 /// A fresh instance of the guest as built (no snapshot) to its first result.
@@ -316,10 +320,10 @@ pub const MEASURES: &[Measure] = &[
     FIB_FUEL,
     INSTANTIATE_API,
     INSTANTIATE_DIRECT,
-    INSTANTIATE_DIRECT_POOLED,
+    INSTANTIATE_DIRECT_ON_DEMAND,
     COLD_API,
     COLD_DIRECT,
-    COLD_DIRECT_POOLED,
+    COLD_DIRECT_ON_DEMAND,
     COLD_DIRECT_BOOTING,
     COLD_NATIVE,
     SESSIONS_ONE,

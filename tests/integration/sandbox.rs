@@ -632,15 +632,17 @@ async fn a_spinning_sandbox_holds_up_another_on_its_thread_for_one_entry_only() 
     }
 }
 
-/// A runtime on wasmtime's pooling allocator: the memory limit still holds,
-/// a trap frees its slot for the rebuilt instance, and a sandbox past the
-/// pool's room is refused with a typed error.
+/// A runtime on wasmtime's pooling allocator told to refuse past its room
+/// (`PoolFull::Refuse`): the memory limit still holds, a trap frees its
+/// slot for the rebuilt instance, and a sandbox past the pool's room is
+/// refused with a typed error.
 #[tokio::test]
 async fn a_pooled_runtime_keeps_the_memory_limit_and_refuses_sandboxes_past_its_room() {
-    use marionette::RuntimeOptions;
+    use marionette::{PoolFull, RuntimeOptions};
 
     let runtime = Runtime::new(&RuntimeOptions {
         pooled_instances: Some(2),
+        pool_full: PoolFull::Refuse,
         ..RuntimeOptions::default()
     })
     .expect("a pooled runtime");
@@ -675,6 +677,73 @@ async fn a_pooled_runtime_keeps_the_memory_limit_and_refuses_sandboxes_past_its_
         Err(Error::Host { .. }) => {}
         other => panic!("expected the full pool's refusal, got {other:?}"),
     }
+}
+
+/// Runtimes are pooled by default, and past the pool's room an instance is
+/// made on demand (`PoolFull::OnDemand`, the default), by an engine of its
+/// own that keeps every limit: with room for one, three sandboxes at once
+/// each serve, each meets the memory limit, and one past the pool meets
+/// the epoch's hard stop, which only that engine's own ticker can give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_a_full_pool_sandboxes_are_made_on_demand_and_keep_every_limit() {
+    use marionette::RuntimeOptions;
+
+    assert!(Runtime::shared().expect("the shared runtime").pooled());
+    let runtime = Runtime::new(&RuntimeOptions {
+        pooled_instances: Some(1),
+        ..RuntimeOptions::default()
+    })
+    .expect("a pooled runtime");
+    assert!(runtime.pooled());
+    let policy = Policy {
+        memory_limit: 64 << 20,
+        entry_deadline: Duration::from_millis(300),
+        ..Policy::default()
+    };
+    let mut sandboxes = Vec::new();
+    for i in 0..3 {
+        let sb = Sandbox::with_runtime(runtime.clone(), policy.clone())
+            .await
+            .unwrap_or_else(|e| panic!("sandbox {i}, past the pool's room of one: {e:?}"));
+        sb.load("hostile.js", fixture("hostile.js"))
+            .await
+            .expect("load");
+        sandboxes.push(sb);
+    }
+    for (i, sb) in sandboxes.iter().enumerate() {
+        match call(sb, "allocate").await {
+            Err(Error::Limit {
+                limit: Limit::Memory,
+                ..
+            })
+            | Err(Error::Trapped {
+                limit: Some(Limit::Memory),
+                ..
+            }) => {}
+            other => panic!("sandbox {i}: expected the memory limit, got {other:?}"),
+        }
+        assert_serves(sb).await;
+    }
+    let last = sandboxes.last().expect("three sandboxes");
+    last.load("stuck.js", fixture("hostile/stuck_in_native.js"))
+        .await
+        .expect("load");
+    let stuck = last
+        .run_main(
+            "stuck.js",
+            &json!({}),
+            // Only there so that a missing hard stop fails the test, not hangs it.
+            TaskOptions::timeout(Duration::from_secs(60)),
+        )
+        .await;
+    match stuck {
+        Err(Error::Trapped {
+            limit: Some(Limit::Deadline),
+            ..
+        }) => {}
+        other => panic!("expected the epoch hard stop on demand, got {other:?}"),
+    }
+    assert_serves(last).await;
 }
 
 /// A pooled runtime resets a slot's memory in place when its instance is

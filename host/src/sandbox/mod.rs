@@ -43,8 +43,8 @@ use tokio_util::sync::CancellationToken;
 pub use bytecode::BytecodeStats;
 pub use owner::{BoxFuture, EventSink, NextFn};
 pub(crate) use provided::{Part, Registration};
+pub use runtime::{DEFAULT_POOLED_INSTANCES, GuestOrigin, PoolFull, Runtime, RuntimeOptions};
 pub(crate) use runtime::{GUEST_WASM, HostState};
-pub use runtime::{GuestOrigin, Runtime, RuntimeOptions};
 #[cfg(test)]
 pub(crate) use runtime::{Provides, vm_config};
 pub use services::HostServices;

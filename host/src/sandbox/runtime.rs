@@ -2,7 +2,7 @@
 //! and the pre-instantiated world. Built once, cheaply cloned; only a
 //! sandbox's owner thread ever touches a `Store`.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -50,13 +50,20 @@ pub struct RuntimeOptions {
     /// slower with it, whether a policy uses fuel or not.
     pub fuel: bool,
     /// Allocate instances from wasmtime's pooling allocator, with room for
-    /// this many sandboxes' instances at once (`None`: each instance is
-    /// allocated when made, as many as memory allows). The pool reserves
-    /// its address space when the runtime is made (4 GiB and a guard per
-    /// sandbox) and reuses memory mappings from one instance to the next;
-    /// a sandbox made when the pool is full fails with
-    /// [`Error::Host`](crate::Error::Host).
+    /// this many instances at once ([`DEFAULT_POOLED_INSTANCES`] by
+    /// default; `None`: each instance is allocated when made). A pooled
+    /// instance reuses the memory mapping its slot's last instance left,
+    /// reset to the snapshot in place, so it is made several times faster
+    /// than one on demand (docs/architecture.md §10). The pool reserves its
+    /// address space when the runtime is made (4 GiB and a guard per slot,
+    /// no memory), and each slot keeps resident, for the next instance, the
+    /// pages its last one wrote. Past its room, [`pool_full`](Self::pool_full)
+    /// says what happens. A sandbox holds one instance; loading a script
+    /// new to the runtime's bytecode cache takes another for a moment.
     pub pooled_instances: Option<u32>,
+    /// What an instance gets when the pool is full, or when the pool could
+    /// not be reserved at all (an address-space limit): see [`PoolFull`].
+    pub pool_full: PoolFull,
     /// Bytes of QuickJS bytecode (and the sources it is keyed by) kept for
     /// the scripts this runtime's sandboxes load, so that a script loaded
     /// again (into another sandbox, or after a trap) is not compiled again
@@ -70,22 +77,63 @@ impl Default for RuntimeOptions {
             max_wasm_stack: 1 << 20,
             disk_cache: true,
             fuel: false,
-            pooled_instances: None,
+            pooled_instances: Some(DEFAULT_POOLED_INSTANCES),
+            pool_full: PoolFull::OnDemand,
             bytecode_cache: 64 << 20,
         }
     }
 }
 
+/// The room of a runtime's instance pool by default
+/// ([`RuntimeOptions::pooled_instances`]): about 400 GiB of address space
+/// reserved, no memory; the sandboxes a busy service keeps at once, most
+/// often, and past it instances are made on demand.
+pub const DEFAULT_POOLED_INSTANCES: u32 = 100;
+
+/// What a pooled runtime does for an instance past its pool's room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoolFull {
+    /// Allocate it on demand, as a runtime without a pool does. The runtime
+    /// makes a second engine for such instances when it first needs one
+    /// (the compiled guest loaded again for it, a few milliseconds); a
+    /// runtime whose pool could not be reserved makes every instance so.
+    #[default]
+    OnDemand,
+    /// Refuse it: the sandbox is not made ([`Error::Host`](crate::Error::Host)),
+    /// a sandbox being rebuilt after a trap stays broken until a slot is
+    /// free. For a host that wants the pool's room to be a hard cap.
+    Refuse,
+}
+
 /// The engine and the compiled guest, shared by every sandbox made from it.
 pub struct Runtime {
+    /// Where instances are made: pooled, unless the runtime has no pool.
+    lane: Lane,
+    /// Instances past a full pool ([`PoolFull::OnDemand`]): an engine of
+    /// its own, made at the first.
+    overflow: Option<Overflow>,
+    fuel: bool,
+    origin: GuestOrigin,
+    bytecode: BytecodeCache,
+}
+
+/// An engine and the guest compiled and linked for it. The allocator is a
+/// setting of the engine, so a pooled runtime that also makes instances on
+/// demand has two.
+struct Lane {
     engine: Engine,
     component: Component,
     pre: MarionettePre<HostState>,
     /// Where the guest's exports are, for [`Exports`].
     exports: Arc<ExportIndices>,
-    fuel: bool,
-    origin: GuestOrigin,
-    bytecode: BytecodeCache,
+    pooled: bool,
+}
+
+/// The on-demand lane of a pooled runtime, made when an instance first
+/// finds the pool full.
+struct Overflow {
+    options: RuntimeOptions,
+    lane: Mutex<Option<Arc<Lane>>>,
 }
 
 /// Where a runtime's compiled guest came from.
@@ -111,7 +159,8 @@ impl Runtime {
     /// When the engine cannot be configured or the component does not compile
     /// or link (a host built against another WIT).
     pub fn new(options: &RuntimeOptions) -> anyhow::Result<Arc<Runtime>> {
-        let engine = Self::new_engine(options)?;
+        let (engine, options) = Self::new_engine(options)?;
+        let options = &options;
         let (component, origin) = if GUEST_PRECOMPILED.is_empty() {
             let why =
                 "this build made no precompiled guest (cross-compiled, or MARIONETTE_NO_SNAPSHOT)";
@@ -184,14 +233,22 @@ impl Runtime {
     }
 
     /// The engine, for a host that drives the guest itself (its own linker
-    /// and store) on the same compiled code, as the benchmarks do.
+    /// and store) on the same compiled code, as the benchmarks do: the
+    /// pooled one when the runtime has a pool.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.lane.engine
     }
 
     /// The compiled guest component (see [`Runtime::engine`]).
     pub fn component(&self) -> &Component {
-        &self.component
+        &self.lane.component
+    }
+
+    /// Whether this runtime's instances come from a pool first (see
+    /// [`RuntimeOptions::pooled_instances`]): false without one, or when
+    /// the pool could not be reserved.
+    pub fn pooled(&self) -> bool {
+        self.lane.pooled
     }
 
     /// Where this runtime's compiled guest came from: the build's
@@ -206,15 +263,37 @@ impl Runtime {
     /// # Errors
     /// As [`Runtime::new`].
     pub fn from_component(wasm: &[u8], options: &RuntimeOptions) -> anyhow::Result<Arc<Runtime>> {
-        let engine = Self::new_engine(options)?;
+        let (engine, options) = Self::new_engine(options)?;
+        let options = &options;
         let component = Component::new(&engine, wasm).context("compiling the guest component")?;
         let origin = GuestOrigin::Compiled("made from a component given as bytes".into());
         Self::with_component(engine, component, origin, options)
     }
 
     /// The engine for `options`: [`engine_config`] plus the settings that
-    /// change nothing in compiled code.
-    fn new_engine(options: &RuntimeOptions) -> anyhow::Result<Engine> {
+    /// change nothing in compiled code; with the options it was made with
+    /// (without its pool when the pool could not be reserved and
+    /// [`PoolFull::OnDemand`] allows instances on demand).
+    fn new_engine(options: &RuntimeOptions) -> anyhow::Result<(Engine, RuntimeOptions)> {
+        match Self::try_engine(options) {
+            Err(e)
+                if options.pooled_instances.is_some()
+                    && options.pool_full == PoolFull::OnDemand =>
+            {
+                tracing::warn!(
+                    "the instance pool could not be reserved ({e:#}); every instance is made on demand"
+                );
+                let on_demand = RuntimeOptions {
+                    pooled_instances: None,
+                    ..options.clone()
+                };
+                Ok((Self::try_engine(&on_demand)?, on_demand))
+            }
+            made => Ok((made?, options.clone())),
+        }
+    }
+
+    fn try_engine(options: &RuntimeOptions) -> anyhow::Result<Engine> {
         let mut config: Config = engine_config(options.fuel);
         config.max_wasm_stack(options.max_wasm_stack);
         // For profiling the guest with `perf`: `MARIONETTE_PROFILE=perfmap`
@@ -253,28 +332,17 @@ impl Runtime {
         origin: GuestOrigin,
         options: &RuntimeOptions,
     ) -> anyhow::Result<Arc<Runtime>> {
-        let mut linker = Linker::<HostState>::new(&engine);
-        // WASI is linked because the guest's standard library imports it; the
-        // context behind it grants nothing (see `HostState::new`).
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).context("linking WASI")?;
-        Marionette::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .context("linking the host interface")?;
-        let pre = MarionettePre::new(
-            linker
-                .instantiate_pre(&component)
-                .context("pre-instantiating the guest")?,
-        )
-        .context("checking the guest's exports")?;
-
-        let exports = Arc::new(
-            ExportIndices::new(pre.instance_pre()).context("checking the guest's exports")?,
-        );
-        spawn_epoch_ticker(&engine);
+        let pooled = options.pooled_instances.is_some();
+        let overflow = (pooled && options.pool_full == PoolFull::OnDemand).then(|| Overflow {
+            options: RuntimeOptions {
+                pooled_instances: None,
+                ..options.clone()
+            },
+            lane: Mutex::new(None),
+        });
         Ok(Arc::new(Runtime {
-            engine,
-            component,
-            pre,
-            exports,
+            lane: Lane::new(engine, component, pooled)?,
+            overflow,
             fuel: options.fuel,
             origin,
             bytecode: BytecodeCache::new(options.bytecode_cache),
@@ -354,7 +422,32 @@ impl Runtime {
                 "the policy sets entry_fuel, but this runtime does not meter fuel (build it with RuntimeOptions {{ fuel: true, .. }}, or use Runtime::shared_with_fuel)"
             );
         }
-        let mut store = Store::new(&self.engine, HostState::new(policy));
+        let (mut store, bindings) = match self.instantiate_on(&self.lane, policy) {
+            Err(e)
+                if self.overflow.is_some()
+                    && e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                        .is_some() =>
+            {
+                let lane = self.overflow_lane()?;
+                self.instantiate_on(&lane, policy)
+            }
+            made => made,
+        }
+        .context("instantiating the guest")?;
+        bindings
+            .marionette_runtime_vm(&mut store)?
+            .call_configure(&mut store, config)
+            .context("configuring the guest")?;
+        Ok((store, bindings))
+    }
+
+    /// A store and an instance on `lane`, not yet configured.
+    fn instantiate_on(
+        &self,
+        lane: &Lane,
+        policy: &Policy,
+    ) -> wasmtime::Result<(Store<HostState>, Exports)> {
+        let mut store = Store::new(&lane.engine, HostState::new(policy));
         if self.fuel {
             // Topped up before every entry; instantiation runs no script.
             store.set_fuel(policy.entry_fuel.unwrap_or(u64::MAX))?;
@@ -362,24 +455,73 @@ impl Runtime {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(policy.entry_deadline * 2));
-        let instance = self
-            .pre
-            .instance_pre()
-            .instantiate(&mut store)
-            .context("instantiating the guest")?;
-        let bindings = Exports::new(instance, self.exports.clone());
-        bindings
-            .marionette_runtime_vm(&mut store)?
-            .call_configure(&mut store, config)
-            .context("configuring the guest")?;
-        Ok((store, bindings))
+        let instance = lane.pre.instance_pre().instantiate(&mut store)?;
+        Ok((store, Exports::new(instance, lane.exports.clone())))
+    }
+
+    /// The lane for instances past a full pool, made the first time: an
+    /// engine without a pool, and the compiled guest loaded into it (the
+    /// code the pooled engine runs, which fits: only the allocator differs).
+    fn overflow_lane(&self) -> anyhow::Result<Arc<Lane>> {
+        let overflow = self
+            .overflow
+            .as_ref()
+            .expect("a runtime with an overflow lane");
+        let mut slot = overflow.lane.lock().expect("the overflow lane's lock");
+        if let Some(lane) = slot.as_ref() {
+            return Ok(lane.clone());
+        }
+        tracing::debug!("the instance pool is full: making instances on demand from now on");
+        let engine = Self::try_engine(&overflow.options)?;
+        let code = self
+            .lane
+            .component
+            .serialize()
+            .context("taking the compiled guest for the on-demand engine")?;
+        // SAFETY: the bytes are this runtime's own compiled guest, just
+        // serialized by wasmtime; wasmtime checks that they fit the engine.
+        let component = unsafe { Component::deserialize(&engine, &code) }
+            .context("loading the compiled guest into the on-demand engine")?;
+        let lane = Arc::new(Lane::new(engine, component, false)?);
+        *slot = Some(lane.clone());
+        Ok(lane)
+    }
+}
+
+impl Lane {
+    fn new(engine: Engine, component: Component, pooled: bool) -> anyhow::Result<Lane> {
+        let mut linker = Linker::<HostState>::new(&engine);
+        // WASI is linked because the guest's standard library imports it; the
+        // context behind it grants nothing (see `HostState::new`).
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).context("linking WASI")?;
+        Marionette::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .context("linking the host interface")?;
+        let pre = MarionettePre::new(
+            linker
+                .instantiate_pre(&component)
+                .context("pre-instantiating the guest")?,
+        )
+        .context("checking the guest's exports")?;
+        let exports = Arc::new(
+            ExportIndices::new(pre.instance_pre()).context("checking the guest's exports")?,
+        );
+        spawn_epoch_ticker(&engine);
+        Ok(Lane {
+            engine,
+            component,
+            pre,
+            exports,
+            pooled,
+        })
     }
 }
 
 /// Core instances, memories and tables of one guest instance, at most: the
 /// component's own (its module, the WASI adapter and their shims), with room.
 const CORE_INSTANCES_PER_GUEST: u32 = 8;
-const MEMORIES_PER_GUEST: u32 = 2;
+/// The guest's module has one memory (QuickJS's heap and the Rust
+/// runtime's); each slot reserves 4 GiB and a guard of address space.
+const MEMORIES_PER_GUEST: u32 = 1;
 const TABLES_PER_GUEST: u32 = 4;
 
 /// Bytes of a pooled memory (or table) reset in place when its instance is
