@@ -236,6 +236,12 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
         "jobsPending",
         Function::new(ctx.clone(), |ctx: Ctx<'js>| jobs_pending(&ctx))?,
     )?;
+    // What the host provides, once after each change (see
+    // `vm::host_info_changed`).
+    native.set(
+        "hostInfo",
+        Function::new(ctx.clone(), crate::vm::host_info_changed)?,
+    )?;
     // The runtime's ids (see `clock::uuid`).
     native.set("uuid", Function::new(ctx.clone(), crate::clock::uuid)?)?;
 

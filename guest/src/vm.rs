@@ -141,9 +141,10 @@ thread_local! {
     /// Set from the start of an entry to its end: still set when an entry
     /// begins, the last one never returned.
     static IN_ENTRY: Cell<bool> = const { Cell::new(false) };
-    /// What the host provides (engines, middleware, tools), as JSON for
-    /// `dispatch.configure`.
-    static HOST_INFO: RefCell<String> = RefCell::new(r#"{"engines":[],"middlewares":[],"tools":[]}"#.into());
+    /// What the host provides (engines, middleware, tools), as JSON, and
+    /// whether the runtime's JavaScript has yet to read it since it changed
+    /// (see [`host_info_changed`]).
+    static HOST_INFO: RefCell<(String, bool)> = RefCell::new((r#"{"engines":[],"middlewares":[],"tools":[]}"#.into(), false));
 }
 
 /// The lockdown's own check of the booted VM (see [`lockdown::report`]).
@@ -192,29 +193,34 @@ pub fn boot_now() {
 /// differs from what the VM has (the snapshot booted with nothing
 /// provided): a sandbox that provides nothing pays no entry into
 /// JavaScript for its configuration.
+/// Runs no JavaScript: what the host provides is kept here, and the
+/// runtime's JavaScript reads it when a script first asks for a host
+/// engine, middleware or tool ([`host_info_changed`]). A configure that ran
+/// the dispatcher was a fresh instance's first JavaScript, and its page
+/// faults made it most of a new sandbox's time (docs/architecture.md §10).
 pub fn configure(memory_limit: u64, gc_threshold: u64, host_info: String) {
     check_last_entry_returned();
     LIMITS.with(|l| l.set((memory_limit, gc_threshold)));
-    let changed = HOST_INFO.with(|h| {
+    HOST_INFO.with(|h| {
         let mut h = h.borrow_mut();
-        if *h == host_info {
-            false
-        } else {
-            *h = host_info;
-            true
+        if h.0 != host_info {
+            *h = (host_info, true);
         }
     });
-    let booted = VM.with(|vm| {
-        let vm = vm.borrow();
-        if let Some(vm) = vm.as_ref() {
+    VM.with(|vm| {
+        if let Some(vm) = vm.borrow().as_ref() {
             apply_limits(vm.runtime.context().runtime());
         }
-        vm.is_some()
     });
-    if booted && changed {
-        let info = HOST_INFO.with(|h| h.borrow().clone());
-        let _ = dispatch("configure", (info,));
-    }
+}
+
+/// What the host provides, as JSON, when it changed since the runtime's
+/// JavaScript last read it (`native.hostInfo()`, api.js); `None` otherwise.
+pub(crate) fn host_info_changed() -> Option<String> {
+    HOST_INFO.with(|h| {
+        let mut h = h.borrow_mut();
+        std::mem::take(&mut h.1).then(|| h.0.clone())
+    })
 }
 
 fn apply_limits(rt: &rquickjs::Runtime) {
@@ -334,10 +340,6 @@ fn boot() -> Vm {
             ctx.globals().set(API_GLOBAL, api.clone())?;
             let (_module, _evaluated) = Module::declare(ctx.clone(), API_MODULE, source)?.eval()?;
             ctx.globals().remove(API_GLOBAL)?;
-            let info = HOST_INFO.with(|h| h.borrow().clone());
-            dispatch
-                .get::<_, Function>("configure")?
-                .call::<_, ()>((info,))?;
 
             let lockdown: Function = ctx.eval_with_options(LOCKDOWN_JS, runtime_source())?;
             let roots: Vec<Value> = lockdown.call((api,))?;

@@ -1,8 +1,21 @@
 // The `marionette` module's objects: turns, consts, engines, middlewares,
 // tools, and the records behind them that the host reaches by handle.
 
-  // What the host provides, set by `dispatch.configure`.
-  const host = { engines: [], middlewares: [], tools: new MapCtor() };
+  // What the host provides (engines, middleware and tools by name), as the
+  // host's last `configure` said: `native.hostInfo()` hands its JSON over
+  // once after each change, read here when a script first asks (so that a
+  // configure runs no JavaScript: vm.rs, `configure`).
+  let hostInfo = { engines: [], middlewares: [], tools: new MapCtor() };
+  const provided = () => {
+    const changed = native.hostInfo();
+    if (changed !== undefined) {
+      const i = jsonParse(changed);
+      const tools = new MapCtor();
+      for (const t of i.tools) mset(tools, t.name, t);
+      hostInfo = { engines: i.engines, middlewares: i.middlewares, tools };
+    }
+    return hostInfo;
+  };
 
   // What each branded API object really is. A WeakMap keyed by the frozen
   // object a script holds: a script cannot forge or alter an entry.
@@ -140,8 +153,9 @@
     host(name) {
       if (name !== undefined && name !== null) {
         if (typeof name !== "string") throw new TypeErrorCtor("engines.host: the engine name must be a string");
-        if (call(arrayIndexOf, host.engines, name) < 0) {
-          throw new TypeErrorCtor("engines.host: the host provides no engine named " + describe(name) + " (it provides: " + known(host.engines) + ")");
+        const { engines: provides } = provided();
+        if (call(arrayIndexOf, provides, name) < 0) {
+          throw new TypeErrorCtor("engines.host: the host provides no engine named " + describe(name) + " (it provides: " + known(provides) + ")");
         }
       }
       const engine = name === undefined || name === null ? null : name;
@@ -163,8 +177,9 @@
       return brand({ kind: "middleware", name: n }, { kind: "middleware", name: n, run: fn });
     },
     host(name, options) {
-      if (typeof name !== "string" || call(arrayIndexOf, host.middlewares, name) < 0) {
-        throw new TypeErrorCtor("middlewares.host: the host provides no middleware named " + describe(name) + " (it provides: " + known(host.middlewares) + ")");
+      const { middlewares: provides } = provided();
+      if (typeof name !== "string" || call(arrayIndexOf, provides, name) < 0) {
+        throw new TypeErrorCtor("middlewares.host: the host provides no middleware named " + describe(name) + " (it provides: " + known(provides) + ")");
       }
       if (options !== undefined && !isPlainObject(options)) throw new TypeErrorCtor("middlewares.host: the options of " + describe(name) + " must be an object");
       return brand({ kind: "middleware", name }, { kind: "middleware", name, host: { name, options: copy(options === undefined ? {} : options) } });
@@ -204,10 +219,11 @@
   // The host tools a registry uses.
   function hostToolsOf(record) {
     if (record.hostTools === null) return [];
-    if (record.hostTools === "all") return [...host.tools.values()];
+    const { tools } = provided();
+    if (record.hostTools === "all") return [...tools.values()];
     const out = [];
     for (const name of record.hostTools) {
-      const t = mget(host.tools, name);
+      const t = mget(tools, name);
       if (t !== undefined) out[out.length] = t;
     }
     return out;
@@ -263,9 +279,10 @@
         }
         if (!arrayIsArray(names)) throw new TypeErrorCtor("useHostTools: expected an array of tool names, or nothing for all of them");
         const chosen = [];
+        const { tools } = provided();
         for (const n of names) {
-          if (!mhas(host.tools, n)) {
-            throw new TypeErrorCtor("useHostTools: the host provides no tool named " + describe(n) + " (it provides: " + known([...host.tools.keys()]) + ")");
+          if (!mhas(tools, n)) {
+            throw new TypeErrorCtor("useHostTools: the host provides no tool named " + describe(n) + " (it provides: " + known([...tools.keys()]) + ")");
           }
           chosen[chosen.length] = n;
         }

@@ -79,13 +79,6 @@
     abandon(task) {
       isdel(state.live, task);
     },
-    configure(info) {
-      const i = jsonParse(info);
-      host.engines = i.engines;
-      host.middlewares = i.middlewares;
-      host.tools = new MapCtor();
-      for (const t of i.tools) mset(host.tools, t.name, t);
-    },
     load(task, name, namespace, evaluated) {
       start(task, "json", () => then(evaluated, () => { mset(scripts, name, namespace); return null; }));
     },
