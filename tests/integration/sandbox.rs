@@ -382,6 +382,61 @@ async fn a_full_queue_rejects_calls_but_never_sheds_a_host_answer() {
     .expect("the owner is stuck, or task A's host answer was shed");
 }
 
+/// What the host provides reaches scripts by name, in the first instance
+/// and in the one rebuilt after a trap: `configure` runs no JavaScript, and
+/// the runtime reads the host's list when a script first asks (once per
+/// instance, since every instance starts from the snapshot's empty list).
+#[tokio::test]
+async fn scripts_see_the_host_engines_in_every_instance_and_only_those() {
+    use marionette::session::EchoEngine;
+
+    const ASKS: &str = r#"
+        import { engines, turns } from 'marionette';
+        export async function ask(name) {
+            const out = await engines.host(name).infer(turns.newTurn({ blocks: [turns.newUserBlock('hi')] }));
+            return out.blocks[out.blocks.length - 1].payload.text;
+        }
+        export function absent() {
+            try { engines.host('absent'); } catch (e) { return e.message; }
+            return 'no error';
+        }
+    "#;
+    let services = HostServices {
+        engines: HostServices::default()
+            .engines
+            .register("mine", Arc::new(EchoEngine::new("from mine"))),
+        ..HostServices::default()
+    };
+    let sb = Sandbox::with_services(Runtime::shared().unwrap(), Policy::default(), services)
+        .await
+        .unwrap();
+    sb.load("hostile.js", fixture("hostile.js")).await.unwrap();
+    sb.load("asks.js", ASKS).await.unwrap();
+    for round in ["first instance", "rebuilt instance"] {
+        let answer = sb
+            .call("asks.js", "ask", &[json!("mine")], TaskOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{round}: {e:?}"));
+        assert_eq!(answer, json!("from mine"), "{round}");
+        let refused = sb
+            .call("asks.js", "absent", &[], TaskOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            refused,
+            json!(
+                "engines.host: the host provides no engine named \"absent\" (it provides: echo, mine)"
+            ),
+            "{round}"
+        );
+        assert!(matches!(
+            call(&sb, "recurse").await,
+            Err(Error::Trapped { .. })
+        ));
+    }
+    assert_eq!(sb.stats().await.unwrap().rebuilds, 2);
+}
+
 /// After a trap, scripts are reloaded in a fresh instance: a script
 /// replaced before the trap comes back as its last version, and a script
 /// whose reload fails is dropped while the others serve.
