@@ -86,11 +86,13 @@ const ENTRY: &str = "docs/architecture.md §11, \"The call path in Rust, session
                      own work. The task table and the scripts' exports held in Rust, and raw \
                      QuickJS calls, would move it. Through the API add the owner hand-off \
                      (`wake/*`)";
-const INSTANCE: &str = "docs/architecture.md §10, \"Profiled: where a new instance goes\" and \
-                        \"A pooled instance\": on demand, the kernel's copy-on-write page work; \
-                        pooled (`instantiate/guest_direct_pooled`, opt-in), the exports' type \
-                        checks, the page scan and wasmtime's instantiation. A first result adds \
-                        the module's compile and evaluation and the owner hand-offs";
+const INSTANCE: &str = "docs/architecture.md §10, \"A fresh sandbox, stage by stage (session \
+                        11)\": instances come from the pool by default (`instantiate/guest_direct`; \
+                        `guest_direct_on_demand` is an instance past the pool's room). A first result \
+                        adds the load (its entry's page faults on the snapshot's pages: a pooled slot \
+                        keeps only the first 32 runs of pages its last instance wrote, and each write \
+                        to a page first read costs a TLB shootdown across the CPUs), the export list \
+                        read in an entry of its own, and the owner hand-offs";
 const MEMORY: &str = "docs/architecture.md §11, \"What an idle sandbox holds\": about 400 KiB are \
                       snapshot pages each instance writes (QuickJS's reference counts in objects \
                       all over the heap); collecting the boot's garbage before the snapshot and \
