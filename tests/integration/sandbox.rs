@@ -801,6 +801,37 @@ async fn past_a_full_pool_sandboxes_are_made_on_demand_and_keep_every_limit() {
     assert_serves(last).await;
 }
 
+/// A pool that cannot be reserved (room for a million instances: 4 PiB of
+/// address space, more than any 64-bit process has) leaves a runtime whose
+/// instances are all made on demand, which serves; told to refuse past its
+/// room instead, the runtime is not made, and the error says why.
+#[tokio::test]
+async fn a_pool_that_cannot_be_reserved_falls_back_to_instances_on_demand() {
+    use marionette::{PoolFull, RuntimeOptions};
+
+    let too_big = RuntimeOptions {
+        pooled_instances: Some(1 << 20),
+        ..RuntimeOptions::default()
+    };
+    let runtime = Runtime::new(&too_big).expect("a runtime on demand");
+    assert!(!runtime.pooled());
+    let sb = Sandbox::with_runtime(runtime, Policy::default())
+        .await
+        .expect("a sandbox on demand");
+    sb.load("hostile.js", fixture("hostile.js")).await.unwrap();
+    assert_serves(&sb).await;
+
+    let refused = Runtime::new(&RuntimeOptions {
+        pool_full: PoolFull::Refuse,
+        ..too_big
+    })
+    .expect_err("a pool that cannot be reserved, and no fallback");
+    assert!(
+        format!("{refused:#}").contains("configuring wasmtime"),
+        "{refused:#}"
+    );
+}
+
 /// A pooled runtime resets a slot's memory in place when its instance is
 /// dropped (`linear_memory_keep_resident`): the next sandbox on that slot
 /// starts from the snapshot, with nothing of what the last one wrote (its
