@@ -121,6 +121,12 @@ thread_local! {
     /// Set when a promise was rejected for out of memory with no handler
     /// during this entry.
     static UNHANDLED_OOM: Cell<bool> = const { Cell::new(false) };
+    /// Set when the heap reached its limit during this entry (see
+    /// [`look_after_heap`]); the entry's task, if it is left waiting on
+    /// nothing, is failed (see [`due_stops`]).
+    static HEAP_FULL: Cell<bool> = const { Cell::new(false) };
+    /// The task the current entry started or resumed, if the host named one.
+    static ENTRY_TASK: Cell<u64> = const { Cell::new(0) };
     /// Set when the host's interrupt handler said stop during this entry.
     static INTERRUPTED: Cell<bool> = const { Cell::new(false) };
     /// Set while [`drain`] runs a promise job.
@@ -421,6 +427,7 @@ fn look_after_heap(runtime: &javy::Runtime) {
     if !runtime.context().with(|ctx| heap_exhausted(&ctx)) {
         return;
     }
+    HEAP_FULL.with(|h| h.set(true));
     let rt = runtime.context().runtime();
     rt.run_gc();
     let live = u64::try_from(rt.memory_usage().malloc_size).unwrap_or(0);
@@ -548,6 +555,8 @@ where
     LEFTOVER_POLLS.with(|l| l.set(None));
     STOPPED.with(|s| s.borrow_mut().take());
     UNHANDLED_OOM.with(|u| u.set(false));
+    HEAP_FULL.with(|h| h.set(false));
+    ENTRY_TASK.with(|t| t.set(task.unwrap_or(0)));
     VM.with(|cell| {
         let mut slot = cell.borrow_mut();
         let vm = slot.get_or_insert_with(boot);
@@ -695,6 +704,24 @@ fn due_stops() -> Vec<(u64, &'static str, String)> {
             "out-of-memory",
             "the task's promise jobs ran out of memory and nothing handled the error".into(),
         ));
+    }
+    // Out of memory, QuickJS may lose a promise's reactions (the job that
+    // would run them could not be queued): the task's code is gone, no
+    // error was raised, and the task would wait forever for nothing. So
+    // when the heap reached its limit in this entry, the entry's task, if
+    // it still waits on no operation of the host, is failed as out of
+    // memory (stopping a task that is done already does nothing). A task
+    // that waits on another task's JavaScript is failed too: after the
+    // heap ran out, that is the safe side.
+    if HEAP_FULL.with(|h| h.replace(false)) {
+        let task = ENTRY_TASK.with(Cell::get);
+        if task != 0 && natives::pending_ops(task) == 0 {
+            stops.push((
+                task,
+                "out-of-memory",
+                "the task ran out of memory and was left waiting on nothing".into(),
+            ));
+        }
     }
     stops
 }

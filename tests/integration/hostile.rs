@@ -865,6 +865,58 @@ async fn fuel_stops_a_loop_deterministically_and_needs_a_metering_runtime() {
     }
 }
 
+/// Out of memory, QuickJS may lose a promise's reactions (the job that
+/// would run them could not be queued): the async function is gone, no
+/// error is raised, and its task would wait for nothing until its caller
+/// gave up. Wherever the heap happens to fill (the chain's step varied),
+/// the task ends with the memory limit, and the sandbox serves after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_chain_out_of_memory_ends_its_task_wherever_the_heap_fills() {
+    let policy = Policy {
+        entry_deadline: Duration::from_secs(10),
+        ..small_policy()
+    };
+    let sb = Sandbox::new(policy).await.unwrap();
+    for pad in [1, 5, 16, 40, 64, 100, 128, 300] {
+        let source = format!(
+            "export default async function main() {{\n\
+               const kept = [];\n\
+               for (let i = 0; ; i++) {{ await null; kept.push({{ i, pad: new Array({pad}).fill(i) }}); }}\n\
+             }}"
+        );
+        sb.load("chain.js", source).await.unwrap();
+        let out = sb
+            .run_main(
+                "chain.js",
+                &json!({}),
+                // Only there so that a lost task fails the test, not hangs it.
+                TaskOptions::timeout(Duration::from_secs(30)),
+            )
+            .await;
+        match out {
+            Err(Error::Limit {
+                limit: Limit::Memory,
+                ..
+            })
+            | Err(Error::Trapped {
+                limit: Some(Limit::Memory),
+                ..
+            }) => {}
+            other => panic!("pad {pad}: expected the memory limit, got {other:?}"),
+        }
+        sb.load("plain.js", "export default () => 'fine';")
+            .await
+            .unwrap();
+        assert_eq!(
+            sb.run_main("plain.js", &json!({}), TaskOptions::default())
+                .await
+                .unwrap(),
+            json!("fine"),
+            "pad {pad}: the sandbox serves after"
+        );
+    }
+}
+
 /// The epoch hard stop: a built-in that loops in C never polls the soft
 /// interrupt, and only wasmtime's epoch deadline (twice the entry deadline)
 /// ends it, as a trap; the instance is rebuilt and serves the witness.
