@@ -119,11 +119,6 @@ impl DirectRuntime {
         })
     }
 
-    /// Whether instances come from the runtime's pool first.
-    pub fn pooled(&self) -> bool {
-        self.runtime.pooled()
-    }
-
     /// A fresh instance in a fresh store, configured with the default
     /// policy's QuickJS heap limit (what a sandbox's instantiation does,
     /// without the memory limiter).

@@ -125,8 +125,6 @@ thread_local! {
     /// [`look_after_heap`]); the entry's task, if it is left waiting on
     /// nothing, is failed (see [`due_stops`]).
     static HEAP_FULL: Cell<bool> = const { Cell::new(false) };
-    /// The task the current entry started or resumed, if the host named one.
-    static ENTRY_TASK: Cell<u64> = const { Cell::new(0) };
     /// Set when the host's interrupt handler said stop during this entry.
     static INTERRUPTED: Cell<bool> = const { Cell::new(false) };
     /// Set while [`drain`] runs a promise job.
@@ -556,7 +554,6 @@ where
     STOPPED.with(|s| s.borrow_mut().take());
     UNHANDLED_OOM.with(|u| u.set(false));
     HEAP_FULL.with(|h| h.set(false));
-    ENTRY_TASK.with(|t| t.set(task.unwrap_or(0)));
     VM.with(|cell| {
         let mut slot = cell.borrow_mut();
         let vm = slot.get_or_insert_with(boot);
@@ -598,7 +595,7 @@ where
         });
         drain(&vm.runtime, &vm.dispatch);
         look_after_heap(&vm.runtime);
-        stop_tasks(&vm.runtime, &vm.dispatch);
+        stop_tasks(&vm.runtime, &vm.dispatch, task);
         run_leftovers(&vm.runtime, &vm.dispatch);
     });
     IN_ENTRY.with(|e| e.set(false));
@@ -652,11 +649,13 @@ fn check_last_entry_returned() {
 /// out of memory. Each has its operations released and then its `done`;
 /// the rejections their operations get run next (unless JavaScript was
 /// stopped: then they are among the jobs [`run_leftovers`] runs).
-fn stop_tasks(runtime: &javy::Runtime, dispatch: &Persistent<Object<'static>>) {
+///
+/// `task` is the task the entry started, if it started one.
+fn stop_tasks(runtime: &javy::Runtime, dispatch: &Persistent<Object<'static>>, task: Option<u64>) {
     // Their unwinding may meet a stop or a cap of its own: again, until
     // nothing more is to be stopped (a task is stopped once).
     loop {
-        let stops = due_stops();
+        let stops = due_stops(task);
         if stops.is_empty() {
             return;
         }
@@ -683,7 +682,7 @@ fn stop_tasks(runtime: &javy::Runtime, dispatch: &Persistent<Object<'static>>) {
 
 /// The tasks to stop now, with the failure's kind and words (see
 /// [`stop_tasks`]).
-fn due_stops() -> Vec<(u64, &'static str, String)> {
+fn due_stops(entry_task: Option<u64>) -> Vec<(u64, &'static str, String)> {
     let mut stops: Vec<(u64, &'static str, String)> = Vec::new();
     if let Some((task, stop)) = STOPPED.with(|s| s.borrow_mut().take()) {
         match stop {
@@ -713,15 +712,15 @@ fn due_stops() -> Vec<(u64, &'static str, String)> {
     // memory (stopping a task that is done already does nothing). A task
     // that waits on another task's JavaScript is failed too: after the
     // heap ran out, that is the safe side.
-    if HEAP_FULL.with(|h| h.replace(false)) {
-        let task = ENTRY_TASK.with(Cell::get);
-        if task != 0 && natives::pending_ops(task) == 0 {
-            stops.push((
-                task,
-                "out-of-memory",
-                "the task ran out of memory and was left waiting on nothing".into(),
-            ));
-        }
+    if HEAP_FULL.with(|h| h.replace(false))
+        && let Some(task) = entry_task
+        && natives::pending_ops(task) == 0
+    {
+        stops.push((
+            task,
+            "out-of-memory",
+            "the task ran out of memory and was left waiting on nothing".into(),
+        ));
     }
     stops
 }

@@ -28,6 +28,21 @@ export async function order() {
 "#;
 
 /// The timers the owner waits on, earliest deadline first.
+/// Waits until the owner holds `n` pending timers: until the calls that
+/// ask for them have asked (a condition, not a time; each look is a job on
+/// the owner, a millisecond apart).
+async fn until_timers(sandbox: &Sandbox, n: usize) {
+    while sandbox
+        .runner
+        .call("timers", |owner: &mut Owner| timers(owner).len())
+        .await
+        .unwrap()
+        < n
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 fn timers(owner: &Owner) -> Vec<(Due, u64)> {
     let mut timers: Vec<(Due, u64)> = owner
         .ops
@@ -52,16 +67,7 @@ async fn timers_answered_out_of_order_still_fire_in_the_order_of_their_deadlines
                 .await
         })
     };
-    // Until the three sleeps are pending (no timing: their asking).
-    while sandbox
-        .runner
-        .call("timers", |owner: &mut Owner| timers(owner).len())
-        .await
-        .unwrap()
-        < 3
-    {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until_timers(&sandbox, 3).await;
     // They expire together: their answers arrive latest first.
     let answered = sandbox
         .runner
@@ -113,25 +119,11 @@ async fn two_calls(policy: Policy) -> (Json, Json) {
                 .await
         })
     };
-    let pending = |n: usize| {
-        let sandbox = sandbox.clone();
-        async move {
-            while sandbox
-                .runner
-                .call("timers", |owner: &mut Owner| timers(owner).len())
-                .await
-                .unwrap()
-                < n
-            {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-    };
     let long = start(60_010, "long");
-    pending(1).await;
+    until_timers(&sandbox, 1).await;
     tokio::time::sleep(Duration::from_millis(30)).await;
     let short = start(60_000, "short");
-    pending(2).await;
+    until_timers(&sandbox, 2).await;
     sandbox
         .runner
         .call("expire", |owner: &mut Owner| {
@@ -257,16 +249,7 @@ async fn a_stop_never_interrupts_the_runtime_releasing_a_cancelled_task() {
                 .await
         })
     };
-    // Until its timers are all pending (no timing: their asking).
-    while sandbox
-        .runner
-        .call("timers", |owner: &mut Owner| timers(owner).len())
-        .await
-        .unwrap()
-        < TIMERS
-    {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until_timers(&sandbox, TIMERS).await;
     sandbox.interrupts.request(0);
     let (before, after) = sandbox
         .runner
