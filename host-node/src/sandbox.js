@@ -605,6 +605,9 @@ export class Sandbox {
       result = new LimitError(task.op, "memory", outcome.outOfMemory);
     } else if (
       outcome.ok.kind === "json" &&
+      // A load's value is the runtime's export list, not a script's result.
+      task.kind.type !== "load" &&
+      task.kind.type !== "reload" &&
       this.#policy.maxResultBytes > 0 &&
       outcome.ok.bytes > this.#policy.maxResultBytes
     ) {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use marionette::model::{BlockKind, Event, ExportKind, LogLevel, ToolCall, Turn};
-use marionette::{Error, Policy, Sandbox, TaskOptions};
+use marionette::{Error, Limit, Policy, Sandbox, TaskOptions};
 use serde_json::json;
 
 use crate::common::fixture;
@@ -307,6 +307,40 @@ async fn the_host_learns_each_export_by_name_and_kind() {
         sb.list_tools("parts.js", "calculator").await.unwrap(),
         *tools
     );
+    // The load's list (the load task's value) is what `exports` says.
+    let mut asked = sb.exports("parts.js").await.unwrap();
+    asked.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(asked, exports);
+}
+
+/// A load's value is the runtime's export list, not a script's result: the
+/// policy's cap on results does not refuse a load, and still caps a call.
+#[tokio::test]
+async fn the_cap_on_results_caps_calls_and_never_a_load() {
+    let policy = Policy {
+        max_result_bytes: 16,
+        ..Policy::default()
+    };
+    let sb = Sandbox::with_runtime(marionette::Runtime::shared().unwrap(), policy)
+        .await
+        .unwrap();
+    let exports = sb
+        .load("parts.js", fixture("agent_parts.js"))
+        .await
+        .expect("a load is not capped");
+    assert_eq!(exports.len(), 8);
+    let big = sb
+        .load("big.js", "export const big = () => 'x'.repeat(100);")
+        .await
+        .expect("a load is not capped");
+    assert_eq!(big.len(), 1);
+    match sb.call("big.js", "big", &[], TaskOptions::default()).await {
+        Err(Error::Limit {
+            limit: Limit::Output,
+            ..
+        }) => {}
+        other => panic!("expected the output cap, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -91,8 +91,8 @@ const INSTANCE: &str = "docs/architecture.md §10, \"A fresh sandbox, stage by s
                         `guest_direct_on_demand` is an instance past the pool's room). A first result \
                         adds the load (its entry's page faults on the snapshot's pages: a pooled slot \
                         keeps only the first 32 runs of pages its last instance wrote, and each write \
-                        to a page first read costs a TLB shootdown across the CPUs), the export list \
-                        read in an entry of its own, and the owner hand-offs";
+                        to a page first read costs a TLB shootdown across the CPUs) and the owner \
+                        hand-offs";
 const MEMORY: &str = "docs/architecture.md §11, \"What an idle sandbox holds\": about 400 KiB are \
                       snapshot pages each instance writes (QuickJS's reference counts in objects \
                       all over the heap); collecting the boot's garbage before the snapshot and \

@@ -15,6 +15,21 @@
     return isPlainObject(v) && (typeof v.beforeToolCall === "function" || typeof v.afterToolCall === "function" || typeof v.onToolError === "function");
   }
 
+  // A script's exports as `script.exports` lists them (wit/types.wit,
+  // `export-info`): the kind one of `export-kind`'s, a registry's tools
+  // as the model sees them.
+  const exportKinds = new SetCtor(["main", "function", "engine", "middleware", "tool-registry", "tool-hooks", "value"]);
+  function exportList(ns) {
+    const out = [];
+    for (const key of objectKeys(ns)) {
+      const v = ns[key];
+      const k = kindOf(key, v);
+      const kind = shas(exportKinds, k) ? k : "value";
+      out[out.length] = { name: key, kind, tools: kind === "tool-registry" ? definitions(brandOf(v), true) : [] };
+    }
+    return out;
+  }
+
   function kindOf(exportName, v) {
     if (exportName === "default" && typeof v === "function") return "main";
     const b = brandOf(v);
@@ -80,17 +95,12 @@
       isdel(state.live, task);
     },
     load(task, name, namespace, evaluated) {
-      start(task, "json", () => then(evaluated, () => { mset(scripts, name, namespace); return null; }));
+      // The task's value is the script's export list: what a host returns
+      // from its load, without an entry of its own to ask (`exports`).
+      start(task, "json", () => then(evaluated, () => { mset(scripts, name, namespace); return exportList(namespace); }));
     },
     exports(name) {
-      const ns = script(name);
-      const out = [];
-      for (const key of objectKeys(ns)) {
-        const v = ns[key];
-        const kind = kindOf(key, v);
-        out[out.length] = { name: key, kind, tools: kind === "tool-registry" ? definitions(brandOf(v), true) : [] };
-      }
-      return jsonStringify(out);
+      return jsonStringify(exportList(script(name)));
     },
     runMain(task, name, input) {
       start(task, "json", () => {

@@ -152,6 +152,19 @@ pub(crate) fn tool_definitions(
         .collect()
 }
 
+/// The value of a finished `script.load`: the script's export list as JSON
+/// (what `script.exports` lists, its tools' parameters as JSON objects).
+pub(crate) fn export_list(value: wit::Value) -> anyhow::Result<Vec<ExportInfo>> {
+    match value {
+        wit::Value::Json(text) => {
+            serde_json::from_str(&text).context("the load's value is not an export list")
+        }
+        wit::Value::Turn(_) | wit::Value::HttpResponse(_) => {
+            bail!("the load's value is not JSON")
+        }
+    }
+}
+
 pub(crate) fn exports(list: Vec<wit::ExportInfo>) -> anyhow::Result<Vec<ExportInfo>> {
     list.into_iter()
         .map(|e| {

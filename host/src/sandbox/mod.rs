@@ -442,9 +442,17 @@ impl Sandbox {
             source: source.clone(),
         };
         let load_name = name.clone();
-        self.task(op, options, kind, None, source.call(load_name))
+        let value = self
+            .task(op.clone(), options, kind, None, source.call(load_name))
             .await?;
-        self.exports(&name).await
+        // The load's value is the script's export list, in the JSON of
+        // `script.exports` (docs/protocol.md): no second entry to ask.
+        convert::export_list(value).map_err(|e| {
+            Error::host(
+                op,
+                e.context("decoding the export list the guest's load returned"),
+            )
+        })
     }
 
     /// The exports of a loaded script.

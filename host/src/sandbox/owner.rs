@@ -848,7 +848,14 @@ impl Owner {
             return; // cancelled, timed out or failed already
         };
         let memory_refused = self.memory_refused;
-        let max = self.policy.max_result_bytes;
+        // A load's value is the runtime's export list, not a script's
+        // result: the cap on results is not for it.
+        let loads = matches!(task.kind, TaskKind::Load { .. } | TaskKind::Reload { .. });
+        let max = if loads {
+            0
+        } else {
+            self.policy.max_result_bytes
+        };
         let result = match outcome {
             Ok(wit::Value::Json(text)) if max > 0 && text.len() as u64 > max => Err(Error::Limit {
                 op: task.op.clone(),
