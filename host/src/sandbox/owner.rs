@@ -508,6 +508,14 @@ impl Owner {
                     }
                 }
                 wit::Effect::Event(e) => {
+                    // A session event is JSON text: read only when someone
+                    // reads it, the task's listener or the debug log.
+                    if matches!(e.event, wit::Event::Session(_))
+                        && !self.listens(e.task)
+                        && !tracing::enabled!(tracing::Level::DEBUG)
+                    {
+                        continue;
+                    }
                     if let Some(event) = convert::event(e.event) {
                         self.deliver(e.task, event);
                     }
@@ -818,6 +826,11 @@ impl Owner {
             return; // the script stopped waiting for the inference
         };
         self.enter(task, Call::Notify { op, events });
+    }
+
+    /// Whether task `task` has a listener for its events.
+    fn listens(&self, task: u64) -> bool {
+        self.tasks.get(&task).is_some_and(|t| t.events.is_some())
     }
 
     fn deliver(&mut self, task: u64, event: Event) {
