@@ -13,6 +13,7 @@
 
 mod clock;
 mod convert;
+mod copy;
 mod heap;
 mod loader;
 mod lockdown;

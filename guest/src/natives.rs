@@ -244,6 +244,7 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
     )?;
     // The runtime's ids (see `clock::uuid`).
     native.set("uuid", Function::new(ctx.clone(), crate::clock::uuid)?)?;
+    native.set("copy", Function::new(ctx.clone(), crate::copy::copy)?)?;
 
     // The runtime says which task its JavaScript runs for.
     native.set(

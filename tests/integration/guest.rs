@@ -814,3 +814,32 @@ export const notAFunction = 1;\n";
         );
     }
 }
+
+/// The runtime's copy (native for plain data, JSON text for the rest) has
+/// JSON's meaning for every value a script can hand over: the same result
+/// to the key order and the sign of zero, the same error, the same getters,
+/// traps and `toJSON` calls in the same order (tests/fixtures/copies.js: a
+/// list of odd values and 300 random plain ones, each copied the ways a
+/// script's values are, against `JSON.parse(JSON.stringify(v))`).
+#[tokio::test]
+async fn the_runtimes_copy_means_what_json_means() {
+    let sb = sandbox().await;
+    sb.load("copies.js", fixture("copies.js")).await.unwrap();
+    let out = sb
+        .call("copies.js", "differences", &[], TaskOptions::default())
+        .await
+        .unwrap();
+    let differences = out["differences"].as_array().expect("a list");
+    assert!(differences.is_empty(), "{differences:#?}");
+    assert!(out["cases"].as_u64().unwrap() > 350, "{out}");
+    let independent = sb
+        .call(
+            "copies.js",
+            "copiesAreIndependent",
+            &[],
+            TaskOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(independent, json!({"type": "number", "list": [1, 2]}));
+}

@@ -98,10 +98,10 @@ const MEMORY: &str = "docs/architecture.md §11, \"What an idle sandbox holds\":
                       all over the heap); collecting the boot's garbage before the snapshot and \
                       touching fewer objects per entry would move it";
 const SESSIONS: &str = "docs/architecture.md §11, \"Many sessions\": about 1 ms of guest work per \
-                        session; taken out one at a time, its 15 JSON copies are a quarter of it \
-                        and its events an eighth (session 12). A copy without JSON text and \
-                        events only for a host that asks would move it by about a third; the \
-                        1.5x bound needs the loop itself out of the interpreter";
+                        session; taken out one at a time, its 15 JSON copies were a quarter of it \
+                        and its events an eighth (session 12). Plain data is now copied without \
+                        JSON text; events only for a host that asks would move it an eighth more; \
+                        the 1.5x bound needs the loop itself out of the interpreter";
 
 /// Every target, evaluated against `r`.
 pub fn evaluate(r: &Report) -> Vec<TargetResult> {

@@ -406,6 +406,13 @@
     return e;
   }
 
-  // A deep copy through JSON: what crosses to and from user code is a copy.
-  const copy = (v) => (v === undefined ? undefined : jsonParse(jsonStringify(v)));
+  // A deep copy with JSON's meaning: what crosses to and from user code is a
+  // copy. Plain data is copied natively (guest/src/copy.rs); anything else
+  // (`undefined` from the native copy) through JSON text, with JSON's own
+  // side effects and errors.
+  const copy = (v) => {
+    if (v === undefined) return undefined;
+    const c = native.copy(v);
+    return c !== undefined ? c : jsonParse(jsonStringify(v));
+  };
 
