@@ -34,10 +34,11 @@ use rquickjs::{Ctx, Value, qjs};
 /// own stack check decides as it always did.
 const MAX_DEPTH: usize = 64;
 
-/// Array length copied here at most: the walk holds an array's items in a
-/// vector of its own (outside QuickJS's heap limit) before it makes the
-/// copy, so longer arrays go through JSON text, under the limit as before.
-const MAX_ARRAY: i64 = 1 << 16;
+/// Array items held at once at most: the walk holds an array's items in a
+/// vector of its own (outside QuickJS's heap limit) until it makes the
+/// copy, so a value with more (in the arrays being copied at one time) goes
+/// through JSON text, under the limit as before.
+const MAX_HELD: i64 = 1 << 16;
 
 /// The classes and prototypes of plain objects and arrays, learnt once.
 #[derive(Clone, Copy)]
@@ -77,6 +78,7 @@ pub fn copy<'js>(ctx: Ctx<'js>, value: Value<'js>) -> rquickjs::Result<Value<'js
             ctx: raw,
             plain,
             stack: Vec::new(),
+            held: 0,
         };
         match walk.value(value.as_raw(), 0) {
             Ok(Some(copied)) => Ok(Value::from_raw(ctx, copied)),
@@ -144,6 +146,8 @@ struct Walk {
     plain: Plain,
     /// The objects being copied, outermost first: one met again is a cycle.
     stack: Vec<*mut c_void>,
+    /// The items of the arrays being copied, together.
+    held: i64,
 }
 
 impl Walk {
@@ -221,11 +225,24 @@ impl Walk {
             if qjs::JS_GetLength(self.ctx, v, &mut len) < 0 {
                 return Err(Stop::Thrown);
             }
-            if len > MAX_ARRAY {
+            if len > MAX_HELD - self.held {
                 return Err(Stop::NotPlain);
             }
-            let count = len as i32;
-            let mut items: Vec<qjs::JSValue> = Vec::new();
+            self.held += len;
+            let copied = self.items(v, len as i32, depth);
+            self.held -= len;
+            copied
+        }
+    }
+
+    unsafe fn items(
+        &mut self,
+        v: qjs::JSValue,
+        count: i32,
+        depth: usize,
+    ) -> Result<qjs::JSValue, Stop> {
+        unsafe {
+            let mut items: Vec<qjs::JSValue> = Vec::with_capacity(count as usize);
             let ctx = self.ctx;
             let free = |items: &[qjs::JSValue]| {
                 for &item in items {
