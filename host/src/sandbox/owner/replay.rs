@@ -26,17 +26,14 @@ impl Owner {
         let mut result = None;
         for entry in entries {
             let replaced;
-            let changed = matches!(&entry.call,
-                Call::Load { name, .. } if sources.contains_key(name))
-                || matches!(&entry.call,
-                Call::LoadModules { modules, .. } if modules.iter().any(|(path, _)| sources.contains_key(path)));
-            let call = match &entry.call {
+            // `changed`: a load of a source given in `sources`.
+            let (call, changed) = match &entry.call {
                 Call::Load { name, .. } if sources.contains_key(name) => {
                     replaced = Call::Load {
                         name: name.clone(),
                         source: sources[name].clone(),
                     };
-                    &replaced
+                    (&replaced, true)
                 }
                 // A graph's modules by path.
                 Call::LoadModules { name, modules }
@@ -51,9 +48,9 @@ impl Owner {
                             })
                             .collect(),
                     };
-                    &replaced
+                    (&replaced, true)
                 }
-                call => call,
+                call => (call, false),
             };
             match call {
                 Call::Load { .. } | Call::LoadModules { .. } => {
@@ -96,7 +93,8 @@ impl Owner {
                     // exports differently. That is no effect; what the
                     // changed script then asks for is compared.
                     let found = if changed {
-                        compare(&exports_unread(recorded), &exports_unread(&effects))
+                        let unread = |effects| exports_unread(effects, entry.task);
+                        compare(&unread(recorded), &unread(&effects))
                     } else {
                         compare(recorded, &effects)
                     };
@@ -149,16 +147,18 @@ impl Owner {
     }
 }
 
-/// `effects` with the value of each successful `done` emptied: what a
-/// load's effects say apart from the script's export list.
-fn exports_unread(effects: &[wit::Effect]) -> Vec<wit::Effect> {
+/// A load's `effects` with the value of its task's successful `done`
+/// emptied: what they say apart from the script's export list.
+fn exports_unread(effects: &[wit::Effect], load: u64) -> Vec<wit::Effect> {
     effects
         .iter()
         .map(|effect| match effect {
-            wit::Effect::Done(d) if d.outcome.is_ok() => wit::Effect::Done(wit::TaskDone {
-                task: d.task,
-                outcome: Ok(wit::Value::Json(String::new())),
-            }),
+            wit::Effect::Done(d) if d.task == load && d.outcome.is_ok() => {
+                wit::Effect::Done(wit::TaskDone {
+                    task: d.task,
+                    outcome: Ok(wit::Value::Json(String::new())),
+                })
+            }
             other => other.clone(),
         })
         .collect()

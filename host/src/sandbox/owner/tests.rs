@@ -27,7 +27,6 @@ export async function order() {
 }
 "#;
 
-/// The timers the owner waits on, earliest deadline first.
 /// Waits until the owner holds `n` pending timers: until the calls that
 /// ask for them have asked (a condition, not a time; each look is a job on
 /// the owner, a millisecond apart).
@@ -43,6 +42,7 @@ async fn until_timers(sandbox: &Sandbox, n: usize) {
     }
 }
 
+/// The timers the owner waits on, earliest deadline first.
 fn timers(owner: &Owner) -> Vec<(Due, u64)> {
     let mut timers: Vec<(Due, u64)> = owner
         .ops
