@@ -144,9 +144,9 @@ declare module "marionette" {
 
   export interface ToolRegistry {
     readonly kind: "tool-registry";
-    register<A = any>(spec: ToolSpec<A>): ToolRegistry;
+    register<A = any>(spec: ToolSpec<A>): this;
     /** Adds the host's tools: those named, or all of them. */
-    useHostTools(names?: string[]): ToolRegistry;
+    useHostTools(names?: string[]): this;
     list(): ToolDefinition[];
     call(name: string, args?: Json): Promise<Json>;
   }
@@ -220,13 +220,17 @@ declare module "marionette" {
     /** Resolves to the final turn (a copy). */
     readonly promise: Promise<Turn>;
     cancel(reason?: string): void;
-    /** Every event of the run reaches the handler, also those before `on()`. */
-    on(type: EventTypeName | "*", handler: (event: SessionEvent) => void): Run;
+    /**
+     * Every event of the run reaches the handler, also those before `on()`.
+     * The run drops its handlers when it ends; a handler registered after
+     * that still gets every event the run emitted.
+     */
+    on(type: EventTypeName | "*", handler: (event: SessionEvent) => void): this;
   }
 
   export interface Session {
     readonly id: string;
-    append(turn: Turn): Session;
+    append(turn: Turn): this;
     latest(): Turn | null;
     turns(): Turn[];
     turnCount(): number;
@@ -248,11 +252,11 @@ declare module "marionette" {
   export function createSession(options: SessionOptions): Session;
 
   export interface Builder {
-    withEngine(engine: Engine | EngineFunction): Builder;
-    useMiddleware(middleware: Middleware | MiddlewareFunction): Builder;
-    withTools(registry: ToolRegistry, loop?: ToolLoopSettings): Builder;
-    withToolLoop(loop: ToolLoopSettings): Builder;
-    withToolHooks(hooks: ToolHooks): Builder;
+    withEngine(engine: Engine | EngineFunction): this;
+    useMiddleware(middleware: Middleware | MiddlewareFunction): this;
+    withTools(registry: ToolRegistry, loop?: ToolLoopSettings): this;
+    withToolLoop(loop: ToolLoopSettings): this;
+    withToolHooks(hooks: ToolHooks): this;
     buildSession(): Session;
   }
 

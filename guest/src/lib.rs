@@ -54,6 +54,11 @@ impl exports::marionette::runtime::vm::Guest for Component {
         }
     }
 
+    fn measure_heap() -> exports::marionette::runtime::vm::HeapUsage {
+        let (bytes, objects) = vm::heap_usage();
+        exports::marionette::runtime::vm::HeapUsage { bytes, objects }
+    }
+
     fn configure(config: exports::marionette::runtime::vm::VmConfig) {
         let info = convert::host_info_to_json(
             &config.host_engines,

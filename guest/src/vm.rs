@@ -169,6 +169,20 @@ pub fn lockdown_report() -> lockdown::Report {
     })
 }
 
+/// What the script heap holds: bytes QuickJS has allocated and its objects,
+/// garbage in cycles included until the collector frees it.
+pub fn heap_usage() -> (u64, u64) {
+    VM.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let vm = slot.get_or_insert_with(boot);
+        let usage = vm.runtime.context().runtime().memory_usage();
+        (
+            u64::try_from(usage.malloc_size).unwrap_or(0),
+            u64::try_from(usage.obj_count).unwrap_or(0),
+        )
+    })
+}
+
 /// Boots the VM now if nothing has (the build's pre-initialisation calls
 /// this, see `world guest` in the WIT). Nothing in the boot depends on the
 /// host's configuration: `configure` applies it to a booted VM, so a

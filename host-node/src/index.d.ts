@@ -223,6 +223,13 @@ export class Task<T> implements PromiseLike<T>, AsyncIterable<TaskEvent> {
 }
 
 /** What a sandbox holds. */
+export interface HeapUsage {
+  /** Bytes QuickJS has allocated: live values, and garbage in reference cycles its collector has not freed yet. */
+  bytes: number;
+  /** Objects, counted the same way. */
+  objects: number;
+}
+
 export interface SandboxStats {
   /** Bytes of the guest's linear memory. */
   memory: number;
@@ -298,6 +305,11 @@ export class Sandbox implements AsyncDisposable {
   readonly protocol: 2;
   /** What the sandbox holds now. */
   stats(): SandboxStats;
+  /**
+   * What the script heap holds, measured in the guest. Unlike
+   * `stats().memory` it goes down as well as up.
+   */
+  heapUsage(): Promise<HeapUsage>;
   /** Stops: tasks in flight fail with a `ClosedError`; later calls too. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;

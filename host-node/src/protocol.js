@@ -115,6 +115,12 @@ export class Guest {
     );
   }
 
+  /** What the script heap holds: `{bytes, objects}` (see `Sandbox.heapUsage`). */
+  measureHeap() {
+    const h = this.#exports.vm.measureHeap();
+    return { bytes: Number(h.bytes), objects: Number(h.objects) };
+  }
+
   listTools(target) {
     return unwrap(() => this.#exports.tools.listTools(targetToWit(target))).map(toolDefinitionFromWit);
   }

@@ -209,6 +209,16 @@ export class Sandbox {
     };
   }
 
+  /**
+   * What the script heap holds, measured in the guest (an entry that runs
+   * no JavaScript and walks the heap: for monitoring and tests). Unlike
+   * `stats().memory` it goes down as well as up; garbage in reference
+   * cycles counts until QuickJS's cycle collector frees it.
+   */
+  async heapUsage() {
+    return this.#query("heapUsage", (g) => g.measureHeap());
+  }
+
   /** Stops: tasks in flight fail with a `ClosedError`, timers stop, the instance goes. */
   async close() {
     if (this.#closed) return;

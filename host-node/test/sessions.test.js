@@ -42,6 +42,19 @@ test("examples/agent.js runs unchanged, with a JS function as the model", async 
   );
 });
 
+test("a run leaves nothing in the script heap for the cycle collector", async (t) => {
+  const s = await loaded(t, await readFile(AGENT, "utf8"), { engine: adder([]) });
+  const run = () => s.runMain("main.js", { prompt: "what is 2 + 3?" });
+  await run(); // caches and shapes grow to their size
+  const before = await s.heapUsage();
+  for (let i = 0; i < 10; i++) await run();
+  const after = await s.heapUsage();
+  assert.ok(before.bytes > 0 && before.objects > 0, JSON.stringify(before));
+  // Before the runtime's cycles were cut, each run left about 20 KiB.
+  const perRun = (after.bytes - before.bytes) / 10;
+  assert.ok(perRun <= 1024, `the heap grew ${perRun} bytes a run`);
+});
+
 test("an engine's partials reach the script's session as partial events, in order", async (t) => {
   const s = await loaded(
     t,

@@ -50,8 +50,8 @@ pub use modules::Modules;
 pub use policy::{Determinism, Policy};
 pub use runner::{OwnerPool, OwnerPoolOptions};
 pub use sandbox::{
-    BytecodeStats, DEFAULT_POOLED_INSTANCES, GuestOrigin, HostServices, LockdownReport, PoolFull,
-    Runtime, RuntimeOptions, Sandbox, SandboxOptions, SandboxStats, TaskOptions,
+    BytecodeStats, DEFAULT_POOLED_INSTANCES, GuestOrigin, HeapUsage, HostServices, LockdownReport,
+    PoolFull, Runtime, RuntimeOptions, Sandbox, SandboxOptions, SandboxStats, TaskOptions,
 };
 pub use session::{Session, SessionBuilder};
 

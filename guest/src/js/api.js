@@ -253,6 +253,12 @@
     throw new TypeErrorCtor("unknown tool " + describe(name));
   }
 
+  // The methods that return their object return `this`: a method that
+  // named the object it belongs to (`return registry`) closed over it, a
+  // cycle that reference counting never frees, and the registry, every
+  // tool and schema in it waited for the cycle collector (a pass over the
+  // whole heap; docs/architecture.md §11). The builder, sessions and runs
+  // do the same (session.js).
   function createRegistry() {
     const record = { kind: "tool-registry", tools: new MapCtor(), hostTools: null };
     const registry = {
@@ -270,12 +276,12 @@
           parameters,
           handler: spec.handler,
         });
-        return registry;
+        return this;
       },
       useHostTools(names) {
         if (names === undefined || names === null) {
           record.hostTools = "all";
-          return registry;
+          return this;
         }
         if (!arrayIsArray(names)) throw new TypeErrorCtor("useHostTools: expected an array of tool names, or nothing for all of them");
         const chosen = [];
@@ -287,7 +293,7 @@
           chosen[chosen.length] = n;
         }
         record.hostTools = chosen;
-        return registry;
+        return this;
       },
       list: () => definitions(record, true),
       call(name, args) {

@@ -17,8 +17,13 @@
   // signal scripts were given for it, if any (`scopeSignal`, web.js).
   function newScope(parent) {
     const top = parent === null || parent === undefined;
-    const scope = { parent, canceled: null, task: top ? state.current : parent.task, kids: null, signal: undefined, signalSeq: 0 };
-    if (!top) {
+    // Below a closed scope (`scopeClosed`, web.js), a scope is closed from
+    // the start: code a run's end or cancellation left running can still
+    // make one (a tool call launched after an event handler cancelled the
+    // run), and as a kid of its parent it would be a cycle nothing closes.
+    const closed = !top && parent.closed === true;
+    const scope = { parent, canceled: null, task: top ? state.current : parent.task, kids: null, signal: undefined, signalSeq: 0, closed };
+    if (!top && !closed) {
       if (parent.kids === null) parent.kids = new SetCtor();
       sadd(parent.kids, scope);
     }
@@ -96,26 +101,28 @@
   function makeEmitter(sessionId, task, deliver) {
     let inferenceId = "";
     let turnId = "";
-    const emitter = {
+    function emit(type, fields) {
+      const event = { timestampMs: dateNow(), sessionId, inferenceId, turnId, type };
+      if (fields !== undefined) for (const k of objectKeys(fields)) if (fields[k] !== undefined) event[k] = fields[k];
+      let text;
+      try { text = jsonStringify(event); } catch (_) { text = undefined; }
+      if (text !== undefined && ishas(state.live, task)) native.sessionEvent(task, text);
+      deliver(event);
+    }
+    // No method refers to the emitter itself (a cycle only the collector
+    // frees: see `createRegistry` in api.js).
+    return {
       at(inference, turn) {
         inferenceId = inference;
         turnId = turn;
       },
-      emit(type, fields) {
-        const event = { timestampMs: dateNow(), sessionId, inferenceId, turnId, type };
-        if (fields !== undefined) for (const k of objectKeys(fields)) if (fields[k] !== undefined) event[k] = fields[k];
-        let text;
-        try { text = jsonStringify(event); } catch (_) { text = undefined; }
-        if (text !== undefined && ishas(state.live, task)) native.sessionEvent(task, text);
-        deliver(event);
-      },
+      emit,
       // A stream event a host engine reported (`{type: "partial", delta, completion}`).
       progress(event) {
         if (!isPlainObject(event) || event.type !== "partial") return;
-        emitter.emit("partial", { delta: StringCtor(event.delta === undefined ? "" : event.delta), completion: StringCtor(event.completion === undefined ? "" : event.completion) });
+        emit("partial", { delta: StringCtor(event.delta === undefined ? "" : event.delta), completion: StringCtor(event.completion === undefined ? "" : event.completion) });
       },
     };
-    return emitter;
   }
 
   // ---------------------------------------------------------------- engines and middleware
@@ -566,47 +573,56 @@
   // their tool_use blocks in call order. A call whose failure aborts the
   // run cancels the calls still running; resolves the aborting outcome, or
   // null.
+  //
+  // The step's state is one object that the functions below take, not
+  // variables their closures share: a launch that makes the settlement that
+  // calls the next launch, as closures, is a cycle (each refers to the
+  // other's binding) that reference counting never frees, and it held every
+  // outcome of the step until the collector ran (about 9 KiB a tool call;
+  // docs/architecture.md §11).
   function step(run, turn, calls, inferenceId) {
     for (const c of calls) run.emitter.emit("tool-call", { toolCall: { id: c.id, name: c.name, input: copy(c.args) } });
-    const slots = [];
-    const scopes = [];
-    let next = 0;
-    let running = 0;
-    let aborted = null;
     return new PromiseCtor((resolve) => {
-      const finish = () => {
-        for (let i = 0; i < slots.length; i++) if (slots[i] !== undefined) turn.blocks[turn.blocks.length] = toolUseBlock(slots[i]);
-        resolve(aborted);
-      };
-      const launch = () => {
-        while (aborted === null && running < run.settings.maxParallelTools && next < calls.length) {
-          const i = next++;
-          running++;
-          // Each call in a scope of its own, so an abort can stop the others.
-          const scope = newScope(run.scope);
-          scopes[i] = scope;
-          const callRun = { ...run, scope };
-          const settle = (o) => {
-            running--;
-            if (aborted !== null) return;
-            run.emitter.emit("tool-result", { toolResult: o.error === null ? { id: o.id, result: o.result } : { id: o.id, result: o.result, error: o.error } });
-            slots[i] = o;
-            if (o.abort !== null) {
-              aborted = o;
-              for (let j = 0; j < scopes.length; j++) if (j !== i && scopes[j] !== undefined) cancelScope(scopes[j], abortError("another tool call aborted the run"));
-              return finish();
-            }
-            if (running === 0 && next >= calls.length) return finish();
-            launch();
-          };
-          // execute() turns every failure into an outcome; anything else is
-          // the runtime's own bug, reported as the call's error.
-          then(execute(callRun, calls[i], inferenceId), settle, (e) => settle(outcome(calls[i], null, "internal error: " + errorText(e), null)));
-        }
-      };
-      if (calls.length === 0) return finish();
-      launch();
+      const st = { run, turn, calls, inferenceId, resolve, slots: [], scopes: [], next: 0, running: 0, aborted: null };
+      if (calls.length === 0) return finishStep(st);
+      launchCalls(st);
     });
+  }
+
+  function finishStep(st) {
+    const { slots, turn } = st;
+    for (let i = 0; i < slots.length; i++) if (slots[i] !== undefined) turn.blocks[turn.blocks.length] = toolUseBlock(slots[i]);
+    st.resolve(st.aborted);
+  }
+
+  function launchCalls(st) {
+    const { run, calls } = st;
+    while (st.aborted === null && st.running < run.settings.maxParallelTools && st.next < calls.length) {
+      const i = st.next++;
+      st.running++;
+      // Each call in a scope of its own, so an abort can stop the others.
+      const scope = newScope(run.scope);
+      st.scopes[i] = scope;
+      const callRun = { ...run, scope };
+      // execute() turns every failure into an outcome; anything else is
+      // the runtime's own bug, reported as the call's error.
+      then(execute(callRun, calls[i], st.inferenceId), (o) => settleCall(st, i, o), (e) => settleCall(st, i, outcome(calls[i], null, "internal error: " + errorText(e), null)));
+    }
+  }
+
+  function settleCall(st, i, o) {
+    st.running--;
+    if (st.aborted !== null) return;
+    st.run.emitter.emit("tool-result", { toolResult: o.error === null ? { id: o.id, result: o.result } : { id: o.id, result: o.result, error: o.error } });
+    st.slots[i] = o;
+    if (o.abort !== null) {
+      st.aborted = o;
+      const { scopes } = st;
+      for (let j = 0; j < scopes.length; j++) if (j !== i && scopes[j] !== undefined) cancelScope(scopes[j], abortError("another tool call aborted the run"));
+      return finishStep(st);
+    }
+    if (st.running === 0 && st.next >= st.calls.length) return finishStep(st);
+    launchCalls(st);
   }
 
   // ---------------------------------------------------------------- the loop

@@ -98,6 +98,11 @@
       const offered = offeredTools(table, settings);
       const events = [];
       const handlers = [];
+      // The run's events end with it (`endEvents`): its handlers are
+      // dropped, and what a call its cancellation left running reports
+      // afterwards is not recorded. A handler that refers to the run (one
+      // that cancels it) made a cycle with it that only the collector freed.
+      let eventsOver = false;
       let settled = false;
       let resolveRun, rejectRun;
       const promise = new PromiseCtor((resolve, reject) => {
@@ -117,6 +122,7 @@
       }
 
       function emit(event) {
+        if (eventsOver) return;
         events[events.length] = event;
         for (let i = 0; i < handlers.length; i++) deliver(handlers[i][0], handlers[i][1], event);
       }
@@ -148,15 +154,22 @@
         settled = true;
         active = null;
         if (timer !== 0) release(timer);
-        if (unfollow !== undefined) unfollow();
+        if (unfollow !== undefined) {
+          unfollow();
+          // It reaches `finish` through the signal's algorithm, and `finish`
+          // reaches it: a cycle, left set.
+          unfollow = undefined;
+        }
         if (!ok) {
           // What the run awaits (and the tools it runs) stops with it.
           cancelScope(loop.scope, abortError(errorInfo(value).message));
           scopeClosed(loop.scope);
           loop.emitter.emit("error", { error: errorText(value) });
+          endEvents();
           return settleInTurn(owner, outer, () => rejectRun(value));
         }
         scopeClosed(loop.scope);
+        endEvents();
         let turn;
         try {
           turn = normalizeTurn(value);
@@ -166,6 +179,11 @@
         history[history.length] = turn;
         const result = copy(turn);
         settleInTurn(owner, outer, () => resolveRun(result));
+      }
+
+      function endEvents() {
+        eventsOver = true;
+        handlers.length = 0;
       }
 
       if (options.timeoutMs !== undefined) {
@@ -186,10 +204,10 @@
         on(type, cb) {
           if (call(arrayIndexOf, eventTypes, type) < 0) throw new TypeErrorCtor("on: unknown event type " + describe(type) + " (known: " + call(arrayJoin, eventTypes, ", ") + ")");
           if (typeof cb !== "function") throw new TypeErrorCtor("on: the handler must be a function");
-          handlers[handlers.length] = [type, cb];
+          if (!eventsOver) handlers[handlers.length] = [type, cb];
           // A handler registered late still sees every event, in order.
           for (let i = 0; i < events.length; i++) deliver(type, cb, events[i]);
-          return run;
+          return this;
         },
       };
       active = run;
@@ -208,7 +226,7 @@
       id: sessionId,
       append(turn) {
         history[history.length] = normalizeTurn(copy(turn));
-        return session;
+        return this;
       },
       latest: () => (history.length === 0 ? null : copy(history[history.length - 1])),
       turns: () => copy(history),
@@ -226,29 +244,32 @@
 
   function createBuilder() {
     const config = { engine: undefined, middlewares: [], registries: [], loop: {}, hooks: undefined };
+    function withToolLoop(settings) {
+      const parsed = parseLoop(settings, "withToolLoop");
+      config.loop = parsed.settings;
+      if (parsed.hooks !== undefined) config.hooks = parsed.hooks;
+    }
     const builder = {
       withEngine(e) {
         config.engine = asEngine(e, "withEngine");
-        return builder;
+        return this;
       },
       useMiddleware(m) {
         config.middlewares[config.middlewares.length] = asMiddleware(m, "useMiddleware");
-        return builder;
+        return this;
       },
       withTools(registry, loopSettings) {
         config.registries[config.registries.length] = asRegistry(registry, "withTools");
-        if (loopSettings !== undefined) builder.withToolLoop(loopSettings);
-        return builder;
+        if (loopSettings !== undefined) withToolLoop(loopSettings);
+        return this;
       },
       withToolLoop(settings) {
-        const parsed = parseLoop(settings, "withToolLoop");
-        config.loop = parsed.settings;
-        if (parsed.hooks !== undefined) config.hooks = parsed.hooks;
-        return builder;
+        withToolLoop(settings);
+        return this;
       },
       withToolHooks(hooks) {
         config.hooks = asHooks(hooks, "withToolHooks");
-        return builder;
+        return this;
       },
       buildSession() {
         if (config.engine === undefined) throw new TypeErrorCtor("buildSession: no engine: call withEngine(...) first");

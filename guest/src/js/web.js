@@ -428,11 +428,18 @@
     const reason = scope.canceled;
     for (const [s, signal] of takeSignals(scope)) settleInTurn(s.task, s, () => signalAbort(signal, reason));
   }
-  // `scope` (a run's) is over: its signals, and those of the scopes below
-  // it, can no longer abort, and its parent no longer reaches it.
+  // `scope` (a run's) is over, and so is every scope below it: their
+  // signals can no longer abort, and the parent no longer reaches `scope`.
+  // Nor does any scope of the subtree reach the scopes below it any more: a
+  // kid knows its parent, so a parent's `kids` made a cycle that only the
+  // collector freed, and with it everything the run's closures held.
   function scopeClosed(scope) {
     scope.closed = true;
     takeSignals(scope);
+    for (const s of subtree(scope)) {
+      s.closed = true;
+      s.kids = null;
+    }
     if (scope.parent !== null && scope.parent !== undefined && scope.parent.kids !== null) sdel(scope.parent.kids, scope);
   }
   // A copy of `ctx` with the signal of `scope`, for user code.
