@@ -245,6 +245,17 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
     // The runtime's ids (see `clock::uuid`).
     native.set("uuid", Function::new(ctx.clone(), crate::clock::uuid)?)?;
     native.set("copy", Function::new(ctx.clone(), crate::copy::copy)?)?;
+    // The runtime set a script's namespace in its Map of scripts (see
+    // `vm::script_loaded`).
+    native.set(
+        "scriptLoaded",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, name: String, namespace: Object<'js>| {
+                crate::vm::script_loaded(&ctx, name, namespace);
+            },
+        )?,
+    )?;
 
     // The runtime says which task its JavaScript runs for.
     native.set(

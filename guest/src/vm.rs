@@ -36,7 +36,7 @@ use std::ptr;
 
 use rquickjs::context::EvalOptions;
 use rquickjs::convert::Coerced;
-use rquickjs::function::{Args, IntoArgs, This};
+use rquickjs::function::{Args, IntoArgs};
 use rquickjs::{Ctx, FromJs, Function, Module, Object, Persistent, Type, Value, qjs};
 
 use crate::convert;
@@ -82,34 +82,102 @@ struct Vm {
 /// in dispatch.js): core.js's `state`, where each entry names its task (see
 /// [`entry`]), and what [`call_inline`] needs to start and end a task
 /// without the dispatcher's JavaScript.
+///
+/// Held as QuickJS's own values and used through its C API, not rquickjs's
+/// wrappers: these are touched in every entry, and the shortest entries
+/// (§11 of docs/architecture.md) spent a fifth of their time in the
+/// wrappers (each wrapped value counts a reference to its context, each
+/// call builds a list of its arguments, each property is named by text
+/// and looked up as an atom). Each value holds a reference of its own,
+/// taken at the boot and never given back: the books live as long as the
+/// VM, which lives as long as the instance.
+#[derive(Clone, Copy)]
 struct Books {
-    state: Persistent<Object<'static>>,
-    /// name -> module namespace (a Map).
-    scripts: Persistent<Object<'static>>,
+    /// core.js's `state`.
+    state: qjs::JSValue,
     /// `idKey(task)` of the live tasks (a Set).
-    live: Persistent<Object<'static>>,
-    map_get: Persistent<Function<'static>>,
-    set_add: Persistent<Function<'static>>,
-    set_delete: Persistent<Function<'static>>,
+    live: qjs::JSValue,
+    /// `Set.prototype.add` and `delete`, as the runtime took them before
+    /// any script ran.
+    set_add: qjs::JSValue,
+    set_delete: qjs::JSValue,
+    /// The atoms of `state.current` and `state.scope`.
+    current: qjs::JSAtom,
+    scope: qjs::JSAtom,
 }
 
 impl Books {
     fn from_js<'js>(ctx: &Ctx<'js>, books: &Object<'js>) -> rquickjs::Result<Books> {
-        let object = |name: &str| -> rquickjs::Result<Persistent<Object<'static>>> {
-            Ok(Persistent::save(ctx, books.get::<_, Object>(name)?))
+        let raw = ctx.as_raw().as_ptr();
+        let kept = |name: &str| -> rquickjs::Result<qjs::JSValue> {
+            let value: Value = books.get(name)?;
+            // SAFETY: a live value of this context; the reference taken is
+            // never given back (see the type's documentation).
+            Ok(unsafe { qjs::JS_DupValue(raw, value.as_raw()) })
         };
-        let function = |name: &str| -> rquickjs::Result<Persistent<Function<'static>>> {
-            Ok(Persistent::save(ctx, books.get::<_, Function>(name)?))
+        let atom = |name: &str| -> qjs::JSAtom {
+            // SAFETY: `name` is valid for its length; the atom's reference
+            // is kept, as the values' are.
+            unsafe { qjs::JS_NewAtomLen(raw, name.as_ptr().cast(), name.len() as _) }
         };
         Ok(Books {
-            state: object("state")?,
-            scripts: object("scripts")?,
-            live: object("live")?,
-            map_get: function("mapGet")?,
-            set_add: function("setAdd")?,
-            set_delete: function("setDelete")?,
+            state: kept("state")?,
+            live: kept("live")?,
+            set_add: kept("setAdd")?,
+            set_delete: kept("setDelete")?,
+            current: atom("current"),
+            scope: atom("scope"),
         })
     }
+
+    /// `state[atom] = value`, `value`'s reference given to the property.
+    fn set_state(
+        &self,
+        ctx: &Ctx<'_>,
+        atom: qjs::JSAtom,
+        value: qjs::JSValue,
+    ) -> rquickjs::Result<()> {
+        // SAFETY: `state` is a plain object of this context, kept alive by
+        // the books; JS_SetProperty takes `value`'s reference.
+        let done = unsafe { qjs::JS_SetProperty(ctx.as_raw().as_ptr(), self.state, atom, value) };
+        if done < 0 {
+            Err(rquickjs::Error::Exception)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `method.call(live, idKey(task))`: whether it returned true.
+    fn live_set(&self, ctx: &Ctx<'_>, method: qjs::JSValue, task: u64) -> rquickjs::Result<bool> {
+        let raw = ctx.as_raw().as_ptr();
+        let mut argv = [qjs::JS_NewFloat64(id_key(task))];
+        // SAFETY: `method` and `live` are kept alive by the books; the key
+        // is a number (no reference); the result's reference is freed here.
+        unsafe {
+            let result = qjs::JS_Call(raw, method, self.live, 1, argv.as_mut_ptr());
+            if qjs::JS_IsException(result) {
+                return Err(rquickjs::Error::Exception);
+            }
+            let truthy = qjs::JS_ToBool(raw, result) > 0;
+            qjs::JS_FreeValue(raw, result);
+            Ok(truthy)
+        }
+    }
+}
+
+thread_local! {
+    /// Each loaded script's module namespace by name, beside dispatch.js's
+    /// Map of them (the runtime tells Rust where it sets that Map:
+    /// `native.scriptLoaded`), so that [`call_inline`] finds a script
+    /// without a call into JavaScript.
+    static NAMESPACES: RefCell<HashMap<String, Persistent<Object<'static>>>> = RefCell::new(HashMap::new());
+}
+
+/// The runtime loaded `name` (dispatch.js's `load`): its namespace is the
+/// one [`call_inline`] calls into from now on.
+pub(crate) fn script_loaded<'js>(ctx: &Ctx<'js>, name: String, namespace: Object<'js>) {
+    let namespace = Persistent::save(ctx, namespace);
+    NAMESPACES.with(|n| n.borrow_mut().insert(name, namespace));
 }
 
 /// Bytes allocated between two cycle collections when the host names none.
@@ -585,9 +653,8 @@ where
             // ended.
             let current = task.unwrap_or(0);
             natives::set_current(current);
-            let state = vm.books.state.clone().restore(&ctx).expect("runtime state");
-            state
-                .set("current", current as f64)
+            vm.books
+                .set_state(&ctx, vm.books.current, qjs::JS_NewFloat64(current as f64))
                 .expect("setting a data property of a plain object");
             let dispatch = vm.dispatch.clone().restore(&ctx).expect("dispatcher");
             let failed = body(&ctx, dispatch.clone(), &vm.books).err();
@@ -813,12 +880,11 @@ fn call_inline<'js>(
     function: &str,
     args: &str,
 ) -> rquickjs::Result<bool> {
-    let scripts = books.scripts.clone().restore(ctx)?;
-    let map_get = books.map_get.clone().restore(ctx)?;
-    let namespace: Value = map_get.call((This(scripts), name))?;
-    let Some(namespace) = namespace.into_object() else {
+    let namespace = NAMESPACES.with(|n| n.borrow().get(name).cloned());
+    let Some(namespace) = namespace else {
         return Ok(false); // no such script
     };
+    let namespace = namespace.restore(ctx)?;
     // A binding not yet initialised throws: the dispatcher reports it.
     let Ok(f) = namespace.get::<_, Value>(function) else {
         let _ = ctx.catch();
@@ -832,15 +898,8 @@ fn call_inline<'js>(
     };
 
     // `begin(task)`: the entry has made the task current already.
-    let live = books.live.clone().restore(ctx)?;
-    let key = id_key(task);
-    books
-        .set_add
-        .clone()
-        .restore(ctx)?
-        .call::<_, Value>((This(live.clone()), key))?;
-    let state = books.state.clone().restore(ctx)?;
-    state.set("scope", rquickjs::Null)?;
+    books.live_set(ctx, books.set_add, task)?;
+    books.set_state(ctx, books.scope, qjs::JS_NULL)?;
 
     let value = match f.call_arg::<Value>(call) {
         Ok(value) => value,
@@ -878,12 +937,7 @@ fn call_inline<'js>(
     match text {
         Some(text) if !waiting => {
             // `done(task, "ok", text)`, once.
-            let was_live: bool = books
-                .set_delete
-                .clone()
-                .restore(ctx)?
-                .call((This(live), key))?;
-            if was_live {
+            if books.live_set(ctx, books.set_delete, task)? {
                 natives::done(task, "ok", text, false);
             }
         }

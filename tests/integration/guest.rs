@@ -214,9 +214,12 @@ async fn console_lines_reach_the_host_in_order_with_their_levels() {
 #[tokio::test]
 async fn two_scripts_live_side_by_side_and_a_reload_replaces_one() {
     let sb = sandbox().await;
-    sb.load("a.js", "let n = 0; export default () => `a${++n}`;")
-        .await
-        .unwrap();
+    sb.load(
+        "a.js",
+        "let n = 0; export default () => `a${++n}`; export const which = (x) => `old ${x}`;",
+    )
+    .await
+    .unwrap();
     sb.load("b.js", "let n = 100; export default () => `b${++n}`;")
         .await
         .unwrap();
@@ -231,10 +234,27 @@ async fn two_scripts_live_side_by_side_and_a_reload_replaces_one() {
     assert_eq!(run("a.js").await, json!("a1"));
     assert_eq!(run("b.js").await, json!("b101"));
     assert_eq!(run("a.js").await, json!("a2"));
-    sb.load("a.js", "export default () => 'a, new';")
-        .await
-        .unwrap();
+    // A function called by name (the call Rust makes without the
+    // dispatcher, vm.rs's `call_inline`) is the latest load's, and a load
+    // that fails replaces nothing.
+    let which = || async {
+        sb.call("a.js", "which", &[json!(1)], TaskOptions::default())
+            .await
+            .unwrap()
+    };
+    assert_eq!(which().await, json!("old 1"));
+    sb.load(
+        "a.js",
+        "export default () => 'a, new'; export const which = (x) => `new ${x}`;",
+    )
+    .await
+    .unwrap();
     assert_eq!(run("a.js").await, json!("a, new"));
+    assert_eq!(which().await, json!("new 1"));
+    sb.load("a.js", "export const which = () => 'never'; throw new Error('no');")
+        .await
+        .unwrap_err();
+    assert_eq!(which().await, json!("new 1"));
     assert_eq!(run("b.js").await, json!("b102"));
 }
 

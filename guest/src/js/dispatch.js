@@ -97,7 +97,7 @@
     load(task, name, namespace, evaluated) {
       // The task's value is the script's export list: what a host returns
       // from its load, without an entry of its own to ask (`exports`).
-      start(task, "json", () => then(evaluated, () => { mset(scripts, name, namespace); return exportList(namespace); }));
+      start(task, "json", () => then(evaluated, () => { mset(scripts, name, namespace); native.scriptLoaded(name, namespace); return exportList(namespace); }));
     },
     exports(name) {
       return jsonStringify(exportList(script(name)));
@@ -283,6 +283,7 @@
   });
 
   // What Rust reads and changes itself (vm.rs): `state.current` at each
-  // entry, and for `call_inline` the scripts and the live tasks, with the
-  // methods it calls on them (keyed as `idKey` keys them).
-  const books = freeze({ state, scripts, live: state.live, mapGet, setAdd, setDelete });
+  // entry, and for `call_inline` the live tasks, with the methods it calls
+  // on them (keyed as `idKey` keys them). It finds the scripts through
+  // `native.scriptLoaded`, told where `load` sets them.
+  const books = freeze({ state, live: state.live, setAdd, setDelete });
