@@ -251,9 +251,12 @@ async fn two_scripts_live_side_by_side_and_a_reload_replaces_one() {
     .unwrap();
     assert_eq!(run("a.js").await, json!("a, new"));
     assert_eq!(which().await, json!("new 1"));
-    sb.load("a.js", "export const which = () => 'never'; throw new Error('no');")
-        .await
-        .unwrap_err();
+    sb.load(
+        "a.js",
+        "export const which = () => 'never'; throw new Error('no');",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(which().await, json!("new 1"));
     assert_eq!(run("b.js").await, json!("b102"));
 }

@@ -79,12 +79,13 @@ const FIB: &str = "docs/architecture.md §11: since JSON integers reach the inte
                    goes through one `br_table` dispatch block, plus wasmtime's epoch check \
                    (17%). No setting moves it; weval-style specialisation or tail-call \
                    handlers in QuickJS's C source would";
-const ENTRY: &str = "docs/architecture.md §11, \"The call path in Rust, session 10\": a call no \
-                     longer runs the dispatcher's JavaScript; of what is left, about a fifth is \
-                     the script's function, a fifth rquickjs's values, contexts and atoms, a \
-                     fifth the Map and Set calls on the runtime's books, a sixth the entry's \
-                     own work. The task table and the scripts' exports held in Rust, and raw \
-                     QuickJS calls, would move it. Through the API add the owner hand-off \
+const ENTRY: &str = "docs/architecture.md §11, \"The call path without rquickjs's wrappers, \
+                     session 13\": a call runs no dispatcher JavaScript, and the runtime's books \
+                     are QuickJS values called through its C API. Of what is left, the host's \
+                     side of the component call is a third (about 0.8 us), the script's \
+                     function a tenth; the rest is spread thin (the argument list's split, the \
+                     task's end, allocation). A call by a handle with its arguments as values, \
+                     a protocol change, would move it. Through the API add the owner hand-off \
                      (`wake/*`)";
 const INSTANCE: &str = "docs/architecture.md §10, \"A fresh sandbox, stage by stage (session \
                         11)\": instances come from the pool by default (`instantiate/guest_direct`; \
@@ -97,11 +98,13 @@ const MEMORY: &str = "docs/architecture.md §11, \"What an idle sandbox holds\":
                       snapshot pages each instance writes (QuickJS's reference counts in objects \
                       all over the heap); collecting the boot's garbage before the snapshot and \
                       touching fewer objects per entry would move it";
-const SESSIONS: &str = "docs/architecture.md §11, \"Many sessions\": about 1 ms of guest work per \
-                        session; taken out one at a time, its 15 JSON copies were a quarter of it \
-                        and its events an eighth (session 12). Plain data is now copied without \
-                        JSON text; events only for a host that asks would move it an eighth more; \
-                        the 1.5x bound needs the loop itself out of the interpreter";
+const SESSIONS: &str = "docs/architecture.md §11, \"Many sessions\": its 15 JSON copies were a \
+                        quarter of a session's guest work and its events an eighth (session 12); \
+                        plain data is now copied without JSON text, and a session leaves no \
+                        garbage for the cycle collector, which had walked the whole heap once or \
+                        twice a round (session 13). Events only for a host that asks would move \
+                        it an eighth more; the 1.5x bound needs the loop itself out of the \
+                        interpreter";
 
 /// Every target, evaluated against `r`.
 pub fn evaluate(r: &Report) -> Vec<TargetResult> {
