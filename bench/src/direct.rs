@@ -131,6 +131,7 @@ impl DirectRuntime {
             State {
                 wasi: WasiCtxBuilder::new().build(),
                 table: ResourceTable::new(),
+                session_events: false,
             },
         );
         store.set_epoch_deadline(NO_DEADLINE);
@@ -270,6 +271,9 @@ fn settle(task: u64, effects: Vec<Effect>) -> anyhow::Result<Value> {
 struct State {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// The answer to `wants-session-events`: no, as a sandbox answers a
+    /// caller that does not listen.
+    session_events: bool,
 }
 
 impl WasiView for State {
@@ -286,6 +290,10 @@ impl bindings::marionette::runtime::host::Host for State {
 
     fn should_interrupt(&mut self, _task: u64) -> Option<Stop> {
         None
+    }
+
+    fn wants_session_events(&mut self, _task: u64) -> bool {
+        self.session_events
     }
 
     /// No tool runs here; `Ok` turns validation off, as the WIT allows.
@@ -305,6 +313,56 @@ mod tests {
         let mut guest = runtime.instantiate().expect("an instance");
         guest.load(name, source).expect("loaded");
         guest
+    }
+
+    /// The guest makes a session's events for a host that reads them, and
+    /// for no other (`wants-session-events`), while the run's own handlers
+    /// get every one either way: a session with a synchronous engine,
+    /// whole in one entry, run by a host that answers no and then yes.
+    #[test]
+    fn session_events_go_only_to_a_host_that_reads_them() {
+        use bindings::marionette::runtime::types::{Event, TaskEvent};
+        let mut guest = loaded(
+            DirectRuntime::new().expect("linked"),
+            "s.js",
+            "import { createSession, engines, turns } from 'marionette';\n\
+             export async function run() {\n\
+               const seen = [];\n\
+               const r = createSession({ engine: engines.echo({ reply: 'hi' }) })\n\
+                 .start(turns.newTurn({ blocks: [turns.newUserBlock('x')] }));\n\
+               r.on('*', (e) => seen.push(e.type));\n\
+               await r.promise;\n\
+               return seen;\n\
+             }",
+        );
+        let mut run = |wanted: bool| -> (Json, usize) {
+            guest.store.data_mut().session_events = wanted;
+            let task = guest.task();
+            let script = guest.script().expect("the script interface");
+            let effects = script
+                .call_call(&mut guest.store, task, "s.js", "run", "[]")
+                .expect("the entry");
+            let events = effects
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Effect::Event(TaskEvent {
+                            event: Event::Session(_),
+                            ..
+                        })
+                    )
+                })
+                .count();
+            let value = settle(task, effects).expect("the run's value");
+            let Value::Json(text) = value else {
+                panic!("not JSON")
+            };
+            (serde_json::from_str(&text).expect("JSON"), events)
+        };
+        let handlers = serde_json::json!(["start", "final"]);
+        assert_eq!(run(false), (handlers.clone(), 0));
+        assert_eq!(run(true), (handlers, 2));
     }
 
     /// The fuel `call` uses.

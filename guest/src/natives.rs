@@ -378,6 +378,14 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
         )?,
     )?;
 
+    // Whether the host reads `task`'s session events (see the WIT's
+    // `wants-session-events`): asked once per session run.
+    native.set(
+        "wantsSessionEvents",
+        Function::new(ctx.clone(), |task: f64| {
+            host::wants_session_events(id(task))
+        })?,
+    )?;
     native.set(
         "sessionEvent",
         Function::new(ctx.clone(), |task: f64, json: String| {

@@ -484,6 +484,8 @@ export async function replay(cassette, options = {}) {
         val: `the script ran for more than ${deadlineMs}ms without waiting for the host`,
       };
     },
+    // A recording has every session event: a replay asks for them all.
+    wantsSessionEvents: () => true,
     validateArguments: (schema, args) => {
       let problem;
       try {

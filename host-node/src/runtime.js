@@ -73,7 +73,8 @@ export class Runtime {
 
   /**
    * @internal A new instance whose `marionette:runtime/host` imports are
-   * `host` (`log`, `shouldInterrupt`, `validateArguments`): the component's
+   * `host` (`log`, `shouldInterrupt`, `validateArguments`,
+   * `wantsSessionEvents`): the component's
    * exports and its main memory (for the memory limit and stats).
    */
   instantiate(host) {

@@ -392,6 +392,9 @@ export class Sandbox {
         return stop === null ? undefined : { tag: "deadline", val: stop.detail };
       },
       validateArguments: (schema, args) => this.#validate(schema, args),
+      // Yes for every task: a task's session events go to its iterator
+      // whether or not its caller reads it (and a recording keeps them all).
+      wantsSessionEvents: () => true,
     });
     const entries =
       this.#recorder === undefined ? exports : recordingExports(exports, this.#recorder, () => this.#entry?.task ?? 0);

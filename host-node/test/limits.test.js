@@ -180,6 +180,7 @@ test("should-interrupt names the task whose value the guest converts (docs/proto
     log: () => {},
     shouldInterrupt: (task) => (++polls > 100 ? { tag: "deadline", val: `stopped task ${task}` } : undefined),
     validateArguments: () => undefined,
+    wantsSessionEvents: () => true,
   });
   const guest = new Guest(exports);
   guest.configure({
@@ -271,6 +272,7 @@ test("the guest traps the entry after one a throwing host import left unfinished
       return undefined;
     },
     validateArguments: () => undefined,
+    wantsSessionEvents: () => true,
   });
   const guest = new Guest(exports);
   guest.configure({

@@ -100,11 +100,11 @@ const MEMORY: &str = "docs/architecture.md §11, \"What an idle sandbox holds\":
                       touching fewer objects per entry would move it";
 const SESSIONS: &str = "docs/architecture.md §11, \"Many sessions\": its 15 JSON copies were a \
                         quarter of a session's guest work and its events an eighth (session 12); \
-                        plain data is now copied without JSON text, and a session leaves no \
-                        garbage for the cycle collector, which had walked the whole heap once or \
-                        twice a round (session 13). Events only for a host that asks would move \
-                        it an eighth more; the 1.5x bound needs the loop itself out of the \
-                        interpreter";
+                        plain data is now copied without JSON text, a session leaves no garbage \
+                        for the cycle collector (which had walked the whole heap once or twice a \
+                        round), and session events are made only for a host that reads them \
+                        (session 13). What is left is the loop's own JavaScript: the 1.5x bound \
+                        needs the loop out of the interpreter";
 
 /// Every target, evaluated against `r`.
 pub fn evaluate(r: &Report) -> Vec<TargetResult> {

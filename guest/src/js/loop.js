@@ -101,12 +101,19 @@
   function makeEmitter(sessionId, task, deliver) {
     let inferenceId = "";
     let turnId = "";
+    // Whether the host reads this run's events: asked at the first one.
+    let hostReads;
     function emit(type, fields) {
       const event = { timestampMs: dateNow(), sessionId, inferenceId, turnId, type };
       if (fields !== undefined) for (const k of objectKeys(fields)) if (fields[k] !== undefined) event[k] = fields[k];
-      let text;
-      try { text = jsonStringify(event); } catch (_) { text = undefined; }
-      if (text !== undefined && ishas(state.live, task)) native.sessionEvent(task, text);
+      if (ishas(state.live, task)) {
+        if (hostReads === undefined) hostReads = native.wantsSessionEvents(task) === true;
+        let text;
+        if (hostReads) {
+          try { text = jsonStringify(event); } catch (_) { text = undefined; }
+        }
+        if (text !== undefined) native.sessionEvent(task, text);
+      }
       deliver(event);
     }
     // No method refers to the emitter itself (a cycle only the collector

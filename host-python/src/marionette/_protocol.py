@@ -47,6 +47,7 @@ HOST_IMPORTS = (
     ("log", "log"),
     ("should-interrupt", "should_interrupt"),
     ("validate-arguments", "validate_arguments"),
+    ("wants-session-events", "wants_session_events"),
 )
 
 

@@ -158,6 +158,12 @@ class Imports:
             )
         return None
 
+    def wants_session_events(self, task: int) -> bool:
+        """Yes for every task: a task's session events go to its stream of
+        events whether or not its caller reads them (and a recording keeps
+        them all)."""
+        return True
+
     def validate_arguments(self, schema: str, arguments: str) -> Optional[str]:
         try:
             return self._schemas.check(schema, arguments)

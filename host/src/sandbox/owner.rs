@@ -272,6 +272,15 @@ impl Owner {
             let config = vm_config(&self.policy, &self.services.provides());
             let (mut store, bindings) = self.runtime.instantiate_with(&self.policy, &config)?;
             store.data_mut().interrupt = Some(self.interrupts.clone());
+            // A recording keeps every session event; otherwise the guest
+            // makes them only for tasks whose callers listen.
+            store.data_mut().all_session_events = self.recorder.is_some();
+            store.data_mut().listening = self
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.events.is_some())
+                .map(|(id, _)| *id)
+                .collect();
             self.vm = Some(Vm { store, bindings });
             if let Some(recorder) = &self.recorder {
                 recorder.entry(0, &Call::Configure(config), Ok(&[]));
@@ -317,6 +326,11 @@ impl Owner {
         }
         if let TaskKind::Load { name, source } = &task.kind {
             self.offer = self.runtime.bytecode_for(&self.policy, &source.unit(name));
+        }
+        if task.events.is_some()
+            && let Some(vm) = &mut self.vm
+        {
+            vm.store.data_mut().listening.insert(id);
         }
         self.tasks.insert(id, task);
         self.enter(id, start);
@@ -459,6 +473,7 @@ impl Owner {
     pub(crate) fn cancel(&mut self, task: u64, reason: &str) {
         // The caller has its answer already; this only unwinds the guest side.
         let known = self.tasks.remove(&task).is_some();
+        self.stop_listening(task);
         if known && self.vm.is_some() {
             self.cancel_in_guest(task, reason);
         } else {
@@ -828,6 +843,14 @@ impl Owner {
         self.enter(task, Call::Notify { op, events });
     }
 
+    /// Task `task` no longer has a listener for the guest to make session
+    /// events for.
+    fn stop_listening(&mut self, task: u64) {
+        if let Some(vm) = &mut self.vm {
+            vm.store.data_mut().listening.remove(&task);
+        }
+    }
+
     /// Whether task `task` has a listener for its events.
     fn listens(&self, task: u64) -> bool {
         self.tasks.get(&task).is_some_and(|t| t.events.is_some())
@@ -857,6 +880,7 @@ impl Owner {
     fn complete(&mut self, id: u64, outcome: wit::TaskOutcome) {
         // Nothing about the task comes after its done: no interrupt is due.
         self.interrupts.clear(id);
+        self.stop_listening(id);
         let Some(task) = self.tasks.remove(&id) else {
             return; // cancelled, timed out or failed already
         };

@@ -702,6 +702,12 @@ pub(crate) struct HostState {
     pub(crate) interrupt: Option<Arc<super::owner::Interrupts>>,
     /// Compiled tool schemas, for `validate-arguments`.
     schemas: crate::schema::SchemaCache,
+    /// Who reads session events (`wants-session-events`): every task's
+    /// when `all_session_events` (a recording or a replay, the default),
+    /// otherwise those of the tasks in `listening` (their callers asked
+    /// for events; the owner keeps the set).
+    pub(crate) all_session_events: bool,
+    pub(crate) listening: std::collections::HashSet<u64>,
 }
 
 impl HostState {
@@ -720,6 +726,8 @@ impl HostState {
             entry: EntryState::default(),
             interrupt: None,
             schemas: crate::schema::SchemaCache::default(),
+            all_session_events: true,
+            listening: std::collections::HashSet::new(),
         }
     }
 }
@@ -755,6 +763,13 @@ impl host::Host for HostState {
         };
         self.entry.interrupted = true;
         Some(stop)
+    }
+
+    fn wants_session_events(&mut self, task: u64) -> bool {
+        // The debug log shows every session event (owner.rs, `deliver`).
+        self.all_session_events
+            || self.listening.contains(&task)
+            || tracing::enabled!(tracing::Level::DEBUG)
     }
 
     fn validate_arguments(&mut self, schema: String, arguments: String) -> Result<(), String> {
