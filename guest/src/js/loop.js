@@ -17,11 +17,17 @@
   // signal scripts were given for it, if any (`scopeSignal`, web.js).
   function newScope(parent) {
     const top = parent === null || parent === undefined;
-    // Below a closed scope (`scopeClosed`, web.js), a scope is closed from
-    // the start: code a run's end or cancellation left running can still
-    // make one (a tool call launched after an event handler cancelled the
-    // run), and as a kid of its parent it would be a cycle nothing closes.
-    const closed = !top && parent.closed === true;
+    // Below a scope that is closed (`scopeClosed`, web.js) and cancelled,
+    // a scope is closed from the start and is not a kid: code a
+    // cancellation left running can still make one (a tool call launched
+    // after an event handler cancelled the run), and as a kid of its
+    // parent it would be a cycle that nothing closes. What it asks for is
+    // refused and its signals are aborted already (`canceledIn`), so its
+    // parent never needs to reach it. Below a closed scope that was not
+    // cancelled (code a finished run's tool left running), a scope is a
+    // kid as usual: a run started there closes its scope, and leaves its
+    // parent's kids, at its end.
+    const closed = !top && parent.closed === true && canceledIn(parent) !== null;
     const scope = { parent, canceled: null, task: top ? state.current : parent.task, kids: null, signal: undefined, signalSeq: 0, closed };
     if (!top && !closed) {
       if (parent.kids === null) parent.kids = new SetCtor();
