@@ -13,6 +13,10 @@
 //!                    # each phase writes, how many bytes of each differ
 //! entries file PATH N  # as `direct`, on the component at PATH (compiled
 //!                    # here; an unstripped build gives perf its names)
+//! entries fuel PATH...  # the guest's work per add(1, 2), in units of
+//!                    # wasmtime's fuel (about one per wasm instruction),
+//!                    # for each component given: exact, the same on any
+//!                    # machine, whatever its load
 //! entries fib N      # fib(25) N times by turns: the guest called with a
 //!                    # JSON argument, called by JS with an integer literal
 //!                    # and with JSON.parse("25"), and native QuickJS; wall
@@ -49,7 +53,9 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().map(String::as_str).unwrap_or("");
     let n: usize = match args.get(1) {
-        Some(n) if mode != "file" && mode != "diff" => n.parse().context("N must be a number")?,
+        Some(n) if !matches!(mode, "file" | "diff" | "fuel") => {
+            n.parse().context("N must be a number")?
+        }
         _ => 100_000,
     };
     match mode {
@@ -71,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             let path = args.get(1).filter(|a| *a != "v");
             diff(path, verbose)
         }
+        "fuel" => fuel(&args[1..]),
         "file" => {
             let path = args.get(1).context("entries file PATH N")?;
             let n = match args.get(2) {
@@ -80,7 +87,7 @@ fn main() -> anyhow::Result<()> {
             direct_on(direct_runtime(Some(path))?, n)
         }
         _ => bail!(
-            "usage: entries direct|api|spins|idle|phases|fib N, entries diff [PATH] [v], or entries file PATH N"
+            "usage: entries direct|api|spins|idle|phases|fib N, entries diff [PATH] [v], entries file PATH N, or entries fuel PATH..."
         ),
     }
 }
@@ -354,6 +361,36 @@ fn phases(n: usize, path: Option<&String>) -> anyhow::Result<()> {
 }
 
 /// The embedded guest, or the component at `path` (compiled here).
+/// Calls `add(1, 2)` on each component at `paths` and prints the fuel
+/// one call uses once the instance is warm (the mean of 1 000 calls, which
+/// differ only by the task id's digits).
+fn fuel(paths: &[String]) -> anyhow::Result<()> {
+    ensure!(!paths.is_empty(), "entries fuel PATH...");
+    const CALLS: u64 = 1_000;
+    let args = fixture::add_args_json();
+    let options = RuntimeOptions {
+        fuel: true,
+        ..RuntimeOptions::default()
+    };
+    for path in paths {
+        let wasm = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+        let runtime = DirectRuntime::on(Runtime::from_component(&wasm, &options)?)?;
+        let mut guest = runtime.instantiate()?;
+        guest.load(fixture::SCRIPT, fixture::BENCH_JS)?;
+        for _ in 0..CALLS {
+            guest.call(fixture::SCRIPT, "add", &args)?;
+        }
+        let before = guest.fuel_used().context("a runtime metering fuel")?;
+        for _ in 0..CALLS {
+            let out = guest.call(fixture::SCRIPT, "add", &args)?;
+            ensure!(out == fixture::ADD_RESULT, "add: {out}");
+        }
+        let used = guest.fuel_used().context("a runtime metering fuel")? - before;
+        println!("{path}: add(1, 2) uses {} units of fuel", used / CALLS);
+    }
+    Ok(())
+}
+
 fn direct_runtime(path: Option<&String>) -> anyhow::Result<DirectRuntime> {
     match path {
         Some(path) => {

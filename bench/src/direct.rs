@@ -206,7 +206,7 @@ impl DirectGuest {
     /// # Errors
     /// A script error, a trap, or a function that awaits the host.
     pub fn call(&mut self, name: &str, function: &str, args: &[Json]) -> anyhow::Result<Json> {
-        self.call_text(name, function, &Json::Array(args.to_vec()).to_string())
+        self.call_text(name, function, &serde_json::to_string(args)?)
     }
 
     /// [`DirectGuest::call`] with the arguments as the guest takes them:

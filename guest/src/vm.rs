@@ -36,7 +36,7 @@ use std::ptr;
 
 use rquickjs::context::EvalOptions;
 use rquickjs::convert::Coerced;
-use rquickjs::function::{Args, IntoArgs};
+use rquickjs::function::IntoArgs;
 use rquickjs::{Ctx, FromJs, Function, Module, Object, Persistent, Type, Value, qjs};
 
 use crate::convert;
@@ -165,19 +165,84 @@ impl Books {
     }
 }
 
+/// A loaded script as [`call_inline`] finds it: its module namespace, and
+/// the atoms of the exports called so far. A call names its function by
+/// text, and looking the text up as an atom at every call was a tenth of
+/// a short call's guest time (§11 of docs/architecture.md).
+///
+/// The namespace and each atom hold a reference of their own, given back
+/// when a load of the same name replaces the script ([`script_loaded`]);
+/// the last ones live as long as the VM, as the [`Books`] do.
+struct Script {
+    namespace: qjs::JSValue,
+    atoms: Vec<(Box<str>, qjs::JSAtom)>,
+}
+
+/// Exports of one script whose atoms [`Script`] keeps; past these, a call
+/// looks its function's name up each time.
+const MAX_KEPT_ATOMS: usize = 32;
+
+impl Script {
+    /// The atom of `function`, and whether it is the caller's to free (not
+    /// kept here).
+    fn atom(&self, raw: *mut qjs::JSContext, function: &str) -> (qjs::JSAtom, bool) {
+        match self.atoms.iter().find(|(name, _)| &**name == function) {
+            Some((_, atom)) => (*atom, false),
+            // SAFETY: `function` is valid for its length.
+            None => (
+                unsafe { qjs::JS_NewAtomLen(raw, function.as_ptr().cast(), function.len() as _) },
+                true,
+            ),
+        }
+    }
+
+    /// Keeps `atom` (the caller's reference) for later calls of `function`;
+    /// false, keeping nothing, when there is no room.
+    fn keep(&mut self, function: &str, atom: qjs::JSAtom) -> bool {
+        if self.atoms.len() >= MAX_KEPT_ATOMS {
+            return false;
+        }
+        self.atoms.push((function.into(), atom));
+        true
+    }
+}
+
 thread_local! {
-    /// Each loaded script's module namespace by name, beside dispatch.js's
-    /// Map of them (the runtime tells Rust where it sets that Map:
-    /// `native.scriptLoaded`), so that [`call_inline`] finds a script
-    /// without a call into JavaScript.
-    static NAMESPACES: RefCell<HashMap<String, Persistent<Object<'static>>>> = RefCell::new(HashMap::new());
+    /// Each loaded script by name, beside dispatch.js's Map of them (the
+    /// runtime tells Rust where it sets that Map: `native.scriptLoaded`),
+    /// so that [`call_inline`] finds a script without a call into
+    /// JavaScript.
+    static SCRIPTS: RefCell<HashMap<String, Script>> = RefCell::new(HashMap::new());
+    /// The argument list [`call_inline`] builds, kept between calls so that
+    /// a call allocates none.
+    static ARGV: Cell<Vec<qjs::JSValue>> = const { Cell::new(Vec::new()) };
 }
 
 /// The runtime loaded `name` (dispatch.js's `load`): its namespace is the
 /// one [`call_inline`] calls into from now on.
 pub(crate) fn script_loaded<'js>(ctx: &Ctx<'js>, name: String, namespace: Object<'js>) {
-    let namespace = Persistent::save(ctx, namespace);
-    NAMESPACES.with(|n| n.borrow_mut().insert(name, namespace));
+    let raw = ctx.as_raw().as_ptr();
+    // SAFETY: a live value of this context; the reference taken is the
+    // script's (see `Script`).
+    let namespace = unsafe { qjs::JS_DupValue(raw, namespace.as_raw()) };
+    let replaced = SCRIPTS.with(|s| {
+        s.borrow_mut().insert(
+            name,
+            Script {
+                namespace,
+                atoms: Vec::new(),
+            },
+        )
+    });
+    if let Some(old) = replaced {
+        // SAFETY: the references the replaced script held, given back once.
+        unsafe {
+            for (_, atom) in old.atoms {
+                qjs::JS_FreeAtom(raw, atom);
+            }
+            qjs::JS_FreeValue(raw, old.namespace);
+        }
+    }
 }
 
 /// Bytes allocated between two cycle collections when the host names none.
@@ -880,41 +945,72 @@ fn call_inline<'js>(
     function: &str,
     args: &str,
 ) -> rquickjs::Result<bool> {
-    let namespace = NAMESPACES.with(|n| n.borrow().get(name).cloned());
-    let Some(namespace) = namespace else {
+    let raw = ctx.as_raw().as_ptr();
+    let Some((namespace, atom, temporary)) = SCRIPTS.with(|s| {
+        let s = s.borrow();
+        let script = s.get(name)?;
+        let (atom, temporary) = script.atom(raw, function);
+        Some((script.namespace, atom, temporary))
+    }) else {
         return Ok(false); // no such script
     };
-    let namespace = namespace.restore(ctx)?;
-    // A binding not yet initialised throws: the dispatcher reports it.
-    let Ok(f) = namespace.get::<_, Value>(function) else {
+    // SAFETY: `SCRIPTS` keeps the namespace alive, and nothing in this
+    // lookup can load a script (a module namespace runs no user code); the
+    // value got is owned by `f`.
+    let f = unsafe { Value::from_raw(ctx.clone(), qjs::JS_GetProperty(raw, namespace, atom)) };
+    let is_function = f.is_function();
+    if temporary
+        && !(is_function
+            && SCRIPTS.with(|s| {
+                s.borrow_mut()
+                    .get_mut(name)
+                    .is_some_and(|s| s.keep(function, atom))
+            }))
+    {
+        // SAFETY: the atom made above and not kept.
+        unsafe { qjs::JS_FreeAtom(raw, atom) };
+    }
+    if f.is_exception() {
+        // A binding not yet initialised throws: the dispatcher reports it.
         let _ = ctx.catch();
         return Ok(false);
-    };
-    let Some(f) = f.into_function() else {
+    }
+    if !is_function {
         return Ok(false);
-    };
-    let Some(call) = call_arguments(ctx, args)? else {
+    }
+    let mut argv = Argv::take(raw);
+    if !call_arguments(ctx, args, &mut argv.values)? {
         return Ok(false);
-    };
+    }
 
     // `begin(task)`: the entry has made the task current already.
     books.live_set(ctx, books.set_add, task)?;
     books.set_state(ctx, books.scope, qjs::JS_NULL)?;
 
-    let value = match f.call_arg::<Value>(call) {
-        Ok(value) => value,
-        Err(e) if e.is_exception() => {
-            let thrown = ctx.catch();
-            if thrown.is_uncatchable_error() {
-                // Interrupted: the entry stops the task, as it does when
-                // the dispatcher's JavaScript is interrupted.
-                return Err(ctx.throw(thrown));
-            }
-            call_dispatch::<_, ()>(dispatch, "settle", (task as f64, thrown, true))?;
-            return Ok(true);
-        }
-        Err(e) => return Err(e),
+    // SAFETY: `f` is a function of this context and `argv` its arguments,
+    // owned by `argv` (JS_Call takes no reference of them); the result is
+    // owned by `value`.
+    let value = unsafe {
+        let result = qjs::JS_Call(
+            raw,
+            f.as_raw(),
+            qjs::JS_UNDEFINED,
+            argv.values.len() as _,
+            argv.values.as_mut_ptr(),
+        );
+        Value::from_raw(ctx.clone(), result)
     };
+    drop(argv);
+    if value.is_exception() {
+        let thrown = ctx.catch();
+        if thrown.is_uncatchable_error() {
+            // Interrupted: the entry stops the task, as it does when the
+            // dispatcher's JavaScript is interrupted.
+            return Err(ctx.throw(thrown));
+        }
+        call_dispatch::<_, ()>(dispatch, "settle", (task as f64, thrown, true))?;
+        return Ok(true);
+    }
     let text = match value.type_of() {
         Type::Int => value.as_int().map(|n| n.to_string()),
         // Finite: its ToString, what `"" + n` and JSON.stringify write.
@@ -946,80 +1042,155 @@ fn call_inline<'js>(
     Ok(true)
 }
 
-/// The arguments of a call, from their JSON array, as `JSON.parse` makes
-/// them; `None` when `args` is not a JSON array. Numbers, booleans, `null`
-/// and strings are made here, one by one (a whole `JSON.parse` made an
-/// array to take them out of, and QuickJS's reading of numbers is slow in
-/// Wasm); objects, arrays and strings Rust cannot hold (lone surrogates)
-/// are each read by QuickJS's `JSON.parse`. A number is an integer value
-/// where `JSON.parse` makes one (the patched quickjs.c of
-/// scripts/bootstrap.sh: an int32 that is not -0), otherwise a float.
-fn call_arguments<'js>(ctx: &Ctx<'js>, args: &str) -> rquickjs::Result<Option<Args<'js>>> {
-    use serde_json::value::RawValue;
-    // Nesting past serde_json's limit, or anything else it refuses: the
-    // whole text to QuickJS, which decides as it always did.
-    let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(args) else {
-        let Ok(list) = ctx.json_parse(args) else {
-            let _ = ctx.catch();
-            return Ok(None);
-        };
-        let Some(list) = list.into_array() else {
-            return Ok(None);
-        };
-        let mut call = Args::new(ctx.clone(), list.len());
-        for value in list.iter::<Value>() {
-            call.push_arg(value?)?;
-        }
-        return Ok(Some(call));
-    };
-    // What serde_json has checked, QuickJS reads without fail: a failure
-    // here leaves the call to the dispatcher all the same.
-    let parse = |text: &str| -> Option<Value<'js>> {
-        let parsed = ctx.json_parse(text).ok();
-        if parsed.is_none() {
-            let _ = ctx.catch();
-        }
-        parsed
-    };
-    let mut call = Args::new(ctx.clone(), list.len());
-    for raw in list {
-        let text = raw.get();
-        match text.as_bytes()[0] {
-            b'n' => call.push_arg(rquickjs::Null)?,
-            b't' => call.push_arg(true)?,
-            b'f' => call.push_arg(false)?,
-            b'-' | b'0'..=b'9' => {
-                let Ok(n) = text.parse::<f64>() else {
-                    return Ok(None);
-                };
-                let int32 = n.fract() == 0.0
-                    && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&n)
-                    && !(n == 0.0 && n.is_sign_negative());
-                if int32 {
-                    call.push_arg(n as i32)?;
-                } else {
-                    call.push_arg(n)?;
-                }
-            }
-            // Without escapes, borrowed; with them, decoded; with a lone
-            // surrogate (which Rust cannot hold), QuickJS's.
-            b'"' => match serde_json::from_str::<&str>(text) {
-                Ok(s) => call.push_arg(s)?,
-                Err(_) => match serde_json::from_str::<String>(text) {
-                    Ok(s) => call.push_arg(s)?,
-                    Err(_) => match parse(text) {
-                        Some(v) => call.push_arg(v)?,
-                        None => return Ok(None),
-                    },
-                },
-            },
-            _ => match parse(text) {
-                Some(v) => call.push_arg(v)?,
-                None => return Ok(None),
-            },
+/// The argument list of a call: QuickJS values, each holding a reference
+/// given back when this drops, in a buffer kept between calls (`ARGV`).
+struct Argv {
+    raw: *mut qjs::JSContext,
+    values: Vec<qjs::JSValue>,
+}
+
+impl Argv {
+    fn take(raw: *mut qjs::JSContext) -> Argv {
+        Argv {
+            raw,
+            values: ARGV.take(),
         }
     }
-    Ok(Some(call))
+}
+
+impl Drop for Argv {
+    fn drop(&mut self) {
+        free_values(self.raw, &mut self.values);
+        ARGV.set(std::mem::take(&mut self.values));
+    }
+}
+
+/// Gives back the reference each of `values` holds, and empties it.
+fn free_values(raw: *mut qjs::JSContext, values: &mut Vec<qjs::JSValue>) {
+    for value in values.drain(..) {
+        // SAFETY: each value's own reference, given back once.
+        unsafe { qjs::JS_FreeValue(raw, value) };
+    }
+}
+
+/// The arguments of a call, from their JSON array, as `JSON.parse` makes
+/// them, pushed onto `argv`; false when `args` is not a JSON array. Numbers,
+/// booleans, `null` and strings are made here, one by one, as serde_json
+/// splits the list (a whole `JSON.parse` made an array to take them out of,
+/// and QuickJS's reading of numbers is slow in Wasm); objects, arrays and
+/// strings Rust cannot hold (lone surrogates) are each read by QuickJS's
+/// `JSON.parse`.
+fn call_arguments(
+    ctx: &Ctx<'_>,
+    args: &str,
+    argv: &mut Vec<qjs::JSValue>,
+) -> rquickjs::Result<bool> {
+    use serde::de::{Deserializer as _, Error as _, SeqAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    /// Makes each argument as serde_json reads it off the list.
+    struct Each<'a, 'js> {
+        ctx: &'a Ctx<'js>,
+        argv: &'a mut Vec<qjs::JSValue>,
+        refused: &'a mut bool,
+    }
+    impl<'de> Visitor<'de> for Each<'_, '_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+                let Some(value) = argument(self.ctx, raw.get()) else {
+                    *self.refused = true;
+                    return Err(A::Error::custom("an argument QuickJS did not make"));
+                };
+                self.argv.push(value);
+            }
+            Ok(())
+        }
+    }
+
+    let mut refused = false;
+    let mut list = serde_json::Deserializer::from_str(args);
+    let split = list
+        .deserialize_seq(Each {
+            ctx,
+            argv,
+            refused: &mut refused,
+        })
+        .and_then(|()| list.end());
+    match split {
+        Ok(()) => return Ok(true),
+        Err(_) if refused => return Ok(false),
+        Err(_) => {}
+    }
+    // Nesting past serde_json's limit, or anything else it refuses: the
+    // whole text to QuickJS, which decides as it always did.
+    let raw = ctx.as_raw().as_ptr();
+    free_values(raw, argv);
+    let Ok(list) = ctx.json_parse(args) else {
+        let _ = ctx.catch();
+        return Ok(false);
+    };
+    let Some(list) = list.into_array() else {
+        return Ok(false);
+    };
+    for value in list.iter::<Value>() {
+        // SAFETY: a live value of this context; the reference is `argv`'s.
+        argv.push(unsafe { qjs::JS_DupValue(raw, value?.as_raw()) });
+    }
+    Ok(true)
+}
+
+/// One argument of a call from its JSON text, which serde_json has checked,
+/// as `JSON.parse` makes it: a reference the caller owns, or `None` when
+/// QuickJS failed to make it (out of memory; its exception is cleared).
+/// A number is an integer value where `JSON.parse` makes one (the patched
+/// quickjs.c of scripts/bootstrap.sh: an int32 that is not -0, which is
+/// also the rule of `JS_NewFloat64`), otherwise a float.
+fn argument(ctx: &Ctx<'_>, text: &str) -> Option<qjs::JSValue> {
+    let raw = ctx.as_raw().as_ptr();
+    let made = |value: qjs::JSValue| {
+        // SAFETY: a tag test.
+        if unsafe { qjs::JS_IsException(value) } {
+            let _ = ctx.catch();
+            None
+        } else {
+            Some(value)
+        }
+    };
+    let parse = |text: &str| match ctx.json_parse(text) {
+        // SAFETY: a live value of this context; the reference is the caller's.
+        Ok(value) => Some(unsafe { qjs::JS_DupValue(raw, value.as_raw()) }),
+        Err(_) => {
+            let _ = ctx.catch();
+            None
+        }
+    };
+    let string = |s: &str| {
+        // SAFETY: `s` is valid UTF-8 for its length.
+        made(unsafe { qjs::JS_NewStringLen(raw, s.as_ptr().cast(), s.len() as _) })
+    };
+    match text.as_bytes()[0] {
+        b'n' => Some(qjs::JS_NULL),
+        b't' => Some(qjs::JS_TRUE),
+        b'f' => Some(qjs::JS_FALSE),
+        b'-' | b'0'..=b'9' => match text.parse::<i32>() {
+            Ok(n) if text != "-0" => Some(qjs::JS_MKVAL(qjs::JS_TAG_INT, n)),
+            _ => text.parse::<f64>().ok().map(qjs::JS_NewFloat64),
+        },
+        // Without escapes, borrowed; with them, decoded; with a lone
+        // surrogate (which Rust cannot hold), QuickJS's.
+        b'"' => match serde_json::from_str::<&str>(text) {
+            Ok(s) => string(s),
+            Err(_) => match serde_json::from_str::<String>(text) {
+                Ok(s) => string(&s),
+                Err(_) => parse(text),
+            },
+        },
+        _ => parse(text),
+    }
 }
 
 /// core.js's `idKey`: ids as keys of the runtime's Maps and Sets (a

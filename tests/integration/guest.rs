@@ -262,6 +262,66 @@ async fn two_scripts_live_side_by_side_and_a_reload_replaces_one() {
 }
 
 #[tokio::test]
+async fn each_export_called_by_name_is_the_binding_it_names_now() {
+    // vm.rs's `call_inline` keeps the atoms of the names it was called by
+    // (32 a script) and looks the rest up each time: every name answers
+    // for its own export, past the kept ones too, a reassigned `let` binding
+    // answers as it is now, and a reload's exports replace the old ones'.
+    let sb = sandbox().await;
+    let script = |base: u32| {
+        let mut s = String::from(
+            "export let live = () => 'before'; export function swap() { live = () => 'after'; }\n\
+             export const value = 7;\n",
+        );
+        for i in 0..40 {
+            s.push_str(&format!(
+                "export function f{i}(x) {{ return x + {}; }}\n",
+                base + i
+            ));
+        }
+        s
+    };
+    let call = |function: String, args: Vec<serde_json::Value>| {
+        let sb = sb.clone();
+        async move {
+            sb.call("many.js", &function, &args, TaskOptions::default())
+                .await
+        }
+    };
+    sb.load("many.js", &script(0)).await.unwrap();
+    for round in 0..2 {
+        for i in 0..40 {
+            let out = call(format!("f{i}"), vec![json!(1000 * round)])
+                .await
+                .unwrap();
+            assert_eq!(out, json!(1000 * round + i), "f{i} in round {round}");
+        }
+    }
+    assert_eq!(call("live".into(), vec![]).await.unwrap(), json!("before"));
+    call("swap".into(), vec![]).await.unwrap();
+    assert_eq!(call("live".into(), vec![]).await.unwrap(), json!("after"));
+    for (name, says) in [
+        ("value", "is not a function"),
+        ("nope", "has no export named"),
+    ] {
+        for _ in 0..2 {
+            match call(name.into(), vec![]).await {
+                Err(Error::Script { error, .. }) => {
+                    assert!(error.message.contains(says), "{name}: {}", error.message)
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+    sb.load("many.js", &script(500)).await.unwrap();
+    for i in (0..40).rev() {
+        let out = call(format!("f{i}"), vec![json!(1)]).await.unwrap();
+        assert_eq!(out, json!(501 + i), "f{i} after the reload");
+    }
+    assert_eq!(call("live".into(), vec![]).await.unwrap(), json!("before"));
+}
+
+#[tokio::test]
 async fn scripts_can_import_only_marionette() {
     let sb = sandbox().await;
     // A script loaded alone imports `marionette` and nothing else; each

@@ -531,11 +531,15 @@ impl Sandbox {
         for (i, arg) in args.iter().enumerate() {
             check_nesting(&op, format_args!("argument {}", i + 1), arg)?;
         }
-        let (n, f, args) = (
-            name.to_string(),
-            function.to_string(),
-            Json::Array(args.to_vec()).to_string(),
-        );
+        // The list written straight from the slice: no copy of the values,
+        // and no `Display` adapter (a tenth of a short call's time, §11).
+        let args = serde_json::to_string(args).map_err(|e| {
+            Error::host(
+                op.clone(),
+                anyhow::Error::from(e).context("writing the arguments' JSON"),
+            )
+        })?;
+        let (n, f) = (name.to_string(), function.to_string());
         let value = self
             .task(
                 op.clone(),
