@@ -9,9 +9,10 @@
 //! instance memory N # N instances held at once, to their first result, on
 //!                    # each allocator: private memory each, twice (the
 //!                    # second time on the slots the first left)
-//! instance stages N # the default runtime: median of each stage of N
-//!                    # sandboxes to their first result (new, load, call,
-//!                    # shutdown), one at a time
+//! instance stages N [SPIN_US] # the default runtime: median of each stage
+//!                    # of N sandboxes to their first result (new, load,
+//!                    # call, shutdown), one at a time; on a pool of two
+//!                    # threads spinning SPIN_US µs when given
 //! instance loop N [on-demand]  # N new instances, dropped, nothing printed:
 //!                    # for `perf record -e cpu-clock -g`
 //! ```
@@ -42,7 +43,15 @@ fn main() -> anyhow::Result<()> {
         "time" => compare(n, false),
         "cold" => compare(n, true),
         "sandboxes" => sandboxes(n),
-        "stages" => stages(n),
+        "stages" => {
+            let spin = match args.get(2) {
+                Some(us) => Some(Duration::from_micros(
+                    us.parse().context("SPIN_US must be a number")?,
+                )),
+                None => None,
+            };
+            stages(n, spin)
+        }
         "memory" => memory(n),
         "loop" => {
             let on_demand = args.get(2).is_some_and(|a| a == "on-demand");
@@ -57,7 +66,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: instance time|cold|sandboxes|stages|memory N, or instance loop N [on-demand]"
+            "usage: instance time|cold|sandboxes|memory N, instance stages N [SPIN_US], or instance loop N [on-demand]"
         ),
     }
 }
@@ -157,11 +166,20 @@ fn sandboxes(n: usize) -> anyhow::Result<()> {
 
 /// Each stage of a sandbox's way to its first result on the default
 /// runtime, timed apart: where the cold start's time goes.
-fn stages(n: usize) -> anyhow::Result<()> {
+fn stages(n: usize, spin: Option<Duration>) -> anyhow::Result<()> {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let runtime = Runtime::new(&RuntimeOptions::default())?;
+    let pool = spin
+        .map(|spin| {
+            marionette::OwnerPool::new(marionette::OwnerPoolOptions {
+                threads: 2,
+                name: "stages".into(),
+                spin,
+            })
+        })
+        .transpose()?;
     let args = fixture::add_args_json();
     const STAGES: [&str; 4] = ["new sandbox", "load", "first call", "shutdown"];
     let mut times: [Vec<f64>; 4] = Default::default();
@@ -172,9 +190,24 @@ fn stages(n: usize) -> anyhow::Result<()> {
                 times[i].push(lap.elapsed().as_secs_f64() * 1e6);
                 lap = Instant::now();
             };
-            let sandbox =
-                marionette::Sandbox::with_runtime(runtime.clone(), marionette::Policy::default())
-                    .await?;
+            let sandbox = match &pool {
+                None => {
+                    marionette::Sandbox::with_runtime(
+                        runtime.clone(),
+                        marionette::Policy::default(),
+                    )
+                    .await?
+                }
+                Some(pool) => {
+                    marionette::Sandbox::with_options(
+                        runtime.clone(),
+                        marionette::Policy::default(),
+                        marionette::HostServices::default(),
+                        marionette::SandboxOptions::default().on_pool(pool.clone()),
+                    )
+                    .await?
+                }
+            };
             stage(0);
             sandbox.load(fixture::SCRIPT, fixture::BENCH_JS).await?;
             stage(1);
@@ -194,8 +227,12 @@ fn stages(n: usize) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     println!(
-        "median us per stage ({n} sandboxes, pooled: {})",
-        runtime.pooled()
+        "median us per stage ({n} sandboxes, pooled: {}, spin: {})",
+        runtime.pooled(),
+        spin.map_or_else(
+            || "the shared pool's".into(),
+            |s| format!("{} us", s.as_micros())
+        )
     );
     for (name, mut t) in STAGES.into_iter().zip(times) {
         t.sort_by(f64::total_cmp);
