@@ -79,21 +79,23 @@ const FIB: &str = "docs/architecture.md §11: since JSON integers reach the inte
                    goes through one `br_table` dispatch block, plus wasmtime's epoch check \
                    (17%). No setting moves it; weval-style specialisation or tail-call \
                    handlers in QuickJS's C source would";
-const ENTRY: &str = "docs/architecture.md §11, \"The call path without rquickjs's wrappers, \
-                     session 13\": a call runs no dispatcher JavaScript, and the runtime's books \
-                     are QuickJS values called through its C API. Of what is left, the host's \
-                     side of the component call is a third (about 0.8 us), the script's \
-                     function a tenth; the rest is spread thin (the argument list's split, the \
-                     task's end, allocation). A call by a handle with its arguments as values, \
-                     a protocol change, would move it. Through the API add the owner hand-off \
-                     (`wake/*`)";
+const ENTRY: &str = "docs/architecture.md §11, \"The rest of rquickjs on the call path, and the \
+                     caller's JSON, session 14\": a call runs no dispatcher JavaScript; the \
+                     guest makes the arguments as serde_json splits the list and calls the \
+                     function by a kept atom through QuickJS's C API. The guest is now under \
+                     half of a direct call; the rest is wasmtime's side of the component call \
+                     (three strings lowered, each a call into the guest, the effect list \
+                     lifted, the post-return: five entries into wasm a call), which a call by \
+                     handle, a protocol change, would cut. Through the API add the owner \
+                     hand-off (`wake/*`)";
 const INSTANCE: &str = "docs/architecture.md §10, \"A fresh sandbox, stage by stage (session \
                         11)\": instances come from the pool by default (`instantiate/guest_direct`; \
                         `guest_direct_on_demand` is an instance past the pool's room). A first result \
                         adds the load (its entry's page faults on the snapshot's pages: a pooled slot \
                         keeps only the first 32 runs of pages its last instance wrote, and each write \
-                        to a page first read costs a TLB shootdown across the CPUs) and the owner \
-                        hand-offs";
+                        to a page first read costs a TLB shootdown across the CPUs; \"Where a fresh \
+                        sandbox's page faults are, session 14\": 13 faults a sandbox, all past the \
+                        32nd run) and the owner hand-offs";
 const MEMORY: &str = "docs/architecture.md §11, \"What an idle sandbox holds\": about 400 KiB are \
                       snapshot pages each instance writes (QuickJS's reference counts in objects \
                       all over the heap); collecting the boot's garbage before the snapshot and \
