@@ -954,6 +954,11 @@ fn call_inline<'js>(
     }) else {
         return Ok(false); // no such script
     };
+    if atom == qjs::JS_ATOM_NULL {
+        // Out of memory making the atom: the dispatcher's call fails it.
+        let _ = ctx.catch();
+        return Ok(false);
+    }
     // SAFETY: `SCRIPTS` keeps the namespace alive, and nothing in this
     // lookup can load a script (a module namespace runs no user code); the
     // value got is owned by `f`.
