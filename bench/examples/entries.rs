@@ -17,6 +17,10 @@
 //!                    # wasmtime's fuel (about one per wasm instruction),
 //!                    # for each component given: exact, the same on any
 //!                    # machine, whatever its load
+//! entries floor N    # N calls of the guest's cheapest export
+//!                    # (script.offer-bytecode of nothing: no result, no
+//!                    # JavaScript) beside N of add(1, 2): the floor of a
+//!                    # component call, and what add costs above it
 //! entries fib N      # fib(25) N times by turns: the guest called with a
 //!                    # JSON argument, called by JS with an integer literal
 //!                    # and with JSON.parse("25"), and native QuickJS; wall
@@ -78,6 +82,7 @@ fn main() -> anyhow::Result<()> {
             diff(path, verbose)
         }
         "fuel" => fuel(&args[1..]),
+        "floor" => floor(n),
         "file" => {
             let path = args.get(1).context("entries file PATH N")?;
             let n = match args.get(2) {
@@ -87,7 +92,7 @@ fn main() -> anyhow::Result<()> {
             direct_on(direct_runtime(Some(path))?, n)
         }
         _ => bail!(
-            "usage: entries direct|api|spins|idle|phases|fib N, entries diff [PATH] [v], entries file PATH N, or entries fuel PATH..."
+            "usage: entries direct|api|spins|idle|phases|floor|fib N, entries diff [PATH] [v], entries file PATH N, or entries fuel PATH..."
         ),
     }
 }
@@ -361,6 +366,35 @@ fn phases(n: usize, path: Option<&String>) -> anyhow::Result<()> {
 }
 
 /// The embedded guest, or the component at `path` (compiled here).
+/// `offer-bytecode` of nothing and `add(1, 2)` by turns on one instance: best of five
+/// rounds of `n` each, per call.
+fn floor(n: usize) -> anyhow::Result<()> {
+    let runtime = DirectRuntime::new()?;
+    let mut guest = runtime.instantiate()?;
+    guest.load(fixture::SCRIPT, fixture::BENCH_JS)?;
+    let args = fixture::add_args_json();
+    let (mut heap, mut add) = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        let start = Instant::now();
+        for _ in 0..n {
+            guest.offer_nothing()?;
+        }
+        heap = heap.min(start.elapsed().as_secs_f64() / n as f64);
+        let start = Instant::now();
+        for _ in 0..n {
+            let out = guest.call(fixture::SCRIPT, "add", &args)?;
+            ensure!(out == fixture::ADD_RESULT, "add: {out}");
+        }
+        add = add.min(start.elapsed().as_secs_f64() / n as f64);
+    }
+    println!(
+        "offer-bytecode of nothing {:.3} us, add(1, 2) {:.2} us per call (best of 5 rounds of {n} each)",
+        heap * 1e6,
+        add * 1e6
+    );
+    Ok(())
+}
+
 /// Calls `add(1, 2)` on each component at `paths` and prints the fuel
 /// one call uses once the instance is warm (the mean of 1 000 calls, which
 /// differ only by the task id's digits).
@@ -386,7 +420,16 @@ fn fuel(paths: &[String]) -> anyhow::Result<()> {
             ensure!(out == fixture::ADD_RESULT, "add: {out}");
         }
         let used = guest.fuel_used().context("a runtime metering fuel")? - before;
-        println!("{path}: add(1, 2) uses {} units of fuel", used / CALLS);
+        let before = guest.fuel_used().context("a runtime metering fuel")?;
+        for _ in 0..CALLS {
+            guest.offer_nothing()?;
+        }
+        let floor = guest.fuel_used().context("a runtime metering fuel")? - before;
+        println!(
+            "{path}: add(1, 2) uses {} units of fuel (the cheapest entry, offer-bytecode of nothing, {})",
+            used / CALLS,
+            floor / CALLS
+        );
     }
     Ok(())
 }

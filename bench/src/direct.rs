@@ -226,6 +226,17 @@ impl DirectGuest {
         }
     }
 
+    /// `script.offer-bytecode` with nothing to offer: the cheapest entry
+    /// the guest has (an empty list lowered, no result, no post-return, no
+    /// JavaScript), so its time is the floor of a call into the component.
+    ///
+    /// # Errors
+    /// A trap.
+    pub fn offer_nothing(&mut self) -> anyhow::Result<()> {
+        self.script()?.call_offer_bytecode(&mut self.store, &[])?;
+        Ok(())
+    }
+
     /// The fuel the instance has used so far, on a runtime that meters
     /// fuel (`RuntimeOptions::fuel`): wasmtime's exact count of the guest's
     /// work, the same on every run and every machine. `None` otherwise.
