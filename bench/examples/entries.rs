@@ -50,7 +50,7 @@ use marionette::{
     HostServices, OwnerPool, OwnerPoolOptions, Policy, Runtime, RuntimeOptions, Sandbox,
     SandboxOptions, TaskOptions,
 };
-use marionette_bench::direct::DirectRuntime;
+use marionette_bench::direct::{DirectGuest, DirectRuntime};
 use marionette_bench::fixture;
 
 fn main() -> anyhow::Result<()> {
@@ -175,12 +175,7 @@ fn direct_on(runtime: DirectRuntime, n: usize) -> anyhow::Result<()> {
     let args = fixture::add_args_json();
     let mut best = f64::MAX;
     for _ in 0..5 {
-        let start = Instant::now();
-        for _ in 0..n {
-            let out = guest.call(fixture::SCRIPT, "add", &args)?;
-            ensure!(out == fixture::ADD_RESULT, "add: {out}");
-        }
-        best = best.min(start.elapsed().as_secs_f64() / n as f64);
+        best = best.min(per_call(n, || add(&mut guest, &args))?);
     }
     println!(
         "direct add(1, 2): {:.2} us per call (best of 5 rounds of {n})",
@@ -373,26 +368,33 @@ fn floor(n: usize) -> anyhow::Result<()> {
     let mut guest = runtime.instantiate()?;
     guest.load(fixture::SCRIPT, fixture::BENCH_JS)?;
     let args = fixture::add_args_json();
-    let (mut heap, mut add) = (f64::MAX, f64::MAX);
+    let (mut floor, mut best) = (f64::MAX, f64::MAX);
     for _ in 0..5 {
-        let start = Instant::now();
-        for _ in 0..n {
-            guest.offer_nothing()?;
-        }
-        heap = heap.min(start.elapsed().as_secs_f64() / n as f64);
-        let start = Instant::now();
-        for _ in 0..n {
-            let out = guest.call(fixture::SCRIPT, "add", &args)?;
-            ensure!(out == fixture::ADD_RESULT, "add: {out}");
-        }
-        add = add.min(start.elapsed().as_secs_f64() / n as f64);
+        floor = floor.min(per_call(n, || guest.offer_nothing())?);
+        best = best.min(per_call(n, || add(&mut guest, &args))?);
     }
     println!(
         "offer-bytecode of nothing {:.3} us, add(1, 2) {:.2} us per call (best of 5 rounds of {n} each)",
-        heap * 1e6,
-        add * 1e6
+        floor * 1e6,
+        best * 1e6
     );
     Ok(())
+}
+
+/// `add(1, 2)` on `guest`, its answer checked.
+fn add(guest: &mut DirectGuest, args: &[serde_json::Value]) -> anyhow::Result<()> {
+    let out = guest.call(fixture::SCRIPT, "add", args)?;
+    ensure!(out == fixture::ADD_RESULT, "add: {out}");
+    Ok(())
+}
+
+/// Seconds per call of `n` calls of `f`.
+fn per_call(n: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    for _ in 0..n {
+        f()?;
+    }
+    Ok(start.elapsed().as_secs_f64() / n as f64)
 }
 
 /// Calls `add(1, 2)` on each component at `paths` and prints the fuel

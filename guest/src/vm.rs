@@ -964,16 +964,18 @@ fn call_inline<'js>(
     // value got is owned by `f`.
     let f = unsafe { Value::from_raw(ctx.clone(), qjs::JS_GetProperty(raw, namespace, atom)) };
     let is_function = f.is_function();
-    if temporary
-        && !(is_function
+    if temporary {
+        // Kept for the next call when it names a function, else given back.
+        let kept = is_function
             && SCRIPTS.with(|s| {
                 s.borrow_mut()
                     .get_mut(name)
                     .is_some_and(|s| s.keep(function, atom))
-            }))
-    {
-        // SAFETY: the atom made above and not kept.
-        unsafe { qjs::JS_FreeAtom(raw, atom) };
+            });
+        if !kept {
+            // SAFETY: the atom made above, and nobody else's.
+            unsafe { qjs::JS_FreeAtom(raw, atom) };
+        }
     }
     if f.is_exception() {
         // A binding not yet initialised throws: the dispatcher reports it.

@@ -434,10 +434,9 @@
   // kid knows its parent, so a parent's `kids` made a cycle that only the
   // collector freed, and with it everything the run's closures held.
   function scopeClosed(scope) {
-    scope.closed = true;
-    takeSignals(scope);
     for (const s of subtree(scope)) {
       s.closed = true;
+      s.signal = undefined;
       s.kids = null;
     }
     if (scope.parent !== null && scope.parent !== undefined && scope.parent.kids !== null) sdel(scope.parent.kids, scope);
