@@ -17,6 +17,16 @@
 //!                    # wasmtime's fuel (about one per wasm instruction),
 //!                    # for each component given: exact, the same on any
 //!                    # machine, whatever its load
+//! entries jsfuel FILE.js FUNCTION...  # the guest's work per call of
+//!                    # each FUNCTION (no arguments) exported by FILE.js,
+//!                    # in fuel, once warm: work that settles within its
+//!                    # entry (a session with synchronous parts, say),
+//!                    # taken apart by writing variants of it
+//! entries runs N     # N instances in turn on a pool of one slot, each
+//!                    # loading a script and answering a call: the runs
+//!                    # of written pages of the slot's memory at each
+//!                    # drop, as wasmtime's reset scans them (it keeps the
+//!                    # first 32), and which pages the next one faults
 //! entries floor N    # N calls of the guest's cheapest export
 //!                    # (script.offer-bytecode of nothing: no result, no
 //!                    # JavaScript) beside N of add(1, 2): the floor of a
@@ -57,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().map(String::as_str).unwrap_or("");
     let n: usize = match args.get(1) {
-        Some(n) if !matches!(mode, "file" | "diff" | "fuel") => {
+        Some(n) if !matches!(mode, "file" | "diff" | "fuel" | "jsfuel") => {
             n.parse().context("N must be a number")?
         }
         _ => 100_000,
@@ -82,6 +92,8 @@ fn main() -> anyhow::Result<()> {
             diff(path, verbose)
         }
         "fuel" => fuel(&args[1..]),
+        "jsfuel" => js_fuel(&args[1..]),
+        "runs" => runs(n),
         "floor" => floor(n),
         "file" => {
             let path = args.get(1).context("entries file PATH N")?;
@@ -92,7 +104,7 @@ fn main() -> anyhow::Result<()> {
             direct_on(direct_runtime(Some(path))?, n)
         }
         _ => bail!(
-            "usage: entries direct|api|spins|idle|phases|floor|fib N, entries diff [PATH] [v], entries file PATH N, or entries fuel PATH..."
+            "usage: entries direct|api|spins|idle|phases|floor|fib N, entries diff [PATH] [v], entries file PATH N, entries fuel PATH..., or entries jsfuel FILE.js FUNCTION..."
         ),
     }
 }
@@ -432,6 +444,205 @@ fn fuel(paths: &[String]) -> anyhow::Result<()> {
             used / CALLS,
             floor / CALLS
         );
+    }
+    Ok(())
+}
+
+/// Loads the script at `args[0]` into the embedded guest on a runtime
+/// metering fuel and prints, for each function named after it, the fuel
+/// one call (no arguments) uses once warm: the mean of 200 calls after
+/// 50. Each answer must be the same as the first.
+fn js_fuel(args: &[String]) -> anyhow::Result<()> {
+    let (guest_path, args) = match args {
+        [flag, path, rest @ ..] if flag == "--guest" => (Some(path), rest),
+        _ => (None, args),
+    };
+    let (path, functions) = args
+        .split_first()
+        .filter(|(_, f)| !f.is_empty())
+        .context("entries jsfuel [--guest PATH] FILE.js FUNCTION...")?;
+    const WARM: u64 = 50;
+    const CALLS: u64 = 200;
+    let source = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let options = RuntimeOptions {
+        fuel: true,
+        ..RuntimeOptions::default()
+    };
+    let runtime = DirectRuntime::on(match guest_path {
+        Some(p) => Runtime::from_component(
+            &std::fs::read(p).with_context(|| format!("reading {p}"))?,
+            &options,
+        )?,
+        None => Runtime::new(&options)?,
+    })?;
+    let mut guest = runtime.instantiate()?;
+    let name = "probe.js";
+    let before = guest.fuel_used().context("a runtime metering fuel")?;
+    guest.load(name, &source)?;
+    let used = guest.fuel_used().context("a runtime metering fuel")? - before;
+    println!("the load, the instance's first: {used} units of fuel");
+    for function in functions {
+        let first = guest.call_with_timers(name, function, &[])?;
+        for _ in 1..WARM {
+            let out = guest.call_with_timers(name, function, &[])?;
+            ensure!(out == first, "{function}: answered {out}, then {first}");
+        }
+        let before = guest.fuel_used().context("a runtime metering fuel")?;
+        let started = Instant::now();
+        for _ in 0..CALLS {
+            guest.call_with_timers(name, function, &[])?;
+        }
+        let took = started.elapsed() / CALLS as u32;
+        let used = guest.fuel_used().context("a runtime metering fuel")? - before;
+        println!(
+            "{function}: {} units of fuel a call ({first}; {took:.1?} a call, fuel metered)",
+            used / CALLS
+        );
+        // What the guest logged in one more call: the fuel between each
+        // two, by the pair of messages.
+        guest.take_marks();
+        let start = guest.fuel_used().context("a runtime metering fuel")?;
+        guest.call_with_timers(name, function, &[])?;
+        let end = guest.fuel_used().context("a runtime metering fuel")?;
+        let mut marks = vec![("(entry)".to_string(), start)];
+        marks.extend(guest.take_marks());
+        if marks.len() == 1 {
+            continue;
+        }
+        marks.push(("(end)".to_string(), end));
+        let mut spans: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+        for pair in marks.windows(2) {
+            let span = spans
+                .entry((pair[0].0.clone(), pair[1].0.clone()))
+                .or_default();
+            span.0 += pair[1].1 - pair[0].1;
+            span.1 += 1;
+        }
+        let mut spans: Vec<_> = spans.into_iter().collect();
+        spans.sort_by_key(|s| std::cmp::Reverse(s.1.0));
+        for ((from, to), (fuel, count)) in spans {
+            println!("  {fuel:9} {count:4}x  {from} -> {to}");
+        }
+    }
+    Ok(())
+}
+
+/// What `/proc/self/pagemap` says of each page of `lo..hi`: 0 absent, 1
+/// the file's page or the zero page (what wasmtime's reset counts as
+/// clean), 2 a private page (what it counts as written).
+fn page_states(lo: u64, hi: u64, zero_pfn: u64) -> anyhow::Result<Vec<u8>> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut pagemap = std::fs::File::open("/proc/self/pagemap").context("opening pagemap")?;
+    let mut buf = vec![0u8; ((hi - lo) / 4096 * 8) as usize];
+    pagemap.seek(SeekFrom::Start(lo / 4096 * 8))?;
+    pagemap.read_exact(&mut buf).context("reading pagemap")?;
+    Ok(buf
+        .chunks_exact(8)
+        .map(|entry| {
+            let e = u64::from_le_bytes(entry.try_into().expect("8 bytes"));
+            let pfn = e & ((1 << 55) - 1);
+            match (e >> 63 & 1 == 1, e >> 61 & 1 == 1) {
+                (false, _) => 0,
+                (true, true) => 1,
+                (true, false) if pfn == zero_pfn => 1,
+                (true, false) => 2,
+            }
+        })
+        .collect())
+}
+
+/// The physical page of the kernel's zero page (read as root).
+fn zero_pfn() -> anyhow::Result<u64> {
+    let page = vec![0u8; 1 << 22];
+    let at = page.as_ptr() as u64 + (1 << 21);
+    // SAFETY: reading a byte of our own vector.
+    let _ = unsafe { std::ptr::read_volatile(page.as_ptr().add(1 << 21)) };
+    let at = at & !4095;
+    let states = {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let mut pagemap = std::fs::File::open("/proc/self/pagemap")?;
+        let mut e = [0u8; 8];
+        pagemap.seek(SeekFrom::Start(at / 4096 * 8))?;
+        pagemap.read_exact(&mut e)?;
+        u64::from_le_bytes(e)
+    };
+    Ok(states & ((1 << 55) - 1))
+}
+
+/// The address of the slot's linear memory: where the mapping before the
+/// guest's image starts (the reservation's part below the image).
+fn memory_base() -> anyhow::Result<(u64, u64)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").context("reading maps")?;
+    let mut previous: Option<(u64, u64)> = None;
+    for line in maps.lines() {
+        let range = line.split_whitespace().next().unwrap_or("0-0");
+        let (lo, hi) = range.split_once('-').unwrap_or(("0", "0"));
+        let (lo, hi) = (u64::from_str_radix(lo, 16)?, u64::from_str_radix(hi, 16)?);
+        if line.contains("/memfd:") {
+            let base = match previous {
+                Some((end, start)) if end == lo => start,
+                _ => lo,
+            };
+            return Ok((base, lo));
+        }
+        previous = Some((hi, lo));
+    }
+    bail!("no image mapped")
+}
+
+/// Runs of `state == 2` in `states`: (first page, pages).
+fn written_runs(states: &[u8]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (i, s) in states.iter().enumerate() {
+        if *s != 2 {
+            continue;
+        }
+        match out.last_mut() {
+            Some((at, len)) if *at + *len == i => *len += 1,
+            _ => out.push((i, 1)),
+        }
+    }
+    out
+}
+
+fn runs(n: usize) -> anyhow::Result<()> {
+    let runtime = DirectRuntime::on(Runtime::new(&RuntimeOptions {
+        pooled_instances: Some(1),
+        ..RuntimeOptions::default()
+    })?)?;
+    let zero = zero_pfn()?;
+    let args = fixture::add_args_json();
+    const SPAN: u64 = 4 << 20;
+    for round in 0..n.max(1) {
+        let mut guest = runtime.instantiate()?;
+        let (base, image) = memory_base()?;
+        let before = page_states(base, base + SPAN, zero)?;
+        guest.load(fixture::SCRIPT, fixture::BENCH_JS)?;
+        ensure!(guest.call(fixture::SCRIPT, "add", &args)? == fixture::ADD_RESULT);
+        let after = page_states(base, base + SPAN, zero)?;
+        let runs = written_runs(&after);
+        let absent_touched = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| **b == 0 && **a != 0)
+            .count();
+        let read_then_written = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| **b == 1 && **a == 2)
+            .count();
+        let written = after.iter().filter(|s| **s == 2).count();
+        println!(
+            "round {round}: image at {:#x}; {written} pages private in {} runs; the entry mapped {absent_touched} absent pages and copied {read_then_written} it had read",
+            image - base,
+            runs.len()
+        );
+        if round + 1 == n.max(1) {
+            for (i, (at, len)) in runs.iter().enumerate() {
+                println!("  run {i:2}: {:#09x} {len:4} pages", at * 4096);
+            }
+        }
+        drop(guest);
     }
     Ok(())
 }

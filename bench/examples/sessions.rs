@@ -14,7 +14,9 @@
 //! (README, "Profiling the guest").
 //!
 //! It prints each round and then, per guest, the best and the median of
-//! one session, of `N` at once, and their ratio.
+//! one session, of `N` at once, and their ratio, and the median of the
+//! time the process's threads spent on a CPU while the `N` ran (read from
+//! the kernel: on a shared machine, steadier than the wall time).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,6 +90,19 @@ async fn many(sandbox: &Sandbox, count: usize, model_ms: u64) -> anyhow::Result<
     Ok(started.elapsed())
 }
 
+/// Nanoseconds the process's threads have spent on a CPU (the kernel's
+/// accounting, `/proc/self/task/*/schedstat`): beside the wall time, what a
+/// round cost whatever else the machine ran meanwhile.
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -118,38 +133,44 @@ fn main() -> anyhow::Result<()> {
             // A first pass, not timed: the VM's heap and the host's tables
             // grow to their working size.
             many(&sandbox, args.count, args.model_ms).await?;
-            sandboxes.push((name.clone(), sandbox, Vec::new(), Vec::new()));
+            sandboxes.push((name.clone(), sandbox, Vec::new(), Vec::new(), Vec::new()));
         }
         for round in 0..args.rounds {
-            for (name, sandbox, ones, alls) in &mut sandboxes {
+            for (name, sandbox, ones, alls, cpus) in &mut sandboxes {
                 let started = Instant::now();
                 let answer = one(sandbox, 0, args.model_ms).await?;
                 ensure!(answer == fixture::session_result(0), "one session: {answer}");
                 let single = started.elapsed();
+                let cpu = cpu_ns();
                 let all = many(sandbox, args.count, args.model_ms).await?;
+                let cpu = Duration::from_nanos(cpu_ns().saturating_sub(cpu));
                 println!(
-                    "round {round} {name}: one {:.1} ms, {} at once {:.1} ms ({:.2}x)",
+                    "round {round} {name}: one {:.1} ms, {} at once {:.1} ms ({:.2}x), on a CPU {:.1} ms",
                     ms(single),
                     args.count,
                     ms(all),
-                    ms(all) / ms(single)
+                    ms(all) / ms(single),
+                    ms(cpu)
                 );
                 ones.push(single);
                 alls.push(all);
+                cpus.push(cpu);
             }
         }
-        for (name, sandbox, mut ones, mut alls) in sandboxes {
+        for (name, sandbox, mut ones, mut alls, mut cpus) in sandboxes {
             ones.sort();
             alls.sort();
+            cpus.sort();
             let (one_med, all_med) = (ones[ones.len() / 2], alls[alls.len() / 2]);
             println!(
-                "{name}: one best {:.1} median {:.1} ms; {} at once best {:.1} median {:.1} ms; median ratio {:.2}x",
+                "{name}: one best {:.1} median {:.1} ms; {} at once best {:.1} median {:.1} ms; median ratio {:.2}x; on a CPU {:.1} ms median",
                 ms(ones[0]),
                 ms(one_med),
                 args.count,
                 ms(alls[0]),
                 ms(all_med),
-                ms(all_med) / ms(one_med)
+                ms(all_med) / ms(one_med),
+                ms(cpus[cpus.len() / 2])
             );
             sandbox.shutdown().await;
         }

@@ -23,7 +23,7 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use bindings::exports::marionette::runtime::vm::{TaskCaps, VmConfig};
-use bindings::exports::marionette::runtime::{script, vm};
+use bindings::exports::marionette::runtime::{script, tasks, vm};
 use bindings::marionette::runtime::types::{Effect, Failure, LogLevel, Stop, Value};
 use bindings::{Marionette, MarionettePre};
 
@@ -50,6 +50,7 @@ pub struct DirectRuntime {
     /// use, not all eight when it is made).
     vm: Arc<vm::GuestIndices>,
     script: Arc<script::GuestIndices>,
+    tasks: Arc<tasks::GuestIndices>,
     /// Holds the engine's epoch ticker and the compiled component.
     runtime: Arc<marionette::Runtime>,
 }
@@ -108,12 +109,27 @@ impl DirectRuntime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).context("linking WASI")?;
         Marionette::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .context("linking the host interface")?;
+        // `log` again, with the fuel used when it was called (on a runtime
+        // that meters fuel): what `take_marks` returns.
+        linker.allow_shadowing(true);
+        linker
+            .instance("marionette:runtime/host@0.1.0")?
+            .func_wrap(
+                "log",
+                |mut store: wasmtime::StoreContextMut<'_, State>,
+                 (_level, message): (LogLevel, String)| {
+                    let used = store.get_fuel().map_or(0, |left| u64::MAX - left);
+                    store.data_mut().marks.push((message, used));
+                    Ok(())
+                },
+            )?;
         let pre = MarionettePre::new(linker.instantiate_pre(component)?)
             .context("pre-instantiating the guest")?;
         Ok(DirectRuntime {
             engine,
             vm: Arc::new(vm::GuestIndices::new(pre.instance_pre())?),
             script: Arc::new(script::GuestIndices::new(pre.instance_pre())?),
+            tasks: Arc::new(tasks::GuestIndices::new(pre.instance_pre())?),
             pre,
             runtime,
         })
@@ -132,6 +148,7 @@ impl DirectRuntime {
                 wasi: WasiCtxBuilder::new().build(),
                 table: ResourceTable::new(),
                 session_events: false,
+                marks: Vec::new(),
             },
         );
         store.set_epoch_deadline(NO_DEADLINE);
@@ -171,6 +188,7 @@ impl DirectRuntime {
             instance,
             indices: self.script.clone(),
             script: None,
+            tasks_indices: self.tasks.clone(),
             next_task: 1,
         })
     }
@@ -183,6 +201,7 @@ pub struct DirectGuest {
     indices: Arc<script::GuestIndices>,
     /// The `script` interface, checked at its first use.
     script: Option<script::Guest>,
+    tasks_indices: Arc<tasks::GuestIndices>,
     next_task: u64,
 }
 
@@ -226,6 +245,59 @@ impl DirectGuest {
         }
     }
 
+    /// As [`DirectGuest::call`], for a function that awaits timers: each
+    /// `sleep` it asks for is answered at once, the shortest first (then in
+    /// the order asked), as if time jumped to it, until the task is done.
+    /// Any other request is an error.
+    ///
+    /// # Errors
+    /// A script error, a trap, or a request other than a sleep.
+    pub fn call_with_timers(
+        &mut self,
+        name: &str,
+        function: &str,
+        args: &[Json],
+    ) -> anyhow::Result<Json> {
+        let task = self.task();
+        let args = serde_json::to_string(args)?;
+        let mut effects = self
+            .script()?
+            .call_call(&mut self.store, task, name, function, &args)?;
+        // (ms, order asked, op)
+        let mut sleeps: Vec<(u64, u64, u64)> = Vec::new();
+        let mut asked = 0;
+        loop {
+            for effect in effects {
+                match effect {
+                    Effect::Done(done) if done.task == task => {
+                        return match done.outcome {
+                            Ok(Value::Json(text)) => Ok(serde_json::from_str(&text)?),
+                            Ok(_) => bail!("{function}() returned no JSON"),
+                            Err(Failure::Script(e)) => bail!("{}: {}", e.name, e.message),
+                            Err(other) => bail!("task {task} failed: {other:?}"),
+                        };
+                    }
+                    Effect::Request(r) => match r.what {
+                        bindings::marionette::runtime::types::HostOp::Sleep(ms) => {
+                            asked += 1;
+                            sleeps.push((ms, asked, r.op));
+                        }
+                        _ => bail!("task {task} asked the host for more than a timer"),
+                    },
+                    Effect::Release(op) => sleeps.retain(|s| s.2 != op),
+                    _ => {}
+                }
+            }
+            let Some(next) = sleeps.iter().min().copied() else {
+                bail!("task {task} waits for nothing and is not done");
+            };
+            sleeps.retain(|s| *s != next);
+            let tasks = self.tasks_indices.load(&mut self.store, &self.instance)?;
+            effects =
+                tasks.call_resume(&mut self.store, next.2, &Ok(Value::Json("null".into())))?;
+        }
+    }
+
     /// `script.offer-bytecode` with nothing to offer: the cheapest entry
     /// the guest has (an empty list lowered, no result, no post-return, no
     /// JavaScript), so its time is the floor of a call into the component.
@@ -242,6 +314,12 @@ impl DirectGuest {
     /// work, the same on every run and every machine. `None` otherwise.
     pub fn fuel_used(&self) -> Option<u64> {
         self.store.get_fuel().ok().map(|left| u64::MAX - left)
+    }
+
+    /// What the guest logged since the last call, each with the fuel used
+    /// when it logged it.
+    pub fn take_marks(&mut self) -> Vec<(String, u64)> {
+        std::mem::take(&mut self.store.data_mut().marks)
     }
 
     /// The `script` interface, checked the first time it is needed.
@@ -285,6 +363,8 @@ struct State {
     /// The answer to `wants-session-events`: no, as a sandbox answers a
     /// caller that does not listen.
     session_events: bool,
+    /// What `log` was told, each with the fuel used when it was called.
+    pub marks: Vec<(String, u64)>,
 }
 
 impl WasiView for State {

@@ -17,7 +17,8 @@ use crate::convert;
 use crate::exports::marionette::runtime::vm::TaskCaps;
 use crate::marionette::runtime::host;
 use crate::marionette::runtime::types::{
-    Cap, CapHit, ConsoleLine, Effect, Event, Failure, LogLevel, Request, TaskDone, TaskEvent, Value,
+    Cap, CapHit, ConsoleLine, Effect, Event, Failure, HostOp, LogLevel, Request, TaskDone,
+    TaskEvent, Value,
 };
 
 thread_local! {
@@ -133,6 +134,50 @@ pub fn jobs_pending(ctx: &Ctx<'_>) -> bool {
     unsafe { rquickjs::qjs::JS_IsJobPending(rquickjs::qjs::JS_GetRuntime(ctx.as_raw().as_ptr())) }
 }
 
+/// `task` asks the host for `what`: a new op, counted against the task's
+/// cap on pending operations (a RangeError past it), its request an effect.
+fn request(ctx: &Ctx<'_>, task: u64, what: HostOp) -> Result<f64> {
+    charge(task, |usage, caps| {
+        if caps.pending_ops > 0 && usage.pending_ops >= caps.pending_ops {
+            return Some((
+                Cap::Operations,
+                format!(
+                    "too many pending host operations (timers included): this task may have {} at once",
+                    caps.pending_ops
+                ),
+            ));
+        }
+        usage.pending_ops += 1;
+        None
+    })
+    .map_err(|message| Exception::throw_range(ctx, &message))?;
+    let op = NEXT_OP.with(|n| {
+        let op = n.get();
+        n.set(op + 1);
+        op
+    });
+    OP_TASK.with(|o| o.borrow_mut().insert(op, task));
+    crate::clock::requested(op, &what);
+    push(Effect::Request(Request { op, task, what }));
+    Ok(op as f64)
+}
+
+/// The operations `task` has pending, in the order asked.
+fn ops_of(task: u64) -> Vec<f64> {
+    if pending_ops(task) == 0 {
+        return Vec::new();
+    }
+    let mut ops: Vec<u64> = OP_TASK.with(|o| {
+        o.borrow()
+            .iter()
+            .filter(|(_, t)| **t == task)
+            .map(|(op, _)| *op)
+            .collect()
+    });
+    ops.sort_unstable();
+    ops.into_iter().map(|op| op as f64).collect()
+}
+
 /// How many operations `task` has pending.
 pub fn pending_ops(task: u64) -> u32 {
     USAGE.with(|u| u.borrow().get(&task).map_or(0, |usage| usage.pending_ops))
@@ -244,6 +289,16 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
     )?;
     // The runtime's ids (see `clock::uuid`).
     native.set("uuid", Function::new(ctx.clone(), crate::clock::uuid)?)?;
+    // For profiling by hand: `native.mark("label")` lines put in the
+    // runtime's JavaScript reach the host's log at debug level, where the
+    // bench's `entries jsfuel` reads the fuel used between each two (README,
+    // "Profiling the guest"). The shipped JavaScript calls it nowhere.
+    native.set(
+        "mark",
+        Function::new(ctx.clone(), |label: String| {
+            host::log(LogLevel::Debug, &label)
+        })?,
+    )?;
     native.set("copy", Function::new(ctx.clone(), crate::copy::copy)?)?;
     // The runtime set a script's namespace in its Map of scripts (see
     // `vm::script_loaded`).
@@ -268,7 +323,11 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
         "request",
         Function::new(
             ctx.clone(),
-            |ctx: Ctx<'js>, task: f64, what: String, body: Opt<TypedArray<'js, u8>>| -> Result<f64> {
+            |ctx: Ctx<'js>,
+             task: f64,
+             what: String,
+             body: Opt<TypedArray<'js, u8>>|
+             -> Result<f64> {
                 let body = match body.0 {
                     None => None,
                     Some(bytes) => Some(
@@ -282,30 +341,32 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
                 };
                 let what = convert::host_op_from_json(&what, body)
                     .map_err(|e| Exception::throw_type(&ctx, &e.message))?;
-                let task = id(task);
-                charge(task, |usage, caps| {
-                    if caps.pending_ops > 0 && usage.pending_ops >= caps.pending_ops {
-                        return Some((
-                            Cap::Operations,
-                            format!(
-                                "too many pending host operations (timers included): this task may have {} at once",
-                                caps.pending_ops
-                            ),
-                        ));
-                    }
-                    usage.pending_ops += 1;
-                    None
-                })
-                .map_err(|message| Exception::throw_range(&ctx, &message))?;
-                let op = NEXT_OP.with(|n| {
-                    let op = n.get();
-                    n.set(op + 1);
-                    op
-                });
-                OP_TASK.with(|o| o.borrow_mut().insert(op, task));
-                crate::clock::requested(op, &what);
-                push(Effect::Request(Request { op, task, what }));
-                Ok(op as f64)
+                request(&ctx, id(task), what)
+            },
+        )?,
+    )?;
+
+    // The operations a task has pending, oldest first (core.js's
+    // `pendingOf`, at the task's end).
+    native.set(
+        "opsOf",
+        Function::new(ctx.clone(), |task: f64| ops_of(id(task)))?,
+    )?;
+
+    // `request` of `{op: "sleep", ms}`, without the JSON (the runtime's
+    // timers: setTimeout, a tool call's timeout, a retry's backoff).
+    native.set(
+        "sleep",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, task: f64, ms: f64| -> Result<f64> {
+                if !(ms >= 0.0 && ms.fract() == 0.0 && ms < u64::MAX as f64) {
+                    return Err(Exception::throw_type(
+                        &ctx,
+                        &format!("a sleep of {ms} ms: not a whole number of milliseconds"),
+                    ));
+                }
+                request(&ctx, id(task), HostOp::Sleep(ms as u64))
             },
         )?,
     )?;

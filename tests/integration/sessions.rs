@@ -243,6 +243,48 @@ async fn run_options_reach_the_contexts_and_the_timeout_is_enforced() {
     assert_eq!(out["running"], json!(false));
 }
 
+/// A JavaScript engine's context: its keys in order, and its own copy of
+/// the tools offered (made when the engine first reads them), which it may
+/// change or replace without changing what the next inference is offered
+/// or which tools the loop runs.
+#[tokio::test]
+async fn an_engines_context_holds_its_own_copy_of_the_tools() {
+    let out = scenario(&sandbox().await, "engineContext", &[]).await;
+    let seen = out["seen"].as_array().expect("two inferences");
+    assert_eq!(seen.len(), 2, "{out}");
+    for inference in seen {
+        assert_eq!(
+            inference["keys"],
+            json!([
+                "sessionId",
+                "inferenceId",
+                "turnId",
+                "tags",
+                "tools",
+                "toolChoice",
+                "signal"
+            ]),
+            "{out}"
+        );
+        assert_eq!(inference["names"], json!(["add", "upper", "boom"]), "{out}");
+        assert_eq!(inference["firstType"], "object", "{out}");
+        assert_eq!(
+            inference["jsonTools"],
+            json!(["add", "upper", "boom"]),
+            "{out}"
+        );
+        assert_eq!(
+            inference["changed"],
+            json!(["changed", "upper", "boom", "extra"]),
+            "{out}"
+        );
+        assert_eq!(inference["replaced"], "replaced", "{out}");
+        assert_eq!(inference["signal"], true, "{out}");
+    }
+    assert_eq!(out["text"], "done", "{out}");
+    assert_eq!(out["toolUse"], json!({"id": "c1", "result": "X"}), "{out}");
+}
+
 #[tokio::test]
 async fn start_delivers_every_event_in_order_even_to_late_handlers() {
     let out = scenario(&sandbox().await, "eventsInOrder", &[]).await;

@@ -175,41 +175,32 @@
     pending: new MapCtor(),  // idKey(op) -> { op, task, settle(ok, value), progress?(event) }
   };
 
-  // Each task's pending operations (task -> Map of idKey(op) -> op, in the
-  // order they were asked), beside `state.pending`: a task's end releases
-  // its own operations without going through every other task's (with many
-  // tasks at once, a walk over all of them per task ended was quadratic).
   // `state.pending` (idKey(op) -> record, the record knowing its `op`)
-  // changes only through these two.
-  const opsOf = new MapCtor();
+  // changes only through these two. Which operations are a task's, the
+  // natives know: they count each task's against its cap, and are told of
+  // every request, answer and release (`native.opsOf`). A task's end thus
+  // releases its own operations without a walk over every other task's
+  // (with many tasks at once, a walk over all of them per task ended was
+  // quadratic), and an operation costs one Map entry here.
   function addPending(op, record) {
     record.op = op;
     iset(state.pending, op, record);
-    let ops = iget(opsOf, record.task);
-    if (ops === undefined) {
-      ops = new MapCtor();
-      iset(opsOf, record.task, ops);
-    }
-    iset(ops, op, op);
   }
   // Forgets `op`; false when it was not pending.
   function dropPending(op) {
-    const p = iget(state.pending, op);
-    if (p === undefined) return false;
-    idel(state.pending, op);
-    const ops = iget(opsOf, p.task);
-    if (ops !== undefined) {
-      idel(ops, op);
-      if (ops.size === 0) idel(opsOf, p.task);
-    }
-    return true;
+    return idel(state.pending, op);
   }
   // The pending operations of `task`, as [op, record] pairs, oldest first:
   // a copy, so that the caller may drop them as it goes.
   function pendingOf(task) {
-    const ops = iget(opsOf, task);
+    const ops = native.opsOf(task);
     const out = [];
-    if (ops !== undefined) for (const op of ops.values()) out[out.length] = [op, iget(state.pending, op)];
+    for (let i = 0; i < ops.length; i++) {
+      const p = iget(state.pending, ops[i]);
+      // (An op asked for whose record was never kept: out of memory in
+      // between. The caller's release settles it in the natives.)
+      if (p !== undefined) out[out.length] = [ops[i], p];
+    }
     return out;
   }
 
@@ -232,13 +223,10 @@
   function done(task, kind, payload, isTurn) {
     if (!ishas(state.live, task)) return; // already done, or cancelled
     isdel(state.live, task);
-    // (Most tasks end with none: no list made for them.)
-    if (ihas(opsOf, task)) {
-      const ops = pendingOf(task);
-      for (let i = 0; i < ops.length; i++) {
-        dropPending(ops[i][0]);
-        native.release(ops[i][0]);
-      }
+    const ops = native.opsOf(task);
+    for (let i = 0; i < ops.length; i++) {
+      dropPending(ops[i]);
+      native.release(ops[i]);
     }
     native.done(task, kind, payload, isTurn === true);
   }
@@ -345,8 +333,10 @@
       settle(false, canceled);
       return 0;
     }
-    const json = jsonStringify(what);
-    const op = body === undefined ? native.request(task, json) : native.request(task, json, body);
+    let op;
+    if (body !== undefined) op = native.request(task, jsonStringify(what), body);
+    else if (what.op === "sleep") op = native.sleep(task, what.ms);
+    else op = native.request(task, jsonStringify(what));
     addPending(op, { task, scope, settle, progress, next });
     return op;
   }

@@ -215,9 +215,9 @@
           tags: isPlainObject(spec.tags) ? copy(spec.tags) : {},
           deadlineMs: typeof timeoutMs === "number" ? dateNow() + timeoutMs : undefined,
           scope: newScope(null),
-          emitter: makeEmitter(sessionId, task, () => {}),
+          emitter: makeEmitter(sessionId, task, undefined),
         };
-        return then(runLoop(run, jsonParse(input)), (turn) => ({ turn }), (e) => {
+        return then(runLoop(run, normalizeTurn(jsonParse(input))), (turn) => ({ turn }), (e) => {
           const failure = call(weakGet, loopFailures, e);
           if (failure === undefined) throw e;
           return { error: failure, turn: e.turn };

@@ -103,24 +103,34 @@
   // ---------------------------------------------------------------- events
 
   // A run's events: to the host (a `session` event of the run's task) and to
-  // the script's handlers, kept for handlers registered late.
+  // `deliver`, the script's handlers, which keeps them for handlers
+  // registered late. `deliver` is undefined where no script can listen (a
+  // run started by `run()`, whose run object no one sees, or by the host):
+  // then, for a host that does not read them either, no event is made at
+  // all, nor what only the events need (`wanted`).
   function makeEmitter(sessionId, task, deliver) {
     let inferenceId = "";
     let turnId = "";
     // Whether the host reads this run's events: asked at the first one.
     let hostReads;
+    function readsHost() {
+      if (!ishas(state.live, task)) return false;
+      if (hostReads === undefined) hostReads = native.wantsSessionEvents(task) === true;
+      return hostReads;
+    }
+    function wanted() {
+      return deliver !== undefined || readsHost();
+    }
     function emit(type, fields) {
+      if (!wanted()) return;
       const event = { timestampMs: dateNow(), sessionId, inferenceId, turnId, type };
       if (fields !== undefined) for (const k of objectKeys(fields)) if (fields[k] !== undefined) event[k] = fields[k];
-      if (ishas(state.live, task)) {
-        if (hostReads === undefined) hostReads = native.wantsSessionEvents(task) === true;
+      if (readsHost()) {
         let text;
-        if (hostReads) {
-          try { text = jsonStringify(event); } catch (_) { text = undefined; }
-        }
+        try { text = jsonStringify(event); } catch (_) { text = undefined; }
         if (text !== undefined) native.sessionEvent(task, text);
       }
-      deliver(event);
+      if (deliver !== undefined) deliver(event);
     }
     // No method refers to the emitter itself (a cycle only the collector
     // frees: see `createRegistry` in api.js).
@@ -130,6 +140,7 @@
         turnId = turn;
       },
       emit,
+      wanted,
       // A stream event a host engine reported (`{type: "partial", delta, completion}`).
       progress(event) {
         if (!isPlainObject(event) || event.type !== "partial") return;
@@ -170,6 +181,26 @@
     return hostPromise(what, emitter === undefined ? undefined : emitter.progress);
   }
 
+  // Gives `obj` the enumerable property `key`, a copy of `value` made when
+  // it is first read (or replaced by what is first written to it), as a
+  // data property from then on. The accessor finds the object as `this`:
+  // functions that `obj` holds and that refer to `obj` would be a cycle
+  // that only the collector frees, whenever the property is never read.
+  function copiedWhenRead(obj, key, value) {
+    defineProperty(obj, key, {
+      get() {
+        const v = copy(value);
+        defineProperty(this, key, { value: v, writable: true, enumerable: true, configurable: true });
+        return v;
+      },
+      set(v) {
+        defineProperty(this, key, { value: v, writable: true, enumerable: true, configurable: true });
+      },
+      enumerable: true,
+      configurable: true,
+    });
+  }
+
   // Runs the chain from middleware `index` on: at the end, the engine.
   function runChain(run, index, turn, ctx) {
     const parts = run.parts;
@@ -202,7 +233,14 @@
     if (engine.host !== undefined) {
       return inScope(run.scope, () => hostInfer(engine.host, turn, ctx, run.emitter));
     }
-    const c = withSignal(copy(ctx), run.scope);
+    // What `copy(ctx)` would make, but for the tools offered (each with its
+    // schema), copied only for an engine that reads them: most read no more
+    // than the turn.
+    const c = { sessionId: ctx.sessionId, inferenceId: ctx.inferenceId, turnId: ctx.turnId, tags: copy(ctx.tags) };
+    if (ctx.deadlineMs !== undefined) c.deadlineMs = ctx.deadlineMs;
+    copiedWhenRead(c, "tools", ctx.tools);
+    c.toolChoice = ctx.toolChoice;
+    withSignal(c, run.scope);
     call(weakSet, contextLinks, c, run.emitter);
     // Not copied again: `turn` is the loop's own (which it replaces by
     // what the engine returns) or the copy a middleware's `next` made.
@@ -594,7 +632,7 @@
   // outcome of the step until the collector ran (about 9 KiB a tool call;
   // docs/architecture.md §11).
   function step(run, turn, calls, inferenceId) {
-    for (const c of calls) run.emitter.emit("tool-call", { toolCall: { id: c.id, name: c.name, input: copy(c.args) } });
+    if (run.emitter.wanted()) for (const c of calls) run.emitter.emit("tool-call", { toolCall: { id: c.id, name: c.name, input: copy(c.args) } });
     return new PromiseCtor((resolve) => {
       const st = { run, turn, calls, inferenceId, resolve, slots: [], scopes: [], next: 0, running: 0, aborted: null };
       if (calls.length === 0) return finishStep(st);
@@ -626,7 +664,7 @@
   function settleCall(st, i, o) {
     st.running--;
     if (st.aborted !== null) return;
-    st.run.emitter.emit("tool-result", { toolResult: o.error === null ? { id: o.id, result: o.result } : { id: o.id, result: o.result, error: o.error } });
+    if (st.run.emitter.wanted()) st.run.emitter.emit("tool-result", { toolResult: o.error === null ? { id: o.id, result: o.result } : { id: o.id, result: o.result, error: o.error } });
     st.slots[i] = o;
     if (o.abort !== null) {
       st.aborted = o;
@@ -651,10 +689,13 @@
     return e;
   }
 
-  // Runs the loop on `turn` to its final turn.
+  // Runs the loop on `seed` to its final turn. `seed` is normalized
+  // (`normalizeTurn`) and the loop's own: the loop changes it. The turn it
+  // resolves is normalized too: each inference's turn is, and so are the
+  // tool_use blocks the loop appends.
   async function runLoop(run, seed) {
     const s = run.settings;
-    let turn = identifyCalls(normalizeTurn(copy(seed)));
+    let turn = identifyCalls(seed);
     for (let iteration = 1; iteration <= s.maxIterations; iteration++) {
       const inferenceId = uuid();
       run.emitter.at(inferenceId, turn.id);
@@ -666,17 +707,24 @@
         deadlineMs: run.deadlineMs, tools: toolChoice === "none" ? [] : run.offered, toolChoice,
       };
       run.emitter.emit("start");
-      const before = new SetCtor();
-      for (const b of turn.blocks) sadd(before, b.id);
-      turn = identifyCalls(normalizeTurn(await runChain(run, 0, turn, ctx)));
-      const texts = [];
-      let usage;
-      for (const b of turn.blocks) {
-        if (shas(before, b.id)) continue;
-        if (b.kind === "llm_text" && typeof b.payload.text === "string") texts[texts.length] = b.payload.text;
-        if (b.metadata.usage !== undefined && b.metadata.usage !== null) usage = b.metadata.usage;
+      // The blocks there before the inference, to tell the new ones in the
+      // "final" event, when it is wanted.
+      let before = null;
+      if (run.emitter.wanted()) {
+        before = new SetCtor();
+        for (const b of turn.blocks) sadd(before, b.id);
       }
-      run.emitter.emit("final", { text: call(arrayJoin, texts, "\n"), usage });
+      turn = identifyCalls(normalizeTurn(await runChain(run, 0, turn, ctx)));
+      if (before !== null && run.emitter.wanted()) {
+        const texts = [];
+        let usage;
+        for (const b of turn.blocks) {
+          if (shas(before, b.id)) continue;
+          if (b.kind === "llm_text" && typeof b.payload.text === "string") texts[texts.length] = b.payload.text;
+          if (b.metadata.usage !== undefined && b.metadata.usage !== null) usage = b.metadata.usage;
+        }
+        run.emitter.emit("final", { text: call(arrayJoin, texts, "\n"), usage });
+      }
       if (toolChoice === "none") return turn;
       const calls = pendingCalls(turn);
       if (calls.length === 0) return turn;

@@ -87,7 +87,11 @@
     let active = null;
     const settings = loopSettings(config.loop);
 
-    function start(seed, opts) {
+    // Starts a run. `listened`: whether the script may register handlers
+    // for its events (`start` returns the run, with its `on`; `run` returns
+    // only the promise, and its events are made only for a host that reads
+    // them).
+    function launch(seed, opts, listened) {
       if (active !== null) throw new ErrorCtor("session " + sessionId + " is already running: one run at a time (cancelActive() stops it)");
       const options = runOptions(opts);
       // The tools as they are now (a registry may have grown since the
@@ -144,7 +148,7 @@
         tags: options.tags === undefined ? {} : options.tags,
         deadlineMs: options.timeoutMs === undefined ? undefined : dateNow() + options.timeoutMs,
         scope: newScope(outer),
-        emitter: makeEmitter(sessionId, state.current, emit),
+        emitter: makeEmitter(sessionId, state.current, listened ? emit : undefined),
       };
       let timer = 0;
       let unfollow; // stops following the run's `signal` option
@@ -170,14 +174,9 @@
         }
         scopeClosed(loop.scope);
         endEvents();
-        let turn;
-        try {
-          turn = normalizeTurn(value);
-        } catch (e) {
-          return settleInTurn(owner, outer, () => rejectRun(e));
-        }
-        history[history.length] = turn;
-        const result = copy(turn);
+        // The loop's final turn, normalized already (`runLoop`).
+        history[history.length] = value;
+        const result = copy(value);
         settleInTurn(owner, outer, () => resolveRun(result));
       }
 
@@ -218,7 +217,8 @@
       const inherited = canceledIn(outer);
       if (inherited !== null) finish(false, inherited);
       else if (options.signal !== undefined) unfollow = signalFollow(options.signal, (reason) => finish(false, reason));
-      if (!settled) then(runLoop(loop, history[history.length - 1]), (t) => finish(true, t), (e) => finish(false, e));
+      // The loop's own copy of the seed (history's entries are normalized).
+      if (!settled) then(runLoop(loop, copy(history[history.length - 1])), (t) => finish(true, t), (e) => finish(false, e));
       return freeze(run);
     }
 
@@ -235,9 +235,9 @@
       cancelActive(reason) {
         if (active !== null) active.cancel(reason);
       },
-      run: (seed, opts) => start(seed, opts).promise,
-      runAsync: (seed, opts) => start(seed, opts).promise,
-      start,
+      run: (seed, opts) => launch(seed, opts, false).promise,
+      runAsync: (seed, opts) => launch(seed, opts, false).promise,
+      start: (seed, opts) => launch(seed, opts, true),
     };
     return freeze(session);
   }

@@ -441,11 +441,11 @@
     }
     if (scope.parent !== null && scope.parent !== undefined && scope.parent.kids !== null) sdel(scope.parent.kids, scope);
   }
-  // A copy of `ctx` with the signal of `scope`, for user code.
+  // `ctx`, a context made for one call of user code, given the signal of
+  // `scope`.
   function withSignal(ctx, scope) {
-    const c = { ...ctx };
-    c.signal = scopeSignal(scope);
-    return c;
+    ctx.signal = scopeSignal(scope);
+    return ctx;
   }
 
   // ---------------------------------------------------------------- URLSearchParams and URL
