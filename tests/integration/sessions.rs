@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use marionette::model::{BlockKind, Event, ToolDefinition, Turn};
 use marionette::session::{
-    EchoEngine, HostTools, Middleware, MiddlewareContext, Next, RunOptions, ScriptedEngine,
-    ScriptedResponse, Session, async_trait,
+    EchoEngine, EventKind, HostTools, Middleware, MiddlewareContext, Next, RunOptions,
+    ScriptedEngine, ScriptedResponse, Session, async_trait,
 };
 use marionette::{HostServices, Policy, Runtime, Sandbox, TaskOptions};
 use serde_json::{Value, json};
@@ -602,6 +602,50 @@ async fn a_scripts_session_events_reach_the_rust_caller_too() {
             "tool-result",
             "start",
             "final"
+        ]
+    );
+}
+
+/// A run started by `run()` (no run object, so no script handlers) makes
+/// its events for a host that listens all the same, with what the loop
+/// gives them: the final texts, the tool call's input, the tool's result.
+#[tokio::test]
+async fn a_run_started_by_run_reports_every_event_to_a_host_that_listens() {
+    let sb = sandbox().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = TaskOptions {
+        events: Some(tx),
+        ..TaskOptions::default()
+    };
+    let out = sb
+        .call("sessions.js", "oneOfMany", &[json!(7), json!(0)], options)
+        .await
+        .unwrap();
+    assert_eq!(out, json!("results: 1007"));
+    let mut seen = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if let Event::Session(e) = e {
+            seen.push(match &e.kind {
+                EventKind::Final { text, .. } => format!("final:{text}"),
+                EventKind::ToolCall { tool_call } => {
+                    format!("tool-call:{}:{}", tool_call.name, tool_call.input)
+                }
+                EventKind::ToolResult { tool_result } => {
+                    format!("tool-result:{}", tool_result.result)
+                }
+                other => other.name().to_string(),
+            });
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "start",
+            "final:",
+            "tool-call:add:{\"a\":7,\"b\":1000}",
+            "tool-result:1007",
+            "start",
+            "final:results: 1007"
         ]
     );
 }
