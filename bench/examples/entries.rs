@@ -61,7 +61,7 @@ use marionette::{
     SandboxOptions, TaskOptions,
 };
 use marionette_bench::direct::{DirectGuest, DirectRuntime};
-use marionette_bench::fixture;
+use marionette_bench::{fixture, image};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -500,7 +500,7 @@ fn js_fuel(args: &[String]) -> anyhow::Result<()> {
         );
         // What the guest logged in one more call: the fuel between each
         // two, by the pair of messages.
-        guest.take_marks();
+        guest.keep_marks();
         let start = guest.fuel_used().context("a runtime metering fuel")?;
         guest.call_with_timers(name, function, &[])?;
         let end = guest.fuel_used().context("a runtime metering fuel")?;
@@ -531,42 +531,28 @@ fn js_fuel(args: &[String]) -> anyhow::Result<()> {
 /// the file's page or the zero page (what wasmtime's reset counts as
 /// clean), 2 a private page (what it counts as written).
 fn page_states(lo: u64, hi: u64, zero_pfn: u64) -> anyhow::Result<Vec<u8>> {
-    use std::io::{Read as _, Seek as _, SeekFrom};
     let mut pagemap = std::fs::File::open("/proc/self/pagemap").context("opening pagemap")?;
-    let mut buf = vec![0u8; ((hi - lo) / 4096 * 8) as usize];
-    pagemap.seek(SeekFrom::Start(lo / 4096 * 8))?;
-    pagemap.read_exact(&mut buf).context("reading pagemap")?;
-    Ok(buf
-        .chunks_exact(8)
-        .map(|entry| {
-            let e = u64::from_le_bytes(entry.try_into().expect("8 bytes"));
-            let pfn = e & ((1 << 55) - 1);
-            match (e >> 63 & 1 == 1, e >> 61 & 1 == 1) {
-                (false, _) => 0,
-                (true, true) => 1,
-                (true, false) if pfn == zero_pfn => 1,
-                (true, false) => 2,
-            }
+    Ok(image::pagemap_entries(&mut pagemap, lo, hi)?
+        .into_iter()
+        .map(|e| match (image::present(e), image::file_page(e)) {
+            (false, _) => 0,
+            (true, true) => 1,
+            (true, false) if image::frame(e) == zero_pfn => 1,
+            (true, false) => 2,
         })
         .collect())
 }
 
-/// The physical page of the kernel's zero page (read as root).
+/// The physical page of the kernel's zero page (read as root): the frame
+/// of a page of a fresh allocation that was read and never written.
 fn zero_pfn() -> anyhow::Result<u64> {
     let page = vec![0u8; 1 << 22];
-    let at = page.as_ptr() as u64 + (1 << 21);
     // SAFETY: reading a byte of our own vector.
     let _ = unsafe { std::ptr::read_volatile(page.as_ptr().add(1 << 21)) };
-    let at = at & !4095;
-    let states = {
-        use std::io::{Read as _, Seek as _, SeekFrom};
-        let mut pagemap = std::fs::File::open("/proc/self/pagemap")?;
-        let mut e = [0u8; 8];
-        pagemap.seek(SeekFrom::Start(at / 4096 * 8))?;
-        pagemap.read_exact(&mut e)?;
-        u64::from_le_bytes(e)
-    };
-    Ok(states & ((1 << 55) - 1))
+    let at = (page.as_ptr() as u64 + (1 << 21)) & !4095;
+    let mut pagemap = std::fs::File::open("/proc/self/pagemap").context("opening pagemap")?;
+    let entries = image::pagemap_entries(&mut pagemap, at, at + 4096)?;
+    Ok(image::frame(entries[0]))
 }
 
 /// The address of the slot's linear memory: where the mapping before the
@@ -778,7 +764,7 @@ fn written_pages() -> anyhow::Result<Pages> {
             _ => lo,
         };
         let file = files.get(&inode).context("the image's file")?;
-        for i in marionette_bench::image::private_in(&mut pagemap, lo, hi)? {
+        for i in image::private_in(&mut pagemap, lo, hi)? {
             let at = i * 4096;
             let mut now = vec![0u8; 4096];
             mem.read_exact_at(&mut now, lo + at)?;
@@ -804,7 +790,7 @@ fn image_pages() -> anyhow::Result<BTreeMap<u64, usize>> {
         let (lo, hi) = range.split_once('-').unwrap_or(("0", "0"));
         let lo = u64::from_str_radix(lo, 16)?;
         let hi = u64::from_str_radix(hi, 16)?;
-        for i in marionette_bench::image::private_in(&mut pagemap, lo, hi)? {
+        for i in image::private_in(&mut pagemap, lo, hi)? {
             *out.entry(offset / 4096 + i).or_insert(0) += 1;
         }
     }

@@ -110,7 +110,7 @@ impl DirectRuntime {
         Marionette::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .context("linking the host interface")?;
         // `log` again, with the fuel used when it was called (on a runtime
-        // that meters fuel): what `take_marks` returns.
+        // that meters fuel), kept for `take_marks` once `keep_marks` asked.
         linker.allow_shadowing(true);
         linker
             .instance("marionette:runtime/host@0.1.0")?
@@ -119,7 +119,9 @@ impl DirectRuntime {
                 |mut store: wasmtime::StoreContextMut<'_, State>,
                  (_level, message): (LogLevel, String)| {
                     let used = store.get_fuel().map_or(0, |left| u64::MAX - left);
-                    store.data_mut().marks.push((message, used));
+                    if let Some(marks) = &mut store.data_mut().marks {
+                        marks.push((message, used));
+                    }
                     Ok(())
                 },
             )?;
@@ -148,7 +150,7 @@ impl DirectRuntime {
                 wasi: WasiCtxBuilder::new().build(),
                 table: ResourceTable::new(),
                 session_events: false,
-                marks: Vec::new(),
+                marks: None,
             },
         );
         store.set_epoch_deadline(NO_DEADLINE);
@@ -239,10 +241,7 @@ impl DirectGuest {
         let effects = self
             .script()?
             .call_call(&mut self.store, task, name, function, args)?;
-        match settle(task, effects)? {
-            Value::Json(text) => Ok(serde_json::from_str(&text)?),
-            Value::Turn(_) | Value::HttpResponse(_) => bail!("{function}() returned no JSON"),
-        }
+        json_result(function, settle(task, effects)?)
     }
 
     /// As [`DirectGuest::call`], for a function that awaits timers: each
@@ -270,12 +269,7 @@ impl DirectGuest {
             for effect in effects {
                 match effect {
                     Effect::Done(done) if done.task == task => {
-                        return match done.outcome {
-                            Ok(Value::Json(text)) => Ok(serde_json::from_str(&text)?),
-                            Ok(_) => bail!("{function}() returned no JSON"),
-                            Err(Failure::Script(e)) => bail!("{}: {}", e.name, e.message),
-                            Err(other) => bail!("task {task} failed: {other:?}"),
-                        };
+                        return json_result(function, outcome(task, done.outcome)?);
                     }
                     Effect::Request(r) => match r.what {
                         bindings::marionette::runtime::types::HostOp::Sleep(ms) => {
@@ -316,10 +310,22 @@ impl DirectGuest {
         self.store.get_fuel().ok().map(|left| u64::MAX - left)
     }
 
-    /// What the guest logged since the last call, each with the fuel used
-    /// when it logged it.
+    /// From now on, keeps what the guest logs (its `native.mark` lines,
+    /// say), each with the fuel used when it logged it, for `take_marks`.
+    /// Off by default: a long run would keep every message.
+    pub fn keep_marks(&mut self) {
+        self.store.data_mut().marks.get_or_insert_with(Vec::new);
+    }
+
+    /// What the guest logged since `keep_marks` or the last `take_marks`,
+    /// each with the fuel used when it logged it.
     pub fn take_marks(&mut self) -> Vec<(String, u64)> {
-        std::mem::take(&mut self.store.data_mut().marks)
+        self.store
+            .data_mut()
+            .marks
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The `script` interface, checked the first time it is needed.
@@ -341,12 +347,7 @@ impl DirectGuest {
 fn settle(task: u64, effects: Vec<Effect>) -> anyhow::Result<Value> {
     for effect in effects {
         match effect {
-            Effect::Done(done) if done.task == task => {
-                return done.outcome.map_err(|failure| match failure {
-                    Failure::Script(e) => anyhow::anyhow!("{}: {}", e.name, e.message),
-                    other => anyhow::anyhow!("task {task} failed: {other:?}"),
-                });
-            }
+            Effect::Done(done) if done.task == task => return outcome(task, done.outcome),
             Effect::Request(_) => {
                 bail!("task {task} awaits the host; the direct harness serves no requests")
             }
@@ -356,6 +357,22 @@ fn settle(task: u64, effects: Vec<Effect>) -> anyhow::Result<Value> {
     bail!("task {task} did not settle in its first entry")
 }
 
+/// A task's outcome as a result: a script's error by its name and message.
+fn outcome(task: u64, outcome: Result<Value, Failure>) -> anyhow::Result<Value> {
+    outcome.map_err(|failure| match failure {
+        Failure::Script(e) => anyhow::anyhow!("{}: {}", e.name, e.message),
+        other => anyhow::anyhow!("task {task} failed: {other:?}"),
+    })
+}
+
+/// A function's result as JSON, parsed as the sandbox parses it.
+fn json_result(function: &str, value: Value) -> anyhow::Result<Json> {
+    match value {
+        Value::Json(text) => Ok(serde_json::from_str(&text)?),
+        Value::Turn(_) | Value::HttpResponse(_) => bail!("{function}() returned no JSON"),
+    }
+}
+
 /// The store's data: WASI that grants nothing, as in the sandbox.
 struct State {
     wasi: WasiCtx,
@@ -363,8 +380,9 @@ struct State {
     /// The answer to `wants-session-events`: no, as a sandbox answers a
     /// caller that does not listen.
     session_events: bool,
-    /// What `log` was told, each with the fuel used when it was called.
-    pub marks: Vec<(String, u64)>,
+    /// What `log` was told, each with the fuel used when it was called:
+    /// kept only once `keep_marks` asked.
+    marks: Option<Vec<(String, u64)>>,
 }
 
 impl WasiView for State {

@@ -64,19 +64,43 @@ pub fn private_pages(inodes: &BTreeSet<u64>) -> anyhow::Result<usize> {
 /// # Errors
 /// When `pagemap` cannot be read there.
 pub fn private_in(pagemap: &mut std::fs::File, lo: u64, hi: u64) -> anyhow::Result<Vec<u64>> {
+    Ok(pagemap_entries(pagemap, lo, hi)?
+        .into_iter()
+        .enumerate()
+        .filter(|&(_, e)| present(e) && !file_page(e))
+        .map(|(i, _)| i as u64)
+        .collect())
+}
+
+/// The kernel's pagemap entry of each page of `lo..hi` (addresses, page
+/// aligned), in order. `pagemap` is `/proc/self/pagemap`, open.
+///
+/// # Errors
+/// When `pagemap` cannot be read there.
+pub fn pagemap_entries(pagemap: &mut std::fs::File, lo: u64, hi: u64) -> anyhow::Result<Vec<u64>> {
     let mut buf = vec![0u8; ((hi - lo) / 4096 * 8) as usize];
     pagemap.seek(SeekFrom::Start(lo / 4096 * 8))?;
     pagemap.read_exact(&mut buf).context("reading pagemap")?;
     Ok(buf
         .chunks_exact(8)
-        .enumerate()
-        .filter(|(_, entry)| {
-            let e = u64::from_le_bytes((*entry).try_into().expect("8 bytes"));
-            // Present, and not the file's page.
-            e >> 63 & 1 == 1 && e >> 61 & 1 == 0
-        })
-        .map(|(i, _)| i as u64)
+        .map(|e| u64::from_le_bytes(e.try_into().expect("8 bytes")))
         .collect())
+}
+
+/// A pagemap entry's page is present in memory.
+pub fn present(entry: u64) -> bool {
+    entry >> 63 & 1 == 1
+}
+
+/// A pagemap entry's page is a file's page (or shared anonymous): not a
+/// private copy.
+pub fn file_page(entry: u64) -> bool {
+    entry >> 61 & 1 == 1
+}
+
+/// A pagemap entry's physical frame (zero unless read as root).
+pub fn frame(entry: u64) -> u64 {
+    entry & ((1 << 55) - 1)
 }
 
 #[cfg(test)]
