@@ -7,7 +7,7 @@ use std::time::Duration;
 use marionette::model::{BlockKind, Event, ToolDefinition, Turn};
 use marionette::session::{
     EchoEngine, EventKind, HostTools, Middleware, MiddlewareContext, Next, RunOptions,
-    ScriptedEngine, ScriptedResponse, Session, async_trait,
+    ScriptedEngine, ScriptedResponse, Session, SessionEvent, async_trait,
 };
 use marionette::{HostServices, Policy, Runtime, Sandbox, TaskOptions};
 use serde_json::{Value, json};
@@ -576,23 +576,32 @@ async fn rust_sessions_mix_rust_and_js_parts_at_any_depth() {
     assert_eq!(out.blocks[1].payload["text"], json!("JS ENGINE"));
 }
 
-#[tokio::test]
-async fn a_scripts_session_events_reach_the_rust_caller_too() {
+/// Calls `function` of sessions.js with a listener, and returns its result
+/// with the session events the listener got, in order.
+async fn call_listening(function: &str, args: &[Value]) -> (Value, Vec<SessionEvent>) {
     let sb = sandbox().await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let options = TaskOptions {
         events: Some(tx),
         ..TaskOptions::default()
     };
-    sb.call("sessions.js", "eventsInOrder", &[], options)
+    let out = sb
+        .call("sessions.js", function, args, options)
         .await
         .unwrap();
-    let mut types = Vec::new();
+    let mut events = Vec::new();
     while let Ok(e) = rx.try_recv() {
         if let Event::Session(e) = e {
-            types.push(e.kind.name());
+            events.push(e);
         }
     }
+    (out, events)
+}
+
+#[tokio::test]
+async fn a_scripts_session_events_reach_the_rust_caller_too() {
+    let (_, events) = call_listening("eventsInOrder", &[]).await;
+    let types: Vec<_> = events.iter().map(|e| e.kind.name()).collect();
     assert_eq!(
         types,
         [
@@ -611,32 +620,21 @@ async fn a_scripts_session_events_reach_the_rust_caller_too() {
 /// gives them: the final texts, the tool call's input, the tool's result.
 #[tokio::test]
 async fn a_run_started_by_run_reports_every_event_to_a_host_that_listens() {
-    let sb = sandbox().await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let options = TaskOptions {
-        events: Some(tx),
-        ..TaskOptions::default()
-    };
-    let out = sb
-        .call("sessions.js", "oneOfMany", &[json!(7), json!(0)], options)
-        .await
-        .unwrap();
+    let (out, events) = call_listening("oneOfMany", &[json!(7), json!(0)]).await;
     assert_eq!(out, json!("results: 1007"));
-    let mut seen = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        if let Event::Session(e) = e {
-            seen.push(match &e.kind {
-                EventKind::Final { text, .. } => format!("final:{text}"),
-                EventKind::ToolCall { tool_call } => {
-                    format!("tool-call:{}:{}", tool_call.name, tool_call.input)
-                }
-                EventKind::ToolResult { tool_result } => {
-                    format!("tool-result:{}", tool_result.result)
-                }
-                other => other.name().to_string(),
-            });
-        }
-    }
+    let seen: Vec<String> = events
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::Final { text, .. } => format!("final:{text}"),
+            EventKind::ToolCall { tool_call } => {
+                format!("tool-call:{}:{}", tool_call.name, tool_call.input)
+            }
+            EventKind::ToolResult { tool_result } => {
+                format!("tool-result:{}", tool_result.result)
+            }
+            other => other.name().to_string(),
+        })
+        .collect();
     assert_eq!(
         seen,
         [
