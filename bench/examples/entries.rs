@@ -506,10 +506,21 @@ fn js_fuel(args: &[String]) -> anyhow::Result<()> {
         let end = guest.fuel_used().context("a runtime metering fuel")?;
         let mut marks = vec![("(entry)".to_string(), start)];
         marks.extend(guest.take_marks());
-        if marks.len() == 1 {
-            continue;
-        }
         marks.push(("(end)".to_string(), end));
+        // The fuel of each entry (the call, then each timer's answer).
+        let bounds: Vec<u64> = marks
+            .iter()
+            .filter(|m| matches!(m.0.as_str(), "(entry)" | "(resume)" | "(end)"))
+            .map(|m| m.1)
+            .collect();
+        let entries: Vec<String> = bounds
+            .windows(2)
+            .map(|w| (w[1] - w[0]).to_string())
+            .collect();
+        println!("  by entry: {}", entries.join(", "));
+        if bounds.len() == marks.len() {
+            continue; // no marks of the runtime's own
+        }
         let mut spans: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
         for pair in marks.windows(2) {
             let span = spans

@@ -247,7 +247,8 @@ impl DirectGuest {
     /// As [`DirectGuest::call`], for a function that awaits timers: each
     /// `sleep` it asks for is answered at once, the shortest first (then in
     /// the order asked), as if time jumped to it, until the task is done.
-    /// Any other request is an error.
+    /// Any other request is an error. Each answer is an entry of its own,
+    /// marked `(resume)` among the marks kept (`keep_marks`).
     ///
     /// # Errors
     /// A script error, a trap, or a request other than a sleep.
@@ -286,6 +287,11 @@ impl DirectGuest {
                 bail!("task {task} waits for nothing and is not done");
             };
             sleeps.retain(|s| *s != next);
+            // Where each entry starts, among the marks a probe keeps.
+            let used = self.fuel_used().unwrap_or(0);
+            if let Some(marks) = &mut self.store.data_mut().marks {
+                marks.push(("(resume)".into(), used));
+            }
             let tasks = self.tasks_indices.load(&mut self.store, &self.instance)?;
             effects =
                 tasks.call_resume(&mut self.store, next.2, &Ok(Value::Json("null".into())))?;
