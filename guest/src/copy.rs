@@ -24,9 +24,15 @@
 //! such values keep exactly the meaning, errors and side effects they had.
 //! The prototypes of plain objects and arrays are frozen by the lockdown, so
 //! nothing inherited can change what JSON would do with them.
+//!
+//! [`text`] is the same walk writing `JSON.stringify`'s text instead of a
+//! copy (the texts of requests, results, events and schemas that the
+//! runtime hands to the host), with the same rule: anything not plain data
+//! is left to `JSON.stringify`.
 
 use std::cell::Cell;
 use std::ffi::c_void;
+use std::io::Write as _;
 
 use rquickjs::{Ctx, Value, qjs};
 
@@ -173,41 +179,8 @@ impl Walk {
 
     unsafe fn object(&mut self, v: qjs::JSValue, depth: usize) -> Result<qjs::JSValue, Stop> {
         unsafe {
-            if depth >= MAX_DEPTH {
-                return Err(Stop::NotPlain);
-            }
-            let class = qjs::JS_GetClassID(v);
-            let array = if class == self.plain.object_class {
-                false
-            } else if class == self.plain.array_class {
-                true
-            } else {
-                return Err(Stop::NotPlain);
-            };
-            let proto = qjs::JS_GetPrototype(self.ctx, v);
-            let expected = if array {
-                self.plain.array_proto
-            } else {
-                self.plain.object_proto
-            };
-            let plain_proto = pointer(proto) == expected || (!array && qjs::JS_IsNull(proto));
-            qjs::JS_FreeValue(self.ctx, proto);
-            if !plain_proto {
-                return Err(Stop::NotPlain);
-            }
-            let me = qjs::JS_VALUE_GET_PTR(v);
-            if self.stack.contains(&me) {
-                return Err(Stop::NotPlain); // a cycle: JSON throws its TypeError
-            }
-            // An own `toJSON`, enumerable or not, is called by JSON.
-            match self.own(v, self.plain.to_json)? {
-                Own::Missing => {}
-                Own::Data(value) => {
-                    qjs::JS_FreeValue(self.ctx, value);
-                    return Err(Stop::NotPlain);
-                }
-            }
-            self.stack.push(me);
+            let array = plain_object(self.ctx, &self.plain, &self.stack, v, depth)?;
+            self.stack.push(qjs::JS_VALUE_GET_PTR(v));
             let copied = if array {
                 self.array(v, depth)
             } else {
@@ -344,30 +317,82 @@ impl Walk {
         }
     }
 
-    /// Own property `atom` of the ordinary object `v`: its value (owned)
-    /// when it is a data property; an accessor is not plain.
     unsafe fn own(&mut self, v: qjs::JSValue, atom: qjs::JSAtom) -> Result<Own, Stop> {
-        unsafe {
-            let mut desc = qjs::JSPropertyDescriptor {
-                flags: 0,
-                value: qjs::JS_UNDEFINED,
-                getter: qjs::JS_UNDEFINED,
-                setter: qjs::JS_UNDEFINED,
-            };
-            match qjs::JS_GetOwnProperty(self.ctx, &mut desc, v, atom) {
-                r if r < 0 => Err(Stop::Thrown),
-                0 => Ok(Own::Missing),
-                _ => {
-                    if desc.flags & qjs::JS_PROP_GETSET as i32 != 0 {
-                        for x in [desc.value, desc.getter, desc.setter] {
-                            qjs::JS_FreeValue(self.ctx, x);
-                        }
-                        return Err(Stop::NotPlain);
+        unsafe { own(self.ctx, v, atom) }
+    }
+}
+
+/// Whether the object `v` is plain data to walk, and which kind: `true` an
+/// array, `false` an object. Not plain: an object of another class or
+/// prototype, one met again (`stack`: the objects being walked, outermost
+/// first), one with an own `toJSON`, nesting past [`MAX_DEPTH`].
+unsafe fn plain_object(
+    ctx: *mut qjs::JSContext,
+    plain: &Plain,
+    stack: &[*mut c_void],
+    v: qjs::JSValue,
+    depth: usize,
+) -> Result<bool, Stop> {
+    unsafe {
+        if depth >= MAX_DEPTH {
+            return Err(Stop::NotPlain);
+        }
+        let class = qjs::JS_GetClassID(v);
+        let array = if class == plain.object_class {
+            false
+        } else if class == plain.array_class {
+            true
+        } else {
+            return Err(Stop::NotPlain);
+        };
+        let proto = qjs::JS_GetPrototype(ctx, v);
+        let expected = if array {
+            plain.array_proto
+        } else {
+            plain.object_proto
+        };
+        let plain_proto = pointer(proto) == expected || (!array && qjs::JS_IsNull(proto));
+        qjs::JS_FreeValue(ctx, proto);
+        if !plain_proto {
+            return Err(Stop::NotPlain);
+        }
+        if stack.contains(&qjs::JS_VALUE_GET_PTR(v)) {
+            return Err(Stop::NotPlain); // a cycle: JSON throws its TypeError
+        }
+        // An own `toJSON`, enumerable or not, is called by JSON.
+        match own(ctx, v, plain.to_json)? {
+            Own::Missing => Ok(array),
+            Own::Data(value) => {
+                qjs::JS_FreeValue(ctx, value);
+                Err(Stop::NotPlain)
+            }
+        }
+    }
+}
+
+/// Own property `atom` of the ordinary object `v`: its value (owned) when
+/// it is a data property; an accessor is not plain.
+unsafe fn own(ctx: *mut qjs::JSContext, v: qjs::JSValue, atom: qjs::JSAtom) -> Result<Own, Stop> {
+    unsafe {
+        let mut desc = qjs::JSPropertyDescriptor {
+            flags: 0,
+            value: qjs::JS_UNDEFINED,
+            getter: qjs::JS_UNDEFINED,
+            setter: qjs::JS_UNDEFINED,
+        };
+        match qjs::JS_GetOwnProperty(ctx, &mut desc, v, atom) {
+            r if r < 0 => Err(Stop::Thrown),
+            0 => Ok(Own::Missing),
+            _ => {
+                if desc.flags & qjs::JS_PROP_GETSET as i32 != 0 {
+                    for x in [desc.value, desc.getter, desc.setter] {
+                        qjs::JS_FreeValue(ctx, x);
                     }
-                    qjs::JS_FreeValue(self.ctx, desc.getter);
-                    qjs::JS_FreeValue(self.ctx, desc.setter);
-                    Ok(Own::Data(desc.value))
+                    return Err(Stop::NotPlain);
                 }
+                qjs::JS_FreeValue(ctx, desc.getter);
+                qjs::JS_FreeValue(ctx, desc.setter);
+                Ok(Own::Data(desc.value))
             }
         }
     }
@@ -389,4 +414,267 @@ fn number(d: f64) -> qjs::JSValue {
         return qjs::JS_MKVAL(qjs::JS_TAG_INT, d as i32);
     }
     qjs::__JS_NewFloat64(d)
+}
+
+/// Text made here at most; a value whose text is longer is left to
+/// `JSON.stringify`. The text is built outside QuickJS's heap limit (in
+/// Rust's memory) until it becomes a string, so this bounds what a value
+/// can make there: a long string referred to many times, say.
+const MAX_TEXT: usize = 1 << 20;
+
+/// `native.json(v)`: `JSON.stringify(v)` for plain data, or `undefined`
+/// when `v` is not plain data (core.js then asks `JSON.stringify`), is
+/// `undefined` or a symbol (what `JSON.stringify` answers `undefined` for),
+/// or its text would be longer than [`MAX_TEXT`].
+pub fn text<'js>(ctx: Ctx<'js>, value: Value<'js>) -> rquickjs::Result<Value<'js>> {
+    let raw = ctx.as_raw().as_ptr();
+    // SAFETY: `raw` is the live context this function was called in, and
+    // `value` a live value of it; each value read here is freed once.
+    unsafe {
+        let Some(plain) = plain(raw) else {
+            return Ok(Value::new_undefined(ctx));
+        };
+        let mut walk = Text {
+            ctx: raw,
+            plain,
+            stack: Vec::new(),
+            out: Vec::new(),
+        };
+        match walk.value(value.as_raw(), 0) {
+            Ok(true) => {
+                let s = qjs::JS_NewStringLen(raw, walk.out.as_ptr().cast(), walk.out.len() as _);
+                if qjs::JS_IsException(s) {
+                    return Err(rquickjs::Error::Exception);
+                }
+                Ok(Value::from_raw(ctx, s))
+            }
+            Ok(false) | Err(Stop::NotPlain) => Ok(Value::new_undefined(ctx)),
+            Err(Stop::Thrown) => Err(rquickjs::Error::Exception),
+        }
+    }
+}
+
+/// The walk of [`text`]: what [`Walk`] reads, written as JSON text (always
+/// valid UTF-8: JSON escapes lone surrogates).
+struct Text {
+    ctx: *mut qjs::JSContext,
+    plain: Plain,
+    stack: Vec<*mut c_void>,
+    out: Vec<u8>,
+}
+
+impl Text {
+    /// Writes `v` (borrowed); `false` for what JSON leaves out (`undefined`,
+    /// a symbol), having written nothing.
+    unsafe fn value(&mut self, v: qjs::JSValue, depth: usize) -> Result<bool, Stop> {
+        unsafe {
+            match qjs::JS_VALUE_GET_NORM_TAG(v) {
+                qjs::JS_TAG_INT => {
+                    let _ = write!(self.out, "{}", qjs::JS_VALUE_GET_INT(v));
+                }
+                qjs::JS_TAG_BOOL => self.out.extend_from_slice(if qjs::JS_VALUE_GET_BOOL(v) {
+                    b"true"
+                } else {
+                    b"false"
+                }),
+                qjs::JS_TAG_NULL => self.out.extend_from_slice(b"null"),
+                // A finite number is its ToString, QuickJS's own (Rust's
+                // shortest digits differ from it in the last digit of some
+                // 17-digit doubles); any other is null.
+                qjs::JS_TAG_FLOAT64 if !qjs::JS_VALUE_GET_FLOAT64(v).is_finite() => {
+                    self.out.extend_from_slice(b"null");
+                }
+                qjs::JS_TAG_FLOAT64 => {
+                    let mut len = 0;
+                    let s = qjs::JS_ToCStringLen2(self.ctx, &mut len, v, false);
+                    if s.is_null() {
+                        return Err(Stop::Thrown);
+                    }
+                    self.out.extend_from_slice(std::slice::from_raw_parts(
+                        s.cast::<u8>(),
+                        len as usize,
+                    ));
+                    qjs::JS_FreeCString(self.ctx, s);
+                }
+                qjs::JS_TAG_STRING | qjs::JS_TAG_STRING_ROPE => {
+                    let mut len = 0;
+                    let s = qjs::JS_ToCStringLen2(self.ctx, &mut len, v, false);
+                    if s.is_null() {
+                        return Err(Stop::Thrown);
+                    }
+                    quote(
+                        std::slice::from_raw_parts(s.cast::<u8>(), len as usize),
+                        &mut self.out,
+                    );
+                    qjs::JS_FreeCString(self.ctx, s);
+                }
+                qjs::JS_TAG_UNDEFINED | qjs::JS_TAG_SYMBOL => return Ok(false),
+                qjs::JS_TAG_OBJECT => self.object(v, depth)?,
+                _ => return Err(Stop::NotPlain), // BigInt, and anything else
+            }
+            if self.out.len() > MAX_TEXT {
+                return Err(Stop::NotPlain);
+            }
+            Ok(true)
+        }
+    }
+
+    unsafe fn object(&mut self, v: qjs::JSValue, depth: usize) -> Result<(), Stop> {
+        unsafe {
+            let array = plain_object(self.ctx, &self.plain, &self.stack, v, depth)?;
+            self.stack.push(qjs::JS_VALUE_GET_PTR(v));
+            let written = if array {
+                self.items(v, depth)
+            } else {
+                self.fields(v, depth)
+            };
+            self.stack.pop();
+            written
+        }
+    }
+
+    unsafe fn items(&mut self, v: qjs::JSValue, depth: usize) -> Result<(), Stop> {
+        unsafe {
+            let mut len = 0i64;
+            // An array's length is a data property: no user code.
+            if qjs::JS_GetLength(self.ctx, v, &mut len) < 0 {
+                return Err(Stop::Thrown);
+            }
+            // Each item writes at least a byte: a longer array's text is.
+            if len as usize > MAX_TEXT {
+                return Err(Stop::NotPlain);
+            }
+            self.out.push(b'[');
+            for i in 0..len as u32 {
+                if i > 0 {
+                    self.out.push(b',');
+                }
+                let atom = qjs::JS_NewAtomUInt32(self.ctx, i);
+                if atom == qjs::JS_ATOM_NULL {
+                    return Err(Stop::Thrown);
+                }
+                let own = own(self.ctx, v, atom);
+                qjs::JS_FreeAtom(self.ctx, atom);
+                // A hole reads undefined through the frozen prototype,
+                // which JSON writes as null, as it writes what it leaves
+                // out of an object.
+                let written = match own? {
+                    Own::Missing => false,
+                    Own::Data(value) => {
+                        let written = self.value(value, depth + 1);
+                        qjs::JS_FreeValue(self.ctx, value);
+                        written?
+                    }
+                };
+                if !written {
+                    self.out.extend_from_slice(b"null");
+                }
+            }
+            self.out.push(b']');
+            Ok(())
+        }
+    }
+
+    unsafe fn fields(&mut self, v: qjs::JSValue, depth: usize) -> Result<(), Stop> {
+        unsafe {
+            let mut tab: *mut qjs::JSPropertyEnum = std::ptr::null_mut();
+            let mut len = 0u32;
+            // Own enumerable string keys, in JSON's (Object.keys') order.
+            let flags = (qjs::JS_GPN_STRING_MASK | qjs::JS_GPN_ENUM_ONLY) as i32;
+            if qjs::JS_GetOwnPropertyNames(self.ctx, &mut tab, &mut len, v, flags) < 0 {
+                return Err(Stop::Thrown);
+            }
+            let written = self.members(v, tab, len, depth);
+            qjs::JS_FreePropertyEnum(self.ctx, tab, len);
+            written
+        }
+    }
+
+    unsafe fn members(
+        &mut self,
+        v: qjs::JSValue,
+        tab: *mut qjs::JSPropertyEnum,
+        len: u32,
+        depth: usize,
+    ) -> Result<(), Stop> {
+        unsafe {
+            self.out.push(b'{');
+            let mut first = true;
+            for i in 0..len as usize {
+                let atom = (*tab.add(i)).atom;
+                let value = match own(self.ctx, v, atom)? {
+                    Own::Data(value) => value,
+                    Own::Missing => continue, // not reachable for an ordinary object
+                };
+                // The key first, taken back if JSON leaves the value out.
+                let mark = self.out.len();
+                if !first {
+                    self.out.push(b',');
+                }
+                let mut key_len = 0;
+                let key = qjs::JS_AtomToCStringLen(self.ctx, &mut key_len, atom);
+                if key.is_null() {
+                    qjs::JS_FreeValue(self.ctx, value);
+                    return Err(Stop::Thrown);
+                }
+                quote(
+                    std::slice::from_raw_parts(key.cast::<u8>(), key_len as usize),
+                    &mut self.out,
+                );
+                qjs::JS_FreeCString(self.ctx, key);
+                self.out.push(b':');
+                let written = self.value(value, depth + 1);
+                qjs::JS_FreeValue(self.ctx, value);
+                if written? {
+                    first = false;
+                } else {
+                    self.out.truncate(mark);
+                }
+            }
+            self.out.push(b'}');
+            Ok(())
+        }
+    }
+}
+
+/// A string as JSON.stringify quotes it, from QuickJS's UTF-8 of it (in
+/// which a lone surrogate is the three bytes of its code point): `"` and
+/// `\` escaped, control characters as `\b \t \n \f \r` or `\u00xx`, lone
+/// surrogates as `\udxxx`, everything else as it is.
+fn quote(s: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let unit = |out: &mut Vec<u8>, u: u32| {
+        out.extend_from_slice(b"\\u");
+        for shift in [12, 8, 4, 0] {
+            out.push(HEX[(u >> shift & 0xf) as usize]);
+        }
+    };
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            0..0x20 => unit(out, u32::from(b)),
+            // A surrogate's three bytes (U+D800..U+DFFF: ED A0..BF xx).
+            0xed if i + 2 < s.len() && s[i + 1] >= 0xa0 => {
+                let u = (u32::from(b) & 0x0f) << 12
+                    | (u32::from(s[i + 1]) & 0x3f) << 6
+                    | (u32::from(s[i + 2]) & 0x3f);
+                unit(out, u);
+                i += 3;
+                continue;
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    out.push(b'"');
 }

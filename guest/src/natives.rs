@@ -300,6 +300,7 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
         })?,
     )?;
     native.set("copy", Function::new(ctx.clone(), crate::copy::copy)?)?;
+    native.set("json", Function::new(ctx.clone(), crate::copy::text)?)?;
     // The runtime set a script's namespace in its Map of scripts (see
     // `vm::script_loaded`).
     native.set(

@@ -355,6 +355,34 @@ async fn a_nested_run_started_by_a_cancelled_tool_is_cancelled_with_it() {
     );
 }
 
+/// A context's signal is made when its code first reads it: in its place
+/// among the keys, and aborted already, with the attempt's error, when first
+/// read after the attempt timed out.
+#[tokio::test]
+async fn a_contexts_signal_read_late_is_aborted_already() {
+    let out = scenario(&sandbox().await, "aSignalReadLate", &[]).await;
+    assert_eq!(
+        out["seen"],
+        json!({
+            "keys": "toolName,callId,sessionId,inferenceId,tags,deadlineMs,attempt,signal",
+            "aborted": true,
+            "reason": "AbortError: tool \"slow\" timed out after 20ms",
+            "same": true,
+        }),
+        "{out}"
+    );
+    assert_eq!(
+        out["engineKeys"],
+        json!("sessionId,inferenceId,turnId,tags,tools,toolChoice,signal"),
+        "{out}"
+    );
+    assert_eq!(
+        out["result"],
+        json!("results: error: tool \"slow\" timed out after 20ms"),
+        "{out}"
+    );
+}
+
 #[tokio::test]
 async fn code_awaiting_a_run_cancelled_by_its_handler_starts_the_next_run() {
     let out = scenario(&sandbox().await, "cancelFromAHandlerThenRunAgain", &[]).await;

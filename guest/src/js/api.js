@@ -201,7 +201,7 @@
   function schemaText(schema) {
     let text = call(weakGet, schemaTexts, schema);
     if (text === undefined) {
-      text = jsonStringify(schema);
+      text = jsonText(schema);
       call(weakSet, schemaTexts, schema, text);
     }
     return text;
@@ -210,7 +210,7 @@
   // Checks arguments against a tool's schema (the host validates: see the
   // WIT's validate-arguments); throws a TypeError naming the tool.
   function validateArguments(tool, args) {
-    const problem = native.validate(schemaText(tool.parameters), jsonStringify(args === undefined ? {} : args));
+    const problem = native.validate(schemaText(tool.parameters), jsonText(args === undefined ? {} : args));
     if (problem !== null && problem !== undefined) {
       throw new TypeErrorCtor("invalid arguments for tool " + describe(tool.name) + ": " + problem);
     }
@@ -275,6 +275,9 @@
           description: spec.description === undefined ? "" : StringCtor(spec.description),
           parameters,
           handler: spec.handler,
+          // What a run offers the model, made at the tool's first run
+          // (loop.js, `toolTable`).
+          definition: undefined,
         });
         return this;
       },

@@ -20,6 +20,7 @@
   const setDelete = Set.prototype.delete;
   const weakGet = WeakMap.prototype.get;
   const weakSet = WeakMap.prototype.set;
+  const weakDelete = WeakMap.prototype.delete;
   const arrayIsArray = Array.isArray;
   const ErrorCtor = Error;
   const TypeErrorCtor = TypeError;
@@ -37,6 +38,12 @@
   const stringIndexOf = String.prototype.indexOf;
   const arrayJoin = Array.prototype.join;
   const arrayIndexOf = Array.prototype.indexOf;
+  // Makes `obj[key]` a writable, enumerable data property holding `v`: what
+  // a property made when first read becomes (loop.js, web.js).
+  function dataProperty(obj, key, v) {
+    defineProperty(obj, key, { value: v, writable: true, enumerable: true, configurable: true });
+    return v;
+  }
 
   const call = (fn, self, ...args) => apply(fn, self, args);
   const then = (p, onOk, onErr) => apply(promiseThen, p, [onOk, onErr]);
@@ -241,7 +248,7 @@
     if (kind === "turn") {
       let text;
       try {
-        text = jsonStringify(normalizeTurn(value === undefined || value === null ? undefined : value));
+        text = jsonText(normalizeTurn(value === undefined || value === null ? undefined : value));
       } catch (e) {
         return done(task, "script", jsonStringify(errorInfo(e)));
       }
@@ -257,7 +264,7 @@
     if (value === null || value === undefined) return done(task, "ok", "null");
     let text;
     try {
-      text = jsonStringify(value);
+      text = jsonText(value);
     } catch (e) {
       const err = new TypeErrorCtor("the result is not JSON-serialisable: " + errorInfo(e).message);
       return done(task, "script", jsonStringify(errorInfo(err)));
@@ -334,9 +341,9 @@
       return 0;
     }
     let op;
-    if (body !== undefined) op = native.request(task, jsonStringify(what), body);
+    if (body !== undefined) op = native.request(task, jsonText(what), body);
     else if (what.op === "sleep") op = native.sleep(task, what.ms);
-    else op = native.request(task, jsonStringify(what));
+    else op = native.request(task, jsonText(what));
     addPending(op, { task, scope, settle, progress, next });
     return op;
   }
@@ -404,5 +411,15 @@
     if (v === undefined) return undefined;
     const c = native.copy(v);
     return c !== undefined ? c : jsonParse(jsonStringify(v));
+  };
+
+  // JSON.stringify(v), for the texts the runtime hands to the host
+  // (requests, results, events, schemas, arguments): plain data is written
+  // natively (guest/src/copy.rs, `text`); anything else (`undefined` from
+  // the native walk) by JSON.stringify, with its own side effects and
+  // errors.
+  const jsonText = (v) => {
+    const t = native.json(v);
+    return t !== undefined ? t : jsonStringify(v);
   };
 

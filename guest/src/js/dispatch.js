@@ -165,7 +165,7 @@
       });
     },
     listTools(target) {
-      return jsonStringify(definitions(resolve(target, "tool-registry"), false));
+      return jsonText(definitions(resolve(target, "tool-registry"), false));
     },
     callTool(task, target, toolCall, ctx) {
       start(task, "json", () => {

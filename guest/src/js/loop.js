@@ -127,7 +127,7 @@
       if (fields !== undefined) for (const k of objectKeys(fields)) if (fields[k] !== undefined) event[k] = fields[k];
       if (readsHost()) {
         let text;
-        try { text = jsonStringify(event); } catch (_) { text = undefined; }
+        try { text = jsonText(event); } catch (_) { text = undefined; }
         if (text !== undefined) native.sessionEvent(task, text);
       }
       if (deliver !== undefined) deliver(event);
@@ -181,24 +181,33 @@
     return hostPromise(what, emitter === undefined ? undefined : emitter.progress);
   }
 
-  // Gives `obj` the enumerable property `key`, a copy of `value` made when
+  // Gives `obj` the enumerable property `tools`, a copy of `value` made when
   // it is first read (or replaced by what is first written to it), as a
-  // data property from then on. The accessor finds the object as `this`:
-  // functions that `obj` holds and that refer to `obj` would be a cycle
-  // that only the collector frees, whenever the property is never read.
-  function copiedWhenRead(obj, key, value) {
-    defineProperty(obj, key, {
-      get() {
-        const v = copy(value);
-        defineProperty(this, key, { value: v, writable: true, enumerable: true, configurable: true });
-        return v;
-      },
-      set(v) {
-        defineProperty(this, key, { value: v, writable: true, enumerable: true, configurable: true });
-      },
-      enumerable: true,
-      configurable: true,
-    });
+  // data property from then on. The accessor is one pair of functions for
+  // every context, which finds its object as `this` and the value in
+  // `toolsToCopy`: a pair of closures per context cost more than the rest
+  // of it, and closures that `obj` holds and that refer to `obj` would be a
+  // cycle that only the collector frees, whenever the property is never
+  // read.
+  const toolsToCopy = new WeakMapCtor();
+  function settleTools(obj, v) {
+    call(weakDelete, toolsToCopy, obj);
+    return dataProperty(obj, "tools", v);
+  }
+  // Frozen, as every context shares them.
+  const toolsWhenRead = freeze({
+    get: freeze(function () {
+      return settleTools(this, copy(call(weakGet, toolsToCopy, this)));
+    }),
+    set: freeze(function (v) {
+      settleTools(this, v);
+    }),
+    enumerable: true,
+    configurable: true,
+  });
+  function toolsCopiedWhenRead(obj, value) {
+    call(weakSet, toolsToCopy, obj, value);
+    defineProperty(obj, "tools", toolsWhenRead);
   }
 
   // Runs the chain from middleware `index` on: at the end, the engine.
@@ -238,7 +247,7 @@
     // than the turn.
     const c = { sessionId: ctx.sessionId, inferenceId: ctx.inferenceId, turnId: ctx.turnId, tags: copy(ctx.tags) };
     if (ctx.deadlineMs !== undefined) c.deadlineMs = ctx.deadlineMs;
-    copiedWhenRead(c, "tools", ctx.tools);
+    toolsCopiedWhenRead(c, ctx.tools);
     c.toolChoice = ctx.toolChoice;
     withSignal(c, run.scope);
     call(weakSet, contextLinks, c, run.emitter);
@@ -375,26 +384,29 @@
   // registries throws.
   function toolTable(registries) {
     const table = new MapCtor();
-    const where = new MapCtor();
-    const add = (registry, definition, js, label, provider) => {
-      if (mhas(table, definition.name)) {
-        const first = mget(where, definition.name);
-        throw new TypeErrorCtor("tool " + jsonStringify(definition.name) + (first === label ? " is defined twice in " + label : " is defined in both " + first + " and " + label));
-      }
-      mset(table, definition.name, { definition, registry, js, provider });
-      mset(where, definition.name, label);
-    };
     for (let i = 0; i < registries.length; i++) {
       const r = registries[i];
       if (r.provider !== undefined) {
-        for (const d of r.providerTools) add(r, d, undefined, r.label, r.provider);
+        for (const d of r.providerTools) addTool(table, r, d, undefined, r.label, r.provider);
         continue;
       }
       const label = "registry " + (i + 1);
-      for (const t of r.tools.values()) add(r, { name: t.name, description: t.description, parameters: t.parameters }, t, label);
-      for (const h of hostToolsOf(r)) add(r, h, undefined, "the host tools of registry " + (i + 1));
+      for (const t of r.tools.values()) {
+        // The definition offered, made once per tool the registry holds.
+        if (t.definition === undefined) t.definition = { name: t.name, description: t.description, parameters: t.parameters };
+        addTool(table, r, t.definition, t, label);
+      }
+      if (r.hostTools !== null) for (const h of hostToolsOf(r)) addTool(table, r, h, undefined, "the host tools of registry " + (i + 1));
     }
     return table;
+  }
+
+  function addTool(table, registry, definition, js, label, provider) {
+    const first = mget(table, definition.name);
+    if (first !== undefined) {
+      throw new TypeErrorCtor("tool " + jsonStringify(definition.name) + (first.label === label ? " is defined twice in " + label : " is defined in both " + first.label + " and " + label));
+    }
+    mset(table, definition.name, { definition, registry, js, provider, label });
   }
 
   // The definitions a run offers the model: its tools, as allowedTools
@@ -585,7 +597,7 @@
     if (entry.js !== undefined || entry.provider !== undefined) {
       const schema = entry.definition.parameters;
       if (isPlainObject(schema) && objectKeys(schema).length > 0) {
-        const invalid = native.validate(schemaText(schema), jsonStringify(c.args === undefined ? {} : c.args));
+        const invalid = native.validate(schemaText(schema), jsonText(c.args === undefined ? {} : c.args));
         if (invalid !== null && invalid !== undefined) {
           return outcome(c, null, "invalid arguments for tool " + jsonStringify(c.name) + ": " + invalid, defaultAbort(run));
         }
