@@ -357,7 +357,8 @@ async fn a_nested_run_started_by_a_cancelled_tool_is_cancelled_with_it() {
 
 /// A context's signal is made when its code first reads it: in its place
 /// among the keys, and aborted already, with the attempt's error, when first
-/// read after the attempt timed out.
+/// read after the attempt timed out. Read through an object that inherits
+/// from the context, the tools and the signal are the context's own.
 #[tokio::test]
 async fn a_contexts_signal_read_late_is_aborted_already() {
     let out = scenario(&sandbox().await, "aSignalReadLate", &[]).await;
@@ -374,6 +375,11 @@ async fn a_contexts_signal_read_late_is_aborted_already() {
     assert_eq!(
         out["engineKeys"],
         json!("sessionId,inferenceId,turnId,tags,tools,toolChoice,signal"),
+        "{out}"
+    );
+    assert_eq!(
+        out["inherited"],
+        json!({"tools": "slow", "signal": true, "own": 0}),
         "{out}"
     );
     assert_eq!(

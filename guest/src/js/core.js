@@ -21,6 +21,8 @@
   const weakGet = WeakMap.prototype.get;
   const weakSet = WeakMap.prototype.set;
   const weakDelete = WeakMap.prototype.delete;
+  const weakHas = WeakMap.prototype.has;
+  const protoOf = Object.getPrototypeOf;
   const arrayIsArray = Array.isArray;
   const ErrorCtor = Error;
   const TypeErrorCtor = TypeError;
@@ -43,6 +45,18 @@
   function dataProperty(obj, key, v) {
     defineProperty(obj, key, { value: v, writable: true, enumerable: true, configurable: true });
     return v;
+  }
+  // The object that holds a property made when first read, for a read
+  // through `receiver`: the first of its prototype chain (itself first)
+  // that `pending` has an entry for. Read through an object that inherits
+  // from a context, the property is the context's, as a data property
+  // would be; read through anything else (the accessor taken off and called
+  // on another object), there is none.
+  function holderIn(pending, receiver) {
+    for (let o = receiver; o !== null && o !== undefined; o = protoOf(o)) {
+      if ((typeof o === "object" || typeof o === "function") && call(weakHas, pending, o)) return o;
+    }
+    return undefined;
   }
 
   const call = (fn, self, ...args) => apply(fn, self, args);

@@ -197,7 +197,8 @@
   // Frozen, as every context shares them.
   const toolsWhenRead = freeze({
     get: freeze(function () {
-      return settleTools(this, copy(call(weakGet, toolsToCopy, this)));
+      const holder = holderIn(toolsToCopy, this);
+      return holder === undefined ? undefined : settleTools(holder, copy(call(weakGet, toolsToCopy, holder)));
     }),
     set: freeze(function (v) {
       settleTools(this, v);

@@ -456,7 +456,8 @@
   }
   const signalWhenRead = freeze({
     get: freeze(function () {
-      return settleSignal(this, scopeSignal(call(weakGet, signalScopes, this)));
+      const holder = holderIn(signalScopes, this);
+      return holder === undefined ? undefined : settleSignal(holder, scopeSignal(call(weakGet, signalScopes, holder)));
     }),
     set: freeze(function (v) {
       settleSignal(this, v);
