@@ -419,7 +419,9 @@ fn number(d: f64) -> qjs::JSValue {
 /// Text made here at most; a value whose text is longer is left to
 /// `JSON.stringify`. The text is built outside QuickJS's heap limit (in
 /// Rust's memory) until it becomes a string, so this bounds what a value
-/// can make there: a long string referred to many times, say.
+/// can make there (a long string referred to many times, say): a string
+/// is quoted only if its UTF-8 fits in what is left, so the text never
+/// passes six times this (each byte escaped as `\u00xx`).
 const MAX_TEXT: usize = 1 << 20;
 
 /// `native.json(v)`: `JSON.stringify(v)` for plain data, or `undefined`
@@ -502,11 +504,10 @@ impl Text {
                     if s.is_null() {
                         return Err(Stop::Thrown);
                     }
-                    quote(
-                        std::slice::from_raw_parts(s.cast::<u8>(), len as usize),
-                        &mut self.out,
-                    );
+                    let quoted =
+                        self.quote(std::slice::from_raw_parts(s.cast::<u8>(), len as usize));
                     qjs::JS_FreeCString(self.ctx, s);
+                    quoted?;
                 }
                 qjs::JS_TAG_UNDEFINED | qjs::JS_TAG_SYMBOL => return Ok(false),
                 qjs::JS_TAG_OBJECT => self.object(v, depth)?,
@@ -517,6 +518,17 @@ impl Text {
             }
             Ok(true)
         }
+    }
+
+    /// Writes the string `s` quoted, unless the text would pass
+    /// [`MAX_TEXT`] with it (its quoted form is at least as long): checked
+    /// before, so that no long string is copied outside the heap limit.
+    fn quote(&mut self, s: &[u8]) -> Result<(), Stop> {
+        if s.len() > MAX_TEXT.saturating_sub(self.out.len()) {
+            return Err(Stop::NotPlain);
+        }
+        quote(s, &mut self.out);
+        Ok(())
     }
 
     unsafe fn object(&mut self, v: qjs::JSValue, depth: usize) -> Result<(), Stop> {
@@ -617,11 +629,15 @@ impl Text {
                     qjs::JS_FreeValue(self.ctx, value);
                     return Err(Stop::Thrown);
                 }
-                quote(
-                    std::slice::from_raw_parts(key.cast::<u8>(), key_len as usize),
-                    &mut self.out,
-                );
+                let quoted = self.quote(std::slice::from_raw_parts(
+                    key.cast::<u8>(),
+                    key_len as usize,
+                ));
                 qjs::JS_FreeCString(self.ctx, key);
+                if let Err(stop) = quoted {
+                    qjs::JS_FreeValue(self.ctx, value);
+                    return Err(stop);
+                }
                 self.out.push(b':');
                 let written = self.value(value, depth + 1);
                 qjs::JS_FreeValue(self.ctx, value);
