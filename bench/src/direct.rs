@@ -119,9 +119,7 @@ impl DirectRuntime {
                 |mut store: wasmtime::StoreContextMut<'_, State>,
                  (_level, message): (LogLevel, String)| {
                     let used = store.get_fuel().map_or(0, |left| u64::MAX - left);
-                    if let Some(marks) = &mut store.data_mut().marks {
-                        marks.push((message, used));
-                    }
+                    store.data_mut().mark(message, used);
                     Ok(())
                 },
             )?;
@@ -299,9 +297,7 @@ impl DirectGuest {
             sleeps.retain(|s| *s != next);
             // Where each entry starts, among the marks a probe keeps.
             let used = self.fuel_used().unwrap_or(0);
-            if let Some(marks) = &mut self.store.data_mut().marks {
-                marks.push(("(resume)".into(), used));
-            }
+            self.store.data_mut().mark("(resume)".into(), used);
             let tasks = self.tasks_indices.load(&mut self.store, &self.instance)?;
             effects =
                 tasks.call_resume(&mut self.store, next.2, &Ok(Value::Json("null".into())))?;
@@ -399,6 +395,15 @@ struct State {
     /// What `log` was told, each with the fuel used when it was called:
     /// kept only once `keep_marks` asked.
     marks: Option<Vec<(String, u64)>>,
+}
+
+impl State {
+    /// Keeps `label` with the fuel `used`, once `keep_marks` asked.
+    fn mark(&mut self, label: String, used: u64) {
+        if let Some(marks) = &mut self.marks {
+            marks.push((label, used));
+        }
+    }
 }
 
 impl WasiView for State {

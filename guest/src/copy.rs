@@ -264,22 +264,13 @@ impl Walk {
 
     unsafe fn fields(&mut self, v: qjs::JSValue, depth: usize) -> Result<qjs::JSValue, Stop> {
         unsafe {
-            let mut tab: *mut qjs::JSPropertyEnum = std::ptr::null_mut();
-            let mut len = 0u32;
-            // Own enumerable string keys, in JSON's (Object.keys') order; an
-            // ordinary object runs no user code to list them.
-            let flags = (qjs::JS_GPN_STRING_MASK | qjs::JS_GPN_ENUM_ONLY) as i32;
-            if qjs::JS_GetOwnPropertyNames(self.ctx, &mut tab, &mut len, v, flags) < 0 {
+            let keys = OwnKeys::of(self.ctx, v)?;
+            let out = qjs::JS_NewObject(self.ctx);
+            if qjs::JS_IsException(out) {
                 return Err(Stop::Thrown);
             }
-            let out = qjs::JS_NewObject(self.ctx);
-            let result = if qjs::JS_IsException(out) {
-                Err(Stop::Thrown)
-            } else {
-                self.fill(v, out, tab, len, depth)
-            };
-            qjs::JS_FreePropertyEnum(self.ctx, tab, len);
-            if result.is_err() && !qjs::JS_IsException(out) {
+            let result = self.fill(v, out, &keys, depth);
+            if result.is_err() {
                 qjs::JS_FreeValue(self.ctx, out);
             }
             result.map(|()| out)
@@ -290,13 +281,11 @@ impl Walk {
         &mut self,
         v: qjs::JSValue,
         out: qjs::JSValue,
-        tab: *mut qjs::JSPropertyEnum,
-        len: u32,
+        keys: &OwnKeys,
         depth: usize,
     ) -> Result<(), Stop> {
         unsafe {
-            for i in 0..len as usize {
-                let atom = (*tab.add(i)).atom;
+            for atom in keys.atoms() {
                 let value = match self.own(v, atom)? {
                     Own::Data(value) => value,
                     Own::Missing => continue, // not reachable for an ordinary object
@@ -398,6 +387,44 @@ unsafe fn own(ctx: *mut qjs::JSContext, v: qjs::JSValue, atom: qjs::JSAtom) -> R
     }
 }
 
+/// The own enumerable string keys of an ordinary object, in JSON's
+/// (`Object.keys`') order, listed without running user code; given back to
+/// QuickJS when dropped.
+struct OwnKeys {
+    ctx: *mut qjs::JSContext,
+    tab: *mut qjs::JSPropertyEnum,
+    len: u32,
+}
+
+impl OwnKeys {
+    unsafe fn of(ctx: *mut qjs::JSContext, v: qjs::JSValue) -> Result<OwnKeys, Stop> {
+        let mut keys = OwnKeys {
+            ctx,
+            tab: std::ptr::null_mut(),
+            len: 0,
+        };
+        let flags = (qjs::JS_GPN_STRING_MASK | qjs::JS_GPN_ENUM_ONLY) as i32;
+        // SAFETY: `v` is a live ordinary object of `ctx` (the caller's).
+        if unsafe { qjs::JS_GetOwnPropertyNames(ctx, &mut keys.tab, &mut keys.len, v, flags) } < 0 {
+            return Err(Stop::Thrown);
+        }
+        Ok(keys)
+    }
+
+    fn atoms(&self) -> impl Iterator<Item = qjs::JSAtom> + '_ {
+        // SAFETY: `tab` holds `len` entries until this drops.
+        (0..self.len as usize).map(|i| unsafe { (*self.tab.add(i)).atom })
+    }
+}
+
+impl Drop for OwnKeys {
+    fn drop(&mut self) {
+        // SAFETY: listed by `of` in `ctx`, given back once. A failed listing
+        // left `tab` null and `len` 0, which QuickJS frees as nothing.
+        unsafe { qjs::JS_FreePropertyEnum(self.ctx, self.tab, self.len) };
+    }
+}
+
 enum Own {
     Missing,
     Data(qjs::JSValue),
@@ -420,8 +447,9 @@ fn number(d: f64) -> qjs::JSValue {
 /// `JSON.stringify`. The text is built outside QuickJS's heap limit (in
 /// Rust's memory) until it becomes a string, so this bounds what a value
 /// can make there (a long string referred to many times, say): a string
-/// is quoted only if its UTF-8 fits in what is left, so the text never
-/// passes six times this (each byte escaped as `\u00xx`).
+/// is quoted only if its UTF-8 fits in what is left, so the text stays
+/// under about six times this (each byte of the last string escaped as
+/// `\u00xx`).
 const MAX_TEXT: usize = 1 << 20;
 
 /// `native.json(v)`: `JSON.stringify(v)` for plain data, or `undefined`
@@ -580,6 +608,9 @@ impl Text {
                 };
                 if !written {
                     self.out.extend_from_slice(b"null");
+                    if self.out.len() > MAX_TEXT {
+                        return Err(Stop::NotPlain);
+                    }
                 }
             }
             self.out.push(b']');
@@ -589,31 +620,10 @@ impl Text {
 
     unsafe fn fields(&mut self, v: qjs::JSValue, depth: usize) -> Result<(), Stop> {
         unsafe {
-            let mut tab: *mut qjs::JSPropertyEnum = std::ptr::null_mut();
-            let mut len = 0u32;
-            // Own enumerable string keys, in JSON's (Object.keys') order.
-            let flags = (qjs::JS_GPN_STRING_MASK | qjs::JS_GPN_ENUM_ONLY) as i32;
-            if qjs::JS_GetOwnPropertyNames(self.ctx, &mut tab, &mut len, v, flags) < 0 {
-                return Err(Stop::Thrown);
-            }
-            let written = self.members(v, tab, len, depth);
-            qjs::JS_FreePropertyEnum(self.ctx, tab, len);
-            written
-        }
-    }
-
-    unsafe fn members(
-        &mut self,
-        v: qjs::JSValue,
-        tab: *mut qjs::JSPropertyEnum,
-        len: u32,
-        depth: usize,
-    ) -> Result<(), Stop> {
-        unsafe {
+            let keys = OwnKeys::of(self.ctx, v)?;
             self.out.push(b'{');
             let mut first = true;
-            for i in 0..len as usize {
-                let atom = (*tab.add(i)).atom;
+            for atom in keys.atoms() {
                 let value = match own(self.ctx, v, atom)? {
                     Own::Data(value) => value,
                     Own::Missing => continue, // not reachable for an ordinary object

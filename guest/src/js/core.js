@@ -58,6 +58,39 @@
     }
     return undefined;
   }
+  // `give(obj, value)`: gives `obj` the enumerable property `key`, made by
+  // `make(value)` when first read (or replaced by what is first written to
+  // it), a data property from then on. For what a context of user code
+  // holds that most code never reads. The accessor is one frozen pair of
+  // functions for every object given the property (they are shared, so
+  // they cannot carry anything from one script to another), which finds
+  // its object up the receiver's prototype chain (`holderIn`) and the value
+  // in a WeakMap: a pair of closures per object cost more than most of
+  // what they made, and closures that the object holds and that refer to
+  // it would be a cycle that only the collector frees.
+  function lazyProperty(key, make) {
+    const pending = new WeakMapCtor();
+    const settle = (holder, v) => {
+      call(weakDelete, pending, holder);
+      return dataProperty(holder, key, v);
+    };
+    const descriptor = freeze({
+      get: freeze(function () {
+        const holder = holderIn(pending, this);
+        return holder === undefined ? undefined : settle(holder, make(call(weakGet, pending, holder)));
+      }),
+      set: freeze(function (v) {
+        settle(this, v);
+      }),
+      enumerable: true,
+      configurable: true,
+    });
+    return (obj, value) => {
+      call(weakSet, pending, obj, value);
+      defineProperty(obj, key, descriptor);
+      return obj;
+    };
+  }
 
   const call = (fn, self, ...args) => apply(fn, self, args);
   const then = (p, onOk, onErr) => apply(promiseThen, p, [onOk, onErr]);

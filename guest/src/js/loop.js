@@ -181,35 +181,10 @@
     return hostPromise(what, emitter === undefined ? undefined : emitter.progress);
   }
 
-  // Gives `obj` the enumerable property `tools`, a copy of `value` made when
-  // it is first read (or replaced by what is first written to it), as a
-  // data property from then on. The accessor is one pair of functions for
-  // every context, which finds its object as `this` and the value in
-  // `toolsToCopy`: a pair of closures per context cost more than the rest
-  // of it, and closures that `obj` holds and that refer to `obj` would be a
-  // cycle that only the collector frees, whenever the property is never
-  // read.
-  const toolsToCopy = new WeakMapCtor();
-  function settleTools(obj, v) {
-    call(weakDelete, toolsToCopy, obj);
-    return dataProperty(obj, "tools", v);
-  }
-  // Frozen, as every context shares them.
-  const toolsWhenRead = freeze({
-    get: freeze(function () {
-      const holder = holderIn(toolsToCopy, this);
-      return holder === undefined ? undefined : settleTools(holder, copy(call(weakGet, toolsToCopy, holder)));
-    }),
-    set: freeze(function (v) {
-      settleTools(this, v);
-    }),
-    enumerable: true,
-    configurable: true,
-  });
-  function toolsCopiedWhenRead(obj, value) {
-    call(weakSet, toolsToCopy, obj, value);
-    defineProperty(obj, "tools", toolsWhenRead);
-  }
+  // Gives a context the enumerable property `tools`, a copy of the tools
+  // offered, made when the engine first reads it: most read no more than
+  // the turn.
+  const toolsCopiedWhenRead = lazyProperty("tools", copy);
 
   // Runs the chain from middleware `index` on: at the end, the engine.
   function runChain(run, index, turn, ctx) {

@@ -442,34 +442,11 @@
     if (scope.parent !== null && scope.parent !== undefined && scope.parent.kids !== null) sdel(scope.parent.kids, scope);
   }
   // `ctx`, a context made for one call of user code, given the signal of
-  // `scope` as its enumerable property `signal`, made when first read: most
+  // `scope` as its enumerable property `signal`, made when first read (most
   // code never reads it, and a signal costs more than the rest of the
-  // context. Read after its scope was cancelled, it is aborted already. The
-  // accessor is one pair of functions for every context, which finds its
-  // context as `this` and the scope in `signalScopes` (a closure per
-  // context would cost more, and refer to the context that holds it: a
-  // cycle that only the collector frees).
-  const signalScopes = new WeakMapCtor();
-  function settleSignal(ctx, v) {
-    call(weakDelete, signalScopes, ctx);
-    return dataProperty(ctx, "signal", v);
-  }
-  const signalWhenRead = freeze({
-    get: freeze(function () {
-      const holder = holderIn(signalScopes, this);
-      return holder === undefined ? undefined : settleSignal(holder, scopeSignal(call(weakGet, signalScopes, holder)));
-    }),
-    set: freeze(function (v) {
-      settleSignal(this, v);
-    }),
-    enumerable: true,
-    configurable: true,
-  });
-  function withSignal(ctx, scope) {
-    call(weakSet, signalScopes, ctx, scope);
-    defineProperty(ctx, "signal", signalWhenRead);
-    return ctx;
-  }
+  // context; see `lazyProperty`). Read after its scope was cancelled, it is
+  // aborted already.
+  const withSignal = lazyProperty("signal", scopeSignal);
 
   // ---------------------------------------------------------------- URLSearchParams and URL
 
