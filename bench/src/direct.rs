@@ -598,12 +598,16 @@ mod tests {
     }
 
     /// A call's arguments are made in Rust one by one (the guest's
-    /// `call_arguments`), and must be what `JSON.parse` makes of the same
-    /// text: each is compared, deeply and with `Object.is`, with the
-    /// function's own `JSON.parse` of the list. Among them -0, numbers at
-    /// int32's edges and past f64's range, escapes, a lone surrogate,
+    /// `call_arguments`, and for lists of int32s, booleans, `null` and
+    /// strings without escapes its `plain_arguments`), and must be what
+    /// `JSON.parse` makes of the same text: each is compared, deeply and
+    /// with `Object.is`, with the function's own `JSON.parse` of the list.
+    /// Among them -0, numbers at int32's edges and past f64's range,
+    /// escapes, a lone surrogate, text beyond ASCII, JSON's whitespace,
     /// duplicate keys and `__proto__`, and a list nested deeper than
-    /// serde_json reads (the whole text then goes to QuickJS).
+    /// serde_json reads (the whole text then goes to QuickJS). A list that
+    /// is not JSON is refused as `JSON.parse` refuses it, however far the
+    /// plain reading got.
     #[test]
     fn arguments_are_what_json_parse_makes_of_them() {
         let mut guest = loaded(
@@ -642,6 +646,10 @@ mod tests {
             "\"esc\\n\\\"\\u00e9\\ud83d\\ude00\"",
             "\"\\ud800\"",
             "\"\"",
+            "\"with space\"",
+            "\"\u{e9}\u{1f600}\"",
+            " 1 ",
+            "\t-7\r\n",
             "true",
             "false",
             "null",
@@ -665,15 +673,37 @@ mod tests {
             .call_text("same.js", "same", &format!("[{text},{all}]"))
             .expect("the call");
         assert_eq!(out, Json::from("same"), "all at once");
+
+        for list in [
+            "[1,]",
+            "[01]",
+            "[1 2]",
+            "[1]x",
+            "[-]",
+            "[\"a]",
+            "[tru]",
+            "[1,\"a\",",
+            "[\"a\u{1}\"]",
+            "",
+            "[1e]",
+        ] {
+            let refused = guest
+                .call_text("same.js", "same", list)
+                .expect_err(list)
+                .to_string();
+            assert!(refused.contains("SyntaxError"), "{list}: {refused}");
+        }
     }
 
-    /// The guest's Rust keys its task in core.js's Set of live tasks as
-    /// core.js's `idKey` does (vm.rs, `id_key`), for every id the host may
-    /// hand out: on either side of 2^31 (where `>>> 0` and `Math.imul` wrap),
-    /// of 2^32 (where `idKey` stops mixing) and up to 2^53. Keyed apart, the
-    /// task would not be live to its own code (its console line dropped) and
-    /// its end not found (no done). A long-lived sandbox making ten thousand
-    /// calls a second reaches 2^31 in two and a half days.
+    /// A task is live to its own code and ends, for every id the host may
+    /// hand out: on either side of 2^31 (where `>>> 0` and `Math.imul`
+    /// wrap, as core.js's `idKey` does for its Maps), of 2^32 and up to
+    /// 2^53 (ids cross into JavaScript as numbers). The natives keep the
+    /// live tasks by id (`natives::begin`), and the runtime asks them with
+    /// the number it holds: were the two apart, the task would not be live
+    /// to its own code (its console line dropped) and its end dropped (no
+    /// done). A long-lived sandbox making ten thousand calls a second
+    /// reaches 2^31 in two and a half days.
     #[test]
     fn a_task_is_live_to_its_code_and_ends_whatever_its_id() {
         use bindings::marionette::runtime::types::{ConsoleLine, Event, TaskEvent};
@@ -708,6 +738,55 @@ mod tests {
                 "task {task}: {value:?}"
             );
         }
+    }
+
+    /// A task that is over acts no more: what its leftover code does after
+    /// its done, in the same entry, is dropped (a console line) or refused
+    /// (a timer, which its promise's rejection reports to that code),
+    /// while what it did before its done reaches the host. The natives
+    /// keep which tasks are live (`natives::begin`, `forget`) and refuse a
+    /// task that is not; a console line once cost the runtime a check of
+    /// its own.
+    #[test]
+    fn a_task_that_is_over_says_and_asks_nothing_more() {
+        use bindings::marionette::runtime::types::{ConsoleLine, Event, TaskEvent};
+        let mut guest = loaded(
+            DirectRuntime::new().expect("linked"),
+            "late.js",
+            "export async function f() {\n\
+                   console.log('early');\n\
+                   let p = Promise.resolve();\n\
+                   for (let i = 0; i < 8; i++) p = p.then(() => {});\n\
+                   p.then(() => {\n\
+                     console.log('late');\n\
+                     new Promise((resolve) => setTimeout(resolve, 5)).catch((e) => console.log('refused: ' + e.name));\n\
+                   });\n\
+                   return 'done';\n\
+                 }\n",
+        );
+        let task = guest.task();
+        let effects = guest
+            .script()
+            .expect("the script interface")
+            .call_call(&mut guest.store, task, "late.js", "f", "[]")
+            .expect("the entry");
+        let lines: Vec<&str> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Event(TaskEvent {
+                    event: Event::Console(ConsoleLine { message, .. }),
+                    ..
+                }) => Some(message.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lines, ["early"], "{effects:?}");
+        assert!(
+            !effects.iter().any(|e| matches!(e, Effect::Request(_))),
+            "a timer of a task that is over reached the host: {effects:?}"
+        );
+        let value = settle(task, effects).expect("the task ends in its entry");
+        assert!(matches!(&value, Value::Json(text) if text == "\"done\""), "{value:?}");
     }
 
     /// An integer that reaches the guest as JSON (every argument does) is

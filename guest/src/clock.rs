@@ -13,7 +13,8 @@
 //! (docs/cassette.md) rests on.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 
 use crate::exports::marionette::runtime::vm::Determinism;
 use crate::marionette::runtime::types::HostOp;
@@ -26,7 +27,7 @@ struct Virtual {
     /// Where `performance.now()` counts from.
     start_ms: f64,
     /// The virtual time each pending `sleep` is due at, by op.
-    due: HashMap<u64, f64>,
+    due: FxHashMap<u64, f64>,
 }
 
 thread_local! {
@@ -49,7 +50,7 @@ pub fn configure(determinism: Option<Determinism>) {
         rng: fastrand::Rng::with_seed(d.seed),
         now_ms: d.start_ms as f64,
         start_ms: d.start_ms as f64,
-        due: HashMap::new(),
+        due: FxHashMap::default(),
     });
     VIRTUAL.with(|v| *v.borrow_mut() = state);
     // Whatever a boot drew is forgotten: an instance made from the build's

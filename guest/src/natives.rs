@@ -6,7 +6,8 @@
 //! nothing left to do (see [`crate::vm`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 
 use rquickjs::function::Opt;
 use rquickjs::{
@@ -25,10 +26,11 @@ thread_local! {
     static EFFECTS: RefCell<Vec<Effect>> = const { RefCell::new(Vec::new()) };
     static NEXT_OP: Cell<u64> = const { Cell::new(1) };
     static CAPS: Cell<TaskCaps> = const { Cell::new(TaskCaps { console_lines: 0, console_bytes: 0, pending_ops: 0 }) };
-    /// What each live task has produced, against the caps.
-    static USAGE: RefCell<HashMap<u64, Usage>> = RefCell::new(HashMap::new());
+    /// The live tasks (begun and not yet done), each with what it has
+    /// produced, against the caps.
+    static USAGE: RefCell<FxHashMap<u64, Usage>> = RefCell::new(FxHashMap::default());
     /// The task of each pending operation.
-    static OP_TASK: RefCell<HashMap<u64, u64>> = RefCell::new(HashMap::new());
+    static OP_TASK: RefCell<FxHashMap<u64, u64>> = RefCell::new(FxHashMap::default());
     /// The task JavaScript runs for right now (0: none), as the runtime
     /// last said: what `should-interrupt` is asked about.
     static CURRENT: Cell<u64> = const { Cell::new(0) };
@@ -61,7 +63,7 @@ pub fn take_over_cap() -> Vec<(u64, CapHit)> {
     OVER_CAP.with(|o| std::mem::take(&mut *o.borrow_mut()))
 }
 
-/// What one task has produced so far.
+/// What one live task has produced so far.
 #[derive(Default)]
 struct Usage {
     console_lines: u32,
@@ -89,27 +91,45 @@ pub fn settled(op: u64) {
     }
 }
 
-/// A task is done or cancelled: its counts go.
-pub fn forget(task: u64) {
-    USAGE.with(|u| u.borrow_mut().remove(&task));
+/// Makes `task` live and current: what runs now runs on its behalf (the
+/// runtime's `begin`, and `vm::call_inline`'s). Live from here to its done.
+pub fn begin(task: u64) {
+    USAGE.with(|u| {
+        u.borrow_mut().entry(task).or_default();
+    });
+    set_current(task);
 }
 
-/// Counts what `task` is about to produce with `count`; past a cap, notes
-/// the task once (the entry stops it, see [`take_over_cap`]) and returns
-/// the `RangeError` message for the script.
+/// Whether `task` was begun and is not yet done.
+pub fn live(task: u64) -> bool {
+    USAGE.with(|u| u.borrow().contains_key(&task))
+}
+
+/// A task is done or cancelled: it is no longer live, and its counts go.
+/// False when it was not live.
+pub fn forget(task: u64) -> bool {
+    USAGE.with(|u| u.borrow_mut().remove(&task)).is_some()
+}
+
+/// Counts what the live `task` is about to produce with `count`; past a
+/// cap, notes the task once (the entry stops it, see [`take_over_cap`]) and
+/// returns the `RangeError` message for the script. `Ok(false)`, counting
+/// nothing, when the task is not live: it may produce nothing more.
 fn charge(
     task: u64,
     count: impl FnOnce(&mut Usage, TaskCaps) -> Option<(Cap, String)>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<bool, String> {
     let caps = CAPS.with(Cell::get);
     USAGE.with(|u| {
         let mut usage = u.borrow_mut();
-        let usage = usage.entry(task).or_default();
+        let Some(usage) = usage.get_mut(&task) else {
+            return Ok(false);
+        };
         if usage.over {
             return Err("this task ran into a cap of its sandbox and is being stopped".to_string());
         }
         match count(usage, caps) {
-            None => Ok(()),
+            None => Ok(true),
             Some((cap, detail)) => {
                 usage.over = true;
                 OVER_CAP.with(|o| {
@@ -136,8 +156,10 @@ pub fn jobs_pending(ctx: &Ctx<'_>) -> bool {
 
 /// `task` asks the host for `what`: a new op, counted against the task's
 /// cap on pending operations (a RangeError past it), its request an effect.
+/// The runtime asks only for a live task (core.js's `request` refuses the
+/// others with an `AbortError` first).
 fn request(ctx: &Ctx<'_>, task: u64, what: HostOp) -> Result<f64> {
-    charge(task, |usage, caps| {
+    let live = charge(task, |usage, caps| {
         if caps.pending_ops > 0 && usage.pending_ops >= caps.pending_ops {
             return Some((
                 Cap::Operations,
@@ -151,6 +173,12 @@ fn request(ctx: &Ctx<'_>, task: u64, what: HostOp) -> Result<f64> {
         None
     })
     .map_err(|message| Exception::throw_range(ctx, &message))?;
+    if !live {
+        return Err(Exception::throw_internal(
+            ctx,
+            &format!("task {task} is over: it can start nothing more"),
+        ));
+    }
     let op = NEXT_OP.with(|n| {
         let op = n.get();
         n.set(op + 1);
@@ -162,10 +190,11 @@ fn request(ctx: &Ctx<'_>, task: u64, what: HostOp) -> Result<f64> {
     Ok(op as f64)
 }
 
-/// The operations `task` has pending, in the order asked.
-fn ops_of(task: u64) -> Vec<f64> {
+/// The operations `task` has pending, in the order asked; `None` (no array
+/// to make) when it has none.
+fn ops_of(task: u64) -> Option<Vec<f64>> {
     if pending_ops(task) == 0 {
-        return Vec::new();
+        return None;
     }
     let mut ops: Vec<u64> = OP_TASK.with(|o| {
         o.borrow()
@@ -175,7 +204,7 @@ fn ops_of(task: u64) -> Vec<f64> {
             .collect()
     });
     ops.sort_unstable();
-    ops.into_iter().map(|op| op as f64).collect()
+    Some(ops.into_iter().map(|op| op as f64).collect())
 }
 
 /// How many operations `task` has pending.
@@ -186,8 +215,12 @@ pub fn pending_ops(task: u64) -> u32 {
 /// A task is done (core.js's `done`, after it released the task's
 /// operations): `kind` is "ok" (then `payload` is the JSON of the result,
 /// or of a turn when `is_turn`) or the failure's kind, with `payload` its
-/// words (or, for "script", the error's JSON).
+/// words (or, for "script", the error's JSON). A task ends once: nothing
+/// happens for one that is not live (done already, or stopped).
 pub fn done(task: u64, kind: &str, payload: String, is_turn: bool) {
+    if !forget(task) {
+        return;
+    }
     // A task that ran into a cap during this entry fails with the cap, even
     // when its own code ended it first (the RangeError it saw, uncaught).
     let hit = OVER_CAP.with(|o| {
@@ -216,7 +249,6 @@ pub fn done(task: u64, kind: &str, payload: String, is_turn: bool) {
         })),
         _ => Err(script_failure(convert::error_from_json(&payload))),
     };
-    forget(task);
     push(Effect::Done(TaskDone { task, outcome }))
 }
 
@@ -318,6 +350,16 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
         "current",
         Function::new(ctx.clone(), |task: f64| CURRENT.with(|c| c.set(id(task))))?,
     )?;
+    // The live tasks (core.js's `begin`, and what asks whether a task may
+    // still act).
+    native.set(
+        "begin",
+        Function::new(ctx.clone(), |task: f64| begin(id(task)))?,
+    )?;
+    native.set(
+        "live",
+        Function::new(ctx.clone(), |task: f64| live(id(task)))?,
+    )?;
 
     // `body`: the bytes of a `fetch`'s body (a `Uint8Array`), beside the JSON.
     native.set(
@@ -404,7 +446,8 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
             |ctx: Ctx<'js>, task: f64, lvl: String, message: String| -> Result<()> {
                 let task = id(task);
                 let bytes = message.len() as u64;
-                charge(task, |usage, caps| {
+                // A task that is over says nothing more.
+                let live = charge(task, |usage, caps| {
                     usage.console_lines += 1;
                     usage.console_bytes += bytes;
                     if caps.console_lines > 0 && usage.console_lines > caps.console_lines {
@@ -428,6 +471,9 @@ pub fn object<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
                     None
                 })
                 .map_err(|message| Exception::throw_range(&ctx, &message))?;
+                if !live {
+                    return Ok(());
+                }
                 push(Effect::Event(TaskEvent {
                     task,
                     event: Event::Console(ConsoleLine {

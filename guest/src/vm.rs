@@ -38,6 +38,7 @@ use rquickjs::context::EvalOptions;
 use rquickjs::convert::Coerced;
 use rquickjs::function::IntoArgs;
 use rquickjs::{Ctx, FromJs, Function, Module, Object, Persistent, Type, Value, qjs};
+use rustc_hash::FxHashMap;
 
 use crate::convert;
 use crate::loader::{self, API_MODULE, Graphs};
@@ -80,8 +81,8 @@ struct Vm {
 
 /// What Rust reads and changes of the runtime's own bookkeeping (`books`
 /// in dispatch.js): core.js's `state`, where each entry names its task (see
-/// [`entry`]), and what [`call_inline`] needs to start and end a task
-/// without the dispatcher's JavaScript.
+/// [`entry`]) and [`call_inline`] starts one without the dispatcher's
+/// JavaScript. (Which tasks are live, the natives keep: `natives::begin`.)
 ///
 /// Held as QuickJS's own values and used through its C API, not rquickjs's
 /// wrappers: these are touched in every entry, and the shortest entries
@@ -95,12 +96,6 @@ struct Vm {
 struct Books {
     /// core.js's `state`.
     state: qjs::JSValue,
-    /// `idKey(task)` of the live tasks (a Set).
-    live: qjs::JSValue,
-    /// `Set.prototype.add` and `delete`, as the runtime took them before
-    /// any script ran.
-    set_add: qjs::JSValue,
-    set_delete: qjs::JSValue,
     /// The atoms of `state.current` and `state.scope`.
     current: qjs::JSAtom,
     scope: qjs::JSAtom,
@@ -122,9 +117,6 @@ impl Books {
         };
         Ok(Books {
             state: kept("state")?,
-            live: kept("live")?,
-            set_add: kept("setAdd")?,
-            set_delete: kept("setDelete")?,
             current: atom("current"),
             scope: atom("scope"),
         })
@@ -144,23 +136,6 @@ impl Books {
             Err(rquickjs::Error::Exception)
         } else {
             Ok(())
-        }
-    }
-
-    /// `method.call(live, idKey(task))`: whether it returned true.
-    fn live_set(&self, ctx: &Ctx<'_>, method: qjs::JSValue, task: u64) -> rquickjs::Result<bool> {
-        let raw = ctx.as_raw().as_ptr();
-        let mut argv = [qjs::JS_NewFloat64(id_key(task))];
-        // SAFETY: `method` and `live` are kept alive by the books; the key
-        // is a number (no reference); the result's reference is freed here.
-        unsafe {
-            let result = qjs::JS_Call(raw, method, self.live, 1, argv.as_mut_ptr());
-            if qjs::JS_IsException(result) {
-                return Err(rquickjs::Error::Exception);
-            }
-            let truthy = qjs::JS_ToBool(raw, result) > 0;
-            qjs::JS_FreeValue(raw, result);
-            Ok(truthy)
         }
     }
 }
@@ -212,7 +187,7 @@ thread_local! {
     /// runtime tells Rust where it sets that Map: `native.scriptLoaded`),
     /// so that [`call_inline`] finds a script without a call into
     /// JavaScript.
-    static SCRIPTS: RefCell<HashMap<String, Script>> = RefCell::new(HashMap::new());
+    static SCRIPTS: RefCell<FxHashMap<String, Script>> = RefCell::new(FxHashMap::default());
     /// The argument list [`call_inline`] builds, kept between calls so that
     /// a call allocates none.
     static ARGV: Cell<Vec<qjs::JSValue>> = const { Cell::new(Vec::new()) };
@@ -558,9 +533,14 @@ fn exception_text(ctx: &Ctx<'_>, e: rquickjs::Error) -> String {
 /// objects until an allocation fails leaves the threshold at or past the
 /// limit (below it, the collector would have run again and raised it).
 pub fn heap_exhausted(ctx: &Ctx<'_>) -> bool {
+    heap_full(ctx.as_raw().as_ptr())
+}
+
+/// [`heap_exhausted`] of the live context `raw`.
+fn heap_full(raw: *mut qjs::JSContext) -> bool {
     let (limit, _) = LIMITS.with(Cell::get);
-    // SAFETY: `ctx` is a live context; this only reads a number.
-    let threshold = unsafe { qjs::JS_GetGCThreshold(qjs::JS_GetRuntime(ctx.as_raw().as_ptr())) };
+    // SAFETY: `raw` is a live context; this only reads a number.
+    let threshold = unsafe { qjs::JS_GetGCThreshold(qjs::JS_GetRuntime(raw)) };
     limit > 0 && threshold as u64 >= limit
 }
 
@@ -569,7 +549,8 @@ pub fn heap_exhausted(ctx: &Ctx<'_>) -> bool {
 /// the limit, the threshold would never be crossed again, and no cycle
 /// would be collected in this VM any more.
 fn look_after_heap(runtime: &javy::Runtime) {
-    if !runtime.context().with(|ctx| heap_exhausted(&ctx)) {
+    // Without a `Ctx` to make and drop in every entry.
+    if !heap_full(runtime.context().as_raw().as_ptr()) {
         return;
     }
     HEAP_FULL.with(|h| h.set(true));
@@ -690,7 +671,7 @@ fn settle_next(runtime: &javy::Runtime, dispatch: &Persistent<Object<'static>>) 
 /// dispatcher itself throws.
 fn entry<F>(task: Option<u64>, body: F) -> Vec<Effect>
 where
-    F: for<'js> FnOnce(&Ctx<'js>, Object<'js>, &Books) -> rquickjs::Result<()>,
+    F: for<'js> FnOnce(&Ctx<'js>, &Dispatcher<'_, 'js>, &Books) -> rquickjs::Result<()>,
 {
     check_last_entry_returned();
     IN_ENTRY.with(|e| e.set(true));
@@ -721,11 +702,10 @@ where
             vm.books
                 .set_state(&ctx, vm.books.current, qjs::JS_NewFloat64(current as f64))
                 .expect("setting a data property of a plain object");
-            let dispatch = vm.dispatch.clone().restore(&ctx).expect("dispatcher");
-            let failed = body(&ctx, dispatch.clone(), &vm.books).err();
-            match (failed.and_then(|e| caught(&ctx, &dispatch, e)), task) {
+            let dispatch = Dispatcher::new(&ctx, &vm.dispatch);
+            let failed = body(&ctx, &dispatch, &vm.books).err();
+            match (failed.and_then(|e| caught(&ctx, dispatch.get(), e)), task) {
                 (Some(error), Some(task)) => {
-                    let _ = call_dispatch::<_, ()>(&dispatch, "abandon", (task as f64,));
                     natives::forget(task);
                     natives::push(Effect::Done(TaskDone {
                         task,
@@ -895,6 +875,31 @@ fn caught<'js>(ctx: &Ctx<'js>, dispatch: &Object<'js>, e: rquickjs::Error) -> Op
     })
 }
 
+/// The dispatcher in an entry's context, restored from the VM's
+/// `Persistent` when the entry first calls it: the shortest entries
+/// (`call_inline`'s) never do, and a restore and its drop were a few
+/// percent of them.
+struct Dispatcher<'a, 'js> {
+    ctx: &'a Ctx<'js>,
+    saved: &'a Persistent<Object<'static>>,
+    restored: std::cell::OnceCell<Object<'js>>,
+}
+
+impl<'a, 'js> Dispatcher<'a, 'js> {
+    fn new(ctx: &'a Ctx<'js>, saved: &'a Persistent<Object<'static>>) -> Self {
+        Dispatcher {
+            ctx,
+            saved,
+            restored: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> &Object<'js> {
+        self.restored
+            .get_or_init(|| self.saved.clone().restore(self.ctx).expect("dispatcher"))
+    }
+}
+
 fn call_dispatch<'js, A, R>(dispatch: &Object<'js>, method: &str, args: A) -> rquickjs::Result<R>
 where
     A: IntoArgs<'js>,
@@ -909,7 +914,7 @@ where
     A: for<'js> IntoArgs<'js>,
 {
     entry(Some(task), |_, dispatch, _| {
-        call_dispatch(&dispatch, method, args)
+        call_dispatch(dispatch.get(), method, args)
     })
 }
 
@@ -918,10 +923,10 @@ where
 /// JavaScript ([`call_inline`]); any other goes through its `call`.
 pub fn call(task: u64, name: String, function: String, args: String) -> Vec<Effect> {
     entry(Some(task), |ctx, dispatch, books| {
-        if call_inline(ctx, &dispatch, books, task, &name, &function, &args)? {
+        if call_inline(ctx, dispatch, books, task, &name, &function, &args)? {
             return Ok(());
         }
-        call_dispatch(&dispatch, "call", (task as f64, name, function, args))
+        call_dispatch(dispatch.get(), "call", (task as f64, name, function, args))
     })
 }
 
@@ -938,7 +943,7 @@ pub fn call(task: u64, name: String, function: String, args: String) -> Vec<Effe
 /// but the script's.
 fn call_inline<'js>(
     ctx: &Ctx<'js>,
-    dispatch: &Object<'js>,
+    dispatch: &Dispatcher<'_, 'js>,
     books: &Books,
     task: u64,
     name: &str,
@@ -991,7 +996,7 @@ fn call_inline<'js>(
     }
 
     // `begin(task)`: the entry has made the task current already.
-    books.live_set(ctx, books.set_add, task)?;
+    natives::begin(task);
     books.set_state(ctx, books.scope, qjs::JS_NULL)?;
 
     // SAFETY: `f` is a function of this context and `argv` its arguments,
@@ -1015,11 +1020,11 @@ fn call_inline<'js>(
             // dispatcher's JavaScript is interrupted.
             return Err(ctx.throw(thrown));
         }
-        call_dispatch::<_, ()>(dispatch, "settle", (task as f64, thrown, true))?;
+        call_dispatch::<_, ()>(dispatch.get(), "settle", (task as f64, thrown, true))?;
         return Ok(true);
     }
     let text = match value.type_of() {
-        Type::Int => value.as_int().map(|n| n.to_string()),
+        Type::Int => value.as_int().map(|n| itoa::Buffer::new().format(n).into()),
         // Finite: its ToString, what `"" + n` and JSON.stringify write.
         Type::Float => match value.as_float() {
             Some(n) if n.is_finite() => Some(value.get::<Coerced<String>>()?.0),
@@ -1040,11 +1045,9 @@ fn call_inline<'js>(
     match text {
         Some(text) if !waiting => {
             // `done(task, "ok", text)`, once.
-            if books.live_set(ctx, books.set_delete, task)? {
-                natives::done(task, "ok", text, false);
-            }
+            natives::done(task, "ok", text, false);
         }
-        _ => call_dispatch::<_, ()>(dispatch, "settle", (task as f64, value, false))?,
+        _ => call_dispatch::<_, ()>(dispatch.get(), "settle", (task as f64, value, false))?,
     }
     Ok(true)
 }
@@ -1094,6 +1097,11 @@ fn call_arguments(
 ) -> rquickjs::Result<bool> {
     use serde::de::{Deserializer as _, Error as _, SeqAccess, Visitor};
     use serde_json::value::RawValue;
+
+    if plain_arguments(ctx, args, argv) {
+        return Ok(true);
+    }
+    free_values(ctx.as_raw().as_ptr(), argv);
 
     /// Makes each argument as serde_json reads it off the list.
     struct Each<'a, 'js> {
@@ -1150,6 +1158,111 @@ fn call_arguments(
     Ok(true)
 }
 
+/// The arguments of the commonest calls, read without serde_json, whose
+/// generic reader was most of the time a short call spent on its list:
+/// a list of int32 literals, `true`, `false`, `null` and strings without
+/// escapes, made as [`argument`] makes them. False, for
+/// [`call_arguments`] to read the list its own way, at anything else: a
+/// fraction or an exponent, an integer past int32 or `-0`, an escape or a
+/// control character, an object or a list, and any text that is not JSON
+/// (which that way refuses). What was pushed onto `argv` is the caller's
+/// to give back.
+fn plain_arguments(ctx: &Ctx<'_>, args: &str, argv: &mut Vec<qjs::JSValue>) -> bool {
+    let raw = ctx.as_raw().as_ptr();
+    let bytes = args.as_bytes();
+    let skip = |mut at: usize| {
+        while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            at += 1;
+        }
+        at
+    };
+    let mut at = skip(0);
+    if bytes.get(at) != Some(&b'[') {
+        return false;
+    }
+    at = skip(at + 1);
+    if bytes.get(at) == Some(&b']') {
+        return skip(at + 1) == bytes.len();
+    }
+    loop {
+        let start = at;
+        let value = match bytes.get(at) {
+            Some(b'-' | b'0'..=b'9') => {
+                let negative = bytes[at] == b'-';
+                at += usize::from(negative);
+                let mut n: i64 = 0;
+                match bytes.get(at) {
+                    Some(b'0') => at += 1,
+                    Some(b'1'..=b'9') => {
+                        while let Some(&digit @ b'0'..=b'9') = bytes.get(at) {
+                            n = n * 10 + i64::from(digit - b'0');
+                            if n > 1 << 31 {
+                                return false; // past int32 either way
+                            }
+                            at += 1;
+                        }
+                    }
+                    _ => return false,
+                }
+                if matches!(bytes.get(at), Some(b'.' | b'e' | b'E')) {
+                    return false;
+                }
+                let n = if negative { -n } else { n };
+                match i32::try_from(n) {
+                    // -0 is a float; so is every integer past int32.
+                    Ok(0) if negative => return false,
+                    Ok(n) => qjs::JS_MKVAL(qjs::JS_TAG_INT, n),
+                    Err(_) => return false,
+                }
+            }
+            Some(b't') if bytes[at..].starts_with(b"true") => {
+                at += 4;
+                qjs::JS_TRUE
+            }
+            Some(b'f') if bytes[at..].starts_with(b"false") => {
+                at += 5;
+                qjs::JS_FALSE
+            }
+            Some(b'n') if bytes[at..].starts_with(b"null") => {
+                at += 4;
+                qjs::JS_NULL
+            }
+            Some(b'"') => {
+                at += 1;
+                while bytes
+                    .get(at)
+                    .is_some_and(|&b| b != b'"' && b != b'\\' && b >= 0x20)
+                {
+                    at += 1;
+                }
+                if bytes.get(at) != Some(&b'"') {
+                    return false;
+                }
+                let text = &args[start + 1..at];
+                at += 1;
+                // SAFETY: `text` is UTF-8 for its length (a slice of a str
+                // between two ASCII quotes).
+                let value =
+                    unsafe { qjs::JS_NewStringLen(raw, text.as_ptr().cast(), text.len() as _) };
+                // SAFETY: a tag test.
+                if unsafe { qjs::JS_IsException(value) } {
+                    let _ = ctx.catch();
+                    return false;
+                }
+                value
+            }
+            _ => return false,
+        };
+        argv.push(value);
+        at = skip(at);
+        match bytes.get(at) {
+            Some(b',') => at = skip(at + 1),
+            Some(b']') => return skip(at + 1) == bytes.len(),
+            _ => return false,
+        }
+    }
+}
+
 /// One argument of a call from its JSON text, which serde_json has checked,
 /// as `JSON.parse` makes it: a reference the caller owns, or `None` when
 /// QuickJS failed to make it (out of memory; its exception is cleared).
@@ -1200,23 +1313,13 @@ fn argument(ctx: &Ctx<'_>, text: &str) -> Option<qjs::JSValue> {
     }
 }
 
-/// core.js's `idKey`: ids as keys of the runtime's Maps and Sets (a
-/// multiplication by an odd constant, one-to-one on 32-bit integers, so that
-/// QuickJS's hash of a small integer does not put them all in one bucket).
-fn id_key(id: u64) -> f64 {
-    match u32::try_from(id) {
-        Ok(id) => f64::from(id.wrapping_mul(0x9e37_79b1)),
-        Err(_) => id as f64,
-    }
-}
-
 /// Calls `dispatch[method](...args)` for an entry that starts no task.
 pub fn dispatch<A>(method: &str, args: A) -> Vec<Effect>
 where
     A: for<'js> IntoArgs<'js>,
 {
     entry(None, |_, dispatch, _| {
-        call_dispatch(&dispatch, method, args)
+        call_dispatch(dispatch.get(), method, args)
     })
 }
 
@@ -1227,10 +1330,10 @@ where
 {
     let mut out = None;
     let effects = entry(None, |ctx, dispatch, _| {
-        match call_dispatch::<_, String>(&dispatch, method, args) {
+        match call_dispatch::<_, String>(dispatch.get(), method, args) {
             Ok(json) => out = Some(Ok(json)),
             Err(e) => {
-                out = Some(Err(caught(ctx, &dispatch, e)
+                out = Some(Err(caught(ctx, dispatch.get(), e)
                     .unwrap_or_else(|| convert::internal_error("interrupted"))))
             }
         }
@@ -1376,10 +1479,14 @@ fn load_graph(task: u64, name: &str, graph: Result<loader::Registered, String>) 
     let effects = entry(Some(task), |ctx, dispatch, _| {
         // The module's top-level code runs for this task (its console lines,
         // its timers), so the task exists before the code runs.
-        call_dispatch::<_, ()>(&dispatch, "begin", (task as f64,))?;
+        call_dispatch::<_, ()>(dispatch.get(), "begin", (task as f64,))?;
         let (module, evaluated) = declare(ctx, &graph.name, &graph.source)?.eval()?;
         let namespace = module.namespace()?;
-        call_dispatch(&dispatch, "load", (task as f64, name, namespace, evaluated))
+        call_dispatch(
+            dispatch.get(),
+            "load",
+            (task as f64, name, namespace, evaluated),
+        )
     });
     // Offers serve one load: a dynamic import later compiles its source.
     OFFERED.with(|o| o.borrow_mut().clear());

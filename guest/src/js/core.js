@@ -124,9 +124,6 @@
   const iset = (m, id, v) => mset(m, idKey(id), v);
   const ihas = (m, id) => mhas(m, idKey(id));
   const idel = (m, id) => mdel(m, idKey(id));
-  const isadd = (set, id) => sadd(set, idKey(id));
-  const ishas = (set, id) => shas(set, idKey(id));
-  const isdel = (set, id) => sdel(set, idKey(id));
 
   // ---------------------------------------------------------------- errors
 
@@ -224,7 +221,6 @@
   const state = {
     current: 0,          // the task on whose behalf JS runs right now
     scope: null,         // the cancellation scope of what JS asks now (see loop.js)
-    live: new SetCtor(), // idKey(task) of the tasks started and not yet done
     canceled: new MapCtor(), // idKey(task) -> reason
     pending: new MapCtor(),  // idKey(op) -> { op, task, settle(ok, value), progress?(event) }
   };
@@ -247,8 +243,9 @@
   // The pending operations of `task`, as [op, record] pairs, oldest first:
   // a copy, so that the caller may drop them as it goes.
   function pendingOf(task) {
-    const ops = native.opsOf(task);
+    const ops = native.opsOf(task); // undefined: none
     const out = [];
+    if (ops === undefined) return out;
     for (let i = 0; i < ops.length; i++) {
       const p = iget(state.pending, ops[i]);
       // (An op asked for whose record was never kept: out of memory in
@@ -273,22 +270,24 @@
   // (nothing about a task follows its done), then the done. `kind` is "ok"
   // or the failure's kind (see natives.rs): "script", "cancelled",
   // "deadline", "out-of-memory", "output", "operations". `isTurn`: the
-  // payload is a turn (inference, middleware), not plain JSON.
+  // payload is a turn (inference, middleware), not plain JSON. Which tasks
+  // are live, the natives keep (`native.begin`, `native.live`): a task done
+  // already, or stopped, has no operations left and its done is dropped.
   function done(task, kind, payload, isTurn) {
-    if (!ishas(state.live, task)) return; // already done, or cancelled
-    isdel(state.live, task);
-    const ops = native.opsOf(task);
-    for (let i = 0; i < ops.length; i++) {
-      dropPending(ops[i]);
-      native.release(ops[i]);
+    const ops = native.opsOf(task); // undefined: none
+    if (ops !== undefined) {
+      for (let i = 0; i < ops.length; i++) {
+        dropPending(ops[i]);
+        native.release(ops[i]);
+      }
     }
     native.done(task, kind, payload, isTurn === true);
   }
 
   // A console line of the task JavaScript runs for; a task that is over
-  // says nothing more.
+  // says nothing more (the native drops its lines).
   function consoleLine(level, message) {
-    if (ishas(state.live, state.current)) native.console(state.current, level, message);
+    native.console(state.current, level, message);
   }
 
   function finish(task, value, kind) {
@@ -322,8 +321,8 @@
 
   // Makes `task` live and current: what runs now runs on its behalf.
   function begin(task) {
-    isadd(state.live, task);
-    setCurrent(task);
+    native.begin(task);
+    state.current = task;
     state.scope = null;
   }
 
@@ -377,7 +376,7 @@
       settle(false, abortError(iget(state.canceled, task)));
       return 0;
     }
-    if (!ishas(state.live, task)) {
+    if (!native.live(task)) {
       settle(false, abortError("task " + task + " is over: it can start nothing more"));
       return 0;
     }

@@ -89,11 +89,6 @@
   const dispatch = freeze({
     errorInfo: (e) => jsonStringify(errorInfo(e)),
     begin,
-    // A task the Rust side failed directly (its dispatcher call threw): it
-    // is no longer live.
-    abandon(task) {
-      isdel(state.live, task);
-    },
     load(task, name, namespace, evaluated) {
       // The task's value is the script's export list: what a host returns
       // from its load, without an entry of its own to ask (`exports`).
@@ -257,7 +252,7 @@
     // is done; then they reject with an AbortError, and what its code asks
     // while it unwinds is refused.
     stop(task, kind, detail) {
-      if (!ishas(state.live, task)) return;
+      if (!native.live(task)) return;
       iset(state.canceled, task, detail);
       // Remembered so that what the task's code asks for while it unwinds is
       // refused; the oldest go once there are many (a long-lived sandbox
@@ -283,7 +278,7 @@
   });
 
   // What Rust reads and changes itself (vm.rs): `state.current` at each
-  // entry, and for `call_inline` the live tasks, with the methods it calls
-  // on them (keyed as `idKey` keys them). It finds the scripts through
-  // `native.scriptLoaded`, told where `load` sets them.
-  const books = freeze({ state, live: state.live, setAdd, setDelete });
+  // entry, and `state.scope` where `call_inline` begins a task. It finds
+  // the scripts through `native.scriptLoaded`, told where `load` sets them,
+  // and keeps which tasks are live itself (`native.begin`).
+  const books = freeze({ state });

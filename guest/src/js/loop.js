@@ -114,7 +114,7 @@
     // Whether the host reads this run's events: asked at the first one.
     let hostReads;
     function readsHost() {
-      if (!ishas(state.live, task)) return false;
+      if (!native.live(task)) return false;
       if (hostReads === undefined) hostReads = native.wantsSessionEvents(task) === true;
       return hostReads;
     }
