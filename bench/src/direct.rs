@@ -786,7 +786,10 @@ mod tests {
             "a timer of a task that is over reached the host: {effects:?}"
         );
         let value = settle(task, effects).expect("the task ends in its entry");
-        assert!(matches!(&value, Value::Json(text) if text == "\"done\""), "{value:?}");
+        assert!(
+            matches!(&value, Value::Json(text) if text == "\"done\""),
+            "{value:?}"
+        );
     }
 
     /// An integer that reaches the guest as JSON (every argument does) is
