@@ -79,15 +79,15 @@ const FIB: &str = "docs/architecture.md §11: since JSON integers reach the inte
                    goes through one `br_table` dispatch block, plus wasmtime's epoch check \
                    (17%). No setting moves it; weval-style specialisation or tail-call \
                    handlers in QuickJS's C source would";
-const ENTRY: &str = "docs/architecture.md §11, \"The rest of rquickjs on the call path, and the \
-                     caller's JSON, session 14\": a call runs no dispatcher JavaScript; the \
-                     guest makes the arguments as serde_json splits the list and calls the \
-                     function by a kept atom through QuickJS's C API. The guest is now under \
-                     half of a direct call; the rest is wasmtime's side of the component call \
-                     (three strings lowered, each a call into the guest, the effect list \
-                     lifted, the post-return: five entries into wasm a call), which a call by \
-                     handle, a protocol change, would cut. Through the API add the owner \
-                     hand-off (`wake/*`)";
+const ENTRY: &str = "docs/architecture.md §11, \"The live tasks in Rust, session 17\": a call \
+                     runs no JavaScript but the script's function, keeps its task's books in \
+                     Rust and reads a plain argument list itself (6.7 K units of fuel, from \
+                     9.7 K). What is left is spread thin: about nine allocator calls a call \
+                     (three of them the strings the component call lowers), wasmtime's side \
+                     of the component call (three strings lowered, each a call into the guest, \
+                     the effect list lifted, the post-return: five entries into wasm a call), \
+                     which a call by handle, a protocol change, would cut. Through the API add \
+                     the owner hand-off (`wake/*`)";
 const INSTANCE: &str = "docs/architecture.md §10, \"A fresh sandbox, stage by stage (session \
                         11)\": instances come from the pool by default (`instantiate/guest_direct`; \
                         `guest_direct_on_demand` is an instance past the pool's room). A first result \
