@@ -1,8 +1,6 @@
 //! marionette's benchmarks: `cargo bench -p marionette-bench --bench marionette`.
 //!
-//! First the component's compile time is taken a few times, outside
-//! criterion (each run takes about a second). Then each workload runs on
-//! three paths, side by side: the public sandbox API, the guest component
+//! Each workload runs on three paths, side by side: the public sandbox API, the guest component
 //! driven directly, and native QuickJS, after the `wake/*` calibration of
 //! what crossing threads costs right now (the crate docs of
 //! `marionette_bench` and its `measures` module say what each measure
@@ -13,7 +11,10 @@
 //! rounds of a mixed, partly hostile load from many callers against one
 //! sandbox and against three (every answer checked and counted), and
 //! `recovery/*`: from a trap to the next success on the rebuilt instance.
-//! Last, the report is written to `bench/report/` and printed; a load
+//! Then `scale` and, outside criterion, the component's compile time,
+//! taken a few times (each about a second, on every CPU: last, so that no
+//! row is measured in the slower minutes such a burst leaves behind on
+//! this machine). Last, the report is written to `bench/report/` and printed; a load
 //! call that got no answer, or a wrong one, fails the run after that.
 //!
 //! Arguments after `--` go to criterion (`-- call` runs only the `call`
@@ -122,13 +123,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("building the tokio runtime")?;
 
-    let one_off = if whole {
-        compile_timings()?
-    } else {
-        Vec::new()
-    };
-
-    // Compiled once, outside every measurement (a disk-cache hit by now).
+    // Made once, outside every measurement.
     let runtime = Runtime::new(&RuntimeOptions::default())?;
     let direct = DirectRuntime::new()?;
     let on_demand = DirectRuntime::on_demand()?;
@@ -219,6 +214,17 @@ fn main() -> anyhow::Result<()> {
         scale_rows(&tokio, &runtime)?
     } else {
         (Vec::new(), Vec::new())
+    };
+    // Last, outside criterion: the component's compile time, taken a few
+    // times (each about a second, on every CPU). Taken first, as it was
+    // until session 17, it put `call/*` and `fib25/*` right after seconds
+    // of both CPUs busy, which leave this virtual machine slower for a
+    // while (`call/guest_direct` 1.49 µs idle, 1.64 µs after a minute of
+    // both CPUs busy, 1.67 and 2.07 µs in two whole runs).
+    let one_off = if whole {
+        compile_timings()?
+    } else {
+        Vec::new()
     };
 
     if measuring {
