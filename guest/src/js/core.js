@@ -111,7 +111,7 @@
   const sdel = uncurry(setDelete);
 
   // Ids (of tasks, operations, timers, handles) as keys of the runtime's
-  // Maps and Sets. QuickJS hashes a number by the bits of its float64 and
+  // Maps. QuickJS hashes a number by the bits of its float64 and
   // keeps the low bits of that hash, which are all zero for small integers:
   // a Map keyed by ids put all ids of one magnitude in one bucket, and each
   // lookup walked them all (with 200 sessions at once, hundreds of pending
