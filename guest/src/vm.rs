@@ -1168,7 +1168,6 @@ fn call_arguments(
 /// (which that way refuses). What was pushed onto `argv` is the caller's
 /// to give back.
 fn plain_arguments(ctx: &Ctx<'_>, args: &str, argv: &mut Vec<qjs::JSValue>) -> bool {
-    let raw = ctx.as_raw().as_ptr();
     let bytes = args.as_bytes();
     let skip = |mut at: usize| {
         while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
@@ -1238,17 +1237,11 @@ fn plain_arguments(ctx: &Ctx<'_>, args: &str, argv: &mut Vec<qjs::JSValue>) -> b
                 if bytes.get(at) != Some(&b'"') {
                     return false;
                 }
-                let text = &args[start + 1..at];
-                at += 1;
-                // SAFETY: `text` is UTF-8 for its length (a slice of a str
-                // between two ASCII quotes).
-                let value =
-                    unsafe { qjs::JS_NewStringLen(raw, text.as_ptr().cast(), text.len() as _) };
-                // SAFETY: a tag test.
-                if unsafe { qjs::JS_IsException(value) } {
-                    let _ = ctx.catch();
+                // (A slice of a str between two ASCII quotes.)
+                let Some(value) = new_string(ctx, &args[start + 1..at]) else {
                     return false;
-                }
+                };
+                at += 1;
                 value
             }
             _ => return false,
@@ -1263,6 +1256,20 @@ fn plain_arguments(ctx: &Ctx<'_>, args: &str, argv: &mut Vec<qjs::JSValue>) -> b
     }
 }
 
+/// A JavaScript string of `s`, a reference the caller owns; `None` when
+/// QuickJS failed to make it (out of memory; its exception is cleared).
+fn new_string(ctx: &Ctx<'_>, s: &str) -> Option<qjs::JSValue> {
+    // SAFETY: `s` is valid UTF-8 for its length.
+    let value =
+        unsafe { qjs::JS_NewStringLen(ctx.as_raw().as_ptr(), s.as_ptr().cast(), s.len() as _) };
+    // SAFETY: a tag test.
+    if unsafe { qjs::JS_IsException(value) } {
+        let _ = ctx.catch();
+        return None;
+    }
+    Some(value)
+}
+
 /// One argument of a call from its JSON text, which serde_json has checked,
 /// as `JSON.parse` makes it: a reference the caller owns, or `None` when
 /// QuickJS failed to make it (out of memory; its exception is cleared).
@@ -1271,15 +1278,6 @@ fn plain_arguments(ctx: &Ctx<'_>, args: &str, argv: &mut Vec<qjs::JSValue>) -> b
 /// also the rule of `JS_NewFloat64`), otherwise a float.
 fn argument(ctx: &Ctx<'_>, text: &str) -> Option<qjs::JSValue> {
     let raw = ctx.as_raw().as_ptr();
-    let made = |value: qjs::JSValue| {
-        // SAFETY: a tag test.
-        if unsafe { qjs::JS_IsException(value) } {
-            let _ = ctx.catch();
-            None
-        } else {
-            Some(value)
-        }
-    };
     let parse = |text: &str| match ctx.json_parse(text) {
         // SAFETY: a live value of this context; the reference is the caller's.
         Ok(value) => Some(unsafe { qjs::JS_DupValue(raw, value.as_raw()) }),
@@ -1288,10 +1286,7 @@ fn argument(ctx: &Ctx<'_>, text: &str) -> Option<qjs::JSValue> {
             None
         }
     };
-    let string = |s: &str| {
-        // SAFETY: `s` is valid UTF-8 for its length.
-        made(unsafe { qjs::JS_NewStringLen(raw, s.as_ptr().cast(), s.len() as _) })
-    };
+    let string = |s: &str| new_string(ctx, s);
     match text.as_bytes()[0] {
         b'n' => Some(qjs::JS_NULL),
         b't' => Some(qjs::JS_TRUE),
