@@ -592,9 +592,77 @@ mod tests {
 
     /// The fuel `call` uses.
     fn fuel_of(guest: &mut DirectGuest, function: &str, args: &[Json]) -> (Json, u64) {
+        fuel_of_call(guest, "fib.js", function, args)
+    }
+
+    /// The fuel a call of `function` of script `name` uses.
+    fn fuel_of_call(
+        guest: &mut DirectGuest,
+        name: &str,
+        function: &str,
+        args: &[Json],
+    ) -> (Json, u64) {
         let before = guest.fuel_used().expect("a metered runtime");
-        let out = guest.call("fib.js", function, args).expect("the call");
+        let out = guest.call(name, function, args).expect("the call");
         (out, guest.fuel_used().expect("a metered runtime") - before)
+    }
+
+    /// A small block the guest frees goes onto its size's list and serves
+    /// the next request of that size (guest/src/alloc.rs), where a larger
+    /// one goes back to dlmalloc: making and dropping an `ArrayBuffer` of
+    /// 508 bytes (the largest block the lists serve) costs clearly less
+    /// than one of 509 (one byte past them), which without the lists cost
+    /// the same to the unit. Fuel counts the work exactly, so the
+    /// comparison is not a timing.
+    #[test]
+    fn small_blocks_freed_serve_the_next_of_their_size() {
+        let runtime = marionette::Runtime::new(&marionette::RuntimeOptions {
+            fuel: true,
+            ..marionette::RuntimeOptions::default()
+        })
+        .expect("a runtime metering fuel");
+        let mut guest = loaded(
+            DirectRuntime::on(runtime).expect("linked"),
+            "buffers.js",
+            "export function buffers(size) { for (let i = 0; i < 100; i++) new ArrayBuffer(size); }",
+        );
+        let mut fuel = |size: i64| {
+            // Once to warm (the lists fill), then measured.
+            fuel_of_call(&mut guest, "buffers.js", "buffers", &[size.into()]);
+            fuel_of_call(&mut guest, "buffers.js", "buffers", &[size.into()]).1
+        };
+        let (listed, unlisted) = (fuel(508), fuel(509));
+        assert!(
+            listed + 100 * 50 < unlisted,
+            "100 buffers of 508 bytes used {listed} units of fuel, of 509 bytes {unlisted}: \
+             a block from a list should save at least 50 a buffer"
+        );
+    }
+
+    /// A block a list serves to `calloc` is zeroed, as dlmalloc's are: for
+    /// every size up to past the largest the lists serve, a buffer filled
+    /// with ones and dropped, then a new one of the same size (QuickJS
+    /// asks `calloc` for its bytes, and gets the block just freed), which
+    /// must hold only zeros.
+    #[test]
+    fn blocks_from_the_lists_come_zeroed() {
+        let runtime = DirectRuntime::new().expect("a runtime");
+        let mut guest = loaded(
+            runtime,
+            "zeros.js",
+            "export function dirtySizes() {\n\
+                 const dirty = [];\n\
+                 for (let size = 1; size <= 600; size++) {\n\
+                   new Uint8Array(size).fill(255);\n\
+                   if (new Uint8Array(size).some((b) => b !== 0)) dirty.push(size);\n\
+                 }\n\
+                 return dirty;\n\
+             }",
+        );
+        assert_eq!(
+            guest.call("zeros.js", "dirtySizes", &[]).expect("the call"),
+            serde_json::json!([])
+        );
     }
 
     /// A call's arguments are made in Rust one by one (the guest's

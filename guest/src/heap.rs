@@ -18,8 +18,13 @@
 //! only when no free chunk can serve it. The smallest request is served by
 //! any free chunk, so its coming from the top means none is left.
 
+// dlmalloc's own `malloc` and `free`, not the lists in front of them (see
+// `alloc`): the chunks are taken from dlmalloc, and one not kept goes back
+// to it.
 unsafe extern "C" {
+    #[link_name = "__real_malloc"]
     fn malloc(size: usize) -> *mut u8;
+    #[link_name = "__real_free"]
     fn free(ptr: *mut u8);
 }
 
@@ -39,6 +44,9 @@ pub fn take_free_chunks() -> usize {
     // Never more than the heap holds: should the layout not be dlmalloc's,
     // the loop still ends.
     let bound = memory_end();
+    // The blocks on the lists first: given back, they are free chunks of
+    // dlmalloc's like the others.
+    crate::alloc::give_back();
     let mut taken = 0;
     for size in [4096, 256, 1] {
         loop {

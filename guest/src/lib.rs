@@ -11,6 +11,7 @@
 //! `crypto`...) in [`web`], and the JavaScript side (dispatcher, console,
 //! timers, the `marionette` module) in `js/` (one closure in fragments).
 
+mod alloc;
 mod clock;
 mod convert;
 mod copy;

@@ -82,6 +82,46 @@ async fn allocation_loops_hit_the_memory_limit_and_the_sandbox_serves_after() {
     }
 }
 
+/// The guest keeps small blocks it frees on lists for the next request of
+/// their size (guest/src/alloc.rs), a bounded amount: the rest goes back to
+/// the allocator, which merges it into room for large blocks. Here a
+/// script fills most of its heap with small objects and drops them, then
+/// fills it with buffers of 1 MiB, four times over: each time the room the
+/// small objects left serves the buffers. With nothing sent back (lists
+/// without a bound), the second fill finds the memory held and fails.
+#[tokio::test]
+async fn memory_freed_in_small_objects_serves_large_ones() {
+    let policy = Policy {
+        memory_limit: 40 << 20,
+        ..Policy::default()
+    };
+    // QuickJS's heap may take 32 MiB of the 40.
+    let sb = Sandbox::new(policy).await.expect("sandbox");
+    let source = "export function small(n) {\n\
+                    const keep = [];\n\
+                    for (let i = 0; i < n; i++) keep.push(i % 2 ? [i] : { i, s: 'small ' + i });\n\
+                    return keep.length;\n\
+                  }\n\
+                  export function large(n) {\n\
+                    const keep = [];\n\
+                    for (let i = 0; i < n; i++) keep.push(new ArrayBuffer(1 << 20));\n\
+                    return keep.length;\n\
+                  }";
+    sb.load("fill.js", source).await.expect("load");
+    for round in 0..4 {
+        for (function, n) in [("small", 150_000), ("large", 20)] {
+            let out = sb
+                .call("fill.js", function, &[json!(n)], TaskOptions::default())
+                .await;
+            assert_eq!(
+                out.as_ref().ok(),
+                Some(&json!(n)),
+                "round {round}: {function}({n}) answered {out:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_infinite_loop_is_interrupted_at_the_deadline_and_the_vm_stays_usable() {
     let policy = Policy {
