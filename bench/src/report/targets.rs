@@ -79,11 +79,13 @@ const FIB: &str = "docs/architecture.md §11: since JSON integers reach the inte
                    goes through one `br_table` dispatch block, plus wasmtime's epoch check \
                    (17%). No setting moves it; weval-style specialisation or tail-call \
                    handlers in QuickJS's C source would";
-const ENTRY: &str = "docs/architecture.md §11, \"The live tasks in Rust, session 17\": a call \
-                     runs no JavaScript but the script's function, keeps its task's books in \
-                     Rust and reads a plain argument list itself (6.7 K units of fuel, from \
-                     9.7 K). What is left is spread thin: about nine allocator calls a call \
-                     (three of them the strings the component call lowers), wasmtime's side \
+const ENTRY: &str = "docs/architecture.md §11, \"The live tasks in Rust, session 17\" and \
+                     \"The allocator, session 18\": a call runs no JavaScript but the script's \
+                     function, keeps its task's books in Rust, reads a plain argument list \
+                     itself and takes its small blocks from the guest's lists of freed ones \
+                     (5.7 K units of fuel, from 9.7 K). What is left is spread thin: about \
+                     nine allocator calls a call (three of them the strings the component call \
+                     lowers), wasmtime's side \
                      of the component call (three strings lowered, each a call into the guest, \
                      the effect list lifted, the post-return: five entries into wasm a call), \
                      which a call by handle, a protocol change, would cut. Through the API add \
@@ -109,7 +111,9 @@ const SESSIONS: &str = "docs/architecture.md §11, \"Many sessions\": its 15 JSO
                         fuel\"): the bench's session 3.36 M -> 2.53 M units, about 0.8 M of it \
                         the script's own parts and 1.7 M the loop's bookkeeping, where the 1.5x \
                         bound leaves the loop 0.2-0.8 M: it needs the loop out of the interpreter. \
-                        Session 16: 2.42 M with the runtime's JSON texts written natively; the \
+                        Session 16: 2.42 M with the runtime's JSON texts written natively; \
+                        session 18: 2.19 M with small blocks from lists in front of dlmalloc \
+                        (\"The allocator, session 18\"), a few percent of wall time; the \
                         owner thread must do 200 sessions' work in about 60 ms, 0.3 ms a session \
                         against 0.6-0.7 ms (\"Why the 500 ms ratio is what it is\")";
 const SESSIONS_LLM: &str = "docs/architecture.md §11, \"Many sessions\", \"Why the 500 ms ratio is \
