@@ -6,7 +6,7 @@
 //! property arrays, strings, closures, promises), and dlmalloc serves each
 //! from its bins and merges each freed one with its free neighbours. In the
 //! bench's session that was about a fifth of the guest's time
-//! (docs/architecture.md, section 11, "The allocator").
+//! (docs/architecture.md, section 11, "The allocator, session 18").
 //!
 //! The linker sends every call of `malloc`, `calloc` and `free` in the
 //! guest here (`--wrap`, see guest/build.rs); `__real_malloc` and the others
@@ -49,9 +49,9 @@ const MAX_LISTED_SIZE: usize = CLASSES * CLASS_BYTES - HEADER_BYTES;
 /// 32 KiB no more, and one budget shared by all lists served less than
 /// none (a burst of one size filled it, and the lists of the others stayed
 /// empty).
-pub const HELD_PER_CLASS: usize = 16 << 10;
+const HELD_PER_CLASS: usize = 16 << 10;
 /// Bytes of chunks the lists hold at most in all.
-pub const MAX_HELD: usize = HELD_PER_CLASS * CLASSES;
+const MAX_HELD: usize = HELD_PER_CLASS * CLASSES;
 // A small part of the 8 MiB the host keeps free of QuickJS's heap.
 const _: () = assert!(MAX_HELD <= 1 << 20);
 
@@ -164,7 +164,7 @@ pub unsafe extern "C" fn __wrap_free(ptr: *mut u8) {
         let lists = lists();
         if lists.held[class] < HELD_PER_CLASS {
             // SAFETY: the block is no longer the caller's, and its at
-            // least 12 bytes hold the address of the next.
+            // least 12 bytes (class 1 and up) hold the address of the next.
             unsafe { ptr.cast::<*mut u8>().write(lists.heads[class]) };
             lists.heads[class] = ptr;
             lists.held[class] += class * CLASS_BYTES;

@@ -88,7 +88,8 @@ async fn allocation_loops_hit_the_memory_limit_and_the_sandbox_serves_after() {
 /// script fills most of its heap with small objects and drops them, then
 /// fills it with buffers of 1 MiB, four times over: each time the room the
 /// small objects left serves the buffers. With nothing sent back (lists
-/// without a bound), the second fill finds the memory held and fails.
+/// without a bound), the first fill of buffers finds the memory held by
+/// the lists and runs out.
 #[tokio::test]
 async fn memory_freed_in_small_objects_serves_large_ones() {
     let policy = Policy {
