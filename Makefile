@@ -9,6 +9,10 @@ CARGO ?= cargo
 SCRIPT ?= examples/agent.js
 INPUT ?= {}
 GUEST_FLAGS = --release -p marionette-guest --target wasm32-wasip2 --target-dir target/guest
+# The guest's release profile, as host/build.rs sets it for its build:
+# no debug info, and its Rust optimised as one unit (LTO). A build with the
+# name section for profiling adds CARGO_PROFILE_RELEASE_STRIP=debuginfo.
+GUEST_PROFILE = CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 # The component those flags build (host/build.rs builds the same file).
 GUEST_WASM = target/guest/wasm32-wasip2/release/marionette_guest.wasm
 # The component every host loads: the guest booted and snapshotted by
@@ -143,10 +147,11 @@ host-node/guest/marionette_guest.js: $(GUEST_SNAPSHOT) host-node/node_modules/.i
 		$(GUEST_SNAPSHOT) host-node/guest/component.sha256
 
 ## The guest alone, built exactly as the host's build.rs builds it (same
-## folder, same profile settings), so neither build invalidates the other.
+## folder, same profile settings, GUEST_PROFILE), so neither build
+## invalidates the other.
 $(GUEST_WASM): guest
 guest:
-	WASI_SDK="$$(./scripts/bootstrap.sh 2>/dev/null)" CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true \
+	WASI_SDK="$$(./scripts/bootstrap.sh 2>/dev/null)" $(GUEST_PROFILE) CARGO_PROFILE_RELEASE_STRIP=true \
 		$(CARGO) build --locked $(GUEST_FLAGS)
 
 ## The guest booted and snapshotted (host/build.rs makes it while building

@@ -92,6 +92,13 @@ fn main() {
         // Shipped inside the host binary: no debug info, symbols stripped.
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        // The guest's Rust (its natives, the call path, wit-bindgen's glue)
+        // optimised as one unit: `add(1, 2)` straight into the guest does
+        // 16% less work and takes 15% less time (docs/architecture.md §11,
+        // "The guest's Rust as one unit"). Only the guest's build: the
+        // host's wasmtime built so would take many minutes more.
+        .env("CARGO_PROFILE_RELEASE_LTO", "fat")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
         .status()
         .expect("running cargo to build the guest");
     if !status.success() {
