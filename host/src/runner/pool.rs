@@ -17,6 +17,15 @@
 //! Before a thread parks for want of work it looks for more for a short while
 //! ([`OwnerPoolOptions::spin`]): a caller that queues its next job within
 //! that time does not pay for waking a parked thread.
+//!
+//! A parked thread is woken only for a runner that no looking thread will
+//! take: when a runner is queued, the threads looking for work (spinning, or
+//! just done with a turn) are counted, and a parked one is woken only when
+//! the runners waiting outnumber them. So a runner with one job after another
+//! (a caller's calls in a row, or a sandbox's many sessions) stays on the
+//! thread that served its last job, which takes it again at once, instead
+//! of waking the other threads at every job to find nothing, or to take the
+//! runner's state (and what the CPU caches of it) to another CPU.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -105,6 +114,15 @@ struct Inner {
     /// `queue.stop`, readable without the lock: a spinning thread stops
     /// looking when the pool goes.
     stopping: AtomicBool,
+    /// Threads looking for a runner: in `next` and not parked, or done with
+    /// a turn and on their way there. Lowered only under the queue's lock
+    /// (a thread that takes a runner or parks), so that `push` sees every
+    /// thread that will still look at the queue before it parks; raised
+    /// without it, which at worst wakes a thread for nothing.
+    looking: AtomicUsize,
+    /// Parked threads woken for a runner (tests).
+    #[cfg(test)]
+    wakes: AtomicUsize,
     spin: Duration,
     threads: usize,
 }
@@ -119,21 +137,26 @@ impl Inner {
         let mut queue = self.lock();
         queue.runnable.push_back(runner);
         self.queued.fetch_add(1, Ordering::SeqCst);
-        let wake = queue.sleeping > 0;
+        // Each looking thread takes one runner before it can park, and looks
+        // at the queue under this lock before it does: a parked thread is
+        // needed only for the runners beyond them.
+        let wake = queue.sleeping > 0 && queue.runnable.len() > self.looking.load(Ordering::SeqCst);
         drop(queue);
         if wake {
+            #[cfg(test)]
+            self.wakes.fetch_add(1, Ordering::SeqCst);
             self.ready.notify_one();
         }
     }
 
-    /// The next runner to serve; `None` when the pool stops.
+    /// The next runner to serve; `None` when the pool stops. The calling
+    /// thread is counted in `looking`, and is not once this returns.
     fn next(&self) -> Option<Arc<dyn Schedule>> {
         let until = Instant::now() + self.spin;
         loop {
             if self.queued.load(Ordering::SeqCst) > 0 {
                 let mut queue = self.lock();
-                if let Some(runner) = queue.runnable.pop_front() {
-                    self.queued.fetch_sub(1, Ordering::SeqCst);
+                if let Some(runner) = self.take(&mut queue) {
                     return Some(runner);
                 }
             }
@@ -148,17 +171,28 @@ impl Inner {
         }
         let mut queue = self.lock();
         loop {
-            if let Some(runner) = queue.runnable.pop_front() {
-                self.queued.fetch_sub(1, Ordering::SeqCst);
+            if let Some(runner) = self.take(&mut queue) {
                 return Some(runner);
             }
             if queue.stop {
+                self.looking.fetch_sub(1, Ordering::SeqCst);
                 return None;
             }
             queue.sleeping += 1;
+            self.looking.fetch_sub(1, Ordering::SeqCst);
             queue = self.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
             queue.sleeping -= 1;
+            self.looking.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// The runner at the front, taken by a looking thread, which stops
+    /// looking.
+    fn take(&self, queue: &mut Queue) -> Option<Arc<dyn Schedule>> {
+        let runner = queue.runnable.pop_front()?;
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        self.looking.fetch_sub(1, Ordering::SeqCst);
+        Some(runner)
     }
 }
 
@@ -179,6 +213,9 @@ impl OwnerPool {
             ready: Condvar::new(),
             queued: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            looking: AtomicUsize::new(0),
+            #[cfg(test)]
+            wakes: AtomicUsize::new(0),
             spin: options.spin,
             threads,
         });
@@ -218,6 +255,12 @@ impl OwnerPool {
         self.keep.inner.threads
     }
 
+    /// How many times a parked thread was woken for a runner.
+    #[cfg(test)]
+    pub(crate) fn wakes(&self) -> usize {
+        self.keep.inner.wakes.load(Ordering::SeqCst)
+    }
+
     /// How long a thread out of work looks for more before it parks, and a
     /// caller for its reply before it sleeps ([`OwnerPoolOptions::spin`]).
     pub fn spin(&self) -> Duration {
@@ -227,12 +270,23 @@ impl OwnerPool {
 
 /// A pool thread's life: serve runners until the pool stops.
 fn work(inner: &Inner) {
+    inner.looking.fetch_add(1, Ordering::SeqCst);
     while let Some(runner) = inner.next() {
         // A turn catches its jobs' panics; this is for the rest (a state's
         // Drop): the thread must outlive any one runner.
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| runner.turn())) {
-            let message = panic_message(&*payload);
-            tracing::error!(panic = %message, "a runner's turn panicked; the runner is stopped");
+        let more = match catch_unwind(AssertUnwindSafe(|| Arc::clone(&runner).turn())) {
+            Ok(more) => more,
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                tracing::error!(panic = %message, "a runner's turn panicked; the runner is stopped");
+                false
+            }
+        };
+        // Looking again from here: a runner with more to do, this one
+        // included, is taken by this thread without waking another.
+        inner.looking.fetch_add(1, Ordering::SeqCst);
+        if more {
+            runner.schedule();
         }
     }
 }
@@ -242,9 +296,9 @@ pub(super) trait Schedule: Send + Sync {
     /// Puts the runner at the back of the run queue, unless it is there or
     /// being served.
     fn schedule(self: Arc<Self>);
-    /// Serves one job (or the `init`, or the stop), then schedules the
-    /// runner again if there is more.
-    fn turn(self: Arc<Self>);
+    /// Serves one job (or the `init`, or the stop); whether the runner has
+    /// more, for the pool thread to schedule it again.
+    fn turn(self: Arc<Self>) -> bool;
 }
 
 type Init<S> = Box<dyn FnOnce() -> S + Send>;
@@ -352,8 +406,8 @@ impl<S: Send + 'static> Schedule for Pooled<S> {
         }
     }
 
-    fn turn(self: Arc<Self>) {
-        let more = {
+    fn turn(self: Arc<Self>) -> bool {
+        {
             let _current = Current::enter(&self.shared);
             let _dispatch = self.dispatch.as_ref().map(tracing::dispatcher::set_default);
             let _entered = self.span.enter();
@@ -368,9 +422,6 @@ impl<S: Send + 'static> Schedule for Pooled<S> {
                 Cell::Ready { rx, .. } => !rx.is_empty() || rx.is_closed(),
                 Cell::Done => false,
             }
-        };
-        if more {
-            self.schedule();
         }
     }
 }

@@ -753,6 +753,63 @@ async fn runners_on_one_thread_take_turns_a_job_each() {
     assert_eq!(*order.lock().unwrap(), ["b1", "a1", "b2", "a2", "a3"]);
 }
 
+/// A pool whose threads park as soon as they find nothing to do.
+fn parking_pool(threads: usize) -> super::OwnerPool {
+    super::OwnerPool::new(super::OwnerPoolOptions {
+        threads,
+        name: "test-pool".into(),
+        spin: Duration::ZERO,
+    })
+    .expect("a pool")
+}
+
+#[tokio::test]
+async fn a_runner_with_jobs_in_a_row_wakes_no_other_thread() {
+    let pool = parking_pool(2);
+    let runner = Runner::spawn_on(&pool, options("in-a-row"), || 0u64);
+    // Its first job holds a thread while the rest are queued behind it.
+    let release = block(&runner).await;
+    let before = pool.wakes();
+    for _ in 0..99 {
+        runner.post("inc", increment).unwrap();
+    }
+    let (done_tx, done_rx) = oneshot::channel();
+    runner
+        .post("last", move |n| {
+            *n += 1;
+            let _ = done_tx.send(*n);
+            Ok(())
+        })
+        .unwrap();
+    drop(release);
+    assert_eq!(done_rx.await.expect("the last job ran"), 100);
+    // After each job the thread that served it looks for work again and
+    // takes the runner back: the other thread, parked, is never woken to
+    // find nothing or to take the runner's state to another CPU.
+    assert_eq!(pool.wakes() - before, 0);
+}
+
+#[tokio::test]
+async fn a_runner_queued_while_the_other_threads_are_busy_or_parked_gets_a_thread() {
+    let pool = parking_pool(2);
+    let busy = Runner::spawn_on(&pool, options("busy"), || ());
+    let other = Runner::spawn_on(&pool, options("other"), || 0u64);
+    // One thread held by `busy`; the other looks for work and parks.
+    let release = block(&busy).await;
+    for round in 1..=20u64 {
+        let counted = tokio::time::timeout(Duration::from_secs(10), async {
+            other.post("inc", increment).unwrap();
+            other.call("read", |n| *n).await
+        })
+        .await
+        .expect("served while the busy runner holds the other thread")
+        .unwrap();
+        assert_eq!(counted, round);
+    }
+    drop(release);
+    busy.call("end", |_| ()).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_pooled_runner_drops_its_state_when_the_last_handle_goes() {
     let pool = pool(1);
