@@ -49,17 +49,39 @@ pub struct OwnerPoolOptions {
     /// How long a thread out of work looks for more before it parks; a
     /// caller of a runner on the pool looks as long for its reply before it
     /// sleeps on it. Either side of a short job's hand-off then finds the
-    /// other awake; `0` makes both sleep at once.
+    /// other awake; `0` makes both sleep at once, which is what a process
+    /// with one CPU wants (the default there).
     pub spin: Duration,
 }
 
 impl Default for OwnerPoolOptions {
-    /// One thread per CPU the process may use, spinning 50 µs.
+    /// One thread per CPU the process may use (its affinity and cgroup
+    /// quota counted, as [`thread::available_parallelism`] counts them),
+    /// spinning 50 µs when there are several.
     fn default() -> Self {
+        Self::for_cpus(thread::available_parallelism().map_or(1, usize::from))
+    }
+}
+
+impl OwnerPoolOptions {
+    /// The defaults for a process that may use `cpus` CPUs.
+    ///
+    /// With one CPU nothing spins: a spin waits for work that another CPU
+    /// does, and with none the spinning side only delays it. A caller
+    /// looking for its reply keeps the CPU from the pool thread that would
+    /// make it until the spin ends, so each call through the `Sandbox` API
+    /// took the whole spin: `add(1, 2)` about 60 µs with a spin of 50 µs
+    /// against 7.7 µs with none, on one CPU (`taskset -c 0 entries spins`;
+    /// docs/architecture.md §2).
+    pub(crate) fn for_cpus(cpus: usize) -> Self {
         OwnerPoolOptions {
-            threads: thread::available_parallelism().map_or(1, usize::from),
+            threads: cpus.max(1),
             name: "marionette-owner".into(),
-            spin: Duration::from_micros(50),
+            spin: if cpus > 1 {
+                Duration::from_micros(50)
+            } else {
+                Duration::ZERO
+            },
         }
     }
 }

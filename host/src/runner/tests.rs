@@ -753,6 +753,15 @@ async fn runners_on_one_thread_take_turns_a_job_each() {
     assert_eq!(*order.lock().unwrap(), ["b1", "a1", "b2", "a2", "a3"]);
 }
 
+#[test]
+fn a_pool_for_one_cpu_does_not_spin_and_one_for_several_does() {
+    let one = super::OwnerPoolOptions::for_cpus(1);
+    assert_eq!((one.threads, one.spin), (1, Duration::ZERO));
+    let two = super::OwnerPoolOptions::for_cpus(2);
+    assert_eq!((two.threads, two.spin), (2, Duration::from_micros(50)));
+    assert_eq!(super::OwnerPoolOptions::for_cpus(0).threads, 1);
+}
+
 /// A pool whose threads park as soon as they find nothing to do.
 fn parking_pool(threads: usize) -> super::OwnerPool {
     super::OwnerPool::new(super::OwnerPoolOptions {
