@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release --locked -p marionette -p marionette-cli -p marionette-bench --examples
-//! target/release/examples/sessions [--rounds R] [--count N] [--model-ms M] [GUEST.wasm ...]
+//! target/release/examples/sessions [--rounds R] [--count N] [--model-ms M] [--bare] [--sandboxes K] [GUEST.wasm ...]
 //! ```
 //!
 //! With no component given it runs the embedded guest. With several, it
@@ -17,6 +17,18 @@
 //! one session, of `N` at once, and their ratio, and the median of the
 //! time the process's threads spent on a CPU while the `N` ran (read from
 //! the kernel: on a shared machine, steadier than the wall time).
+//!
+//! `--bare` runs the fixture's `bareOfMany` instead of `oneOfMany`: the same
+//! script parts (the registry of three tools, the model, the tool, the
+//! turns, the timers) driven by a loop of a few lines in the script itself,
+//! without the runtime's session loop (middleware chain, hooks, events,
+//! copies, scopes, timeouts). It answers the same; what it costs is the
+//! floor under any session loop, however cheap (docs/architecture.md §11,
+//! "The floor under any loop, session 19").
+//!
+//! `--sandboxes K` spreads the `N` sessions over `K` sandboxes of the same
+//! runtime (session `i` on sandbox `i % K`), which the shared pool of owner
+//! threads serves on every CPU; the single session runs on the first.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +42,8 @@ struct Args {
     rounds: usize,
     count: usize,
     model_ms: u64,
+    function: &'static str,
+    sandboxes: usize,
     guests: Vec<String>,
 }
 
@@ -38,6 +52,8 @@ fn args() -> anyhow::Result<Args> {
         rounds: 5,
         count: fixture::CONCURRENT_SESSIONS,
         model_ms: fixture::MODEL_MS[0],
+        function: fixture::SESSION_FUNCTION,
+        sandboxes: 1,
         guests: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -53,6 +69,8 @@ fn args() -> anyhow::Result<Args> {
             "--rounds" => out.rounds = number("--rounds")? as usize,
             "--count" => out.count = number("--count")? as usize,
             "--model-ms" => out.model_ms = number("--model-ms")?,
+            "--bare" => out.function = fixture::BARE_SESSION_FUNCTION,
+            "--sandboxes" => out.sandboxes = (number("--sandboxes")? as usize).max(1),
             _ if a.starts_with("--") => anyhow::bail!("unknown option {a}"),
             _ => out.guests.push(a),
         }
@@ -60,24 +78,30 @@ fn args() -> anyhow::Result<Args> {
     Ok(out)
 }
 
-async fn one(sandbox: &Sandbox, i: usize, model_ms: u64) -> anyhow::Result<Json> {
+async fn one(sandbox: &Sandbox, function: &str, i: usize, model_ms: u64) -> anyhow::Result<Json> {
     Ok(sandbox
         .call(
             fixture::SESSIONS_SCRIPT,
-            fixture::SESSION_FUNCTION,
+            function,
             &fixture::session_args_json(i, model_ms),
             TaskOptions::default(),
         )
         .await?)
 }
 
-/// Sessions `0..count` at once; checks every answer.
-async fn many(sandbox: &Sandbox, count: usize, model_ms: u64) -> anyhow::Result<Duration> {
+/// Sessions `0..count` at once, session `i` on `sandboxes[i % len]`;
+/// checks every answer.
+async fn many(
+    sandboxes: &[Sandbox],
+    function: &'static str,
+    count: usize,
+    model_ms: u64,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let runs: Vec<_> = (0..count)
         .map(|i| {
-            let sandbox = sandbox.clone();
-            tokio::spawn(async move { one(&sandbox, i, model_ms).await })
+            let sandbox = sandboxes[i % sandboxes.len()].clone();
+            tokio::spawn(async move { one(&sandbox, function, i, model_ms).await })
         })
         .collect();
     for (i, run) in runs.into_iter().enumerate() {
@@ -126,23 +150,26 @@ fn main() -> anyhow::Result<()> {
     tokio.block_on(async {
         let mut sandboxes = Vec::new();
         for (name, runtime) in &runtimes {
-            let sandbox = Sandbox::with_runtime(runtime.clone(), Policy::default()).await?;
-            sandbox
-                .load(fixture::SESSIONS_SCRIPT, fixture::SESSIONS_JS)
-                .await?;
+            let mut sandbox = Vec::new();
+            for _ in 0..args.sandboxes {
+                let one = Sandbox::with_runtime(runtime.clone(), Policy::default()).await?;
+                one.load(fixture::SESSIONS_SCRIPT, fixture::SESSIONS_JS)
+                    .await?;
+                sandbox.push(one);
+            }
             // A first pass, not timed: the VM's heap and the host's tables
             // grow to their working size.
-            many(&sandbox, args.count, args.model_ms).await?;
+            many(&sandbox, args.function, args.count, args.model_ms).await?;
             sandboxes.push((name.clone(), sandbox, Vec::new(), Vec::new(), Vec::new()));
         }
         for round in 0..args.rounds {
             for (name, sandbox, ones, alls, cpus) in &mut sandboxes {
                 let started = Instant::now();
-                let answer = one(sandbox, 0, args.model_ms).await?;
+                let answer = one(&sandbox[0], args.function, 0, args.model_ms).await?;
                 ensure!(answer == fixture::session_result(0), "one session: {answer}");
                 let single = started.elapsed();
                 let cpu = cpu_ns();
-                let all = many(sandbox, args.count, args.model_ms).await?;
+                let all = many(sandbox, args.function, args.count, args.model_ms).await?;
                 let cpu = Duration::from_nanos(cpu_ns().saturating_sub(cpu));
                 println!(
                     "round {round} {name}: one {:.1} ms, {} at once {:.1} ms ({:.2}x), on a CPU {:.1} ms",
@@ -172,7 +199,9 @@ fn main() -> anyhow::Result<()> {
                 ms(all_med) / ms(one_med),
                 ms(cpus[cpus.len() / 2])
             );
-            sandbox.shutdown().await;
+            for one in sandbox {
+                one.shutdown().await;
+            }
         }
         anyhow::Ok(())
     })

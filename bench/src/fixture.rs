@@ -57,6 +57,11 @@ pub const SESSIONS_JS: &str = include_str!(concat!(
 /// The export that runs one session.
 pub const SESSION_FUNCTION: &str = "oneOfMany";
 
+/// The same session's script parts driven by a loop of a few lines in the
+/// script instead of the runtime's session loop: `bareOfMany(i)` answers
+/// what `oneOfMany(i)` answers (the `sessions` example's `--bare`).
+pub const BARE_SESSION_FUNCTION: &str = "bareOfMany";
+
 /// How many sessions `sessions/two_hundred` runs at once.
 pub const CONCURRENT_SESSIONS: usize = 200;
 

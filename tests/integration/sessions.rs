@@ -503,6 +503,27 @@ async fn two_hundred_sessions_share_one_sandbox() {
     }
 }
 
+/// The bench's floor under a session loop (`sessions --bare`) is a measure
+/// only while it does the session's work: it answers what the session
+/// answers, for the same inputs, tool call included.
+#[tokio::test]
+async fn the_bare_loop_answers_what_the_session_answers() {
+    let sb = sandbox().await;
+    for i in [0, 7, 41] {
+        let args = [json!(i), json!(0)];
+        let session = sb
+            .call("sessions.js", "oneOfMany", &args, TaskOptions::default())
+            .await
+            .unwrap();
+        let bare = sb
+            .call("sessions.js", "bareOfMany", &args, TaskOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(session, json!(format!("results: {}", i + 1000)));
+        assert_eq!(bare, session, "input {i}");
+    }
+}
+
 /// A Rust middleware that records its place around the rest of the chain.
 struct Recording;
 

@@ -116,7 +116,12 @@ const SESSIONS: &str = "docs/architecture.md §11, \"Many sessions\": its 15 JSO
                         session 18: 2.19 M with small blocks from lists in front of dlmalloc \
                         (\"The allocator, session 18\"), a few percent of wall time; the \
                         owner thread must do 200 sessions' work in about 60 ms, 0.3 ms a session \
-                        against 0.6-0.7 ms (\"Why the 500 ms ratio is what it is\")";
+                        against 0.6-0.7 ms (\"Why the 500 ms ratio is what it is\"). Session 19, \
+                        \"The floor under any loop\": the same script parts driven by a dozen lines \
+                        of loop in the script (`sessions --bare`) still take 1.64-1.72x one session \
+                        with the 20 ms model, so no session loop meets 1.5x on this machine; what \
+                        would is QuickJS's speed on the script's own code, or the sessions spread \
+                        over sandboxes on more CPUs (`--sandboxes`)";
 const SESSIONS_LLM: &str = "docs/architecture.md §11, \"Many sessions\", \"Why the 500 ms ratio is \
                             what it is, and what each entry costs, session 16\": with a slow model \
                             the sessions take turns only for their first entry (the owner runs the \
