@@ -86,42 +86,54 @@ pub fn monotonic_ms() -> f64 {
 
 /// `Math.random()`: a number in [0, 1).
 pub fn random() -> f64 {
-    if let Some(x) = VIRTUAL.with(|v| v.borrow_mut().as_mut().map(|v| v.rng.f64())) {
-        return x;
-    }
-    HOST_RNG.with(|r| {
-        let mut r = r.borrow_mut();
-        let rng = r.get_or_insert_with(|| {
-            let mut seed = [0u8; 8];
-            // Without the host's randomness, a fixed seed: `Math.random`
-            // promises no unpredictability, `crypto` (below) fails instead.
-            let _ = getrandom::fill(&mut seed);
-            fastrand::Rng::with_seed(u64::from_le_bytes(seed))
-        });
-        rng.f64()
+    with_rng(fastrand::Rng::f64)
+}
+
+/// Runs `draw` on the generator `Math.random` draws from: the seeded one of
+/// a deterministic run, else the instance's own.
+fn with_rng<R>(draw: impl FnOnce(&mut fastrand::Rng) -> R) -> R {
+    VIRTUAL.with(|v| {
+        if let Some(v) = v.borrow_mut().as_mut() {
+            return draw(&mut v.rng);
+        }
+        HOST_RNG.with(|r| {
+            let mut r = r.borrow_mut();
+            let rng = r.get_or_insert_with(|| {
+                let mut seed = [0u8; 8];
+                // Without the host's randomness, a fixed seed: `Math.random`
+                // promises no unpredictability, `crypto` (below) fails
+                // instead.
+                let _ = getrandom::fill(&mut seed);
+                fastrand::Rng::with_seed(u64::from_le_bytes(seed))
+            });
+            draw(rng)
+        })
     })
 }
 
 /// The runtime's ids (sessions, turns, blocks, inferences): a version 4
-/// UUID drawn from [`random`], one draw per random hex digit, exactly as
-/// the runtime's JavaScript drew them before this was native (so a
-/// deterministic run's ids, and every draw after them, stay the same). In
+/// UUID drawn from [`random`]'s generator, one draw per random hex digit,
+/// exactly as the runtime's JavaScript drew them before this was native (so
+/// a deterministic run's ids, and every draw after them, stay the same). In
 /// Rust because 31 calls into a native and 36 string concatenations per id
-/// were a visible part of a session's time in the guest.
+/// were a visible part of a session's time in the guest; the generator is
+/// looked up once per id, not once per digit.
 pub fn uuid() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(36);
-    for i in 0..36 {
-        let c = match i {
-            8 | 13 | 18 | 23 => '-',
-            14 => '4',
-            // `Math.floor(Math.random() * 16)`: 0..=15 (f64 in [0, 1)).
-            19 => HEX[((random() * 16.0) as usize & 0x3) | 0x8] as char,
-            _ => HEX[(random() * 16.0) as usize & 0xf] as char,
-        };
-        s.push(c);
-    }
-    s
+    with_rng(|rng| {
+        let mut s = String::with_capacity(36);
+        for i in 0..36 {
+            let c = match i {
+                8 | 13 | 18 | 23 => '-',
+                14 => '4',
+                // `Math.floor(Math.random() * 16)`: 0..=15 (f64 in [0, 1)).
+                19 => HEX[((rng.f64() * 16.0) as usize & 0x3) | 0x8] as char,
+                _ => HEX[(rng.f64() * 16.0) as usize & 0xf] as char,
+            };
+            s.push(c);
+        }
+        s
+    })
 }
 
 /// `crypto.getRandomValues`: fills `bytes`.
