@@ -98,7 +98,11 @@ const INSTANCE: &str = "docs/architecture.md §10, \"A fresh sandbox, stage by s
                         keeps only the first 32 runs of pages its last instance wrote, and each write \
                         to a page first read costs a TLB shootdown across the CPUs; \"Where a fresh \
                         sandbox's page faults are, session 14\": 13 faults a sandbox, all past the \
-                        32nd run) and the owner hand-offs";
+                        32nd run) and the owner hand-offs. Session 19: a pool thread is woken only \
+                        for a runner no looking thread takes (§2); by turns on the bench's own \
+                        binary with and without that rule, 230-241 against 244-273 µs, so a run \
+                        that reads more than 250 µs reads its minute (compare `cold/native_quickjs`, \
+                        109-116 µs in quick minutes)";
 const MEMORY: &str = "docs/architecture.md §11, \"What an idle sandbox holds\": about 400 KiB are \
                       snapshot pages each instance writes (QuickJS's reference counts in objects \
                       all over the heap); collecting the boot's garbage before the snapshot and \
