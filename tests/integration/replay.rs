@@ -11,7 +11,9 @@ use marionette::cassette::{
 };
 use marionette::model::{BlockKind, Event, Turn};
 use marionette::session::{Engine, EngineRegistry, InferenceContext, async_trait};
-use marionette::{HostServices, Policy, Runtime, Sandbox, SandboxOptions, TaskOptions};
+use marionette::{
+    Determinism, HostServices, Policy, Runtime, Sandbox, SandboxOptions, TaskOptions,
+};
 use serde_json::{Value, json};
 
 use crate::common::{assistant_block, fixture};
@@ -199,4 +201,44 @@ async fn a_changed_script_diverges_at_the_operation_it_changed() {
             "{divergence}"
         );
     }
+}
+
+/// A deterministic run's ids are drawn from `Math.random`'s generator, one
+/// draw per hex digit, in the order the runtime's JavaScript once drew them
+/// (`clock::uuid`): a change of the draws would change every recorded id
+/// and every draw after them. Two sandboxes seeded alike: one makes a
+/// block's id, the other spells the old JavaScript's id from `Math.random`.
+#[tokio::test]
+async fn a_seeded_runs_ids_are_the_draws_math_random_makes() {
+    const SCRIPT: &str = r#"
+        import { turns } from "marionette";
+        export const ids = () => [turns.newUserBlock("x").id, turns.newUserBlock("y").id];
+        const digit = (i) => {
+          if (i === 8 || i === 13 || i === 18 || i === 23) return "-";
+          if (i === 14) return "4";
+          const d = Math.floor(Math.random() * 16);
+          return "0123456789abcdef"[i === 19 ? (d & 0x3) | 0x8 : d];
+        };
+        const spelled = () => { let s = ""; for (let i = 0; i < 36; i++) s += digit(i); return s; };
+        export const spelledIds = () => [spelled(), spelled()];
+    "#;
+    let mut answers = Vec::new();
+    for function in ["ids", "spelledIds"] {
+        let policy = Policy {
+            determinism: Some(Determinism::seeded(42)),
+            ..Policy::default()
+        };
+        let sb = Sandbox::new(policy).await.unwrap();
+        sb.load("ids.js", SCRIPT).await.unwrap();
+        answers.push(
+            sb.call("ids.js", function, &[], TaskOptions::default())
+                .await
+                .unwrap(),
+        );
+        sb.shutdown().await;
+    }
+    assert_eq!(answers[0], answers[1]);
+    let first = answers[0][0].as_str().unwrap();
+    assert_eq!(first.len(), 36, "{first}");
+    assert_ne!(answers[0][0], answers[0][1]);
 }
