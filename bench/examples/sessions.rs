@@ -1,5 +1,6 @@
 //! A driver for profiling and comparing the `sessions/*` workload by hand:
-//! rounds of one session and of many at once on one sandbox, each timed.
+//! rounds of one session and of many at once on one sandbox (or on K), each
+//! timed.
 //!
 //! ```text
 //! cargo build --release --locked -p marionette -p marionette-cli -p marionette-bench --examples
@@ -150,26 +151,27 @@ fn main() -> anyhow::Result<()> {
     tokio.block_on(async {
         let mut sandboxes = Vec::new();
         for (name, runtime) in &runtimes {
-            let mut sandbox = Vec::new();
+            // The guest's sandboxes: one, or `--sandboxes K`.
+            let mut group = Vec::new();
             for _ in 0..args.sandboxes {
                 let one = Sandbox::with_runtime(runtime.clone(), Policy::default()).await?;
                 one.load(fixture::SESSIONS_SCRIPT, fixture::SESSIONS_JS)
                     .await?;
-                sandbox.push(one);
+                group.push(one);
             }
             // A first pass, not timed: the VM's heap and the host's tables
             // grow to their working size.
-            many(&sandbox, args.function, args.count, args.model_ms).await?;
-            sandboxes.push((name.clone(), sandbox, Vec::new(), Vec::new(), Vec::new()));
+            many(&group, args.function, args.count, args.model_ms).await?;
+            sandboxes.push((name.clone(), group, Vec::new(), Vec::new(), Vec::new()));
         }
         for round in 0..args.rounds {
-            for (name, sandbox, ones, alls, cpus) in &mut sandboxes {
+            for (name, group, ones, alls, cpus) in &mut sandboxes {
                 let started = Instant::now();
-                let answer = one(&sandbox[0], args.function, 0, args.model_ms).await?;
+                let answer = one(&group[0], args.function, 0, args.model_ms).await?;
                 ensure!(answer == fixture::session_result(0), "one session: {answer}");
                 let single = started.elapsed();
                 let cpu = cpu_ns();
-                let all = many(sandbox, args.function, args.count, args.model_ms).await?;
+                let all = many(group, args.function, args.count, args.model_ms).await?;
                 let cpu = Duration::from_nanos(cpu_ns().saturating_sub(cpu));
                 println!(
                     "round {round} {name}: one {:.1} ms, {} at once {:.1} ms ({:.2}x), on a CPU {:.1} ms",
@@ -184,7 +186,7 @@ fn main() -> anyhow::Result<()> {
                 cpus.push(cpu);
             }
         }
-        for (name, sandbox, mut ones, mut alls, mut cpus) in sandboxes {
+        for (name, group, mut ones, mut alls, mut cpus) in sandboxes {
             ones.sort();
             alls.sort();
             cpus.sort();
@@ -199,7 +201,7 @@ fn main() -> anyhow::Result<()> {
                 ms(all_med) / ms(one_med),
                 ms(cpus[cpus.len() / 2])
             );
-            for one in sandbox {
+            for one in group {
                 one.shutdown().await;
             }
         }
